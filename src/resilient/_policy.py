@@ -1,0 +1,342 @@
+"""The one front end every policy shares: decorators, context managers, ``call``/``acall``.
+
+A policy only says what it does around one call: "around" policies (breaker, bulkhead) supply
+``_enter``/``_exit`` and get the sync wrapper, the async wrapper and both context managers from
+:class:`AroundPolicy`; policies that drive the call (retry, timeout, fallback) supply
+``_call``/``_acall``. Telemetry (span, metrics, call events) is added here, once, so every
+policy reports the same way and the cost is paid in one place that can be measured.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import itertools
+import threading
+from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
+from time import perf_counter
+from types import TracebackType
+from typing import Any, ClassVar, TypeVar, cast
+
+from typing_extensions import ParamSpec
+
+from .telemetry._hub import STATE, Listener, PolicyTelemetry
+
+__all__ = ["AroundPolicy", "Policy", "is_async_callable"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+T = TypeVar("T")
+PolicyT = TypeVar("PolicyT", bound="Policy")
+
+_names = itertools.count(1)
+_names_lock = threading.Lock()
+
+# The outcome cell of the innermost observed execution: a driving policy that answers
+# without raising but wants another outcome recorded ("fallback") writes into it.
+_OUTCOME: ContextVar[list[str] | None] = ContextVar("resilient_outcome", default=None)
+
+_ORIGIN = "_resilient_origin"
+
+
+def is_async_callable(fn: object) -> bool:
+    """True for ``async def`` functions, partials of them and objects with an async
+    ``__call__``: the wrapper we build must then be ``async def`` too."""
+    while isinstance(fn, functools.partial):
+        fn = fn.func
+    if inspect.iscoroutinefunction(fn):
+        return True
+    call = getattr(fn, "__call__", None)  # noqa: B004 - we need the bound __call__ itself
+    return call is not None and not inspect.isfunction(fn) and inspect.iscoroutinefunction(call)
+
+
+def _check_name(kind: str, name: object) -> str:
+    if name is None:
+        with _names_lock:
+            return f"{kind}-{next(_names)}"
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError(f"name must be a non-empty string, got {name!r}")
+    return name
+
+
+class Policy:
+    """Base of every policy: usable as ``@policy`` on ``def`` and ``async def``.
+
+    The decorator keeps the wrapped function's signature (``ParamSpec``), so type checkers see
+    the same parameters and return type. ``policy.call(fn, *args)`` and
+    ``await policy.acall(fn, *args)`` run one call without decorating.
+    """
+
+    kind: ClassVar[str] = "policy"
+    name: str
+
+    def __init__(self, name: str | None = None, *, on_event: Listener | None = None) -> None:
+        self.name = _check_name(self.kind, name)
+        if on_event is not None and not callable(on_event):
+            raise TypeError(f"on_event must be callable, got {on_event!r}")
+        self._tel = PolicyTelemetry(self.kind, self.name, on_event)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r}>"
+
+    @classmethod
+    def from_env(cls: type[PolicyT], name: str, /, **code_defaults: Any) -> PolicyT:
+        """Build the policy named ``name`` from ``RESILIENT__<NAME>__<KIND>__<FIELD>``
+        variables; the environment wins over ``code_defaults``, which win over the library's
+        defaults. Bad values raise :class:`resilient.ConfigError` here, not at call time."""
+        from .config import build_from_env
+
+        return build_from_env(cls, name, code_defaults)
+
+    # -- per-policy listener ---------------------------------------------------------------
+    @property
+    def on_event(self) -> Listener | None:
+        """A listener receiving this policy's events only (in addition to global ones)."""
+        return self._tel.on_event
+
+    @on_event.setter
+    def on_event(self, listener: Listener | None) -> None:
+        if listener is not None and not callable(listener):
+            raise TypeError(f"on_event must be callable, got {listener!r}")
+        self._tel.set_on_event(listener)
+
+    # -- decorator ---------------------------------------------------------------------------
+    def __call__(self, fn: Callable[P, R]) -> Callable[P, R]:
+        """Decorate ``fn`` (``def`` or ``async def``) so every call runs under this policy."""
+        if not callable(fn):
+            raise TypeError(
+                f"{type(self).__name__} {self.name!r} can only decorate a callable, got {fn!r}"
+            )
+        if is_async_callable(fn):
+            afn = cast(Callable[..., Awaitable[Any]], fn)
+
+            @functools.wraps(fn)
+            async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+                return await self._aexecute(afn, args, kwargs)
+
+            return cast(Callable[P, R], async_wrapper)
+
+        @functools.wraps(fn)
+        def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
+            return self._execute(fn, args, kwargs)
+
+        return cast(Callable[P, R], sync_wrapper)
+
+    def call(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run ``fn(*args, **kwargs)`` once under this policy (sync)."""
+        return cast(T, self._execute(fn, args, kwargs))
+
+    async def acall(self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run ``await fn(*args, **kwargs)`` once under this policy (asyncio or trio)."""
+        return cast(T, await self._aexecute(fn, args, kwargs))
+
+    # -- what subclasses implement ---------------------------------------------------------
+    def _call(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        raise NotImplementedError  # pragma: no cover - every concrete policy overrides it
+
+    async def _acall(
+        self,
+        fn: Callable[..., Awaitable[Any]],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> Any:
+        raise NotImplementedError  # pragma: no cover - every concrete policy overrides it
+
+    # -- outcome plumbing ------------------------------------------------------------------
+    def _own(self, error: BaseException) -> BaseException:
+        """Mark ``error`` as this policy's own decision (a rejection or a timeout), so the
+        outcome is recorded as such here and as an ordinary failure by outer policies."""
+        setattr(error, _ORIGIN, id(self))
+        return error
+
+    def _is_own(self, error: BaseException) -> bool:
+        return getattr(error, _ORIGIN, None) == id(self)
+
+    def _outcome_for(self, error: BaseException) -> str:
+        if not isinstance(error, Exception):
+            return "cancelled"
+        if self._is_own(error):
+            from .errors import PolicyRejectedError, TimeoutExceeded
+
+            if isinstance(error, PolicyRejectedError):
+                return "rejected"
+            if isinstance(error, TimeoutExceeded):
+                return "timeout"
+        return "failure"
+
+    @staticmethod
+    def _note_outcome(outcome: str) -> None:
+        """Record a non-default outcome for the current (successful) execution."""
+        cell = _OUTCOME.get()
+        if cell is not None:
+            cell[0] = outcome
+
+    # -- observed execution ------------------------------------------------------------------
+    def _execute(
+        self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        tel = self._tel
+        if tel.gen != STATE.generation:
+            tel.refresh()
+        tracer = tel.tracer() if tel.tracing else None
+        if tracer is None:
+            if not tel.observing:
+                return self._call(fn, args, kwargs)
+            cell = ["success"]
+            token = _OUTCOME.set(cell)
+            start = perf_counter()
+            try:
+                result = self._call(fn, args, kwargs)
+            except BaseException as exc:
+                tel.record_call(self._outcome_for(exc), perf_counter() - start, exc, None)
+                raise
+            finally:
+                _OUTCOME.reset(token)
+            tel.record_call(cell[0], perf_counter() - start, None, None)
+            return result
+        with tracer.start_as_current_span(
+            tel.span_name,
+            attributes=tel.span_attributes,
+            record_exception=False,
+            set_status_on_exception=False,
+        ) as span:
+            cell = ["success"]
+            token = _OUTCOME.set(cell)
+            start = perf_counter()
+            try:
+                result = self._call(fn, args, kwargs)
+            except BaseException as exc:
+                tel.record_call(self._outcome_for(exc), perf_counter() - start, exc, span)
+                raise
+            finally:
+                _OUTCOME.reset(token)
+            tel.record_call(cell[0], perf_counter() - start, None, span)
+            return result
+
+    async def _aexecute(
+        self,
+        fn: Callable[..., Awaitable[Any]],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> Any:
+        tel = self._tel
+        if tel.gen != STATE.generation:
+            tel.refresh()
+        tracer = tel.tracer() if tel.tracing else None
+        if tracer is None:
+            if not tel.observing:
+                return await self._acall(fn, args, kwargs)
+            cell = ["success"]
+            token = _OUTCOME.set(cell)
+            start = perf_counter()
+            try:
+                result = await self._acall(fn, args, kwargs)
+            except BaseException as exc:
+                tel.record_call(self._outcome_for(exc), perf_counter() - start, exc, None)
+                raise
+            finally:
+                _OUTCOME.reset(token)
+            tel.record_call(cell[0], perf_counter() - start, None, None)
+            return result
+        with tracer.start_as_current_span(
+            tel.span_name,
+            attributes=tel.span_attributes,
+            record_exception=False,
+            set_status_on_exception=False,
+        ) as span:
+            cell = ["success"]
+            token = _OUTCOME.set(cell)
+            start = perf_counter()
+            try:
+                result = await self._acall(fn, args, kwargs)
+            except BaseException as exc:
+                tel.record_call(self._outcome_for(exc), perf_counter() - start, exc, span)
+                raise
+            finally:
+                _OUTCOME.reset(token)
+            tel.record_call(cell[0], perf_counter() - start, None, span)
+            return result
+
+
+class AroundPolicy(Policy):
+    """A policy that only decides before and after the call (breaker, bulkhead).
+
+    Subclasses implement ``_enter() -> permit`` (raise to reject; may block for a sync
+    caller), optionally ``async _aenter()`` (wait without blocking the event loop), and
+    ``_exit(permit, error, result)``. ``_exit`` runs exactly once per successful ``_enter``,
+    also on cancellation (``error`` is then a ``BaseException`` that is not an ``Exception``).
+    """
+
+    def __init__(self, name: str | None = None, *, on_event: Listener | None = None) -> None:
+        super().__init__(name, on_event=on_event)
+        self._held: ContextVar[tuple[Any, ...]] = ContextVar(
+            f"resilient.{self.kind}.{self.name}.held", default=()
+        )
+
+    def _enter(self) -> Any:
+        raise NotImplementedError  # pragma: no cover
+
+    async def _aenter(self) -> Any:
+        return self._enter()
+
+    def _exit(self, permit: Any, error: BaseException | None, result: Any) -> None:
+        raise NotImplementedError  # pragma: no cover
+
+    def _call(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        permit = self._enter()
+        try:
+            result = fn(*args, **kwargs)
+        except BaseException as exc:
+            self._exit(permit, exc, None)
+            raise
+        self._exit(permit, None, result)
+        return result
+
+    async def _acall(
+        self,
+        fn: Callable[..., Awaitable[Any]],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> Any:
+        permit = await self._aenter()
+        try:
+            result = await fn(*args, **kwargs)
+        except BaseException as exc:
+            self._exit(permit, exc, None)
+            raise
+        self._exit(permit, None, result)
+        return result
+
+    # -- context managers ----------------------------------------------------------------------
+    # Permits are kept on a per-context stack (threads and tasks each see their own), so one
+    # policy instance can be entered concurrently and re-entered (nested) safely.
+    def __enter__(self) -> AroundPolicy:
+        permit = self._enter()
+        self._held.set((*self._held.get(), permit))
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        held = self._held.get()
+        if not held:
+            raise RuntimeError(f"{self!r}: __exit__ without a matching __enter__")
+        self._held.set(held[:-1])
+        self._exit(held[-1], exc, None)
+
+    async def __aenter__(self) -> AroundPolicy:
+        permit = await self._aenter()
+        self._held.set((*self._held.get(), permit))
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.__exit__(exc_type, exc, tb)

@@ -1,0 +1,43 @@
+"""Sleeping that tests can switch off: ``resilient.testing.instant_retries()``.
+
+Users' own test suites are slow because of retry backoff; a process-wide switch (not a context
+variable, so worker threads see it too) turns every library-initiated wait into a zero-length
+one while still yielding to the event loop.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import anyio
+
+__all__ = ["async_sleep", "instant", "set_instant", "sync_sleep"]
+
+_instant_depth = 0
+_lock = threading.Lock()
+
+
+def instant() -> bool:
+    """True while at least one ``instant_retries()`` block is active."""
+    return _instant_depth > 0
+
+
+def set_instant(on: bool) -> None:
+    """Enter (``True``) or leave (``False``) one level of instant waiting."""
+    global _instant_depth
+    with _lock:
+        _instant_depth += 1 if on else -1
+        if _instant_depth < 0:
+            _instant_depth = 0
+
+
+def sync_sleep(seconds: float) -> None:
+    """``time.sleep`` unless waits are instant."""
+    if seconds > 0 and not _instant_depth:
+        time.sleep(seconds)
+
+
+async def async_sleep(seconds: float) -> None:
+    """``anyio.sleep`` (asyncio and trio) unless waits are instant (then a checkpoint)."""
+    await anyio.sleep(0 if _instant_depth else max(0.0, seconds))

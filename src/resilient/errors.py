@@ -1,0 +1,182 @@
+"""The exception hierarchy of ``resilient``.
+
+Every error derives from :class:`ResilienceError` so callers can catch "anything the library
+decided" in one clause, while still being able to tell a rejection (the protected function was
+never called) from a failure of the function itself. Messages name the policy and the numbers
+behind the decision, because the message is often all an operator sees in a log line.
+
+Errors keep their constructor arguments as attributes and pickle cleanly (``__reduce__``), so
+they survive being sent across processes (sagas, multiprocessing pools).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "BulkheadFullError",
+    "CircuitOpenError",
+    "ConfigError",
+    "IdempotencyConflict",
+    "PolicyRejectedError",
+    "Rejected",
+    "ResilienceError",
+    "RetryExhaustedError",
+    "SagaFailed",
+    "SagaStuck",
+    "TimeoutExceeded",
+]
+
+
+class ResilienceError(Exception):
+    """Base class of every error raised by ``resilient``."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self._reduce_args: tuple[Any, ...] = args
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), self._reduce_args, self._state())
+
+    def _state(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k != "_reduce_args"}
+
+
+class PolicyRejectedError(ResilienceError):
+    """A policy refused to call the protected function at all.
+
+    ``retry_after`` is a hint in seconds (``None`` when the policy cannot tell); :class:`Retry`
+    honours it, and ``Fallback(on=(PolicyRejectedError,))`` catches every rejection.
+    """
+
+    retry_after: float | None = None
+    reason: str = "rejected"
+
+
+class CircuitOpenError(PolicyRejectedError):
+    """The circuit breaker is open (or forced open): the call was not made."""
+
+    def __init__(self, name: str, retry_after: float | None, state: str = "open") -> None:
+        self.name = name
+        self.retry_after = retry_after
+        self.state = state
+        self.reason = "forced_open" if state == "forced_open" else "open"
+        hint = "until it is reset" if retry_after is None else f"retry in {retry_after:.3f}s"
+        super().__init__(name, retry_after, state)
+        self.args = (f"circuit breaker {name!r} is {state.replace('_', ' ')}; {hint}",)
+
+
+class BulkheadFullError(PolicyRejectedError):
+    """The bulkhead had no free slot and no room (or no time) left in its wait queue."""
+
+    def __init__(
+        self,
+        name: str,
+        max_concurrent: int,
+        max_queued: int,
+        reason: str = "full",
+        waited: float | None = None,
+    ) -> None:
+        self.name = name
+        self.max_concurrent = max_concurrent
+        self.max_queued = max_queued
+        self.reason = reason
+        self.waited = waited
+        super().__init__(name, max_concurrent, max_queued, reason, waited)
+        if reason == "queue_timeout":
+            msg = (
+                f"bulkhead {name!r}: no slot freed within the queue timeout "
+                f"({waited:.3f}s waited; {max_concurrent} running)"
+            )
+        else:
+            msg = (
+                f"bulkhead {name!r} is full: {max_concurrent} running and "
+                f"{max_queued} waiting (max_concurrent={max_concurrent}, max_queued={max_queued})"
+            )
+        self.args = (msg,)
+
+
+class TimeoutExceeded(ResilienceError, TimeoutError):
+    """The call did not finish within its time budget.
+
+    Also a :class:`builtins.TimeoutError`, so code that already handles timeouts keeps working.
+    """
+
+    def __init__(self, name: str, seconds: float) -> None:
+        self.name = name
+        self.seconds = seconds
+        super().__init__(name, seconds)
+        self.args = (f"timeout {name!r}: call did not finish within {seconds:g}s",)
+
+
+class RetryExhaustedError(ResilienceError):
+    """Every attempt returned a result the retry policy considers a failure.
+
+    (When attempts end on an exception, that exception propagates unchanged instead.)
+    """
+
+    def __init__(self, name: str, attempts: int, last_result: Any) -> None:
+        self.name = name
+        self.attempts = attempts
+        self.last_result = last_result
+        super().__init__(name, attempts, last_result)
+        self.args = (
+            f"retry {name!r} gave up after {attempts} attempt(s); last result was {last_result!r}",
+        )
+
+
+class ConfigError(ResilienceError, ValueError):
+    """A policy was configured with a value it cannot use (from code or the environment).
+
+    Also a :class:`ValueError`. Raised when the policy is created, never when it is called.
+    """
+
+
+class Rejected(ResilienceError):
+    """Raised by a saga step to say a definitive business "no".
+
+    The step is not retried and its own compensation is skipped (it did nothing to undo);
+    every earlier step is compensated.
+    """
+
+
+class SagaFailed(ResilienceError):
+    """A saga failed and was rolled back: every started step was compensated.
+
+    ``__cause__`` is the step's error; ``saga_id``, ``step`` and ``result`` tell which.
+    """
+
+    def __init__(self, saga_id: str, step: str | None, message: str, result: Any = None) -> None:
+        self.saga_id = saga_id
+        self.step = step
+        self.result = result
+        super().__init__(saga_id, step, message, result)
+        self.args = (message,)
+
+
+class SagaStuck(ResilienceError):
+    """A saga could not be finished without a human: a compensation kept failing, an in-doubt
+    step may not be retried, or recovery crashed too often. See ``saga.admin``."""
+
+    def __init__(
+        self, saga_id: str, step: str | None, reason: str, message: str, result: Any = None
+    ) -> None:
+        self.saga_id = saga_id
+        self.step = step
+        self.reason = reason
+        self.result = result
+        super().__init__(saga_id, step, reason, message, result)
+        self.args = (message,)
+
+
+class IdempotencyConflict(ResilienceError):
+    """A saga id was reused with different input data."""
+
+    def __init__(self, saga_id: str, message: str | None = None) -> None:
+        self.saga_id = saga_id
+        super().__init__(saga_id, message)
+        self.args = (
+            message
+            or f"saga id {saga_id!r} was already started with different input data; "
+            "use a new saga id or the same input",
+        )

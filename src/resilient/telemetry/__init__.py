@@ -1,0 +1,57 @@
+"""Telemetry: typed events for listeners, Prometheus metrics and OpenTelemetry spans.
+
+Everything a policy decides becomes an :class:`Event`. The hub sends it to global listeners
+(:func:`add_listener`), the policy's own ``on_event``, the Prometheus metrics and, as a span
+event, to the current OpenTelemetry span. :func:`configure_telemetry` switches sinks off or
+points them at another registry or tracer provider.
+"""
+
+from ._events import (
+    BreakerStateChanged,
+    BulkheadAdmitted,
+    BulkheadQueued,
+    BulkheadRejected,
+    CallFailed,
+    CallIgnored,
+    CallRejected,
+    CallSlow,
+    CallSucceeded,
+    Event,
+    FallbackUsed,
+    RetryScheduled,
+    SagaEvent,
+    TimeoutHit,
+)
+from ._hub import (
+    Listener,
+    PolicyTelemetry,
+    add_listener,
+    configure_telemetry,
+    remove_listener,
+    reset_telemetry,
+)
+from ._prometheus import families_for
+
+__all__ = [
+    "BreakerStateChanged",
+    "BulkheadAdmitted",
+    "BulkheadQueued",
+    "BulkheadRejected",
+    "CallFailed",
+    "CallIgnored",
+    "CallRejected",
+    "CallSlow",
+    "CallSucceeded",
+    "Event",
+    "FallbackUsed",
+    "Listener",
+    "PolicyTelemetry",
+    "RetryScheduled",
+    "SagaEvent",
+    "TimeoutHit",
+    "add_listener",
+    "configure_telemetry",
+    "families_for",
+    "remove_listener",
+    "reset_telemetry",
+]

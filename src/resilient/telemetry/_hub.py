@@ -1,0 +1,329 @@
+"""Where events go: global listeners, per-policy ``on_event``, Prometheus and OpenTelemetry.
+
+The hub keeps one small global configuration object. Every policy owns a
+:class:`PolicyTelemetry` handle that caches what it needs (metric children, span name,
+attributes) and rebuilds itself only when the configuration's ``generation`` changes, so the
+per-call cost with nobody listening is two attribute reads and an integer compare.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from opentelemetry import trace
+from prometheus_client import REGISTRY, CollectorRegistry
+
+from ._events import (
+    BreakerStateChanged,
+    CallFailed,
+    CallRejected,
+    CallSucceeded,
+    Event,
+    RetryScheduled,
+)
+from ._prometheus import Families, families_for
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Span, Tracer, TracerProvider
+
+__all__ = [
+    "Listener",
+    "PolicyTelemetry",
+    "add_listener",
+    "configure_telemetry",
+    "remove_listener",
+    "STATE",
+]
+
+Listener = Callable[[Event], None]
+
+_log = logging.getLogger("resilient.telemetry")
+_INSTRUMENTATION = "resilient"
+
+
+class _State:
+    """The global telemetry configuration; replaced field by field under ``_lock``."""
+
+    __slots__ = ("generation", "listeners", "metrics", "registry", "tracer_provider", "tracing")
+
+    def __init__(self) -> None:
+        self.generation = 0
+        self.listeners: tuple[Listener, ...] = ()
+        self.metrics = True
+        self.tracing = True
+        self.registry: CollectorRegistry = REGISTRY
+        self.tracer_provider: TracerProvider | None = None
+
+
+STATE = _State()
+_lock = threading.Lock()
+_failed_listeners: set[int] = set()
+
+
+def _bump() -> None:
+    STATE.generation += 1
+
+
+def add_listener(listener: Listener) -> None:
+    """Send every event of every policy to ``listener`` (called synchronously, in the thread
+    or task that made the decision; keep it fast). A listener that raises is logged once and
+    never breaks the protected call."""
+    if not callable(listener):
+        raise TypeError(f"listener must be callable, got {listener!r}")
+    with _lock:
+        STATE.listeners = (*STATE.listeners, listener)
+        _bump()
+
+
+def remove_listener(listener: Listener) -> None:
+    """Stop sending events to ``listener`` (no error if it was not registered)."""
+    with _lock:
+        STATE.listeners = tuple(x for x in STATE.listeners if x is not listener)
+        _bump()
+
+
+def configure_telemetry(
+    *,
+    metrics: bool | None = None,
+    tracing: bool | None = None,
+    registry: CollectorRegistry | None = None,
+    tracer_provider: TracerProvider | None = None,
+) -> None:
+    """Switch sinks on or off and point them elsewhere.
+
+    ``metrics``/``tracing`` enable or disable Prometheus metrics and OpenTelemetry spans (both
+    on by default; spans cost nothing until an OpenTelemetry SDK is installed). ``registry``
+    sends metrics to another ``CollectorRegistry`` (default: prometheus-client's global one);
+    ``tracer_provider`` sends spans to another provider (default: the global one). Arguments
+    left as ``None`` keep their current value.
+    """
+    with _lock:
+        if metrics is not None:
+            STATE.metrics = bool(metrics)
+        if tracing is not None:
+            STATE.tracing = bool(tracing)
+        if registry is not None:
+            STATE.registry = registry
+        if tracer_provider is not None:
+            STATE.tracer_provider = tracer_provider
+        _bump()
+
+
+def reset_telemetry() -> None:
+    """Back to defaults: metrics and tracing on, global registry and provider, no listeners."""
+    with _lock:
+        STATE.listeners = ()
+        STATE.metrics = True
+        STATE.tracing = True
+        STATE.registry = REGISTRY
+        STATE.tracer_provider = None
+        _bump()
+
+
+def _call_listener(listener: Listener, event: Event) -> None:
+    try:
+        listener(event)
+    except Exception:
+        key = id(listener)
+        if key not in _failed_listeners:
+            _failed_listeners.add(key)
+            _log.exception(
+                "resilient listener %r raised while handling %s; the protected call is not "
+                "affected (further errors of this listener are not logged)",
+                listener,
+                type(event).__name__,
+            )
+
+
+def _proxy_type() -> type:
+    return trace.ProxyTracerProvider
+
+
+class PolicyTelemetry:
+    """One policy's view of the telemetry configuration, cached until it changes."""
+
+    __slots__ = (
+        "_children",
+        "_families",
+        "_tracer",
+        "_tracer_provider",
+        "duration",
+        "gen",
+        "kind",
+        "listeners",
+        "metrics",
+        "name",
+        "observing",
+        "on_event",
+        "span_attributes",
+        "span_name",
+        "tracing",
+    )
+
+    def __init__(self, kind: str, name: str, on_event: Listener | None = None) -> None:
+        self.kind = kind
+        self.name = name
+        self.on_event = on_event
+        self.span_name = f"{kind} {name}"
+        self.span_attributes: dict[str, Any] = {"resilient.policy": kind, "resilient.name": name}
+        self.gen = -1
+        self.refresh()
+
+    def set_on_event(self, on_event: Listener | None) -> None:
+        self.on_event = on_event
+        self.gen = -1
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Rebuild the cache from the global configuration."""
+        with _lock:
+            gen = STATE.generation
+            self.metrics = STATE.metrics
+            self.tracing = STATE.tracing
+            self._tracer_provider = STATE.tracer_provider
+            listeners = STATE.listeners
+            registry = STATE.registry
+        self.listeners = listeners + ((self.on_event,) if self.on_event is not None else ())
+        self._families: Families | None = families_for(registry) if self.metrics else None
+        self._children: dict[tuple[str, ...], Any] = {}
+        self.duration = (
+            self._families.call_duration.labels(self.kind, self.name)
+            if self._families is not None
+            else None
+        )
+        self._tracer: Tracer | None = None
+        self.observing = self.metrics or bool(self.listeners)
+        self.gen = gen
+
+    # -- tracing -----------------------------------------------------------------------------
+    def tracer(self) -> Tracer | None:
+        """The tracer to use now, or ``None`` when spans would go nowhere (no SDK)."""
+        if not self.tracing:
+            return None
+        if self._tracer is not None:
+            return self._tracer
+        provider = self._tracer_provider or trace.get_tracer_provider()
+        if isinstance(provider, _proxy_type()):
+            return None  # no SDK configured yet: spans would be no-ops; skip their cost
+        self._tracer = provider.get_tracer(_INSTRUMENTATION)
+        return self._tracer
+
+    # -- metrics -----------------------------------------------------------------------------
+    def _child(self, family: str, *labels: str) -> Any:
+        key = (family, *labels)
+        child = self._children.get(key)
+        if child is None:
+            assert self._families is not None
+            child = getattr(self._families, family).labels(*labels)
+            self._children[key] = child
+        return child
+
+    def record_call(
+        self,
+        outcome: str,
+        duration: float,
+        error: BaseException | None,
+        span: Span | None,
+    ) -> None:
+        """Account one finished execution of the policy: metrics, span outcome, call event."""
+        if self.gen != STATE.generation:
+            self.refresh()
+        if self._families is not None:
+            self._child("calls", self.kind, self.name, outcome).inc()
+            if self.duration is not None:
+                self.duration.observe(duration)
+        if span is not None:
+            span.set_attribute("resilient.outcome", outcome)
+            if error is not None and outcome not in ("success", "cancelled"):
+                span.record_exception(error)
+                span.set_status(trace.StatusCode.ERROR, f"{type(error).__name__}: {error}")
+        if self.listeners and outcome != "rejected":
+            if error is None and outcome in ("success", "fallback"):
+                self.emit(CallSucceeded(policy=self.kind, name=self.name, duration=duration))
+            elif outcome != "cancelled":
+                self.emit(
+                    CallFailed(policy=self.kind, name=self.name, duration=duration, error=error)
+                )
+
+    def in_flight(self, delta: int) -> None:
+        """Move the bulkhead in-flight gauge."""
+        if self._families is not None:
+            self._child("bulkhead_in_flight", self.name).inc(delta)
+
+    def breaker_state(self, state: str, all_states: tuple[str, ...]) -> None:
+        """Publish ``state`` as the breaker's current state (1) and every other as 0."""
+        if self.gen != STATE.generation:
+            self.refresh()
+        if self._families is not None:
+            for s in all_states:
+                self._child("breaker_state", self.name, s).set(1 if s == state else 0)
+
+    # -- events ------------------------------------------------------------------------------
+    def emit(self, event: Event) -> None:
+        """Deliver ``event`` to metrics, the current span and every listener."""
+        if self.gen != STATE.generation:
+            self.refresh()
+        families = self._families
+        if families is not None:
+            if isinstance(event, CallRejected):
+                self._child("rejections", self.kind, self.name, event.reason).inc()
+            elif isinstance(event, RetryScheduled):
+                self._child("retry_attempts", self.name).inc()
+        if self.tracing:
+            span = trace.get_current_span()
+            if span.is_recording():
+                span.add_event(_event_name(event), _event_attributes(event))
+        for listener in self.listeners:
+            _call_listener(listener, event)
+
+    def wants_events(self) -> bool:
+        """True when building an event object would reach someone (avoid it otherwise)."""
+        if self.gen != STATE.generation:
+            self.refresh()
+        return bool(self.listeners) or self._families is not None or self.tracing
+
+
+def _event_name(event: Event) -> str:
+    if isinstance(event, BreakerStateChanged):
+        return "state_change"
+    name = type(event).__name__
+    out = [name[0].lower()]
+    for ch in name[1:]:
+        if ch.isupper():
+            out.append("_")
+        out.append(ch.lower())
+    return "".join(out)
+
+
+def _event_attributes(event: Event) -> dict[str, Any]:
+    attrs: dict[str, Any] = {}
+    for slot in _slots_of(type(event)):
+        if slot in ("at", "policy", "name"):
+            continue
+        value = getattr(event, slot)
+        if value is None:
+            continue
+        if isinstance(value, BaseException):
+            attrs[f"resilient.{slot}"] = f"{type(value).__name__}: {value}"
+        elif isinstance(value, (str, bool, int, float)):
+            attrs[f"resilient.{slot}"] = value
+        else:
+            attrs[f"resilient.{slot}"] = str(value)
+    return attrs
+
+
+_slot_cache: dict[type, tuple[str, ...]] = {}
+
+
+def _slots_of(cls: type) -> tuple[str, ...]:
+    found = _slot_cache.get(cls)
+    if found is None:
+        names: list[str] = []
+        for klass in reversed(cls.__mro__):
+            names.extend(getattr(klass, "__slots__", ()))
+        found = tuple(dict.fromkeys(n for n in names if not n.startswith("_")))
+        _slot_cache[cls] = found
+    return found
