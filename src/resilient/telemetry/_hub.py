@@ -138,8 +138,20 @@ def _call_listener(listener: Listener, event: Event) -> None:
             )
 
 
-def _proxy_type() -> type:
-    return trace.ProxyTracerProvider
+def _global_provider_set() -> bool:
+    """Whether a real global tracer provider has been installed.
+
+    ``trace.get_tracer_provider()`` reads ``os.environ`` on every call while none is set
+    (~0.6 us), which would be most of our per-call cost; the API module's global is the cheap
+    answer. Should that private name ever disappear, fall back to the public function.
+    """
+    provider = getattr(trace, "_TRACER_PROVIDER", _MISSING)
+    if provider is _MISSING:
+        return not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
+    return provider is not None
+
+
+_MISSING = object()
 
 
 class PolicyTelemetry:
@@ -150,7 +162,6 @@ class PolicyTelemetry:
         "_families",
         "_tracer",
         "_tracer_provider",
-        "duration",
         "gen",
         "kind",
         "listeners",
@@ -160,6 +171,7 @@ class PolicyTelemetry:
         "on_event",
         "span_attributes",
         "span_name",
+        "stats",
         "tracing",
     )
 
@@ -189,10 +201,8 @@ class PolicyTelemetry:
         self.listeners = listeners + ((self.on_event,) if self.on_event is not None else ())
         self._families: Families | None = families_for(registry) if self.metrics else None
         self._children: dict[tuple[str, ...], Any] = {}
-        self.duration = (
-            self._families.call_duration.labels(self.kind, self.name)
-            if self._families is not None
-            else None
+        self.stats = (
+            self._families.calls.stats(self.kind, self.name) if self._families is not None else None
         )
         self._tracer: Tracer | None = None
         self.observing = self.metrics or bool(self.listeners)
@@ -205,9 +215,13 @@ class PolicyTelemetry:
             return None
         if self._tracer is not None:
             return self._tracer
-        provider = self._tracer_provider or trace.get_tracer_provider()
-        if isinstance(provider, _proxy_type()):
-            return None  # no SDK configured yet: spans would be no-ops; skip their cost
+        provider = self._tracer_provider
+        if provider is None:
+            if not _global_provider_set():
+                return None  # no SDK configured yet: spans would be no-ops; skip their cost
+            provider = trace.get_tracer_provider()
+            if isinstance(provider, trace.ProxyTracerProvider):
+                return None
         self._tracer = provider.get_tracer(_INSTRUMENTATION)
         return self._tracer
 
@@ -231,10 +245,8 @@ class PolicyTelemetry:
         """Account one finished execution of the policy: metrics, span outcome, call event."""
         if self.gen != STATE.generation:
             self.refresh()
-        if self._families is not None:
-            self._child("calls", self.kind, self.name, outcome).inc()
-            if self.duration is not None:
-                self.duration.observe(duration)
+        if self.stats is not None:
+            self.stats.record(outcome, duration)
         if span is not None:
             span.set_attribute("resilient.outcome", outcome)
             if error is not None and outcome not in ("success", "cancelled"):
@@ -280,10 +292,18 @@ class PolicyTelemetry:
             _call_listener(listener, event)
 
     def wants_events(self) -> bool:
-        """True when building an event object would reach someone (avoid it otherwise)."""
+        """True when an event would reach a listener, a span or a metric: build events for
+        rare decisions (rejections, retries, state changes) only when this is true."""
         if self.gen != STATE.generation:
             self.refresh()
-        return bool(self.listeners) or self._families is not None or self.tracing
+        return bool(self.listeners) or self._families is not None or self.tracer() is not None
+
+    def wants_detail(self) -> bool:
+        """True when a listener or a span would see a per-call event that no metric needs
+        (``BulkheadAdmitted``): skip building those on the happy path otherwise."""
+        if self.gen != STATE.generation:
+            self.refresh()
+        return bool(self.listeners) or self.tracer() is not None
 
 
 def _event_name(event: Event) -> str:

@@ -1,0 +1,307 @@
+"""Bulkhead: bound how many calls run at once, with a bounded, fair wait queue.
+
+One :class:`Bulkhead` instance can be shared by threads, asyncio tasks and trio tasks at the
+same time: they all draw from the same slots and wait in the same FIFO queue, so a slot freed
+by a thread may go to an asyncio task that has waited longer, and vice versa.
+
+How waiting works (the state lives in :class:`~resilient._bulkhead_core.BulkheadCore`, updated
+under one short ``threading.Lock`` that is never held while anyone waits or user code runs):
+
+* a **thread** waits on its own pre-acquired ``threading.Lock``; the releaser unlocks it;
+* an **async task** waits on its own ``anyio.Event``. The releaser may be any thread, and
+  neither asyncio nor trio objects may be touched from a foreign thread, so the waiter captures
+  its loop's thread-safe scheduler when it queues (``loop.call_soon_threadsafe`` on asyncio, the
+  ``TrioToken.run_sync_soon`` on trio) and the releaser schedules ``event.set`` through it. No
+  polling, and no thread is ever blocked on behalf of a task. If that loop has already been
+  closed, the slot is passed on to the next waiter instead of leaking.
+
+Giving up (cancel scope, ``asyncio`` cancellation, ``KeyboardInterrupt``, queue timeout) takes
+the waiter out of the queue; if the slot was handed to it in the same instant, the waiter
+passes that slot on before the exception propagates. So every admitted caller releases
+exactly once and no slot is ever lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import anyio
+
+from ._bulkhead_core import ADMITTED, FULL, BulkheadCore
+from ._deadline import remaining
+from ._policy import AroundPolicy
+from .errors import BulkheadFullError
+from .telemetry._events import BulkheadAdmitted, BulkheadQueued, BulkheadRejected, CallRejected
+from .telemetry._hub import Listener
+
+__all__ = ["Bulkhead"]
+
+
+class _ThreadWaiter:
+    """A blocked thread: a lock created held; ``wake`` unlocks it, ``wait`` acquires it."""
+
+    __slots__ = ("_gate",)
+
+    def __init__(self) -> None:
+        self._gate = threading.Lock()
+        self._gate.acquire()
+
+    def wait(self, timeout: float | None) -> bool:
+        return self._gate.acquire(timeout=-1 if timeout is None else timeout)
+
+    def wake(self) -> bool:
+        self._gate.release()
+        return True
+
+
+def _threadsafe_scheduler() -> Callable[[Callable[[], object]], object]:
+    """How to run a callback on the current event loop from any thread."""
+    trio = sys.modules.get("trio")
+    if trio is not None and trio.lowlevel.in_trio_task():
+        schedule: Callable[[Callable[[], object]], object] = (
+            trio.lowlevel.current_trio_token().run_sync_soon
+        )
+        return schedule
+    return asyncio.get_running_loop().call_soon_threadsafe
+
+
+class _TaskWaiter:
+    """A waiting asyncio or trio task: an ``anyio.Event`` set through its own loop."""
+
+    __slots__ = ("_schedule", "event")
+
+    def __init__(self) -> None:
+        self.event = anyio.Event()
+        self._schedule = _threadsafe_scheduler()
+
+    def wake(self) -> bool:
+        try:
+            self._schedule(self.event.set)
+        except RuntimeError:  # loop closed / trio run finished: nobody will take the slot
+            return False
+        return True
+
+
+_Waiter = _ThreadWaiter | _TaskWaiter
+
+
+def _check_int(param: str, value: object, minimum: int) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"{param} must be an int >= {minimum}, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{param} must be >= {minimum}, got {value!r}")
+    return value
+
+
+def _check_queue_timeout(value: object) -> float | None:
+    if value is None:
+        return None
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        raise TypeError(f"queue_timeout must be None or a number of seconds, got {value!r}")
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(
+            f"queue_timeout must be a finite number >= 0 (None waits forever), got {value!r}"
+        )
+    return float(value)
+
+
+class Bulkhead(AroundPolicy):
+    """Run at most ``max_concurrent`` calls at once; let up to ``max_queued`` more wait.
+
+    Why: one slow dependency must not take every thread, connection or task of the process
+    with it. The bulkhead caps the work in flight towards it and turns the excess away fast
+    (:class:`~resilient.BulkheadFullError`) instead of letting it pile up.
+
+    * ``max_concurrent`` (int >= 1): slots. A call holds one from admission until it returns,
+      raises or is cancelled.
+    * ``max_queued`` (int >= 0, default 0: no queue): callers that may wait for a slot. They
+      are admitted strictly first come, first served, whether they are threads or tasks.
+    * ``queue_timeout`` (seconds >= 0, ``None``: wait as long as it takes): how long one
+      caller may wait in the queue. A thread also never waits past an enclosing
+      ``rs.Timeout`` deadline (``rs.remaining()``); a task's wait is cancelled by its cancel
+      scope anyway.
+    * ``clock``: measures how long a caller waited (``BulkheadAdmitted.waited`` and
+      ``BulkheadFullError.waited``). The waiting itself uses real time.
+
+    Raises :class:`~resilient.BulkheadFullError` with ``reason="full"`` when every slot is
+    taken and the queue is full, ``reason="queue_timeout"`` when the wait timed out; the
+    protected function is not called in either case. ``in_flight`` and ``queued`` read the
+    current counts. Use it as ``@bulkhead``, ``with bulkhead:`` or ``async with bulkhead:``.
+    """
+
+    kind = "bulkhead"
+
+    def __init__(
+        self,
+        name: str | None = None,
+        *,
+        max_concurrent: int,
+        max_queued: int = 0,
+        queue_timeout: float | None = None,
+        on_event: Listener | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        max_concurrent = _check_int("max_concurrent", max_concurrent, 1)
+        max_queued = _check_int("max_queued", max_queued, 0)
+        self._queue_timeout = _check_queue_timeout(queue_timeout)
+        if not callable(clock):
+            raise TypeError(f"clock must be a callable returning seconds, got {clock!r}")
+        super().__init__(name, on_event=on_event)
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._core: BulkheadCore[_Waiter] = BulkheadCore(max_concurrent, max_queued)
+
+    def __repr__(self) -> str:
+        core = self._core
+        return (
+            f"<Bulkhead {self.name!r} running={core.running}/{core.max_concurrent} "
+            f"queued={core.queued}/{core.max_queued}>"
+        )
+
+    # -- read-only view ------------------------------------------------------------------------
+    @property
+    def max_concurrent(self) -> int:
+        """How many calls may run at once."""
+        return self._core.max_concurrent
+
+    @property
+    def max_queued(self) -> int:
+        """How many callers may wait for a slot."""
+        return self._core.max_queued
+
+    @property
+    def queue_timeout(self) -> float | None:
+        """Longest wait in the queue in seconds (``None``: unbounded)."""
+        return self._queue_timeout
+
+    @property
+    def in_flight(self) -> int:
+        """Slots taken right now (calls running, plus any slot just handed to a waiter that
+        has not resumed yet)."""
+        return self._core.running
+
+    @property
+    def queued(self) -> int:
+        """Callers waiting for a slot right now."""
+        return self._core.queued
+
+    # -- admission -----------------------------------------------------------------------------
+    def _enter(self) -> None:
+        with self._lock:
+            admitted = self._core.try_admit()
+        if admitted:
+            self._admitted(0.0)
+            return None
+        return self._wait_in_thread()
+
+    async def _aenter(self) -> None:
+        with self._lock:
+            admitted = self._core.try_admit()
+        if admitted:
+            self._admitted(0.0)
+            return None
+        return await self._wait_in_task()
+
+    def _wait_in_thread(self) -> None:
+        waiter = _ThreadWaiter()
+        start = self._clock()
+        if self._arrive(waiter):
+            return None
+        timeout = self._queue_timeout
+        budget = remaining()
+        if budget is not None and (timeout is None or budget < timeout):
+            timeout = budget
+        try:
+            granted = waiter.wait(timeout)
+        except BaseException:
+            self._abandon(waiter)
+            raise
+        self._after_wait(waiter, granted, start)
+
+    async def _wait_in_task(self) -> None:
+        waiter = _TaskWaiter()
+        start = self._clock()
+        if self._arrive(waiter):
+            return None
+        try:
+            if self._queue_timeout is None:
+                await waiter.event.wait()
+            else:
+                with anyio.move_on_after(self._queue_timeout):
+                    await waiter.event.wait()
+        except BaseException:
+            self._abandon(waiter)
+            raise
+        self._after_wait(waiter, waiter.event.is_set(), start)
+
+    def _arrive(self, waiter: _Waiter) -> bool:
+        """Join the queue; True when admitted at once (a slot freed meanwhile). Raises when
+        the queue is full."""
+        with self._lock:
+            position = self._core.arrive(waiter)
+        if position == ADMITTED:
+            self._admitted(0.0)
+            return True
+        if position == FULL:
+            raise self._reject("full", None)
+        if self._tel.wants_events():
+            self._tel.emit(BulkheadQueued(policy=self.kind, name=self.name, position=position))
+        return False
+
+    def _after_wait(self, waiter: _Waiter, woken: bool, start: float) -> None:
+        if not woken:
+            with self._lock:
+                gave_up = self._core.cancel(waiter)
+            if gave_up:
+                raise self._reject("queue_timeout", max(0.0, self._clock() - start))
+            # the slot was handed over in the very instant the wait timed out: take it
+        self._admitted(max(0.0, self._clock() - start))
+
+    def _abandon(self, waiter: _Waiter) -> None:
+        """A queued caller is leaving (cancelled, interrupted): drop its ticket, or pass on
+        the slot it was handed in the meantime."""
+        with self._lock:
+            was_queued = self._core.cancel(waiter)
+        if not was_queued:
+            self._release_slot()
+
+    def _admitted(self, waited: float) -> None:
+        tel = self._tel
+        try:
+            tel.in_flight(1)
+            if tel.wants_events():
+                tel.emit(BulkheadAdmitted(policy=self.kind, name=self.name, waited=waited))
+        except BaseException:
+            tel.in_flight(-1)
+            self._release_slot()
+            raise
+
+    def _reject(self, reason: str, waited: float | None) -> BaseException:
+        tel = self._tel
+        if tel.wants_events():
+            tel.emit(BulkheadRejected(policy=self.kind, name=self.name, reason=reason))
+            tel.emit(CallRejected(policy=self.kind, name=self.name, reason=reason))
+        core = self._core
+        return self._own(
+            BulkheadFullError(self.name, core.max_concurrent, core.max_queued, reason, waited)
+        )
+
+    # -- release -------------------------------------------------------------------------------
+    def _exit(self, permit: Any, error: BaseException | None, result: Any) -> None:
+        self._tel.in_flight(-1)
+        self._release_slot()
+
+    def _release_slot(self) -> None:
+        """Free one slot, or hand it to the longest waiter and wake it (outside the lock)."""
+        while True:
+            with self._lock:
+                waiter = self._core.release()
+            if waiter is None or waiter.wake():
+                return
+            # that waiter's event loop is gone; it can never use the slot: pass it on

@@ -1,0 +1,191 @@
+"""Ready-made wait strategies for :class:`resilient.Retry` (and for tenacity itself).
+
+Every strategy is a ``tenacity.wait.wait_base``: a callable taking a
+``tenacity.RetryCallState`` and returning the seconds to wait before the next attempt. So they
+plug into ``Retry(wait=...)``, into a plain ``tenacity.Retrying(wait=...)``, and combine with
+tenacity's own strategies using ``+``.
+
+``n`` below is ``retry_state.attempt_number``: the number of the attempt that just failed
+(1 before the first retry).
+
+- :func:`wait_fixed` — the same delay every time.
+- :func:`wait_linear` — ``min(max, start + step * (n - 1))``.
+- :func:`wait_exponential` — ``d = min(max, initial * multiplier ** (n - 1))`` shaped by
+  ``jitter``:
+
+  - ``"full"`` (default): ``uniform(0, d)``. Spreads a fleet of clients best; AWS's advice.
+  - ``"equal"``: ``d / 2 + uniform(0, d / 2)``. Never retries almost at once.
+  - ``"decorrelated"``: ``min(max, uniform(initial, previous * 3))`` where ``previous`` is the
+    delay actually slept before this attempt (``initial`` for the first retry). The growth
+    factor is AWS's fixed 3; ``multiplier`` does not apply.
+  - ``None``: ``d`` exactly (deterministic, the thundering herd comes back in lockstep).
+
+Jittered strategies take ``rng``, a ``random.Random``: pass a seeded one for reproducible
+tests. Without one they use a private ``random.Random`` (thread-safe in CPython). Strategies
+keep no per-call state (decorrelated jitter reads the previous delay from the retry state), so
+one strategy object can serve any number of concurrent calls.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from typing import TYPE_CHECKING, Literal
+
+from tenacity.wait import wait_base
+
+if TYPE_CHECKING:
+    from tenacity import RetryCallState
+
+__all__ = ["Jitter", "wait_exponential", "wait_fixed", "wait_linear"]
+
+Jitter = Literal["full", "equal", "decorrelated"]
+_JITTERS = ("full", "equal", "decorrelated", None)
+
+
+def _seconds(param: str, value: object, *, positive: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{param} must be a number of seconds, got {value!r}")
+    seconds = float(value)
+    if math.isnan(seconds) or math.isinf(seconds):
+        raise ValueError(f"{param} must be a finite number of seconds, got {value!r}")
+    if positive and seconds <= 0:
+        raise ValueError(f"{param} must be > 0, got {value!r}")
+    if seconds < 0:
+        raise ValueError(f"{param} must be >= 0, got {value!r}")
+    return seconds
+
+
+def _rng(value: object) -> random.Random:
+    if value is None:
+        return random.Random()
+    if not isinstance(value, random.Random):
+        raise TypeError(f"rng must be a random.Random instance or None, got {value!r}")
+    return value
+
+
+class _FixedWait(wait_base):
+    """Always ``seconds``."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    def __call__(self, retry_state: RetryCallState) -> float:
+        return self.seconds
+
+    def __repr__(self) -> str:
+        return f"wait_fixed({self.seconds:g})"
+
+
+class _LinearWait(wait_base):
+    """``min(max, start + step * (n - 1))``."""
+
+    def __init__(self, start: float, step: float, maximum: float) -> None:
+        self.start = start
+        self.step = step
+        self.max = maximum
+
+    def __call__(self, retry_state: RetryCallState) -> float:
+        n = max(1, retry_state.attempt_number)
+        return min(self.max, self.start + self.step * (n - 1))
+
+    def __repr__(self) -> str:
+        return f"wait_linear(start={self.start:g}, step={self.step:g}, max={self.max:g})"
+
+
+class _ExponentialWait(wait_base):
+    """Capped exponential backoff with an optional jitter shape (see the module docstring)."""
+
+    def __init__(
+        self,
+        initial: float,
+        maximum: float,
+        multiplier: float,
+        jitter: Jitter | None,
+        rng: random.Random,
+    ) -> None:
+        self.initial = initial
+        self.max = maximum
+        self.multiplier = multiplier
+        self.jitter = jitter
+        self._rng = rng
+
+    def ceiling(self, attempt_number: int) -> float:
+        """The un-jittered delay after attempt ``attempt_number``: the cap of the jitter."""
+        try:
+            delay = self.initial * self.multiplier ** (max(1, attempt_number) - 1)
+        except OverflowError:
+            return self.max
+        return min(self.max, delay)
+
+    def __call__(self, retry_state: RetryCallState) -> float:
+        jitter = self.jitter
+        if jitter == "decorrelated":
+            previous = float(getattr(retry_state, "upcoming_sleep", 0.0) or 0.0)
+            if retry_state.attempt_number <= 1 or previous < self.initial:
+                previous = self.initial
+            high = min(self.max, previous * 3)
+            return min(self.max, self._rng.uniform(self.initial, max(self.initial, high)))
+        delay = self.ceiling(retry_state.attempt_number)
+        if jitter == "full":
+            return self._rng.uniform(0.0, delay)
+        if jitter == "equal":
+            half = delay / 2
+            return half + self._rng.uniform(0.0, half)
+        return delay
+
+    def __repr__(self) -> str:
+        return (
+            f"wait_exponential(initial={self.initial:g}, max={self.max:g}, "
+            f"multiplier={self.multiplier:g}, jitter={self.jitter!r})"
+        )
+
+
+def wait_fixed(seconds: float) -> wait_base:
+    """Wait ``seconds`` before every retry.
+
+    For a dependency with a known recovery time (a lock held for a fixed lease, a rate limit
+    window) where spreading retries out buys nothing.
+    """
+    return _FixedWait(_seconds("seconds", seconds))
+
+
+def wait_linear(start: float = 0.1, step: float = 0.1, max: float = 10.0) -> wait_base:
+    """Wait ``start``, then ``start + step``, ``start + 2 * step``, ... never more than ``max``.
+
+    Gentler than exponential backoff when failures are short blips, still backing off a little
+    so a struggling dependency is not hit at a constant rate.
+    """
+    s = _seconds("start", start)
+    st = _seconds("step", step)
+    m = _seconds("max", max)
+    if m < s:
+        raise ValueError(f"max must be >= start ({s:g}), got {max!r}")
+    return _LinearWait(s, st, m)
+
+
+def wait_exponential(
+    initial: float = 0.1,
+    max: float = 10.0,
+    multiplier: float = 2.0,
+    *,
+    jitter: Jitter | None = "full",
+    rng: random.Random | None = None,
+) -> wait_base:
+    """Exponential backoff from ``initial`` seconds, times ``multiplier`` per retry, capped at
+    ``max``, with ``jitter`` ("full", "equal", "decorrelated" or ``None``).
+
+    Backoff gives an overloaded dependency room to recover; jitter keeps many clients that
+    failed together from retrying together. The default (full jitter, 0.1 s .. 10 s) is
+    ``Retry``'s default wait.
+    """
+    i = _seconds("initial", initial, positive=True)
+    m = _seconds("max", max, positive=True)
+    if m < i:
+        raise ValueError(f"max must be >= initial ({i:g}), got {max!r}")
+    mult = _seconds("multiplier", multiplier)
+    if mult < 1:
+        raise ValueError(f"multiplier must be >= 1, got {multiplier!r}")
+    if jitter not in _JITTERS:
+        raise ValueError(f"jitter must be 'full', 'equal', 'decorrelated' or None, got {jitter!r}")
+    return _ExponentialWait(i, m, mult, jitter, _rng(rng))
