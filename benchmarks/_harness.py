@@ -38,6 +38,7 @@ __all__ = [
     "format_ns",
     "installed",
     "render_table",
+    "result_to_json",
     "write_json",
 ]
 

@@ -47,8 +47,8 @@ def spans() -> Iterator[InMemorySpanExporter]:
     reset_telemetry()
 
 
-def _value(reg: CollectorRegistry, name: str, **labels: str) -> float:
-    value = reg.get_sample_value(name, labels)
+def _value(reg: CollectorRegistry, metric: str, /, **labels: str) -> float:
+    value = reg.get_sample_value(metric, labels)
     return 0.0 if value is None else value
 
 

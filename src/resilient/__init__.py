@@ -27,12 +27,51 @@ from .pipeline import Pipeline, pipeline
 from .telemetry import add_listener, configure_telemetry, remove_listener
 
 # -- policies (one import line per module; keep this block sorted) --
+from .breaker import BreakerState, CircuitBreaker
+from .bulkhead import Bulkhead
+from .fallback import Fallback
+from ._registry import Registry, policy, registry
+from .retry import Retry
+from .saga import (
+    InMemorySagaStore,
+    Saga,
+    SagaContext,
+    SagaResult,
+    SagaStatus,
+    SagaStore,
+    SQLiteSagaStore,
+    StaleEpoch,
+    UnknownSagaVersion,
+)
+from .timeout import Timeout
+from .waits import wait_exponential, wait_fixed, wait_linear
 # -- end policies --
 
 __version__ = "0.1.0"
 
 __all__ = [
     # -- policy names (keep sorted) --
+    "BreakerState",
+    "Bulkhead",
+    "CircuitBreaker",
+    "Fallback",
+    "InMemorySagaStore",
+    "Registry",
+    "Retry",
+    "SQLiteSagaStore",
+    "Saga",
+    "SagaContext",
+    "SagaResult",
+    "SagaStatus",
+    "SagaStore",
+    "StaleEpoch",
+    "Timeout",
+    "UnknownSagaVersion",
+    "policy",
+    "registry",
+    "wait_exponential",
+    "wait_fixed",
+    "wait_linear",
     # -- end policy names --
     "BulkheadFullError",
     "CircuitOpenError",

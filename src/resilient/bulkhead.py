@@ -28,6 +28,7 @@ import math
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -156,6 +157,7 @@ class Bulkhead(AroundPolicy):
         self._clock = clock
         self._lock = threading.Lock()
         self._core: BulkheadCore[_Waiter] = BulkheadCore(max_concurrent, max_queued)
+        self._tel.gauge_source("bulkhead_in_flight", _in_flight_reader(self))
 
     def __repr__(self) -> str:
         core = self._core
@@ -211,25 +213,30 @@ class Bulkhead(AroundPolicy):
     def _wait_in_thread(self) -> None:
         waiter = _ThreadWaiter()
         start = self._clock()
-        if self._arrive(waiter):
+        position = self._arrive(waiter)
+        if position == ADMITTED:
             return None
-        timeout = self._queue_timeout
-        budget = remaining()
-        if budget is not None and (timeout is None or budget < timeout):
-            timeout = budget
+        # From here on the waiter is queued: whatever interrupts us must take it out again.
         try:
-            granted = waiter.wait(timeout)
+            self._note_queued(position)
+            timeout = self._queue_timeout
+            budget = remaining()
+            if budget is not None and (timeout is None or budget < timeout):
+                timeout = budget
+            woken = waiter.wait(timeout)
         except BaseException:
             self._abandon(waiter)
             raise
-        self._after_wait(waiter, granted, start)
+        self._after_wait(waiter, woken, start)
 
     async def _wait_in_task(self) -> None:
         waiter = _TaskWaiter()
         start = self._clock()
-        if self._arrive(waiter):
+        position = self._arrive(waiter)
+        if position == ADMITTED:
             return None
         try:
+            self._note_queued(position)
             if self._queue_timeout is None:
                 await waiter.event.wait()
             else:
@@ -240,19 +247,21 @@ class Bulkhead(AroundPolicy):
             raise
         self._after_wait(waiter, waiter.event.is_set(), start)
 
-    def _arrive(self, waiter: _Waiter) -> bool:
-        """Join the queue; True when admitted at once (a slot freed meanwhile). Raises when
-        the queue is full."""
+    def _arrive(self, waiter: _Waiter) -> int:
+        """Take a slot (returns ``ADMITTED``) or join the queue (returns the 1-based position;
+        the caller must then wait). Raises ``BulkheadFullError`` when the queue is full too."""
         with self._lock:
             position = self._core.arrive(waiter)
         if position == ADMITTED:
             self._admitted(0.0)
-            return True
-        if position == FULL:
+        elif position == FULL:
             raise self._reject("full", None)
-        if self._tel.wants_events():
-            self._tel.emit(BulkheadQueued(policy=self.kind, name=self.name, position=position))
-        return False
+        return position
+
+    def _note_queued(self, position: int) -> None:
+        tel = self._tel
+        if tel.wants_events():
+            tel.emit(BulkheadQueued(policy=self.kind, name=self.name, position=position))
 
     def _after_wait(self, waiter: _Waiter, woken: bool, start: float) -> None:
         if not woken:
@@ -274,11 +283,9 @@ class Bulkhead(AroundPolicy):
     def _admitted(self, waited: float) -> None:
         tel = self._tel
         try:
-            tel.in_flight(1)
-            if tel.wants_events():
+            if tel.wants_detail():
                 tel.emit(BulkheadAdmitted(policy=self.kind, name=self.name, waited=waited))
         except BaseException:
-            tel.in_flight(-1)
             self._release_slot()
             raise
 
@@ -294,7 +301,6 @@ class Bulkhead(AroundPolicy):
 
     # -- release -------------------------------------------------------------------------------
     def _exit(self, permit: Any, error: BaseException | None, result: Any) -> None:
-        self._tel.in_flight(-1)
         self._release_slot()
 
     def _release_slot(self) -> None:
@@ -305,3 +311,15 @@ class Bulkhead(AroundPolicy):
             if waiter is None or waiter.wake():
                 return
             # that waiter's event loop is gone; it can never use the slot: pass it on
+
+
+def _in_flight_reader(bulkhead: Bulkhead) -> Callable[[], float]:
+    """Read ``in_flight`` at scrape time through a weak reference: the gauge costs nothing
+    per call and does not keep a discarded bulkhead alive."""
+    ref = weakref.ref(bulkhead)
+
+    def read() -> float:
+        live = ref()
+        return 0.0 if live is None else float(live.in_flight)
+
+    return read

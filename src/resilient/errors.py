@@ -24,7 +24,9 @@ __all__ = [
     "RetryExhaustedError",
     "SagaFailed",
     "SagaStuck",
+    "StaleEpoch",
     "TimeoutExceeded",
+    "UnknownSagaVersion",
 ]
 
 
@@ -179,4 +181,34 @@ class IdempotencyConflict(ResilienceError):
             message
             or f"saga id {saga_id!r} was already started with different input data; "
             "use a new saga id or the same input",
+        )
+
+
+class StaleEpoch(ResilienceError):
+    """A saga log write was refused because another process took the saga over (its epoch
+    moved on). The writer must stop driving the saga: the new owner records the outcomes."""
+
+    def __init__(self, saga_id: str, epoch: int, current: int | None = None) -> None:
+        self.saga_id = saga_id
+        self.epoch = epoch
+        self.current = current
+        super().__init__(saga_id, epoch, current)
+        self.args = (
+            f"saga {saga_id!r}: write with epoch {epoch} refused, the saga is now at epoch "
+            f"{current} (another process took it over)",
+        )
+
+
+class UnknownSagaVersion(ResilienceError):
+    """A stored saga names a definition (``name@version`` plus a hash of its step names) that
+    is not registered in this process, so it is left untouched instead of being guessed at."""
+
+    def __init__(self, saga_id: str, definition: str, message: str | None = None) -> None:
+        self.saga_id = saga_id
+        self.definition = definition
+        super().__init__(saga_id, definition, message)
+        self.args = (
+            message
+            or f"saga {saga_id!r} was started under {definition!r}, which is not registered "
+            "here; register that version to finish it",
         )

@@ -11,10 +11,15 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 from . import _sleeping
 
-__all__ = ["FakeClock", "instant_retries"]
+if TYPE_CHECKING:
+    from .breaker import CircuitBreaker
+    from ._registry import Registry
+
+__all__ = ["FakeClock", "force_open", "instant_retries", "reset_breaker"]
 
 
 class FakeClock:
@@ -63,3 +68,35 @@ def instant_retries() -> Iterator[None]:
         yield
     finally:
         _sleeping.set_instant(False)
+
+
+def _named_breaker(name: str, registry: Registry | None) -> CircuitBreaker:
+    from .breaker import CircuitBreaker
+    from ._registry import registry as default_registry
+
+    reg = default_registry if registry is None else registry
+    found = reg.get(name, CircuitBreaker.kind)
+    if not isinstance(found, CircuitBreaker):
+        known = sorted(p.name for p in reg if isinstance(p, CircuitBreaker))
+        raise LookupError(
+            f"no breaker named {name!r} in the registry (registered breakers: {known or 'none'}); "
+            "create it first, e.g. by importing the code that uses rs.policy/rs.registry.breaker"
+        )
+    return found
+
+
+def force_open(name: str, *, registry: Registry | None = None) -> CircuitBreaker:
+    """Force the registry's breaker named ``name`` open, so a test can check how the code
+    behaves when that dependency is cut off (every call fails fast with CircuitOpenError).
+    Undo with :func:`reset_breaker`. Returns the breaker."""
+    breaker = _named_breaker(name, registry)
+    breaker.force_open()
+    return breaker
+
+
+def reset_breaker(name: str, *, registry: Registry | None = None) -> CircuitBreaker:
+    """Reset the registry's breaker named ``name`` to CLOSED with an empty window, so one
+    test's failures do not leak into the next. Returns the breaker."""
+    breaker = _named_breaker(name, registry)
+    breaker.reset()
+    return breaker

@@ -81,7 +81,7 @@ def add_listener(listener: Listener) -> None:
 def remove_listener(listener: Listener) -> None:
     """Stop sending events to ``listener`` (no error if it was not registered)."""
     with _lock:
-        STATE.listeners = tuple(x for x in STATE.listeners if x is not listener)
+        STATE.listeners = tuple(x for x in STATE.listeners if x != listener)
         _bump()
 
 
@@ -160,6 +160,7 @@ class PolicyTelemetry:
     __slots__ = (
         "_children",
         "_families",
+        "_gauges",
         "_tracer",
         "_tracer_provider",
         "gen",
@@ -182,6 +183,7 @@ class PolicyTelemetry:
         self.span_name = f"{kind} {name}"
         self.span_attributes: dict[str, Any] = {"resilient.policy": kind, "resilient.name": name}
         self.gen = -1
+        self._gauges: dict[str, Callable[[], float]] = {}
         self.refresh()
 
     def set_on_event(self, on_event: Listener | None) -> None:
@@ -205,6 +207,9 @@ class PolicyTelemetry:
             self._families.calls.stats(self.kind, self.name) if self._families is not None else None
         )
         self._tracer: Tracer | None = None
+        if self._families is not None:
+            for family, read in self._gauges.items():
+                self._child(family, self.name).set_function(read)
         self.observing = self.metrics or bool(self.listeners)
         self.gen = gen
 
@@ -260,10 +265,13 @@ class PolicyTelemetry:
                     CallFailed(policy=self.kind, name=self.name, duration=duration, error=error)
                 )
 
-    def in_flight(self, delta: int) -> None:
-        """Move the bulkhead in-flight gauge."""
+    def gauge_source(self, family: str, read: Callable[[], float]) -> None:
+        """Publish the gauge ``family`` for this policy by calling ``read`` at scrape time
+        (re-bound when the registry changes): a gauge that moves on every call, like the
+        bulkhead's in-flight count, then costs nothing per call."""
+        self._gauges[family] = read
         if self._families is not None:
-            self._child("bulkhead_in_flight", self.name).inc(delta)
+            self._child(family, self.name).set_function(read)
 
     def breaker_state(self, state: str, all_states: tuple[str, ...]) -> None:
         """Publish ``state`` as the breaker's current state (1) and every other as 0."""

@@ -1,0 +1,261 @@
+"""Named policies shared across a service: ``rs.registry`` and ``@rs.policy(...)``.
+
+A circuit breaker only protects a dependency if every call to that dependency goes through the
+SAME breaker. The registry hands out one instance per (name, kind), created on first use from
+the environment (``Policy.from_env``) and the code's defaults, so ``payments`` means one
+breaker, one bulkhead, ... wherever it is used, and operators configure it by name.
+
+``@rs.policy("payments", "retry", "breaker", "timeout", timeout={"seconds": 2})`` builds the
+named pipeline in the usual order (fallback, retry, breaker, timeout, bulkhead) whatever the
+order of the kinds given; ``RESILIENT__PAYMENTS__RETRY__ENABLED=false`` leaves the retry out.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, cast
+
+from . import config
+from ._policy import Policy
+from .errors import ConfigError
+from .pipeline import Pipeline
+
+if TYPE_CHECKING:
+    from .breaker import CircuitBreaker
+    from .bulkhead import Bulkhead
+    from .fallback import Fallback
+    from .retry import Retry
+    from .timeout import Timeout
+
+__all__ = ["Registry", "policy", "registry"]
+
+_Defaults = Mapping[str, Any]
+
+
+def _same_defaults(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    if a.keys() != b.keys():
+        return False
+    for key, value in a.items():
+        other = b[key]
+        if value is other:
+            continue
+        try:
+            if not bool(value == other):
+                return False
+        except Exception:  # objects whose == is not a bool (arrays): compare by identity
+            return False
+    return True
+
+
+class _Passthrough(Policy):
+    """What a named pipeline runs when every one of its policies is switched off by
+    ``...__ENABLED=false``: the call itself, with no telemetry of its own."""
+
+    kind = "passthrough"
+
+    def _execute(
+        self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        return fn(*args, **kwargs)
+
+    async def _aexecute(
+        self,
+        fn: Callable[..., Awaitable[Any]],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> Any:
+        return await fn(*args, **kwargs)
+
+    def _call(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        return fn(*args, **kwargs)
+
+    async def _acall(
+        self,
+        fn: Callable[..., Awaitable[Any]],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> Any:
+        return await fn(*args, **kwargs)
+
+
+class Registry:
+    """One policy instance per (name, kind), created on first request via ``from_env``.
+
+    Creation is thread-safe: threads asking for the same name at once all get the one instance.
+    Asking again with *different* code defaults raises :class:`~resilient.ConfigError` rather
+    than silently ignoring them (two call sites disagreeing about one breaker is a bug); asking
+    with none just looks the instance up.
+    """
+
+    def __init__(self) -> None:
+        # RLock: building a policy may import a user module (exception paths) that itself
+        # asks this registry for a policy at import time, on the same thread.
+        self._lock = threading.RLock()
+        self._policies: dict[tuple[str, str], Policy] = {}
+        self._defaults: dict[tuple[str, str], dict[str, Any]] = {}
+
+    def __repr__(self) -> str:
+        return f"<Registry of {len(self._policies)} policies>"
+
+    # -- one policy ------------------------------------------------------------------------
+    def breaker(self, name: str, /, **defaults: Any) -> CircuitBreaker:
+        """The circuit breaker named ``name`` (``RESILIENT__<NAME>__BREAKER__*``)."""
+        return cast("CircuitBreaker", self.obtain("breaker", name, defaults))
+
+    def bulkhead(self, name: str, /, **defaults: Any) -> Bulkhead:
+        """The bulkhead named ``name`` (``RESILIENT__<NAME>__BULKHEAD__*``); needs
+        ``max_concurrent`` from code or the environment."""
+        return cast("Bulkhead", self.obtain("bulkhead", name, defaults))
+
+    def retry(self, name: str, /, **defaults: Any) -> Retry:
+        """The retry policy named ``name`` (``RESILIENT__<NAME>__RETRY__*``)."""
+        return cast("Retry", self.obtain("retry", name, defaults))
+
+    def timeout(self, name: str, /, **defaults: Any) -> Timeout:
+        """The timeout named ``name`` (``RESILIENT__<NAME>__TIMEOUT__*``); needs ``seconds``
+        from code or the environment."""
+        return cast("Timeout", self.obtain("timeout", name, defaults))
+
+    def fallback(self, name: str, /, **defaults: Any) -> Fallback:
+        """The fallback named ``name`` (``RESILIENT__<NAME>__FALLBACK__*``); give ``value`` or
+        ``handler`` in code (``VALUE`` may also come from the environment, as JSON)."""
+        return cast("Fallback", self.obtain("fallback", name, defaults))
+
+    def obtain(self, kind: str, name: str, defaults: _Defaults | None = None) -> Policy:
+        """The policy of ``kind`` named ``name``, created from the environment and
+        ``defaults`` on first request (the kind-specific methods call this)."""
+        cls = config.policy_class(kind)
+        if not isinstance(name, str) or not name.strip():
+            raise ValueError(f"name must be a non-empty string, got {name!r}")
+        given = dict(defaults or {})
+        key = (name, cls.kind)
+        with self._lock:
+            existing = self._policies.get(key)
+            if existing is None:
+                existing = cls.from_env(name, **given)
+                self._policies[key] = existing
+                self._defaults[key] = given
+                return existing
+            recorded = self._defaults[key]
+        if given and not _same_defaults(given, recorded):
+            raise ConfigError(
+                f"{cls.kind} {name!r} already exists, created with code defaults {recorded!r}; "
+                f"this call passed {given!r}. Give every call site the same defaults (or none, "
+                f"to look it up)."
+            )
+        return existing
+
+    def get(self, name: str, kind: str) -> Policy | None:
+        """The registered policy of ``kind`` named ``name``, or ``None`` (never creates)."""
+        return self._policies.get((name, kind))
+
+    def code_defaults(self, name: str, kind: str) -> Mapping[str, Any] | None:
+        """The code defaults the policy was created with (``None`` if it is not registered):
+        ``python -m resilient config`` shows them as the ``code`` source."""
+        with self._lock:
+            recorded = self._defaults.get((name, kind))
+            return None if recorded is None else dict(recorded)
+
+    def __iter__(self) -> Iterator[Policy]:
+        """Every registered policy, in creation order (a snapshot: safe while others add)."""
+        with self._lock:
+            return iter(list(self._policies.values()))
+
+    def __len__(self) -> int:
+        return len(self._policies)
+
+    def __contains__(self, key: object) -> bool:
+        """``("payments", "breaker") in registry``."""
+        return key in self._policies
+
+    def clear(self) -> None:
+        """Forget every registered policy (for tests; live decorators keep their instances)."""
+        with self._lock:
+            self._policies.clear()
+            self._defaults.clear()
+
+    # -- named pipelines -------------------------------------------------------------------
+    def policy(
+        self,
+        name: str,
+        /,
+        *kinds: str,
+        fallback: _Defaults | None = None,
+        retry: _Defaults | None = None,
+        breaker: _Defaults | None = None,
+        timeout: _Defaults | None = None,
+        bulkhead: _Defaults | None = None,
+    ) -> Pipeline:
+        """The pipeline named ``name`` made of the registry's policies of ``kinds``.
+
+        Members are nested in the usual order — fallback, retry, breaker, timeout, bulkhead —
+        whatever order ``kinds`` are given in. Code defaults per kind are mappings:
+        ``policy("payments", "breaker", "timeout", breaker={"window_size": 20},
+        timeout={"seconds": 2})``. A kind switched off with ``..._<KIND>__ENABLED=false`` is
+        left out (and not created); with every kind off the pipeline just calls through.
+        """
+        per_kind: dict[str, _Defaults | None] = {
+            "fallback": fallback,
+            "retry": retry,
+            "breaker": breaker,
+            "timeout": timeout,
+            "bulkhead": bulkhead,
+        }
+        if not kinds:
+            raise TypeError(
+                "policy() needs at least one kind after the name, e.g. "
+                f"policy({name!r}, 'retry', 'breaker', 'timeout')"
+            )
+        classes = {kind: config.policy_class(kind) for kind in kinds}
+        if len(classes) != len(kinds):
+            raise ValueError(f"policy() got a kind twice: {kinds!r}")
+        for kind, given in per_kind.items():
+            if given is None:
+                continue
+            if kind not in classes:
+                raise TypeError(
+                    f"policy({name!r}) got {kind}={dict(given)!r} but {kind!r} is not among "
+                    f"its kinds {kinds!r}; add {kind!r} to the kinds"
+                )
+            if not isinstance(given, Mapping):
+                raise TypeError(f"{kind}= must be a mapping of code defaults, got {given!r}")
+        config.check_environment(name)
+        members: list[Policy] = []
+        for kind, cls in config.policy_classes().items():  # the usual order
+            if kind not in classes:
+                continue
+            defaults = dict(per_kind.get(kind) or {})
+            code_enabled = bool(defaults.pop(config.ENABLED, True))
+            if config.is_enabled(cls, name, default=code_enabled):
+                members.append(self.obtain(kind, name, defaults))
+        if not members:
+            return Pipeline(_Passthrough(name), name=name)
+        return Pipeline(*members, name=name)
+
+
+registry = Registry()
+"""The process-wide default registry (``rs.registry``)."""
+
+
+def policy(
+    name: str,
+    /,
+    *kinds: str,
+    fallback: _Defaults | None = None,
+    retry: _Defaults | None = None,
+    breaker: _Defaults | None = None,
+    timeout: _Defaults | None = None,
+    bulkhead: _Defaults | None = None,
+) -> Pipeline:
+    """``@rs.policy("payments", "retry", "breaker", "timeout")``: the named pipeline from the
+    default :data:`registry` (see :meth:`Registry.policy`)."""
+    return registry.policy(
+        name,
+        *kinds,
+        fallback=fallback,
+        retry=retry,
+        breaker=breaker,
+        timeout=timeout,
+        bulkhead=bulkhead,
+    )

@@ -1,0 +1,548 @@
+"""The circuit breaker: stop calling a dependency that keeps failing, then probe it carefully.
+
+A failing (or very slow) dependency costs every caller a timeout and keeps it overloaded. The
+breaker watches the failure rate and the slow-call rate over a sliding window (the last N
+calls or the last N seconds) and, once either crosses its threshold, *opens*: calls are
+rejected at once with :class:`resilient.CircuitOpenError` (carrying ``retry_after``) instead of
+waiting on the dependency. After ``open_duration`` a few trial calls (HALF_OPEN) decide whether
+to close again or stay open for another, possibly longer, period.
+
+Structure: :class:`CircuitBreaker` is a thin front end over the pure state machine in
+:mod:`resilient._breaker_core`. Each call takes one short ``threading.Lock`` section to be
+admitted and one to report its outcome; the lock is never held while the protected function
+runs or while telemetry is published, so one instance serves threads, asyncio and trio at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import numbers
+import random
+import threading
+import time
+from collections.abc import Callable
+from types import TracebackType
+from typing import Any, NamedTuple, Protocol
+
+from ._breaker_core import (
+    CANCELLED,
+    FAILURE,
+    IGNORED,
+    SUCCESS,
+    BreakerCore,
+    BreakerState,
+    Permit,
+    Rejection,
+    Transition,
+)
+from ._policy import AroundPolicy
+from ._windows import CountWindow, TimeWindow, Window
+from .errors import CircuitOpenError
+from .telemetry._events import BreakerStateChanged, CallIgnored, CallRejected, CallSlow
+from .telemetry._hub import Listener
+
+__all__ = ["BreakerMetrics", "BreakerState", "CircuitBreaker"]
+
+_log = logging.getLogger("resilient.breaker")
+
+_ALL_STATES: tuple[str, ...] = tuple(s.value for s in BreakerState)
+_CLOSED = BreakerState.CLOSED
+_NO_RESULT: Any = object()  # ``with breaker:`` blocks have no result to classify
+
+ExceptionFilter = (
+    type[BaseException] | tuple[type[BaseException], ...] | Callable[[BaseException], bool]
+)
+
+
+class _HasRandom(Protocol):
+    def random(self) -> float: ...
+
+
+class BreakerMetrics(NamedTuple):
+    """A snapshot of the breaker: its state and what its window holds right now.
+
+    Rates are ``0.0`` while the window is empty. While OPEN or HALF_OPEN the window is empty
+    (every state change starts a new one).
+    """
+
+    state: BreakerState
+    calls: int
+    failures: int
+    slow_calls: int
+    failure_rate: float
+    slow_call_rate: float
+
+
+class CircuitBreaker(AroundPolicy):
+    """Reject calls to a dependency while it is failing; let trial calls probe its recovery.
+
+    Use it as ``@breaker`` on ``def``/``async def``, as ``with breaker:`` / ``async with
+    breaker:``, or through ``breaker.call(fn, ...)`` / ``await breaker.acall(fn, ...)``.
+
+    Parameters (all but ``name`` keyword-only):
+
+    - ``failure_rate_threshold``: fraction of failed calls in the window that opens it,
+      ``0 < x <= 1``. "Open after N consecutive failures" is ``window_size=N,
+      minimum_calls=N, failure_rate_threshold=1.0``.
+    - ``slow_call_duration``: a call taking longer than this many seconds (measured with
+      ``clock``) is *slow*; ``None`` switches slow-call detection off.
+    - ``slow_call_rate_threshold``: fraction of slow calls that opens it, ``0 < x <= 1``.
+    - ``window_type``/``window_size``: ``"count"`` looks at the last ``window_size`` calls,
+      ``"time"`` at the calls that finished in the last ``window_size`` seconds (one bucket per
+      second, so memory does not grow with traffic).
+    - ``minimum_calls``: no decision before this many calls are in the window. For a count
+      window a value above ``window_size`` is treated as ``window_size``.
+    - ``open_duration``: seconds OPEN before trial calls are let through, or a callable
+      ``(times_opened) -> seconds`` for backoff (``times_opened`` is 1 for the first opening
+      and counts re-openings until the breaker closes).
+    - ``open_jitter``: up to this fraction (``0..1``) of random extra open time, so a fleet of
+      instances does not probe a recovering dependency in lockstep. ``rng`` (a
+      ``random.Random`` or a zero-argument callable returning ``[0, 1)``) makes it
+      reproducible.
+    - ``half_open_max_calls``: trial calls admitted in HALF_OPEN; all must succeed to close,
+      any failure re-opens; other callers meanwhile get ``CircuitOpenError`` (reason
+      ``"half_open_full"``).
+    - ``half_open_max_wait``: a trial still running this many seconds after it was admitted
+      counts as failed (the breaker re-opens), so a hung trial cannot wedge the breaker in
+      HALF_OPEN. ``None``: wait for every trial.
+    - ``record``: exception types (or a predicate ``exc -> bool``) that count as failures;
+      any other exception counts as a success (the dependency answered).
+    - ``ignore``: exception types (or a predicate) that count as neither; checked first.
+    - ``record_result``: predicate ``result -> bool``: a returned value that counts as a
+      failure (the value is still returned to the caller).
+    - ``clock``: monotonic seconds; inject :class:`resilient.testing.FakeClock` in tests.
+    - ``on_event``: a listener for this breaker's events only.
+
+    Cancellation (``KeyboardInterrupt``, ``asyncio.CancelledError``, trio/anyio cancel scopes:
+    anything that is a ``BaseException`` but not an ``Exception``) is never recorded and gives
+    a half-open trial slot back. A call admitted before a state change that finishes after it
+    is not recorded (every permit is tagged with the state generation that issued it).
+    """
+
+    kind = "breaker"
+
+    def __init__(
+        self,
+        name: str | None = None,
+        *,
+        failure_rate_threshold: float = 0.5,
+        slow_call_duration: float | None = None,
+        slow_call_rate_threshold: float = 1.0,
+        window_type: str = "count",
+        window_size: int = 100,
+        minimum_calls: int = 10,
+        open_duration: float | Callable[[int], float] = 30.0,
+        open_jitter: float = 0.0,
+        half_open_max_calls: int = 1,
+        half_open_max_wait: float | None = None,
+        record: ExceptionFilter = (Exception,),
+        ignore: ExceptionFilter = (),
+        record_result: Callable[[Any], bool] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        on_event: Listener | None = None,
+        rng: _HasRandom | Callable[[], float] | None = None,
+    ) -> None:
+        super().__init__(name, on_event=on_event)
+        failure_rate_threshold = _fraction("failure_rate_threshold", failure_rate_threshold)
+        slow = _optional_duration("slow_call_duration", slow_call_duration, allow_zero=True)
+        slow_call_rate_threshold = _fraction("slow_call_rate_threshold", slow_call_rate_threshold)
+        if window_type not in ("count", "time"):
+            raise ValueError(f"window_type must be 'count' or 'time', got {window_type!r}")
+        window_size = _positive_int("window_size", window_size)
+        minimum_calls = _positive_int("minimum_calls", minimum_calls)
+        open_time = _open_duration(open_duration)
+        open_jitter = _number("open_jitter", open_jitter)
+        if not 0.0 <= open_jitter <= 1.0:
+            raise ValueError(f"open_jitter must be between 0 and 1, got {open_jitter!r}")
+        half_open_max_calls = _positive_int("half_open_max_calls", half_open_max_calls)
+        max_wait = _optional_duration("half_open_max_wait", half_open_max_wait, allow_zero=False)
+        self._records = _exception_filter("record", record)
+        self._ignores = _exception_filter("ignore", ignore)
+        if record_result is not None and not callable(record_result):
+            raise TypeError(f"record_result must be a callable or None, got {record_result!r}")
+        self._record_result = record_result
+        if not callable(clock):
+            raise TypeError(f"clock must be a callable returning seconds, got {clock!r}")
+        _number("clock()", clock())
+        self._clock = clock
+        rand = _random_source(rng)
+
+        window: Window
+        if window_type == "count":
+            window = CountWindow(window_size)
+            minimum_calls = min(minimum_calls, window_size)
+        else:
+            window = TimeWindow(window_size)
+        self._slow = slow
+        self._lock = threading.Lock()
+        self._gauge_lock = threading.Lock()
+        self._published_gen = -1
+        self._core = BreakerCore(
+            window=window,
+            failure_rate_threshold=failure_rate_threshold,
+            slow_call_duration=slow,
+            slow_call_rate_threshold=slow_call_rate_threshold,
+            minimum_calls=minimum_calls,
+            open_duration=open_time,
+            open_jitter=open_jitter,
+            rand=rand,
+            half_open_max_calls=half_open_max_calls,
+            half_open_max_wait=max_wait,
+        )
+        self._tel.breaker_state(BreakerState.CLOSED.value, _ALL_STATES)
+
+    def __repr__(self) -> str:
+        return f"<CircuitBreaker {self.name!r} {self._core.state.value}>"
+
+    # -- state ---------------------------------------------------------------------------------
+    @property
+    def state(self) -> BreakerState:
+        """The current state.
+
+        Reading it applies transitions that are due: an OPEN breaker whose open time is over
+        reads as HALF_OPEN (and the change is published then), and a HALF_OPEN breaker whose
+        trial overran ``half_open_max_wait`` reads as OPEN. So the value is what the next
+        caller would meet, never a stale OPEN on a dashboard.
+        """
+        now = self._clock()
+        with self._lock:
+            core = self._core
+            state = core.poll(now)
+            changes = core.take_changes() if core.changes else None
+            gen = core.gen
+        if changes:
+            self._publish(changes, gen)
+        return state
+
+    @property
+    def retry_after(self) -> float | None:
+        """Seconds until an OPEN breaker admits a trial call; ``None`` in any other state."""
+        now = self._clock()
+        with self._lock:
+            core = self._core
+            hint = core.retry_after(now)
+            changes = core.take_changes() if core.changes else None
+            gen = core.gen
+        if changes:
+            self._publish(changes, gen)
+        return hint
+
+    @property
+    def metrics(self) -> BreakerMetrics:
+        """The state and the window's call, failure and slow-call counts and rates."""
+        now = self._clock()
+        with self._lock:
+            core = self._core
+            state = core.poll(now)
+            core.refresh(now)
+            window = core.window
+            calls, failures, slow = window.calls, window.failures, window.slow_calls
+            changes = core.take_changes() if core.changes else None
+            gen = core.gen
+        if changes:
+            self._publish(changes, gen)
+        return BreakerMetrics(
+            state,
+            calls,
+            failures,
+            slow,
+            failures / calls if calls else 0.0,
+            slow / calls if calls else 0.0,
+        )
+
+    def force_open(self) -> None:
+        """Reject every call until :meth:`reset` (e.g. during maintenance of the dependency)."""
+        self._set_state(BreakerState.FORCED_OPEN)
+
+    def disable(self) -> None:
+        """Admit every call and record nothing until :meth:`reset` (take the breaker out)."""
+        self._set_state(BreakerState.DISABLED)
+
+    def metrics_only(self) -> None:
+        """Record outcomes (rates stay visible) but never reject or open, until :meth:`reset`:
+        a dry run for new thresholds."""
+        self._set_state(BreakerState.METRICS_ONLY)
+
+    def reset(self) -> None:
+        """Back to CLOSED with an empty window and no backoff history; calls still running
+        from before the reset are not recorded."""
+        now = self._clock()
+        with self._lock:
+            core = self._core
+            core.reset(now)
+            changes = core.take_changes() if core.changes else None
+            gen = core.gen
+        if changes:
+            self._publish(changes, gen)
+
+    def _set_state(self, state: BreakerState) -> None:
+        now = self._clock()
+        with self._lock:
+            core = self._core
+            core.set_state(state, now)
+            changes = core.take_changes() if core.changes else None
+            gen = core.gen
+        if changes:
+            self._publish(changes, gen)
+
+    # -- AroundPolicy ----------------------------------------------------------------------------
+    def _enter(self) -> Permit:
+        core = self._core
+        gen = core.gen  # read before the state: a racing transition can only make it stale
+        if core.state is _CLOSED:
+            # Lock-free admission while CLOSED (the core would just return this permit). If a
+            # transition raced with us, ``gen`` is already outdated and the outcome is ignored.
+            return (gen, self._clock())
+        now = self._clock()
+        with self._lock:
+            core = self._core
+            decision = core.acquire(now)
+            if core.changes:
+                changes: list[Transition] | None = core.take_changes()
+                gen = core.gen
+            else:
+                changes = None
+        if changes:
+            self._publish(changes, gen)
+        if decision.__class__ is tuple:
+            return decision
+        raise self._reject(decision)  # type: ignore[arg-type]
+
+    def _exit(self, permit: Permit, error: BaseException | None, result: Any) -> None:
+        if permit[0] < 0:
+            return  # admitted while DISABLED: nothing to record
+        if error is None and self._record_result is None:
+            outcome = SUCCESS
+        else:
+            try:
+                outcome = self._classify(error, result)
+            except BaseException:
+                self._complete(permit, CANCELLED, None)  # a broken predicate must not leak
+                raise
+        self._complete(permit, outcome, error)
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        held = self._held.get()
+        if not held:
+            raise RuntimeError(f"{self!r}: __exit__ without a matching __enter__")
+        self._held.set(held[:-1])
+        self._exit(held[-1], exc, _NO_RESULT)
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.__exit__(exc_type, exc, tb)
+
+    # -- helpers ---------------------------------------------------------------------------------
+    def _classify(self, error: BaseException | None, result: Any) -> int:
+        if error is None:
+            check = self._record_result
+            if check is not None and result is not _NO_RESULT and check(result):
+                self._note_outcome("failure")
+                return FAILURE
+            return SUCCESS
+        if not isinstance(error, Exception):
+            return CANCELLED
+        if self._ignores(error):
+            return IGNORED
+        return FAILURE if self._records(error) else SUCCESS
+
+    def _complete(self, permit: Permit, outcome: int, error: BaseException | None) -> None:
+        now = self._clock()
+        with self._lock:
+            core = self._core
+            core.complete(permit, outcome, now)
+            if core.changes:
+                changes: list[Transition] | None = core.take_changes()
+                gen = core.gen
+            else:
+                changes = None
+        if changes:
+            self._publish(changes, gen)
+        if outcome or self._slow is not None:
+            self._report(permit, outcome, error, now)
+
+    def _report(
+        self, permit: Permit, outcome: int, error: BaseException | None, now: float
+    ) -> None:
+        """Events about the call itself: ignored, or slow."""
+        if outcome == CANCELLED:
+            return
+        tel = self._tel
+        duration = now - permit[1]
+        if outcome == IGNORED:
+            if error is not None and tel.wants_events():
+                tel.emit(
+                    CallIgnored(policy=self.kind, name=self.name, duration=duration, error=error)
+                )
+        elif self._slow is not None and duration > self._slow and tel.wants_events():
+            tel.emit(CallSlow(policy=self.kind, name=self.name, duration=duration))
+
+    def _reject(self, rejection: Rejection) -> CircuitOpenError:
+        tel = self._tel
+        if tel.wants_events():
+            tel.emit(
+                CallRejected(
+                    policy=self.kind,
+                    name=self.name,
+                    reason=rejection.reason,
+                    retry_after=rejection.retry_after,
+                )
+            )
+        error = CircuitOpenError(self.name, rejection.retry_after, rejection.state)
+        if rejection.reason == "half_open_full":
+            error.reason = "half_open_full"
+            error.args = (
+                f"circuit breaker {self.name!r} is half open and all its trial calls are "
+                "taken; retry once they have finished",
+            )
+        return self._own(error)  # type: ignore[return-value]
+
+    def _publish(self, changes: list[Transition], gen: int) -> None:
+        """Publish transitions (outside the breaker lock). The gauge only ever moves forward
+        in generations, so concurrent publishers cannot leave it on a stale state."""
+        tel = self._tel
+        with self._gauge_lock:
+            if gen > self._published_gen:
+                self._published_gen = gen
+                tel.breaker_state(changes[-1][1].value, _ALL_STATES)
+        if tel.wants_events():
+            for before, after in changes:
+                tel.emit(
+                    BreakerStateChanged(
+                        policy=self.kind,
+                        name=self.name,
+                        from_state=before.value,
+                        to_state=after.value,
+                    )
+                )
+
+
+# -- validation ------------------------------------------------------------------------------------
+def _number(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number, got {value!r}")
+    result = float(value)
+    if not math.isfinite(result):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    return result
+
+
+def _fraction(name: str, value: object) -> float:
+    result = _number(name, value)
+    if not 0.0 < result <= 1.0:
+        raise ValueError(f"{name} must be greater than 0 and at most 1, got {value!r}")
+    return result
+
+
+def _positive_int(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {value!r}")
+    if value < 1:
+        raise ValueError(f"{name} must be at least 1, got {value!r}")
+    return int(value)
+
+
+def _optional_duration(name: str, value: object, *, allow_zero: bool) -> float | None:
+    if value is None:
+        return None
+    result = _number(name, value)
+    if result < 0 or (result == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ValueError(f"{name} must be None or a number of seconds {bound}, got {value!r}")
+    return result
+
+
+def _open_duration(value: object) -> Callable[[int], float]:
+    if callable(value):
+        fn: Callable[[int], float] = value
+        first = fn(1)
+        if isinstance(first, bool) or not isinstance(first, numbers.Real):
+            raise TypeError(
+                f"open_duration callable must return seconds, got {first!r} from "
+                f"open_duration(1) ({value!r})"
+            )
+        if not math.isfinite(first) or first < 0:
+            raise ValueError(
+                f"open_duration callable must return seconds >= 0, got {first!r} from "
+                f"open_duration(1) ({value!r})"
+            )
+        return _safe_backoff(fn, float(first))
+    seconds = _number("open_duration", value)
+    if seconds < 0:
+        raise ValueError(f"open_duration must be >= 0 seconds, got {value!r}")
+    return lambda _times: seconds
+
+
+def _safe_backoff(fn: Callable[[int], float], first: float) -> Callable[[int], float]:
+    """Wrap a user backoff so a bad value can never corrupt the breaker mid-transition: it
+    falls back to the last good duration and logs the problem."""
+    last = [first]
+
+    def duration(times_opened: int) -> float:
+        try:
+            value = fn(times_opened)
+            seconds = float(value)
+            if isinstance(value, bool) or not math.isfinite(seconds) or seconds < 0:
+                raise ValueError(f"expected seconds >= 0, got {value!r}")
+        except Exception:
+            _log.exception(
+                "open_duration(%d) of a circuit breaker failed; using %ss instead",
+                times_opened,
+                last[0],
+            )
+            return last[0]
+        last[0] = seconds
+        return seconds
+
+    return duration
+
+
+def _exception_filter(name: str, value: object) -> Callable[[BaseException], bool]:
+    if isinstance(value, type):
+        value = (value,)
+    if isinstance(value, (tuple, list, frozenset, set)):
+        types = tuple(value)
+        for t in types:
+            if not (isinstance(t, type) and issubclass(t, BaseException)):
+                raise TypeError(
+                    f"{name} must be exception types or a predicate, got {value!r} "
+                    f"({t!r} is not an exception type)"
+                )
+        if not types:
+            return _never
+        return lambda error: isinstance(error, types)
+    if callable(value):
+        predicate: Callable[[BaseException], Any] = value
+        return lambda error: bool(predicate(error))
+    raise TypeError(f"{name} must be exception types or a predicate, got {value!r}")
+
+
+def _never(error: BaseException) -> bool:
+    return False
+
+
+def _random_source(rng: object) -> Callable[[], float]:
+    if rng is None:
+        return random.random
+    if isinstance(rng, type):
+        raise TypeError(f"rng must be an instance or a callable, not the class {rng!r}")
+    method = getattr(rng, "random", None)
+    if callable(method):
+        source: Callable[[], float] = method
+        return source
+    if callable(rng):
+        fn: Callable[[], float] = rng
+        return fn
+    raise TypeError(
+        f"rng must be a random.Random, a callable returning [0, 1) or None, got {rng!r}"
+    )

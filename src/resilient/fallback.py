@@ -1,0 +1,168 @@
+"""``Fallback``: answer with a substitute when the call fails, instead of failing.
+
+The outermost layer of a pipeline: after retries gave up, the breaker rejected or the timeout
+hit, a degraded answer (a cached value, an empty list, "try again later") is often better for
+the user than an error page. Rejections (``CircuitOpenError``, ``BulkheadFullError``) are
+ordinary ``Exception`` subclasses, so the default ``on=(Exception,)`` covers them; narrow it
+with ``on=(rs.PolicyRejectedError,)`` to fall back only when a policy refused the call.
+
+Cancellation (``asyncio.CancelledError``, trio/anyio cancellation, ``KeyboardInterrupt``) is
+never replaced by the fallback: the caller asked to stop, not for an answer.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from typing_extensions import ParamSpec
+
+from ._policy import Policy, is_async_callable
+from .retry import ExceptionFilter, _exception_filter, _optional_callable, _reject_awaitable
+from .telemetry._events import FallbackUsed
+from .telemetry._hub import Listener
+
+__all__ = ["Fallback"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class _Missing:
+    """Marks "no ``value`` given" (``None`` is a legitimate fallback value)."""
+
+    def __repr__(self) -> str:
+        return "<no value>"
+
+
+_MISSING: Any = _Missing()
+
+
+class Fallback(Policy):
+    """Return a substitute when the protected call fails.
+
+    Give exactly one of:
+
+    - ``value``: returned as is (the same object every time: don't mutate it);
+    - ``handler``: called with ONE argument, the exception that triggered the fallback, or
+      ``None`` when ``on_result`` triggered it (the rejected result is not passed: decide
+      what to return from the predicate's verdict alone). Its return value is the answer.
+      An ``async def`` handler is awaited in async calls; decorating (or calling) a sync
+      function with an async handler raises ``TypeError``, because a sync caller cannot
+      await it.
+
+    ``on``: exception types, or a predicate ``exc -> bool``, that trigger the fallback
+    (default: every ``Exception``). ``on_result``: predicate ``result -> bool``; ``True``
+    means "this result is a failure, answer with the fallback instead". An exception raised
+    by the handler propagates (with the original error as its ``__context__``).
+    """
+
+    kind = "fallback"
+
+    def __init__(
+        self,
+        value: Any = _MISSING,
+        *,
+        handler: Callable[[Exception | None], Any] | None = None,
+        on: ExceptionFilter = (Exception,),
+        on_result: Callable[[Any], bool] | None = None,
+        name: str | None = None,
+        on_event: Listener | None = None,
+    ) -> None:
+        super().__init__(name, on_event=on_event)
+        has_value = value is not _MISSING
+        if has_value == (handler is not None):
+            raise ValueError(
+                "Fallback needs exactly one of value= and handler=, got "
+                f"value={value!r}, handler={handler!r}"
+            )
+        if handler is not None and not callable(handler):
+            raise TypeError(f"handler must be callable, got {handler!r}")
+        self._on_types, self._on_pred = _exception_filter("on", on)
+        self._on_result: Callable[[Any], bool] | None = _optional_callable("on_result", on_result)
+        self.value: Any = value if has_value else None
+        """The substitute value (``None`` when a handler is used)."""
+        self.handler: Callable[[Exception | None], Any] | None = handler
+        """The substitute function, or ``None`` when a value is used."""
+        self._handler_is_async = handler is not None and is_async_callable(handler)
+
+    def __repr__(self) -> str:
+        what = f"handler={self.handler!r}" if self.handler is not None else f"value={self.value!r}"
+        return f"<Fallback {self.name!r} {what}>"
+
+    def __call__(self, fn: Callable[P, R]) -> Callable[P, R]:
+        """Decorate ``fn``; a sync ``fn`` with an async handler is refused here."""
+        if self._handler_is_async and callable(fn) and not is_async_callable(fn):
+            raise TypeError(self._sync_with_async_handler(fn))
+        return super().__call__(fn)
+
+    def _sync_with_async_handler(self, fn: object) -> str:
+        return (
+            f"Fallback {self.name!r} has an async handler ({self.handler!r}) and cannot protect "
+            f"the sync function {fn!r}: a sync caller cannot await it; use a sync handler"
+        )
+
+    def _matches(self, exc: Exception) -> bool:
+        pred = self._on_pred
+        if pred is None:
+            return isinstance(exc, self._on_types)
+        return bool(pred(exc))
+
+    def _answered(self, error: Exception | None) -> None:
+        self._note_outcome("fallback")
+        tel = self._tel
+        if tel.wants_events():
+            tel.emit(FallbackUsed(policy=self.kind, name=self.name, error=error))
+
+    def _answer(self, error: Exception | None) -> Any:
+        handler = self.handler
+        if handler is None:
+            answer = self.value
+        else:
+            answer = handler(error)
+            _reject_awaitable(answer, f"Fallback {self.name!r} handler")
+        self._answered(error)
+        return answer
+
+    async def _aanswer(self, error: Exception | None) -> Any:
+        handler = self.handler
+        if handler is None:
+            answer = self.value
+        else:
+            answer = handler(error)
+            if inspect.isawaitable(answer):
+                answer = await answer
+        self._answered(error)
+        return answer
+
+    def _call(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if self._handler_is_async:
+            raise TypeError(self._sync_with_async_handler(fn))
+        try:
+            result = fn(*args, **kwargs)
+        except Exception as exc:
+            if not self._matches(exc):
+                raise
+            return self._answer(exc)
+        on_result = self._on_result
+        if on_result is not None and on_result(result):
+            return self._answer(None)
+        return result
+
+    async def _acall(
+        self,
+        fn: Callable[..., Awaitable[Any]],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> Any:
+        try:
+            result = await fn(*args, **kwargs)
+        except Exception as exc:
+            if not self._matches(exc):
+                raise
+            return await self._aanswer(exc)
+        on_result = self._on_result
+        if on_result is not None and on_result(result):
+            return await self._aanswer(None)
+        return result

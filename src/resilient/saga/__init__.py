@@ -1,0 +1,60 @@
+"""Saga orchestration with a durable write-ahead log and crash recovery.
+
+A :class:`Saga` runs ordered steps, each with an optional compensation; when a step fails the
+started steps are undone in reverse start order. Every step is recorded in a
+:class:`SagaStore` before and after it runs, so :meth:`Saga.recover` can finish (or roll back)
+a saga whose process died, re-invoking an in-doubt step with the same idempotency key.
+
+Guarantees: steps and compensations are invoked at least once and each outcome is recorded at
+most once (epoch-fenced); an effect happens exactly once when the participant honours
+``ctx.idempotency_key``. See ``docs/saga.md``.
+"""
+
+from __future__ import annotations
+
+from ..errors import StaleEpoch, UnknownSagaVersion
+from ._admin import SagaAdmin
+from ._engine import DeadlineExceeded, RecoveryReport, Saga, Step
+from ._memory import InMemorySagaStore
+from ._model import (
+    CreateResult,
+    LogKind,
+    NewSaga,
+    RecordedError,
+    SagaContext,
+    SagaFilter,
+    SagaLogEvent,
+    SagaRecord,
+    SagaResult,
+    SagaStatus,
+    SagaSummary,
+)
+from ._sqlite import SQLiteSagaStore
+from ._store import BlockingSagaStore, SagaStore
+from ._url import store_from_url
+
+__all__ = [
+    "BlockingSagaStore",
+    "CreateResult",
+    "DeadlineExceeded",
+    "InMemorySagaStore",
+    "LogKind",
+    "NewSaga",
+    "RecordedError",
+    "RecoveryReport",
+    "SQLiteSagaStore",
+    "Saga",
+    "SagaAdmin",
+    "SagaContext",
+    "SagaFilter",
+    "SagaLogEvent",
+    "SagaRecord",
+    "SagaResult",
+    "SagaStatus",
+    "SagaStore",
+    "SagaSummary",
+    "StaleEpoch",
+    "Step",
+    "UnknownSagaVersion",
+    "store_from_url",
+]

@@ -1,0 +1,1641 @@
+"""The saga engine: definitions, the write-ahead core, and its async and sync drivers.
+
+The core (:class:`_Run.script`) is a generator that decides what to do next from the saga's log
+and yields operations (:class:`_Append`, :class:`_Invoke`, :class:`_Sleep`); it does no I/O and
+never sleeps. Two small drivers execute those operations: one with ``await`` (asyncio and trio
+through anyio, store calls off the event loop, cancellation handling, lease heartbeat task) and
+one with plain calls (``run_sync``: no event loop, usable from any thread). So the protocol of
+SAGA.md 2.2 (what is written before and after each step, and what recovery does with it) is
+written exactly once, and the live state is always what replaying the log would give: the
+drivers apply each event to the state only after the store accepted it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+import weakref
+from collections.abc import Awaitable, Callable, Generator, Iterable, Sequence
+from types import MappingProxyType
+from typing import Any, TypeVar, cast
+
+import anyio
+import anyio.to_thread
+
+from .. import _sleeping
+from .._policy import Policy, is_async_callable
+from ..errors import (
+    IdempotencyConflict,
+    Rejected,
+    SagaFailed,
+    SagaStuck,
+    StaleEpoch,
+    TimeoutExceeded,
+    UnknownSagaVersion,
+)
+from ..telemetry import Listener
+from ._memory import InMemorySagaStore
+from ._model import (
+    UNFINISHED,
+    LogKind,
+    NewSaga,
+    RecordedError,
+    SagaContext,
+    SagaFilter,
+    SagaLogEvent,
+    SagaRecord,
+    SagaResult,
+    SagaStatus,
+    digest,
+    encode,
+    error_info,
+    payload,
+    steps_hash,
+)
+from ._store import BlockingSagaStore, SagaStore
+from ._telemetry import SagaTelemetry, traceparent_of
+from .testing import CrashPoint, maybe_crash
+
+__all__ = ["DeadlineExceeded", "RecoveryReport", "Saga", "Step"]
+
+_log = logging.getLogger("resilient.saga")
+
+F = TypeVar("F", bound=Callable[..., Any])
+_IN_DOUBT = ("retry", "compensate", "escalate")
+_ON_RECOVERY = ("resume", "compensate")
+_STUCK_IN_DOUBT = "in_doubt"
+_STUCK_COMPENSATION = "compensation_failed"
+_STUCK_MAX_RECOVERIES = "max_recoveries"
+_STUCK_UNENCODABLE = "unencodable"
+
+
+class DeadlineExceeded(TimeoutExceeded):
+    """The saga's deadline passed before its pivot: it was compensated. (After the pivot a
+    passed deadline is only recorded; the saga still finishes forward.)"""
+
+
+# -- definitions ---------------------------------------------------------------------------------
+@dataclasses.dataclass
+class _StepDef:
+    name: str
+    fn: Callable[..., Any]
+    policy: Policy | None
+    pivot: bool
+    retriable: bool
+    in_doubt: str
+    compensate: Callable[..., Any] | None = None
+    compensate_policy: Policy | None = None
+
+
+class Step:
+    """What ``@saga.step`` returns: the step's function (still callable as before) plus
+    ``.compensate`` to attach its compensation."""
+
+    __slots__ = ("_def", "_saga")
+
+    def __init__(self, saga: Saga, sdef: _StepDef) -> None:
+        self._saga = saga
+        self._def = sdef
+
+    @property
+    def name(self) -> str:
+        """The step's name (unique within its saga)."""
+        return self._def.name
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._def.fn(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"<Step {self._saga.name}.{self.name}>"
+
+    def compensate(self, fn: F | None = None, /, *, policy: Policy | None = None) -> Any:
+        """Attach the compensation ``fn(ctx, done)`` (``def`` or ``async def``); ``done`` is the
+        step's result, or ``None`` when its outcome is unknown. ``policy`` retries it (default:
+        the saga's generous compensation retry)."""
+
+        def attach(f: F) -> F:
+            self._saga._set_compensation(self._def, f, policy)
+            return f
+
+        if fn is not None:
+            return attach(fn)
+        return attach
+
+
+@dataclasses.dataclass(frozen=True)
+class _Definition:
+    steps: tuple[_StepDef, ...]
+    index: dict[str, int]
+    pivot_idx: int | None  # last step that may be compensated is < pivot_idx... see below
+    hash: str
+
+    def forward_only(self, idx: int) -> bool:
+        """Steps after the pivot only go forward (retried until they succeed)."""
+        return self.pivot_idx is not None and idx > self.pivot_idx
+
+
+def _freeze(steps: Sequence[_StepDef]) -> _Definition:
+    pivot_idx: int | None = None
+    for i, s in enumerate(steps):
+        if s.pivot:
+            pivot_idx = i
+            break
+    if pivot_idx is None:
+        for i, s in enumerate(steps):
+            if s.retriable:
+                pivot_idx = i - 1  # the step before the first retriable one is the pivot
+                break
+    return _Definition(
+        steps=tuple(steps),
+        index={s.name: i for i, s in enumerate(steps)},
+        pivot_idx=pivot_idx,
+        hash=steps_hash([s.name for s in steps]),
+    )
+
+
+# -- replayed state ------------------------------------------------------------------------------
+@dataclasses.dataclass
+class _StepState:
+    order: int = 0  # start order (1-based); 0 = never started
+    attempts: int = 0
+    status: str | None = None  # started | succeeded | failed | rejected
+    result: Any = None
+    unencodable: bool = False
+    retry_at: float | None = None
+    rounds: int = 0
+    cleared: bool = False  # an operator allowed re-invoking an in-doubt step
+    comp_attempts: int = 0
+    comp_status: str | None = None  # started | succeeded | failed
+
+
+class _State:
+    """What the log says, rebuilt event by event (live runs apply the same events)."""
+
+    def __init__(self) -> None:
+        self.steps: dict[str, _StepState] = {}
+        self.results: dict[str, Any] = {}
+        self.phase = "forward"
+        self.status = SagaStatus.RUNNING
+        self.cause: dict[str, Any] = {}
+        self.stuck: dict[str, Any] = {}
+        self.deadline_noted = False
+        self.value: Any = None
+        self._order = 0
+
+    def step(self, name: str) -> _StepState:
+        st = self.steps.get(name)
+        if st is None:
+            st = self.steps[name] = _StepState()
+        return st
+
+    def apply(self, ev: SagaLogEvent) -> None:
+        kind = ev.kind
+        if kind == LogKind.STEP_STARTED:
+            st = self.step(cast(str, ev.step))
+            if not st.order:
+                self._order += 1
+                st.order = self._order
+            st.attempts = max(st.attempts, ev.attempt or 0)
+            st.status = "started"
+            st.cleared = False
+        elif kind == LogKind.STEP_SUCCEEDED:
+            st = self.step(cast(str, ev.step))
+            data = ev.data
+            st.status = "succeeded"
+            st.unencodable = "unencodable" in data
+            st.result = data.get("result")
+            self.results[cast(str, ev.step)] = st.result
+        elif kind == LogKind.STEP_FAILED:
+            st = self.step(cast(str, ev.step))
+            st.status = "rejected" if ev.data.get("outcome") == "REJECTED" else "failed"
+        elif kind == LogKind.STEP_RETRY_SCHEDULED:
+            st = self.step(cast(str, ev.step))
+            st.retry_at = float(ev.data["retry_at"])
+            st.rounds += 1
+        elif kind == LogKind.SAGA_COMPENSATING:
+            self.phase = "compensating"
+            self.status = SagaStatus.COMPENSATING
+            self.cause = ev.data
+        elif kind == LogKind.COMP_STARTED:
+            st = self.step(cast(str, ev.step))
+            st.comp_attempts = max(st.comp_attempts, ev.attempt or 0)
+            st.comp_status = "started"
+        elif kind == LogKind.COMP_SUCCEEDED:
+            self.step(cast(str, ev.step)).comp_status = "succeeded"
+        elif kind == LogKind.COMP_FAILED:
+            self.step(cast(str, ev.step)).comp_status = "failed"
+        elif kind == LogKind.SAGA_COMPLETED:
+            self.status = SagaStatus.COMPLETED
+            self.phase = "done"
+            self.value = ev.data.get("value")
+        elif kind == LogKind.SAGA_COMPENSATED:
+            self.status = SagaStatus.COMPENSATED
+            self.phase = "done"
+        elif kind == LogKind.SAGA_STUCK:
+            self.status = SagaStatus.STUCK
+            self.stuck = {**ev.data, "step": ev.step}
+        elif kind == LogKind.DEADLINE_EXCEEDED:
+            self.deadline_noted = True
+        elif kind == LogKind.ADMIN:
+            self._admin(ev)
+
+    def _admin(self, ev: SagaLogEvent) -> None:
+        data = ev.data
+        action = data.get("action")
+        if action in ("retry", "mark_compensated"):
+            self.stuck = {}
+            self.status = (
+                SagaStatus.COMPENSATING if self.phase == "compensating" else SagaStatus.RUNNING
+            )
+        if action == "retry" and ev.step is not None:
+            self.step(ev.step).cleared = True
+        if action == "mark_compensated" and ev.step is not None:
+            self.step(ev.step).comp_status = "succeeded"
+
+
+# -- operations the core yields -----------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class _Append:
+    events: tuple[SagaLogEvent, ...]
+    status: SagaStatus | None = None
+    next_attempt_at: float | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class _Invoke:
+    step: _StepDef
+    phase: str  # forward | compensate
+    idx: int
+
+
+@dataclasses.dataclass(frozen=True)
+class _Sleep:
+    until: float
+
+
+_Op = _Append | _Invoke | _Sleep
+
+
+@dataclasses.dataclass(frozen=True)
+class _StepOutcome:
+    kind: str  # ok | failed | rejected | deadline
+    value: Any = None
+    error: BaseException | None = None
+
+
+class _RejectedSignal(BaseException):
+    """Carries a step's ``Rejected`` through its policy untouched (a "no" is never retried)."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(error)
+        self.error = error
+
+
+class _DeadlineSignal(BaseException):
+    """Stops a pre-pivot step's retries when the saga deadline passes during backoff."""
+
+
+@dataclasses.dataclass
+class _Outcome:
+    status: SagaStatus | None  # None: the run stopped without finishing (lease released)
+    results: dict[str, Any]
+    value: Any = None
+    step: str | None = None
+    reason: str | None = None
+    error: BaseException | None = None
+    message: str = ""
+    replayed: bool = False
+
+
+# -- the core ------------------------------------------------------------------------------------
+class _Run:
+    """One drive of one saga by this process (a fresh start, a recovery or an admin action)."""
+
+    def __init__(self, saga: Saga, record: SagaRecord, *, recovering: bool) -> None:
+        self.saga = saga
+        self.defn = saga._definition()
+        self.id = record.id
+        self.epoch = record.epoch
+        self.record = record
+        self.recovering = recovering
+        self.data = record.data
+        self.deadline = record.deadline
+        self.state = _State()
+        for ev in record.events:
+            self.state.apply(ev)
+        self.results_view = MappingProxyType(self.state.results)
+        self.cause_error: BaseException | None = None
+
+    # -- helpers shared by both drivers ---------------------------------------------------------
+    def now(self) -> float:
+        return self.saga._clock()
+
+    def crash(self, point: CrashPoint, step: str | None) -> None:
+        maybe_crash(point, step)
+
+    def applied(self, op: _Append) -> None:
+        """The store accepted ``op``: update the state and report it."""
+        tel = self.saga._tel
+        for ev in op.events:
+            self.state.apply(ev)
+            self._report(tel, ev)
+
+    def _report(self, tel: SagaTelemetry, ev: SagaLogEvent) -> None:
+        kind = ev.kind
+        sid = self.id
+        if kind == LogKind.STEP_STARTED:
+            tel.emit("step_started", sid, ev.step, ev.attempt)
+        elif kind == LogKind.STEP_SUCCEEDED:
+            tel.emit("step_succeeded", sid, ev.step, self.state.step(cast(str, ev.step)).attempts)
+        elif kind == LogKind.STEP_FAILED:
+            tel.emit("step_failed", sid, ev.step, ev.attempt, detail=ev.payload)
+        elif kind == LogKind.COMP_STARTED:
+            tel.emit("compensation_started", sid, ev.step, ev.attempt)
+        elif kind == LogKind.COMP_SUCCEEDED:
+            tel.emit("step_compensated", sid, ev.step)
+        elif kind == LogKind.COMP_FAILED:
+            fams = tel.metrics()
+            if fams is not None:
+                fams.compensation_failures.labels(tel.name, cast(str, ev.step)).inc()
+        elif kind == LogKind.SAGA_COMPLETED:
+            tel.finished("completed")
+            tel.emit("saga_completed", sid)
+        elif kind == LogKind.SAGA_COMPENSATED:
+            tel.finished("compensated")
+            tel.emit("saga_compensated", sid)
+        elif kind == LogKind.SAGA_STUCK:
+            tel.finished("stuck")
+            tel.emit("saga_stuck", sid, ev.step, detail=ev.data.get("reason"))
+        elif kind == LogKind.DEADLINE_EXCEEDED:
+            tel.emit("deadline_exceeded", sid, ev.step)
+        elif kind == LogKind.SAGA_RECOVERED:
+            fams = tel.metrics()
+            if fams is not None:
+                fams.recovered.labels(tel.name).inc()
+            tel.emit("recovered", sid)
+
+    def attempt_number(self, step: _StepDef, phase: str) -> int:
+        st = self.state.step(step.name)
+        return (st.attempts if phase == "forward" else st.comp_attempts) + 1
+
+    def started(self, step: _StepDef, phase: str, attempt: int) -> _Append:
+        kind = LogKind.STEP_STARTED if phase == "forward" else LogKind.COMP_STARTED
+        return _Append((SagaLogEvent(kind, step.name, attempt, "", self.now()),))
+
+    def failed(self, step: _StepDef, phase: str, attempt: int, error: BaseException) -> _Append:
+        if phase == "forward":
+            outcome = "REJECTED" if isinstance(error, Rejected) else "UNKNOWN"
+            body = payload(error=error_info(error), outcome=outcome)
+            ev = SagaLogEvent(LogKind.STEP_FAILED, step.name, attempt, body, self.now())
+        else:
+            body = payload(error=error_info(error))
+            ev = SagaLogEvent(LogKind.COMP_FAILED, step.name, attempt, body, self.now())
+        return _Append((ev,))
+
+    def context(self, step: _StepDef, phase: str) -> SagaContext:
+        return SagaContext(self.id, self.data, self.results_view, step.name, 1, phase)
+
+    def call_args(self, step: _StepDef, phase: str, ctx: SagaContext) -> tuple[Any, ...]:
+        if phase == "forward":
+            return (ctx,)
+        st = self.state.step(step.name)
+        return (ctx, st.result if st.status == "succeeded" else None)
+
+    def function(self, step: _StepDef, phase: str) -> Callable[..., Any]:
+        return step.fn if phase == "forward" else cast(Callable[..., Any], step.compensate)
+
+    def policy(self, step: _StepDef, phase: str) -> Policy | None:
+        if phase == "forward":
+            return step.policy
+        return step.compensate_policy or self.saga._compensation_policy
+
+    def deadline_guard(self, op: _Invoke) -> float | None:
+        """Seconds left before the deadline for a step it applies to (pre-pivot), else None."""
+        if self.deadline is None or op.phase != "forward" or self.defn.forward_only(op.idx):
+            return None
+        return self.deadline - self.now()
+
+    def check_deadline(self, op: _Invoke) -> None:
+        left = self.deadline_guard(op)
+        if left is not None and left <= 0:
+            raise _DeadlineSignal()
+
+    # -- the script ---------------------------------------------------------------------------
+    def pivot_done(self) -> bool:
+        p = self.defn.pivot_idx
+        if p is None:
+            return False
+        if p < 0:
+            return True
+        return self.state.step(self.defn.steps[p].name).status == "succeeded"
+
+    def _record(
+        self,
+        *events: SagaLogEvent,
+        status: SagaStatus | None = None,
+        next_attempt_at: float | None = None,
+    ) -> Generator[_Op, Any, None]:
+        yield _Append(tuple(events), status, next_attempt_at)
+
+    def _ev(self, kind: str, step: str | None = None, body: str = "") -> SagaLogEvent:
+        return SagaLogEvent(kind, step, None, body, self.now())
+
+    def script(self) -> Generator[_Op, Any, _Outcome]:
+        """Drive the saga from wherever its log says it is to a final status."""
+        st = self.state
+        if st.status.finished:
+            return self.outcome(replayed=True)
+        if self.recovering:
+            yield from self._record(self._ev(LogKind.SAGA_RECOVERED))
+            if (
+                st.phase == "forward"
+                and self.saga.on_recovery == "compensate"
+                and not self.pivot_done()
+            ):
+                yield from self._flip({"type": "Recovery", "message": "on_recovery=compensate"})
+        if st.phase == "forward":
+            done = yield from self._forward()
+            if done is not None:
+                return done
+        return (yield from self._compensate())
+
+    def abort_script(self, cancelled: BaseException) -> Generator[_Op, Any, _Outcome]:
+        """After the caller was cancelled: roll back if still allowed, else stop."""
+        st = self.state
+        if st.status.finished:
+            return self.outcome()
+        if st.phase == "forward":
+            if self.pivot_done():
+                return _Outcome(None, dict(st.results))
+            self.cause_error = cancelled
+            yield from self._flip({"type": "Cancelled", "message": "the caller was cancelled"})
+        return (yield from self._compensate())
+
+    def _flip(
+        self, cause: dict[str, Any], step: str | None = None, *, deadline: bool = False
+    ) -> Generator[_Op, Any, None]:
+        events = []
+        if deadline:
+            events.append(self._ev(LogKind.DEADLINE_EXCEEDED, step))
+        events.append(self._ev(LogKind.SAGA_COMPENSATING, step, payload(cause=cause, step=step)))
+        yield from self._record(*events, status=SagaStatus.COMPENSATING)
+        self.crash(CrashPoint.AFTER_COMPENSATING_FLIP, step)
+
+    def _forward(self) -> Generator[_Op, Any, _Outcome | None]:
+        st = self.state
+        defn = self.defn
+        for idx, step in enumerate(defn.steps):
+            ss = st.step(step.name)
+            if ss.status == "succeeded":
+                continue
+            forward_only = defn.forward_only(idx)
+            if self.deadline is not None and self.now() >= self.deadline:
+                if not forward_only and not self.pivot_done():
+                    self.cause_error = self._deadline_error()
+                    cause = error_info(self.cause_error)
+                    yield from self._flip(cause, step.name, deadline=True)
+                    return None
+                if not st.deadline_noted:
+                    yield from self._record(self._ev(LogKind.DEADLINE_EXCEEDED, step.name))
+            if ss.status == "rejected":  # crashed between the "no" and the flip
+                self.cause_error = RecordedError("Rejected", "recorded before a crash")
+                yield from self._flip({"type": "Rejected", "message": "recorded"}, step.name)
+                return None
+            if ss.status == "started" and not ss.cleared and not forward_only:
+                if step.in_doubt == "escalate":
+                    return (
+                        yield from self._stuck(
+                            step.name,
+                            _STUCK_IN_DOUBT,
+                            None,
+                            f"step {step.name!r} may or may not have run (in doubt) and its "
+                            "in_doubt policy is 'escalate'",
+                        )
+                    )
+                if step.in_doubt == "compensate":
+                    self.cause_error = RecordedError("InDoubt", f"step {step.name!r} in doubt")
+                    yield from self._flip(error_info(self.cause_error), step.name)
+                    return None
+            if ss.retry_at is not None and ss.retry_at > self.now():
+                yield _Sleep(ss.retry_at)
+            while True:
+                out: _StepOutcome = yield _Invoke(step, "forward", idx)
+                if out.kind == "ok":
+                    stop = yield from self._succeeded(step, out.value)
+                    if stop is not None:
+                        return stop
+                    break
+                if forward_only:
+                    delay = self.saga._forward_delay(ss.rounds)
+                    retry_at = self.now() + delay
+                    body = payload(retry_at=retry_at, error=_info(out.error))
+                    yield from self._record(
+                        self._ev(LogKind.STEP_RETRY_SCHEDULED, step.name, body),
+                        next_attempt_at=retry_at,
+                    )
+                    yield _Sleep(retry_at)
+                    continue
+                if out.kind == "deadline":
+                    self.cause_error = self._deadline_error()
+                    yield from self._flip(error_info(self.cause_error), step.name, deadline=True)
+                    return None
+                self.cause_error = out.error
+                yield from self._flip(_info(out.error) or {}, step.name)
+                return None
+        yield from self._record(
+            self._ev(LogKind.SAGA_COMPLETED, body=_value_payload(st.results, defn)),
+            status=SagaStatus.COMPLETED,
+        )
+        return self.outcome()
+
+    def _succeeded(self, step: _StepDef, value: Any) -> Generator[_Op, Any, _Outcome | None]:
+        self.crash(CrashPoint.AFTER_STEP_EFFECT, step.name)
+        attempt = self.state.step(step.name).attempts
+        try:
+            body = '{"result":' + encode(value) + "}"
+        except (TypeError, ValueError) as exc:
+            marker = payload(unencodable=f"{type(value).__name__}: {exc}")
+            yield from self._record(
+                SagaLogEvent(LogKind.STEP_SUCCEEDED, step.name, attempt, marker, self.now())
+            )
+            return (
+                yield from self._stuck(
+                    step.name,
+                    _STUCK_UNENCODABLE,
+                    exc,
+                    f"step {step.name!r} returned a result that cannot be stored as JSON "
+                    f"({type(value).__name__}); it ran and will not be re-run",
+                )
+            )
+        yield from self._record(
+            SagaLogEvent(LogKind.STEP_SUCCEEDED, step.name, attempt, body, self.now())
+        )
+        self.crash(CrashPoint.AFTER_STEP_RECORDED, step.name)
+        return None
+
+    def _compensate(self) -> Generator[_Op, Any, _Outcome]:
+        st = self.state
+        started = sorted(
+            (s for s in self.defn.steps if st.step(s.name).order),
+            key=lambda s: st.step(s.name).order,
+            reverse=True,
+        )
+        for step in started:
+            ss = st.step(step.name)
+            if step.compensate is None or ss.status == "rejected":
+                continue
+            if ss.comp_status == "succeeded":
+                continue
+            out: _StepOutcome = yield _Invoke(step, "compensate", self.defn.index[step.name])
+            if out.kind != "ok":
+                return (
+                    yield from self._stuck(
+                        step.name,
+                        _STUCK_COMPENSATION,
+                        out.error,
+                        f"compensation of step {step.name!r} still fails after "
+                        f"{ss.comp_attempts} attempt(s): {_describe(out.error)}",
+                    )
+                )
+            self.crash(CrashPoint.AFTER_COMP_EFFECT, step.name)
+            yield from self._record(
+                SagaLogEvent(LogKind.COMP_SUCCEEDED, step.name, ss.comp_attempts, "", self.now())
+            )
+            self.crash(CrashPoint.AFTER_COMP_RECORDED, step.name)
+        yield from self._record(self._ev(LogKind.SAGA_COMPENSATED), status=SagaStatus.COMPENSATED)
+        return self.outcome()
+
+    def _stuck(
+        self, step: str | None, reason: str, error: BaseException | None, message: str
+    ) -> Generator[_Op, Any, _Outcome]:
+        ss = self.state.step(step) if step is not None else None
+        body = payload(
+            reason=reason,
+            message=message,
+            error=_info(error) if error is not None else None,
+            attempts=ss.comp_attempts if ss is not None and reason == _STUCK_COMPENSATION else None,
+        )
+        self.cause_error = error
+        yield from self._record(self._ev(LogKind.SAGA_STUCK, step, body), status=SagaStatus.STUCK)
+        return self.outcome()
+
+    def stuck_max_recoveries(self) -> Generator[_Op, Any, _Outcome]:
+        """The poison-pill cap: claimed too often without progress."""
+        msg = (
+            f"saga {self.id!r} was recovered {self.record.recoveries - 1} times without making "
+            f"progress (max_recoveries={self.saga.max_recoveries}); it may crash its process"
+        )
+        return (yield from self._stuck(None, _STUCK_MAX_RECOVERIES, None, msg))
+
+    def _deadline_error(self) -> DeadlineExceeded:
+        total = (self.deadline or 0.0) - self.record.created_at
+        return DeadlineExceeded(self.saga.name, max(0.0, total))
+
+    # -- outcome ---------------------------------------------------------------------------------
+    def outcome(self, *, replayed: bool = False) -> _Outcome:
+        st = self.state
+        results = dict(st.results)
+        if st.status == SagaStatus.COMPLETED:
+            return _Outcome(st.status, results, st.value, replayed=replayed)
+        if st.status == SagaStatus.STUCK:
+            info = st.stuck
+            err = self.cause_error
+            if err is None and isinstance(info.get("error"), dict):
+                err = RecordedError(info["error"]["type"], info["error"]["message"])
+            return _Outcome(
+                st.status,
+                results,
+                step=info.get("step"),
+                reason=info.get("reason"),
+                error=err,
+                message=str(info.get("message", "saga is stuck")),
+                replayed=replayed,
+            )
+        cause = st.cause
+        err = self.cause_error
+        if err is None:
+            c = cause.get("cause") or {}
+            err = RecordedError(str(c.get("type", "Error")), str(c.get("message", "")))
+        step = cause.get("step")
+        return _Outcome(
+            st.status,
+            results,
+            step=step,
+            error=err,
+            message=f"saga {self.id!r} was rolled back: step {step!r} failed: {_describe(err)}",
+            replayed=replayed,
+        )
+
+
+def _info(error: BaseException | None) -> dict[str, str] | None:
+    return None if error is None else error_info(error)
+
+
+def _describe(error: BaseException | None) -> str:
+    if error is None:
+        return "unknown error"
+    if isinstance(error, RecordedError):
+        return f"{error.type_name}: {error.message}"
+    return f"{type(error).__name__}: {error}"
+
+
+def _value_payload(results: dict[str, Any], defn: _Definition) -> str:
+    if not defn.steps:
+        return ""
+    last = defn.steps[-1].name
+    return '{"value":' + encode(results.get(last)) + "}"
+
+
+# -- drivers -------------------------------------------------------------------------------------
+class _AsyncDriver:
+    """Executes a run's operations with ``await`` (asyncio or trio)."""
+
+    def __init__(self, run: _Run) -> None:
+        self.run = run
+        self.saga = run.saga
+        self.store = run.saga.store
+        self._cancel: BaseException | None = None
+        self._lost = False
+        self._step_scope: anyio.CancelScope | None = None
+
+    async def drive(self, script: Generator[_Op, Any, _Outcome]) -> _Outcome:
+        run = self.run
+        tel = self.saga._tel
+        fams = tel.metrics()
+        if fams is not None:
+            fams.in_flight.labels(tel.name).inc()
+        try:
+            with tel.root_span(run.id, run.record.trace_context if run.recovering else None):
+                error: BaseException | None = None
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(self._heartbeat)
+                    try:
+                        outcome = await self._loop(script)
+                    except anyio.get_cancelled_exc_class():
+                        raise
+                    except BaseException as exc:  # re-raised below, not as an ExceptionGroup
+                        error = exc
+                    finally:
+                        tg.cancel_scope.cancel()
+                if error is not None:
+                    raise error
+                if outcome.status is None:
+                    with anyio.CancelScope(shield=True):
+                        await self.store.release(run.id, self.saga.node_id, run.epoch)
+        finally:
+            if fams is not None:
+                fams.in_flight.labels(tel.name).dec()
+        if self._cancel is not None:
+            raise self._cancel
+        return outcome
+
+    async def _loop(self, gen: Generator[_Op, Any, _Outcome]) -> _Outcome:
+        value: Any = None
+        cancelled = anyio.get_cancelled_exc_class()
+        while True:
+            try:
+                op = gen.send(value)
+            except StopIteration as stop:
+                return cast(_Outcome, stop.value)
+            shield = self._cancel is not None or self.run.state.phase == "compensating"
+            try:
+                with anyio.CancelScope(shield=shield):
+                    value = await self._exec(op)
+            except cancelled as exc:
+                if shield:  # pragma: no cover - a shielded scope is never cancelled from outside
+                    raise
+                self._cancel = exc
+                gen.close()
+                gen = self.run.abort_script(exc)
+                value = None
+
+    async def _exec(self, op: _Op) -> Any:
+        if isinstance(op, _Append):
+            await self._append(op)
+            return None
+        if isinstance(op, _Invoke):
+            return await self._invoke(op)
+        await self._sleep_until(op.until)
+        return None
+
+    async def _append(self, op: _Append) -> None:
+        run = self.run
+        try:
+            await self.store.append(run.id, run.epoch, op.events, op.status, op.next_attempt_at)
+        except StaleEpoch:
+            self.saga._count_stale()
+            raise
+        run.applied(op)
+
+    async def _sleep_until(self, until: float) -> None:
+        clock = self.saga._clock
+        asleep = getattr(clock, "asleep", None)
+        left = until - clock()
+        if left <= 0:
+            return
+        if asleep is not None:
+            await asleep(left)
+        else:
+            await _sleeping.async_sleep(left)
+
+    async def _heartbeat(self) -> None:
+        saga = self.saga
+        run = self.run
+        while True:
+            await anyio.sleep(saga.lease / 3)
+            ok = await self.store.renew(run.id, saga.node_id, run.epoch, saga._clock() + saga.lease)
+            if not ok and not run.state.status.finished:
+                self._lost = True
+                if self._step_scope is not None:
+                    self._step_scope.cancel()
+                return
+
+    async def _invoke(self, op: _Invoke) -> _StepOutcome:
+        run = self.run
+        step, phase = op.step, op.phase
+        fn = run.function(step, phase)
+        is_async = is_async_callable(fn)
+        tel = self.saga._tel
+        ctx = run.context(step, phase)
+        started_point, after_point = _points(phase)
+
+        async def attempt(c: SagaContext) -> Any:
+            n = run.attempt_number(step, phase)
+            run.check_deadline(op)
+            c._attempt = n
+            run.crash(started_point, step.name)
+            await self._append(run.started(step, phase, n))
+            run.crash(after_point, step.name)
+            args = run.call_args(step, phase, c)
+            t0 = time.perf_counter()
+            with tel.step_span(run.id, step.name, phase, n):
+                try:
+                    if is_async:
+                        result = await fn(*args)
+                    else:
+                        result = await anyio.to_thread.run_sync(fn, *args)
+                except Exception as exc:
+                    _observe(tel, step, phase, "failure", t0)
+                    await self._append(run.failed(step, phase, n, exc))
+                    if phase == "forward" and isinstance(exc, Rejected):
+                        raise _RejectedSignal(exc) from exc
+                    raise
+            _observe(tel, step, phase, "success", t0)
+            return result
+
+        policy = run.policy(step, phase)
+        left = run.deadline_guard(op)
+        with anyio.CancelScope() as scope:
+            if left is not None and self.saga._real_clock:
+                scope.deadline = anyio.current_time() + max(0.0, left)
+            self._step_scope = scope
+            try:
+                if policy is None:
+                    value = await attempt(ctx)
+                else:
+                    value = await policy.acall(attempt, ctx)
+            except _RejectedSignal as sig:
+                return _StepOutcome("rejected", error=sig.error)
+            except _DeadlineSignal:
+                return _StepOutcome("deadline")
+            except Exception as exc:
+                return _StepOutcome("failed", error=exc)
+            finally:
+                self._step_scope = None
+        if scope.cancelled_caught:
+            if self._lost:
+                raise StaleEpoch(run.id, run.epoch)
+            return _StepOutcome("deadline")
+        return _StepOutcome("ok", value)
+
+
+class _SyncDriver:
+    """Executes a run's operations with plain blocking calls (no event loop needed)."""
+
+    def __init__(self, run: _Run) -> None:
+        self.run = run
+        self.saga = run.saga
+        self.store = _blocking(run.saga.store)
+
+    def drive(self, script: Generator[_Op, Any, _Outcome]) -> _Outcome:
+        run = self.run
+        saga = self.saga
+        tel = saga._tel
+        fams = tel.metrics()
+        if fams is not None:
+            fams.in_flight.labels(tel.name).inc()
+        lease = saga._keeper().hold(run)
+        try:
+            with tel.root_span(run.id, run.record.trace_context if run.recovering else None):
+                gen = script
+                value: Any = None
+                while True:
+                    if lease.lost:
+                        raise StaleEpoch(run.id, run.epoch)
+                    try:
+                        op = gen.send(value)
+                    except StopIteration as stop:
+                        return cast(_Outcome, stop.value)
+                    value = self._exec(op)
+        finally:
+            saga._keeper().drop(lease)
+            if fams is not None:
+                fams.in_flight.labels(tel.name).dec()
+
+    def _exec(self, op: _Op) -> Any:
+        if isinstance(op, _Append):
+            self._append(op)
+            return None
+        if isinstance(op, _Invoke):
+            return self._invoke(op)
+        clock = self.saga._clock
+        left = op.until - clock()
+        if left > 0:
+            sleep = getattr(clock, "sleep", None)
+            if sleep is not None:
+                sleep(left)
+            else:
+                _sleeping.sync_sleep(left)
+        return None
+
+    def _append(self, op: _Append) -> None:
+        run = self.run
+        try:
+            self.store.append_sync(run.id, run.epoch, op.events, op.status, op.next_attempt_at)
+        except StaleEpoch:
+            self.saga._count_stale()
+            raise
+        run.applied(op)
+
+    def _invoke(self, op: _Invoke) -> _StepOutcome:
+        run = self.run
+        step, phase = op.step, op.phase
+        fn = run.function(step, phase)
+        tel = self.saga._tel
+        ctx = run.context(step, phase)
+        started_point, after_point = _points(phase)
+
+        def attempt(c: SagaContext) -> Any:
+            n = run.attempt_number(step, phase)
+            run.check_deadline(op)
+            c._attempt = n
+            run.crash(started_point, step.name)
+            self._append(run.started(step, phase, n))
+            run.crash(after_point, step.name)
+            args = run.call_args(step, phase, c)
+            t0 = time.perf_counter()
+            with tel.step_span(run.id, step.name, phase, n):
+                try:
+                    result = fn(*args)
+                except Exception as exc:
+                    _observe(tel, step, phase, "failure", t0)
+                    self._append(run.failed(step, phase, n, exc))
+                    if phase == "forward" and isinstance(exc, Rejected):
+                        raise _RejectedSignal(exc) from exc
+                    raise
+            _observe(tel, step, phase, "success", t0)
+            return result
+
+        policy = run.policy(step, phase)
+        try:
+            value = attempt(ctx) if policy is None else policy.call(attempt, ctx)
+        except _RejectedSignal as sig:
+            return _StepOutcome("rejected", error=sig.error)
+        except _DeadlineSignal:
+            return _StepOutcome("deadline")
+        except Exception as exc:
+            return _StepOutcome("failed", error=exc)
+        return _StepOutcome("ok", value)
+
+
+def _points(phase: str) -> tuple[CrashPoint, CrashPoint]:
+    if phase == "forward":
+        return CrashPoint.BEFORE_STEP_STARTED, CrashPoint.AFTER_STEP_STARTED
+    # there is no "before comp started" point: the flip (or the previous undo) precedes it
+    return CrashPoint.AFTER_COMPENSATING_FLIP, CrashPoint.AFTER_COMP_STARTED
+
+
+def _observe(tel: SagaTelemetry, step: _StepDef, phase: str, outcome: str, t0: float) -> None:
+    fams = tel.metrics()
+    if fams is not None:
+        fams.step_seconds.labels(tel.name, step.name, phase, outcome).observe(
+            time.perf_counter() - t0
+        )
+
+
+# -- blocking access to any store ----------------------------------------------------------------
+class _Bridge:
+    """Blocking calls on a store that only has the async protocol (no running loop needed)."""
+
+    def __init__(self, store: SagaStore) -> None:
+        self._store = store
+
+    def __getattr__(self, name: str) -> Any:
+        if not name.endswith("_sync"):
+            raise AttributeError(name)
+        method = getattr(self._store, name[: -len("_sync")])
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            return anyio.run(lambda: method(*args, **kwargs))
+
+        return call
+
+
+def _blocking(store: SagaStore) -> Any:
+    return store if isinstance(store, BlockingSagaStore) else _Bridge(store)
+
+
+class _Lease:
+    __slots__ = ("lost", "run")
+
+    def __init__(self, run: _Run) -> None:
+        self.run = run
+        self.lost = False
+
+
+class _LeaseKeeper:
+    """One daemon thread per saga definition renewing the leases of its sync runs."""
+
+    def __init__(self, saga: Saga) -> None:
+        self._saga_ref = weakref.ref(saga)
+        self._leases: set[_Lease] = set()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._period = saga.lease / 3
+
+    def hold(self, run: _Run) -> _Lease:
+        lease = _Lease(run)
+        with self._lock:
+            self._leases.add(lease)
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._loop, name=f"saga-lease-{run.saga.name}", daemon=True
+                )
+                self._thread.start()
+        return lease
+
+    def drop(self, lease: _Lease) -> None:
+        with self._lock:
+            self._leases.discard(lease)
+
+    def _loop(self) -> None:
+        wake = threading.Event()
+        while not wake.wait(self._period):
+            saga = self._saga_ref()
+            if saga is None:
+                return
+            with self._lock:
+                leases = list(self._leases)
+            store = _blocking(saga.store)
+            for lease in leases:
+                run = lease.run
+                try:
+                    ok = store.renew_sync(
+                        run.id, saga.node_id, run.epoch, saga._clock() + saga.lease
+                    )
+                except Exception:  # a flaky store must not kill the keeper thread
+                    _log.exception("renewing the lease of saga %r failed", run.id)
+                    continue
+                if not ok and not run.state.status.finished:
+                    lease.lost = True
+            del saga
+
+
+# -- default compensation policy -----------------------------------------------------------------
+class _CompensationRetry(Policy):
+    """The default policy of compensations: generous capped exponential backoff (an undo must
+    be given every chance before the saga is declared STUCK)."""
+
+    kind = "saga_compensation"
+
+    def __init__(self, saga: Saga, attempts: int = 10, base: float = 0.5, cap: float = 30.0):
+        super().__init__(f"{saga.name}.compensation")
+        self._saga_ref = weakref.ref(saga)
+        self.attempts = attempts
+        self.base = base
+        self.cap = cap
+
+    def _delay(self, n: int) -> float:
+        return float(min(self.cap, self.base * (2 ** (n - 1))))
+
+    def _call(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        n = 1
+        while True:
+            try:
+                return fn(*args, **kwargs)
+            except Exception:
+                if n >= self.attempts:
+                    raise
+            saga = self._saga_ref()
+            sleep = getattr(saga._clock, "sleep", None) if saga is not None else None
+            (sleep or _sleeping.sync_sleep)(self._delay(n))
+            n += 1
+
+    async def _acall(
+        self,
+        fn: Callable[..., Awaitable[Any]],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> Any:
+        n = 1
+        while True:
+            try:
+                return await fn(*args, **kwargs)
+            except Exception:
+                if n >= self.attempts:
+                    raise
+            saga = self._saga_ref()
+            asleep = getattr(saga._clock, "asleep", None) if saga is not None else None
+            await (asleep or _sleeping.async_sleep)(self._delay(n))
+            n += 1
+
+
+# -- the public class ----------------------------------------------------------------------------
+@dataclasses.dataclass
+class RecoveryReport:
+    """What one ``recover()`` pass did: final status per saga it drove (``None`` when the run
+    stopped without finishing, e.g. a retriable step waits for ``next_attempt_at``), the sagas
+    it skipped and why, and the sagas another process took over mid-way (stale epoch)."""
+
+    outcomes: dict[str, SagaStatus | None] = dataclasses.field(default_factory=dict)
+    skipped: dict[str, BaseException] = dataclasses.field(default_factory=dict)
+    stale: list[str] = dataclasses.field(default_factory=list)
+
+
+_REGISTRY: weakref.WeakSet[Saga] = weakref.WeakSet()
+_REGISTRY_LOCK = threading.Lock()
+
+
+def _default_node_id() -> str:
+    env = os.environ.get("RESILIENT_SAGA_NODE_ID")
+    base = env or f"{socket.gethostname()}:{os.getpid()}"
+    return f"{base}:{uuid.uuid4().hex[:8]}"
+
+
+def _check_positive(name: str, value: object, *, allow_none: bool = False) -> float | None:
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number of seconds, got {value!r}")
+    if not value > 0:
+        raise ValueError(f"{name} must be > 0, got {value!r}")
+    return float(value)
+
+
+class Saga:
+    """A saga definition: ordered steps with compensations, run durably through a store.
+
+    Steps run in definition order; a failed step rolls back every started step in reverse
+    start order. The log in ``store`` is written before and after every step, so ``recover()``
+    (in this or another process) can finish a saga whose process died. See ``docs/saga.md``.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        store: SagaStore | None = None,
+        version: int = 1,
+        deadline: float | None = None,
+        on_recovery: str = "resume",
+        lease: float = 30.0,
+        max_recoveries: int = 5,
+        clock: Callable[[], float] | None = None,
+        node_id: str | None = None,
+        on_event: Listener | None = None,
+        compensation_policy: Policy | None = None,
+        forward_retry_delay: float = 1.0,
+        forward_retry_max_delay: float = 60.0,
+    ) -> None:
+        if not isinstance(name, str) or not name.strip() or "@" in name:
+            raise ValueError(f"name must be a non-empty string without '@', got {name!r}")
+        if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+            raise ValueError(f"version must be an int >= 1, got {version!r}")
+        if on_recovery not in _ON_RECOVERY:
+            raise ValueError(f"on_recovery must be 'resume' or 'compensate', got {on_recovery!r}")
+        if isinstance(max_recoveries, bool) or not isinstance(max_recoveries, int):
+            raise TypeError(f"max_recoveries must be an int, got {max_recoveries!r}")
+        if max_recoveries < 1:
+            raise ValueError(f"max_recoveries must be >= 1, got {max_recoveries!r}")
+        if clock is not None and not callable(clock):
+            raise TypeError(f"clock must be callable, got {clock!r}")
+        if compensation_policy is not None and not isinstance(compensation_policy, Policy):
+            raise TypeError(f"compensation_policy must be a Policy, got {compensation_policy!r}")
+        if store is None:
+            from ._url import store_from_env
+
+            store = store_from_env() or InMemorySagaStore()
+        elif not isinstance(store, (BlockingSagaStore, SagaStore)):
+            raise TypeError(f"store must be a SagaStore, got {store!r}")
+        self.name = name
+        self.version = version
+        self.store: SagaStore = store
+        self.deadline = _check_positive("deadline", deadline, allow_none=True)
+        self.on_recovery = on_recovery
+        self.lease = cast(float, _check_positive("lease", lease))
+        self.max_recoveries = max_recoveries
+        self._forward_base = cast(
+            float, _check_positive("forward_retry_delay", forward_retry_delay)
+        )
+        self._forward_cap = cast(
+            float, _check_positive("forward_retry_max_delay", forward_retry_max_delay)
+        )
+        self._clock: Callable[[], float] = clock or time.time
+        self._real_clock = clock is None
+        self.node_id = node_id or _default_node_id()
+        self._tel = SagaTelemetry(name, on_event)
+        self._steps: list[_StepDef] = []
+        self._frozen: _Definition | None = None
+        self._compensation_policy: Policy = compensation_policy or _CompensationRetry(self)
+        self._keeper_obj: _LeaseKeeper | None = None
+        self._keeper_lock = threading.Lock()
+        from ._admin import SagaAdmin
+
+        self.admin = SagaAdmin(self)
+        with _REGISTRY_LOCK:
+            _REGISTRY.add(self)
+
+    def __repr__(self) -> str:
+        return f"<Saga {self.definition!r} steps={[s.name for s in self._steps]}>"
+
+    @property
+    def definition(self) -> str:
+        """``name@version``: what the store records, and what recovery looks up."""
+        return f"{self.name}@{self.version}"
+
+    @property
+    def steps(self) -> tuple[str, ...]:
+        """The step names, in order."""
+        return tuple(s.name for s in self._steps)
+
+    # -- definition -----------------------------------------------------------------------------
+    def step(
+        self,
+        fn: Callable[..., Any] | None = None,
+        /,
+        *,
+        name: str | None = None,
+        policy: Policy | None = None,
+        pivot: bool = False,
+        retriable: bool = False,
+        in_doubt: str = "retry",
+    ) -> Any:
+        """Decorator adding the next step ``fn(ctx)`` (``def`` or ``async def``).
+
+        ``policy`` runs it (e.g. ``rs.Retry``); ``pivot=True`` marks the point of no return;
+        ``retriable=True`` marks a step after the pivot (retried until it succeeds, never
+        compensated); ``in_doubt`` says what recovery does when the step started but its
+        outcome was never recorded: "retry" (same idempotency key), "compensate", "escalate"
+        (STUCK: for a side effect that cannot be deduplicated).
+        """
+
+        def add(f: Callable[..., Any]) -> Step:
+            if not callable(f):
+                raise TypeError(f"a saga step must be callable, got {f!r}")
+            step_name = name if name is not None else getattr(f, "__name__", None)
+            sdef = self._add(step_name, f, policy, pivot, retriable, in_doubt)
+            return Step(self, sdef)
+
+        if fn is not None:
+            return add(fn)
+        return add
+
+    def add_step(
+        self,
+        name: str,
+        fn: Callable[..., Any],
+        compensate: Callable[..., Any] | None = None,
+        policy: Policy | None = None,
+        pivot: bool = False,
+        retriable: bool = False,
+        *,
+        compensate_policy: Policy | None = None,
+        in_doubt: str = "retry",
+    ) -> Saga:
+        """Builder form of :meth:`step` (returns the saga, so calls chain)."""
+        if not callable(fn):
+            raise TypeError(f"fn of step {name!r} must be callable, got {fn!r}")
+        sdef = self._add(name, fn, policy, pivot, retriable, in_doubt)
+        if compensate is not None:
+            try:
+                self._set_compensation(sdef, compensate, compensate_policy)
+            except BaseException:
+                self._steps.remove(sdef)
+                raise
+        elif compensate_policy is not None:
+            raise ValueError(f"step {name!r}: compensate_policy given without compensate")
+        return self
+
+    def _add(
+        self,
+        name: object,
+        fn: Callable[..., Any],
+        policy: object,
+        pivot: bool,
+        retriable: bool,
+        in_doubt: str,
+    ) -> _StepDef:
+        if self._frozen is not None:
+            raise RuntimeError(f"saga {self.name!r} already ran; its steps can no longer change")
+        if not isinstance(name, str) or not name or ":" in name:
+            raise ValueError(f"step name must be a non-empty string without ':', got {name!r}")
+        if policy is not None and not isinstance(policy, Policy):
+            raise TypeError(f"policy of step {name!r} must be a resilient Policy, got {policy!r}")
+        if in_doubt not in _IN_DOUBT:
+            raise ValueError(
+                f"in_doubt of step {name!r} must be one of {_IN_DOUBT}, got {in_doubt!r}"
+            )
+        if any(s.name == name for s in self._steps):
+            raise ValueError(f"duplicate step name {name!r} in saga {self.name!r}")
+        if pivot and retriable:
+            raise ValueError(f"step {name!r} cannot be both the pivot and retriable")
+        first_pivot = next((s.name for s in self._steps if s.pivot), None)
+        if pivot and first_pivot is not None:
+            raise ValueError(
+                f"saga {self.name!r} already has a pivot step ({first_pivot!r}); "
+                f"step {name!r} cannot be a second one"
+            )
+        retriable_before = next((s.name for s in self._steps if s.retriable), None)
+        if retriable_before is not None and not retriable:
+            what = "the pivot" if pivot else "a non-retriable step"
+            raise ValueError(
+                f"retriable step {retriable_before!r} would come before {what} {name!r}: "
+                "retriable steps must come last, after the pivot"
+            )
+        sdef = _StepDef(name, fn, policy, bool(pivot), bool(retriable), in_doubt)
+        self._steps.append(sdef)
+        return sdef
+
+    def _set_compensation(self, sdef: _StepDef, fn: object, policy: object) -> None:
+        if self._frozen is not None:
+            raise RuntimeError(f"saga {self.name!r} already ran; its steps can no longer change")
+        if not callable(fn):
+            raise TypeError(f"compensation of step {sdef.name!r} must be callable, got {fn!r}")
+        if policy is not None and not isinstance(policy, Policy):
+            raise TypeError(
+                f"policy of the compensation of {sdef.name!r} must be a Policy, got {policy!r}"
+            )
+        if sdef.compensate is not None:
+            raise ValueError(f"step {sdef.name!r} already has a compensation")
+        if sdef.retriable:
+            raise ValueError(
+                f"retriable step {sdef.name!r} cannot have a compensation: it is never compensated"
+            )
+        idx = self._steps.index(sdef)
+        if any(s.pivot for s in self._steps[:idx]):
+            raise ValueError(
+                f"step {sdef.name!r} comes after the pivot and is never compensated; "
+                "it cannot have a compensation"
+            )
+        sdef.compensate = cast(Callable[..., Any], fn)
+        sdef.compensate_policy = policy
+
+    def _definition(self) -> _Definition:
+        if self._frozen is None:
+            if not self._steps:
+                raise ValueError(f"saga {self.name!r} has no steps")
+            self._frozen = _freeze(self._steps)
+        return self._frozen
+
+    def _forward_delay(self, rounds: int) -> float:
+        return float(min(self._forward_cap, self._forward_base * (2**rounds)))
+
+    def _count_stale(self) -> None:
+        fams = self._tel.metrics()
+        if fams is not None:
+            fams.stale_epoch.inc()
+
+    def _keeper(self) -> _LeaseKeeper:
+        with self._keeper_lock:
+            if self._keeper_obj is None:
+                self._keeper_obj = _LeaseKeeper(self)
+            return self._keeper_obj
+
+    # -- starting ---------------------------------------------------------------------------------
+    def _new(self, data: Any, saga_id: str | None) -> NewSaga:
+        defn = self._definition()
+        if saga_id is None:
+            saga_id = uuid.uuid4().hex
+        elif not isinstance(saga_id, str) or not saga_id:
+            raise ValueError(f"saga_id must be a non-empty string, got {saga_id!r}")
+        try:
+            text = encode(data)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(
+                f"saga {self.name!r}: data must be JSON-encodable (it is stored in the log), "
+                f"got {type(data).__name__}: {exc}"
+            ) from exc
+        now = self._clock()
+        trace_context = None
+        tracer = self._tel.tracer()
+        if tracer is not None:
+            from opentelemetry import trace
+
+            trace_context = traceparent_of(trace.get_current_span())
+        created = SagaLogEvent(LogKind.SAGA_CREATED, None, None, "", now)
+        return NewSaga(
+            id=saga_id,
+            definition=self.definition,
+            steps_hash=defn.hash,
+            input=text,
+            input_hash=digest(text),
+            deadline=None if self.deadline is None else now + self.deadline,
+            owner=self.node_id,
+            lease_until=now + self.lease,
+            now=now,
+            trace_context=trace_context,
+            events=(created,),
+        )
+
+    def _check_existing(self, new: NewSaga, rec: SagaRecord) -> None:
+        if rec.input_hash != new.input_hash or rec.name != self.name:
+            raise IdempotencyConflict(
+                rec.id,
+                f"saga id {rec.id!r} was already started ({rec.definition}) with different "
+                "input data; use a new saga id or the same input",
+            )
+
+    def _check_driveable(self, rec: SagaRecord) -> Saga:
+        """The registered definition able to drive ``rec``, or UnknownSagaVersion."""
+        for saga in self._versions():
+            if saga.definition == rec.definition:
+                if saga._definition().hash != rec.steps_hash:
+                    raise UnknownSagaVersion(
+                        rec.id,
+                        rec.definition,
+                        f"saga {rec.id!r} was started under {rec.definition!r} with other "
+                        f"steps than the registered {saga.steps}; bump the version when "
+                        "changing the steps",
+                    )
+                return saga
+        raise UnknownSagaVersion(rec.id, rec.definition)
+
+    def _versions(self) -> list[Saga]:
+        with _REGISTRY_LOCK:
+            others = [
+                s
+                for s in _REGISTRY
+                if s is not self and s.name == self.name and s.store is self.store
+            ]
+        return [self, *others]
+
+    def _poll_due(self, rec: SagaRecord) -> bool:
+        now = self._clock()
+        return rec.lease_until < now and rec.next_attempt_at <= now
+
+    async def run(self, data: Any = None, saga_id: str | None = None) -> SagaResult:
+        """Run the saga to the end (asyncio or trio) and return its result.
+
+        Idempotent on ``saga_id``: a finished saga returns its stored outcome without running
+        a step; one running elsewhere is waited for (and taken over if its lease expires).
+        Raises :class:`rs.SagaFailed` when it was rolled back, :class:`rs.SagaStuck` when it
+        needs an operator, :class:`rs.IdempotencyConflict` for the same id with other data.
+        """
+        new = self._new(data, saga_id)
+        created = await self.store.create(new)
+        if created.created:
+            run = _Run(self, created.record, recovering=False)
+            self._tel.emit("saga_started", run.id)
+            self._count_started()
+            return _unwrap(await _AsyncDriver(run).drive(run.script()), run.id)
+        rec = created.record
+        self._check_existing(new, rec)
+        delay = 0.005
+        while True:
+            if rec.status.finished:
+                return _unwrap(_Run(self, rec, recovering=False).outcome(replayed=True), rec.id)
+            if self._poll_due(rec):
+                owner = self._check_driveable(rec)
+                got = await self.store.claim(
+                    self.node_id, self._clock(), self.lease, 1, saga_id=rec.id
+                )
+                if got:
+                    return _unwrap(await owner._drive_claimed_async(got[0]), rec.id)
+            await anyio.sleep(delay)
+            delay = min(delay * 2, 0.25)
+            loaded = await self.store.load(rec.id)
+            assert loaded is not None
+            rec = loaded
+
+    def run_sync(self, data: Any = None, saga_id: str | None = None) -> SagaResult:
+        """Blocking twin of :meth:`run` for sync steps: needs no event loop (call it from any
+        thread). Every step and compensation must be a plain ``def``."""
+        self._require_sync("run_sync", "run")
+        store = _blocking(self.store)
+        new = self._new(data, saga_id)
+        created = store.create_sync(new)
+        if created.created:
+            run = _Run(self, created.record, recovering=False)
+            self._tel.emit("saga_started", run.id)
+            self._count_started()
+            return _unwrap(_SyncDriver(run).drive(run.script()), run.id)
+        rec = created.record
+        self._check_existing(new, rec)
+        delay = 0.005
+        while True:
+            if rec.status.finished:
+                return _unwrap(_Run(self, rec, recovering=False).outcome(replayed=True), rec.id)
+            if self._poll_due(rec):
+                owner = self._check_driveable(rec)
+                got = store.claim_sync(self.node_id, self._clock(), self.lease, 1, saga_id=rec.id)
+                if got:
+                    return _unwrap(owner._drive_claimed_sync(got[0]), rec.id)
+            time.sleep(delay)
+            delay = min(delay * 2, 0.25)
+            rec = store.load_sync(rec.id)
+
+    def _require_sync(self, what: str, instead: str) -> None:
+        """Blocking drivers cannot await: refuse async steps up front (not mid-saga)."""
+        for saga in self._versions():
+            for s in saga._definition().steps:
+                for f in (s.fn, s.compensate):
+                    if f is not None and is_async_callable(f):
+                        raise TypeError(
+                            f"saga {saga.definition!r}: {what} needs sync steps, but {s.name!r} "
+                            f"is async; use `await ...{instead}(...)`"
+                        )
+
+    def _count_started(self) -> None:
+        fams = self._tel.metrics()
+        if fams is not None:
+            fams.started.labels(self.name).inc()
+
+    # -- recovery ---------------------------------------------------------------------------------
+    def _recovery_script(self, run: _Run) -> Generator[_Op, Any, _Outcome]:
+        if run.record.recoveries > self.max_recoveries and not run.state.status.finished:
+            return run.stuck_max_recoveries()
+        return run.script()
+
+    async def _drive_claimed_async(self, rec: SagaRecord) -> _Outcome:
+        run = _Run(self, rec, recovering=True)
+        return await _AsyncDriver(run).drive(self._recovery_script(run))
+
+    def _drive_claimed_sync(self, rec: SagaRecord) -> _Outcome:
+        run = _Run(self, rec, recovering=True)
+        return _SyncDriver(run).drive(self._recovery_script(run))
+
+    def _candidates(
+        self, rows: Iterable[Any], seen: set[str], report: RecoveryReport
+    ) -> list[tuple[str, Saga]]:
+        out = []
+        versions: dict[str, Saga] = {}
+        for s in self._versions():  # this object first: it wins over older registrations
+            versions.setdefault(s.definition, s)
+        now = self._clock()
+        for row in rows:
+            if row.id in seen or row.lease_until >= now or row.next_attempt_at > now:
+                continue
+            seen.add(row.id)
+            saga = versions.get(row.definition)
+            if saga is None:
+                err: UnknownSagaVersion = UnknownSagaVersion(row.id, row.definition)
+            elif saga._definition().hash != row.steps_hash:
+                err = UnknownSagaVersion(
+                    row.id,
+                    row.definition,
+                    f"saga {row.id!r} was started under {row.definition!r} with other steps "
+                    f"than the registered {saga.steps}; bump the version when changing steps",
+                )
+            else:
+                out.append((row.id, saga))
+                continue
+            report.skipped[row.id] = err
+            _log.warning("saga recovery skipped: %s", err)
+            fams = self._tel.metrics()
+            if fams is not None:
+                fams.unknown_version.labels(self.name).inc()
+        return out
+
+    async def recover(self) -> RecoveryReport:
+        """Finish every unfinished saga of this name whose lease expired (crashed process),
+        in this or any registered version: "resume" continues forward (an in-doubt step is
+        re-invoked with the same idempotency key), "compensate" rolls pre-pivot sagas back.
+        Sagas of unregistered versions are skipped and left untouched."""
+        report = RecoveryReport()
+        seen: set[str] = set()
+        while True:
+            rows = await self.store.query(
+                SagaFilter(name=self.name, statuses=UNFINISHED, limit=1000)
+            )
+            found = False
+            for saga_id, saga in self._candidates(rows, seen, report):
+                got = await self.store.claim(
+                    self.node_id,
+                    self._clock(),
+                    self.lease,
+                    1,
+                    definitions=[saga.definition],
+                    saga_id=saga_id,
+                )
+                if not got:
+                    continue
+                found = True
+                try:
+                    outcome = await saga._drive_claimed_async(got[0])
+                except StaleEpoch:
+                    report.stale.append(saga_id)
+                    continue
+                report.outcomes[saga_id] = outcome.status
+            if not found:
+                return report
+
+    def recover_sync(self) -> RecoveryReport:
+        """Blocking twin of :meth:`recover` (sync steps, no event loop needed)."""
+        self._require_sync("recover_sync", "recover")
+        store = _blocking(self.store)
+        report = RecoveryReport()
+        seen: set[str] = set()
+        while True:
+            rows = store.query_sync(SagaFilter(name=self.name, statuses=UNFINISHED, limit=1000))
+            found = False
+            for saga_id, saga in self._candidates(rows, seen, report):
+                got = store.claim_sync(
+                    self.node_id,
+                    self._clock(),
+                    self.lease,
+                    1,
+                    definitions=[saga.definition],
+                    saga_id=saga_id,
+                )
+                if not got:
+                    continue
+                found = True
+                try:
+                    outcome = saga._drive_claimed_sync(got[0])
+                except StaleEpoch:
+                    report.stale.append(saga_id)
+                    continue
+                report.outcomes[saga_id] = outcome.status
+            if not found:
+                return report
+
+
+def _result(outcome: _Outcome, saga_id: str) -> SagaResult:
+    return SagaResult(
+        saga_id=saga_id,
+        status=outcome.status or SagaStatus.RUNNING,
+        results=MappingProxyType(outcome.results),
+        value=outcome.value,
+        replayed=outcome.replayed,
+    )
+
+
+def _unwrap(outcome: _Outcome, saga_id: str) -> SagaResult:
+    """A run's outcome as the caller sees it: a result, or SagaFailed / SagaStuck."""
+    result = _result(outcome, saga_id)
+    if outcome.status == SagaStatus.COMPENSATED:
+        raise SagaFailed(saga_id, outcome.step, outcome.message, result) from outcome.error
+    if outcome.status == SagaStatus.STUCK:
+        raise SagaStuck(
+            saga_id,
+            outcome.step,
+            outcome.reason or "stuck",
+            f"saga {saga_id!r} is stuck ({outcome.reason}): {outcome.message}",
+            result,
+        ) from outcome.error
+    return result

@@ -1,0 +1,384 @@
+"""A durable saga store in one SQLite file (stdlib ``sqlite3``; no extra dependency).
+
+WAL journal, ``busy_timeout`` so several processes can share the file, one transaction per
+append, ``BEGIN IMMEDIATE`` for every write so two writers never deadlock upgrading a read
+lock. Each thread gets its own connection (calls from async code run in anyio's worker
+threads), so one operation is one transaction on one connection, never shared mid-flight.
+
+Durability: ``"normal"`` (``synchronous=NORMAL``) survives the process being killed (kill -9,
+``os._exit``) but can lose the last commits if the machine loses power; ``"power"``
+(``synchronous=FULL``) also survives power loss, at the cost of an fsync per commit.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from ..errors import StaleEpoch
+from ._model import (
+    UNFINISHED,
+    CreateResult,
+    NewSaga,
+    SagaFilter,
+    SagaLogEvent,
+    SagaRecord,
+    SagaStatus,
+    SagaSummary,
+)
+from ._store import BlockingSagaStore, is_progress
+
+__all__ = ["SQLiteSagaStore"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS sagas (
+    id TEXT PRIMARY KEY,
+    definition TEXT NOT NULL,
+    steps_hash TEXT NOT NULL,
+    status TEXT NOT NULL,
+    epoch INTEGER NOT NULL,
+    owner TEXT,
+    lease_until REAL NOT NULL,
+    next_attempt_at REAL NOT NULL,
+    deadline REAL,
+    recoveries INTEGER NOT NULL,
+    input TEXT NOT NULL,
+    input_hash TEXT NOT NULL,
+    trace_context TEXT,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    last_seq INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS sagas_due ON sagas (status, next_attempt_at);
+CREATE TABLE IF NOT EXISTS saga_events (
+    saga_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    step TEXT,
+    attempt INTEGER,
+    payload TEXT NOT NULL,
+    at REAL NOT NULL,
+    PRIMARY KEY (saga_id, seq)
+) WITHOUT ROWID;
+"""
+
+_COLUMNS = (
+    "id, definition, steps_hash, status, epoch, owner, lease_until, next_attempt_at, deadline, "
+    "recoveries, input, input_hash, trace_context, created_at, updated_at"
+)
+_UNFINISHED = tuple(s.value for s in UNFINISHED)
+_DURABILITY = {"normal": "NORMAL", "power": "FULL"}
+
+
+class SQLiteSagaStore(BlockingSagaStore):
+    """Sagas in the SQLite file ``path``: survives crashes; shareable by processes on one
+    host (for several hosts use a server database store)."""
+
+    def __init__(
+        self, path: str | os.PathLike[str], *, durability: str = "normal", busy_timeout: float = 5.0
+    ) -> None:
+        if not isinstance(path, (str, os.PathLike)) or not os.fspath(path):
+            raise ValueError(f"path must be a non-empty file path, got {path!r}")
+        if durability not in _DURABILITY:
+            raise ValueError(f"durability must be 'normal' or 'power', got {durability!r}")
+        if isinstance(busy_timeout, bool) or not isinstance(busy_timeout, (int, float)):
+            raise TypeError(f"busy_timeout must be a number of seconds, got {busy_timeout!r}")
+        if busy_timeout < 0:
+            raise ValueError(f"busy_timeout must be >= 0, got {busy_timeout!r}")
+        self.path = os.fspath(path)
+        self.durability = durability
+        self._busy_ms = int(busy_timeout * 1000)
+        self._local = threading.local()
+        self._all: list[sqlite3.Connection] = []
+        self._all_lock = threading.Lock()
+        self._closed = False
+        self._conn().executescript(_SCHEMA)
+
+    def __repr__(self) -> str:
+        return f"<SQLiteSagaStore {self.path!r} durability={self.durability!r}>"
+
+    # -- connections ----------------------------------------------------------------------------
+    def _conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            if self._closed:
+                raise RuntimeError(f"{self!r} is closed")
+            conn = sqlite3.connect(
+                self.path,
+                timeout=self._busy_ms / 1000,
+                isolation_level=None,
+                check_same_thread=False,
+            )
+            conn.execute(f"PRAGMA busy_timeout={self._busy_ms}")
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute(f"PRAGMA synchronous={_DURABILITY[self.durability]}")
+            self._local.conn = conn
+            with self._all_lock:
+                self._all.append(conn)
+        return conn
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        conn = self._conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    @contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        conn = self._conn()
+        conn.execute("BEGIN")
+        try:
+            yield conn
+        finally:
+            conn.execute("COMMIT")
+
+    def close(self) -> None:
+        """Close every connection this store opened."""
+        self._closed = True
+        with self._all_lock:
+            conns, self._all = self._all, []
+        for conn in conns:
+            conn.close()
+        self._local = threading.local()
+
+    # -- rows -------------------------------------------------------------------------------------
+    @staticmethod
+    def _events(conn: sqlite3.Connection, saga_id: str) -> tuple[SagaLogEvent, ...]:
+        rows = conn.execute(
+            "SELECT kind, step, attempt, payload, at, seq FROM saga_events "
+            "WHERE saga_id = ? ORDER BY seq",
+            (saga_id,),
+        ).fetchall()
+        return tuple(SagaLogEvent(*row) for row in rows)
+
+    def _record(self, conn: sqlite3.Connection, row: Sequence[Any]) -> SagaRecord:
+        return SagaRecord(
+            id=row[0],
+            definition=row[1],
+            steps_hash=row[2],
+            status=SagaStatus(row[3]),
+            epoch=row[4],
+            owner=row[5],
+            lease_until=row[6],
+            next_attempt_at=row[7],
+            deadline=row[8],
+            recoveries=row[9],
+            input=row[10],
+            input_hash=row[11],
+            trace_context=row[12],
+            created_at=row[13],
+            updated_at=row[14],
+            events=self._events(conn, row[0]),
+        )
+
+    @staticmethod
+    def _insert_events(
+        conn: sqlite3.Connection,
+        saga_id: str,
+        base: int,
+        events: Sequence[SagaLogEvent],
+        now: float,
+    ) -> int:
+        conn.executemany(
+            "INSERT INTO saga_events (saga_id, seq, kind, step, attempt, payload, at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [
+                (saga_id, base + i + 1, ev.kind, ev.step, ev.attempt, ev.payload, ev.at or now)
+                for i, ev in enumerate(events)
+            ],
+        )
+        return base + len(events)
+
+    # -- protocol ---------------------------------------------------------------------------------
+    def create_sync(self, rec: NewSaga) -> CreateResult:
+        """Insert-if-absent on ``rec.id`` in one transaction."""
+        with self._write() as conn:
+            cur = conn.execute(
+                f"INSERT OR IGNORE INTO sagas ({_COLUMNS}, last_seq) "
+                "VALUES (?, ?, ?, ?, 1, ?, ?, 0, ?, 0, ?, ?, ?, ?, ?, ?)",
+                (
+                    rec.id,
+                    rec.definition,
+                    rec.steps_hash,
+                    SagaStatus.RUNNING.value,
+                    rec.owner,
+                    rec.lease_until,
+                    rec.deadline,
+                    rec.input,
+                    rec.input_hash,
+                    rec.trace_context,
+                    rec.now,
+                    rec.now,
+                    len(rec.events),
+                ),
+            )
+            created = cur.rowcount == 1
+            if created:
+                self._insert_events(conn, rec.id, 0, rec.events, rec.now)
+            row = conn.execute(f"SELECT {_COLUMNS} FROM sagas WHERE id = ?", (rec.id,)).fetchone()
+            return CreateResult(created, self._record(conn, row))
+
+    def load_sync(self, saga_id: str) -> SagaRecord | None:
+        """The saga and its log, read in one snapshot."""
+        with self._read() as conn:
+            row = conn.execute(f"SELECT {_COLUMNS} FROM sagas WHERE id = ?", (saga_id,)).fetchone()
+            return None if row is None else self._record(conn, row)
+
+    def append_sync(
+        self,
+        saga_id: str,
+        epoch: int,
+        events: Sequence[SagaLogEvent],
+        status: SagaStatus | None = None,
+        next_attempt_at: float | None = None,
+    ) -> None:
+        """Append in one ``BEGIN IMMEDIATE`` transaction, fenced by ``epoch``."""
+        now = time.time()
+        with self._write() as conn:
+            row = conn.execute(
+                "SELECT epoch, last_seq FROM sagas WHERE id = ?", (saga_id,)
+            ).fetchone()
+            if row is None:
+                raise KeyError(f"no saga {saga_id!r} in this store")
+            if row[0] != epoch:
+                raise StaleEpoch(saga_id, epoch, row[0])
+            last = self._insert_events(conn, saga_id, row[1], events, now)
+            sets = ["last_seq = ?", "updated_at = ?"]
+            args: list[Any] = [last, now]
+            if status is not None:
+                sets.append("status = ?")
+                args.append(SagaStatus(status).value)
+                if SagaStatus(status).finished:
+                    sets.append("owner = NULL, lease_until = 0")
+            if next_attempt_at is not None:
+                sets.append("next_attempt_at = ?")
+                args.append(next_attempt_at)
+            if is_progress(events):
+                sets.append("recoveries = 0")
+            conn.execute(f"UPDATE sagas SET {', '.join(sets)} WHERE id = ?", (*args, saga_id))
+
+    def claim_sync(
+        self,
+        owner: str,
+        now: float,
+        lease_s: float,
+        limit: int,
+        *,
+        definitions: Sequence[str] | None = None,
+        saga_id: str | None = None,
+    ) -> list[SagaRecord]:
+        """Claim due sagas under ``BEGIN IMMEDIATE`` (one writer at a time across processes)."""
+        where = [
+            f"status IN ({', '.join('?' * len(_UNFINISHED))})",
+            "lease_until < ?",
+            "next_attempt_at <= ?",
+        ]
+        args: list[Any] = [*_UNFINISHED, now, now]
+        if definitions is not None:
+            if not definitions:
+                return []
+            where.append(f"definition IN ({', '.join('?' * len(definitions))})")
+            args.extend(definitions)
+        if saga_id is not None:
+            where.append("id = ?")
+            args.append(saga_id)
+        with self._write() as conn:
+            ids = [
+                r[0]
+                for r in conn.execute(
+                    f"SELECT id FROM sagas WHERE {' AND '.join(where)} "
+                    "ORDER BY next_attempt_at, created_at LIMIT ?",
+                    (*args, max(0, limit)),
+                )
+            ]
+            out = []
+            for sid in ids:
+                conn.execute(
+                    "UPDATE sagas SET owner = ?, lease_until = ?, epoch = epoch + 1, "
+                    "recoveries = recoveries + 1 WHERE id = ?",
+                    (owner, now + lease_s, sid),
+                )
+                row = conn.execute(f"SELECT {_COLUMNS} FROM sagas WHERE id = ?", (sid,)).fetchone()
+                out.append(self._record(conn, row))
+            return out
+
+    def take_sync(self, saga_id: str, owner: str, now: float, lease_s: float) -> SagaRecord | None:
+        """Operator takeover of ``saga_id`` (any status, any lease)."""
+        with self._write() as conn:
+            cur = conn.execute(
+                "UPDATE sagas SET owner = ?, lease_until = ?, epoch = epoch + 1 WHERE id = ?",
+                (owner, now + lease_s, saga_id),
+            )
+            if cur.rowcount == 0:
+                return None
+            row = conn.execute(f"SELECT {_COLUMNS} FROM sagas WHERE id = ?", (saga_id,)).fetchone()
+            return self._record(conn, row)
+
+    def renew_sync(self, saga_id: str, owner: str, epoch: int, lease_until: float) -> bool:
+        """Extend the lease while ``owner`` holds ``saga_id`` at ``epoch``."""
+        with self._write() as conn:
+            cur = conn.execute(
+                f"UPDATE sagas SET lease_until = ? WHERE id = ? AND owner = ? AND epoch = ? "
+                f"AND status IN ({', '.join('?' * len(_UNFINISHED))})",
+                (lease_until, saga_id, owner, epoch, *_UNFINISHED),
+            )
+            return cur.rowcount == 1
+
+    def release_sync(self, saga_id: str, owner: str, epoch: int) -> None:
+        """Drop the lease (no-op unless ``owner`` holds it at ``epoch``)."""
+        with self._write() as conn:
+            conn.execute(
+                "UPDATE sagas SET owner = NULL, lease_until = 0 "
+                "WHERE id = ? AND owner = ? AND epoch = ?",
+                (saga_id, owner, epoch),
+            )
+
+    def query_sync(self, filt: SagaFilter) -> list[SagaSummary]:
+        """Matching sagas, most recently updated first."""
+        where: list[str] = []
+        args: list[Any] = []
+        if filt.name is not None:
+            where.append("definition LIKE ? ESCAPE '\\'")
+            escaped = filt.name.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            args.append(f"{escaped}@%")
+        if filt.statuses:
+            where.append(f"status IN ({', '.join('?' * len(filt.statuses))})")
+            args.extend(SagaStatus(s).value for s in filt.statuses)
+        if filt.saga_id is not None:
+            where.append("id = ?")
+            args.append(filt.saga_id)
+        sql = (
+            "SELECT id, definition, steps_hash, status, epoch, owner, lease_until, next_attempt_at, "
+            "recoveries, created_at, updated_at FROM sagas"
+        )
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY updated_at DESC, created_at DESC, id DESC LIMIT ?"
+        with self._read() as conn:
+            rows = conn.execute(sql, (*args, max(0, filt.limit))).fetchall()
+        return [
+            SagaSummary(
+                id=r[0],
+                definition=r[1],
+                steps_hash=r[2],
+                status=SagaStatus(r[3]),
+                epoch=r[4],
+                owner=r[5],
+                lease_until=r[6],
+                next_attempt_at=r[7],
+                recoveries=r[8],
+                created_at=r[9],
+                updated_at=r[10],
+            )
+            for r in rows
+        ]

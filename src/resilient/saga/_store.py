@@ -1,0 +1,215 @@
+"""The store protocol (SAGA.md 4.7) and a base class for stores with blocking I/O.
+
+The engine only talks to :class:`SagaStore`, an async protocol, so a future PostgreSQL or
+Redis backend can use an async driver. Backends whose I/O blocks (SQLite) or does none
+(memory) derive from :class:`BlockingSagaStore`: they write the ``*_sync`` methods once and
+get the async methods for free (run in a worker thread when ``offload`` is True), and
+``saga.run_sync`` / the CLI call the ``*_sync`` methods directly, without any event loop.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+from typing import Any, Protocol, runtime_checkable
+
+import anyio.to_thread
+
+from ._model import (
+    NON_PROGRESS_KINDS,
+    CreateResult,
+    NewSaga,
+    SagaFilter,
+    SagaLogEvent,
+    SagaRecord,
+    SagaStatus,
+    SagaSummary,
+)
+
+__all__ = ["BlockingSagaStore", "SagaStore", "is_progress"]
+
+
+def is_progress(events: Sequence[SagaLogEvent]) -> bool:
+    """True when appending ``events`` moves the saga forward (resets its recovery count)."""
+    return any(ev.kind not in NON_PROGRESS_KINDS for ev in events)
+
+
+@runtime_checkable
+class SagaStore(Protocol):
+    """What a saga backend implements. Every write is one atomic transaction, fenced by the
+    saga's ``epoch``: a writer whose epoch is not the stored one gets :class:`StaleEpoch`."""
+
+    async def create(self, rec: NewSaga) -> CreateResult:
+        """Insert the saga if its id is absent (epoch 1, RUNNING, owned by ``rec.owner``);
+        otherwise return the existing record untouched."""
+        ...
+
+    async def load(self, saga_id: str) -> SagaRecord | None:
+        """The saga with its whole log, or ``None``."""
+        ...
+
+    async def append(
+        self,
+        saga_id: str,
+        epoch: int,
+        events: Sequence[SagaLogEvent],
+        status: SagaStatus | None = None,
+        next_attempt_at: float | None = None,
+    ) -> None:
+        """Append ``events`` (and set ``status``/``next_attempt_at`` when given) in one
+        transaction; raise StaleEpoch if the stored epoch is not ``epoch``. A finished status
+        releases the lease; progress events reset the recovery count."""
+        ...
+
+    async def claim(
+        self,
+        owner: str,
+        now: float,
+        lease_s: float,
+        limit: int,
+        *,
+        definitions: Sequence[str] | None = None,
+        saga_id: str | None = None,
+    ) -> list[SagaRecord]:
+        """Take up to ``limit`` due sagas (unfinished, lease expired, ``next_attempt_at`` <=
+        ``now``), optionally only of ``definitions`` or only ``saga_id``: each gets
+        ``owner``, ``lease_until = now + lease_s``, ``epoch += 1`` and ``recoveries += 1``."""
+        ...
+
+    async def take(self, saga_id: str, owner: str, now: float, lease_s: float) -> SagaRecord | None:
+        """Operator takeover: claim ``saga_id`` whatever its status or lease (epoch += 1,
+        recoveries unchanged), so an admin action fences out any other writer."""
+        ...
+
+    async def renew(self, saga_id: str, owner: str, epoch: int, lease_until: float) -> bool:
+        """Extend the lease if ``owner`` still holds the saga at ``epoch``; False otherwise."""
+        ...
+
+    async def release(self, saga_id: str, owner: str, epoch: int) -> None:
+        """Give the lease up (the saga stays as it is, for the next claimer)."""
+        ...
+
+    async def query(self, filt: SagaFilter) -> list[SagaSummary]:
+        """Sagas matching ``filt`` (newest first), without their logs."""
+        ...
+
+
+class BlockingSagaStore(abc.ABC):
+    """A store written with blocking methods; the async protocol methods wrap them."""
+
+    #: Run the blocking methods in a worker thread from async code (True for real I/O).
+    offload: bool = True
+
+    @abc.abstractmethod
+    def create_sync(self, rec: NewSaga) -> CreateResult:
+        """Blocking :meth:`SagaStore.create`."""
+
+    @abc.abstractmethod
+    def load_sync(self, saga_id: str) -> SagaRecord | None:
+        """Blocking :meth:`SagaStore.load`."""
+
+    @abc.abstractmethod
+    def append_sync(
+        self,
+        saga_id: str,
+        epoch: int,
+        events: Sequence[SagaLogEvent],
+        status: SagaStatus | None = None,
+        next_attempt_at: float | None = None,
+    ) -> None:
+        """Blocking :meth:`SagaStore.append`."""
+
+    @abc.abstractmethod
+    def claim_sync(
+        self,
+        owner: str,
+        now: float,
+        lease_s: float,
+        limit: int,
+        *,
+        definitions: Sequence[str] | None = None,
+        saga_id: str | None = None,
+    ) -> list[SagaRecord]:
+        """Blocking :meth:`SagaStore.claim`."""
+
+    @abc.abstractmethod
+    def take_sync(self, saga_id: str, owner: str, now: float, lease_s: float) -> SagaRecord | None:
+        """Blocking :meth:`SagaStore.take`."""
+
+    @abc.abstractmethod
+    def renew_sync(self, saga_id: str, owner: str, epoch: int, lease_until: float) -> bool:
+        """Blocking :meth:`SagaStore.renew`."""
+
+    @abc.abstractmethod
+    def release_sync(self, saga_id: str, owner: str, epoch: int) -> None:
+        """Blocking :meth:`SagaStore.release`."""
+
+    @abc.abstractmethod
+    def query_sync(self, filt: SagaFilter) -> list[SagaSummary]:
+        """Blocking :meth:`SagaStore.query`."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook, nothing to free by default
+        """Free resources (connections); the store must not be used afterwards."""
+
+    async def _run(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        if not self.offload:
+            return fn(*args, **kwargs)
+        if kwargs:
+            return await anyio.to_thread.run_sync(lambda: fn(*args, **kwargs))
+        return await anyio.to_thread.run_sync(fn, *args)
+
+    async def create(self, rec: NewSaga) -> CreateResult:
+        """See :meth:`SagaStore.create`."""
+        result: CreateResult = await self._run(self.create_sync, rec)
+        return result
+
+    async def load(self, saga_id: str) -> SagaRecord | None:
+        """See :meth:`SagaStore.load`."""
+        result: SagaRecord | None = await self._run(self.load_sync, saga_id)
+        return result
+
+    async def append(
+        self,
+        saga_id: str,
+        epoch: int,
+        events: Sequence[SagaLogEvent],
+        status: SagaStatus | None = None,
+        next_attempt_at: float | None = None,
+    ) -> None:
+        """See :meth:`SagaStore.append`."""
+        await self._run(self.append_sync, saga_id, epoch, events, status, next_attempt_at)
+
+    async def claim(
+        self,
+        owner: str,
+        now: float,
+        lease_s: float,
+        limit: int,
+        *,
+        definitions: Sequence[str] | None = None,
+        saga_id: str | None = None,
+    ) -> list[SagaRecord]:
+        """See :meth:`SagaStore.claim`."""
+        result: list[SagaRecord] = await self._run(
+            self.claim_sync, owner, now, lease_s, limit, definitions=definitions, saga_id=saga_id
+        )
+        return result
+
+    async def take(self, saga_id: str, owner: str, now: float, lease_s: float) -> SagaRecord | None:
+        """See :meth:`SagaStore.take`."""
+        result: SagaRecord | None = await self._run(self.take_sync, saga_id, owner, now, lease_s)
+        return result
+
+    async def renew(self, saga_id: str, owner: str, epoch: int, lease_until: float) -> bool:
+        """See :meth:`SagaStore.renew`."""
+        result: bool = await self._run(self.renew_sync, saga_id, owner, epoch, lease_until)
+        return result
+
+    async def release(self, saga_id: str, owner: str, epoch: int) -> None:
+        """See :meth:`SagaStore.release`."""
+        await self._run(self.release_sync, saga_id, owner, epoch)
+
+    async def query(self, filt: SagaFilter) -> list[SagaSummary]:
+        """See :meth:`SagaStore.query`."""
+        result: list[SagaSummary] = await self._run(self.query_sync, filt)
+        return result

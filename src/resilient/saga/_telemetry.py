@@ -1,0 +1,243 @@
+"""Saga telemetry: typed ``SagaEvent``s, Prometheus families, OpenTelemetry spans.
+
+Events go through a ``PolicyTelemetry("saga", name)`` handle, like every policy's, so global
+listeners, the saga's ``on_event`` and the current span all see them. The saga-specific metric
+families (SAGA.md 4.7) are registered through ``Families.extra`` so they follow the registry the
+user configured. Spans are only started when an OpenTelemetry SDK provider is set (the same
+test ``PolicyTelemetry.tracer()`` makes), so a saga without tracing pays nothing for them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.trace import Link, NonRecordingSpan, Span, SpanContext, TraceFlags
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from ..telemetry import Listener, PolicyTelemetry, SagaEvent
+from ..telemetry._hub import STATE
+from ..telemetry._prometheus import Families, families_for
+
+__all__ = ["SagaTelemetry", "parse_traceparent", "traceparent_of"]
+
+_STEP_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+
+class _SagaFamilies:
+    """The saga's own metric families in one registry (created once via ``Families.extra``)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.started = Counter(
+            "resilient_saga_started", "Sagas started.", ["saga"], registry=registry
+        )
+        self.finished = Counter(
+            "resilient_saga_finished",
+            "Sagas that reached a final status.",
+            ["saga", "status"],
+            registry=registry,
+        )
+        self.step_seconds = Histogram(
+            "resilient_saga_step_seconds",
+            "Duration of one step attempt or compensation attempt.",
+            ["saga", "step", "phase", "outcome"],
+            registry=registry,
+            buckets=_STEP_BUCKETS,
+        )
+        self.in_flight = Gauge(
+            "resilient_saga_in_flight",
+            "Sagas being driven by this process.",
+            ["saga"],
+            registry=registry,
+        )
+        self.stuck = Gauge(
+            "resilient_saga_stuck",
+            "Sagas this process moved to STUCK and no operator has resolved yet.",
+            ["saga"],
+            registry=registry,
+        )
+        self.compensation_failures = Counter(
+            "resilient_saga_compensation_failures",
+            "Failed compensation attempts.",
+            ["saga", "step"],
+            registry=registry,
+        )
+        self.recovered = Counter(
+            "resilient_saga_recovered",
+            "Sagas taken over by recovery.",
+            ["saga"],
+            registry=registry,
+        )
+        self.stale_epoch = Counter(
+            "resilient_saga_stale_epoch",
+            "Log writes refused because another process took the saga over.",
+            registry=registry,
+        )
+        self.unknown_version = Counter(
+            "resilient_saga_unknown_version",
+            "Unfinished sagas skipped because their definition version is not registered.",
+            ["saga"],
+            registry=registry,
+        )
+
+
+def traceparent_of(span: Span) -> str | None:
+    """The W3C ``traceparent`` of ``span`` (``None`` for an invalid context)."""
+    ctx = span.get_span_context()
+    if not ctx.is_valid:
+        return None
+    return f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{int(ctx.trace_flags):02x}"
+
+
+def parse_traceparent(value: str | None) -> SpanContext | None:
+    """The remote span context named by a ``traceparent`` string, or ``None``."""
+    if not value:
+        return None
+    parts = value.split("-")
+    if len(parts) != 4:
+        return None
+    try:
+        ctx = SpanContext(
+            trace_id=int(parts[1], 16),
+            span_id=int(parts[2], 16),
+            is_remote=True,
+            trace_flags=TraceFlags(int(parts[3], 16)),
+        )
+    except ValueError:
+        return None
+    return ctx if ctx.is_valid else None
+
+
+class SagaTelemetry:
+    """One saga definition's telemetry; cheap to consult when nothing listens."""
+
+    def __init__(self, name: str, on_event: Listener | None) -> None:
+        self.name = name
+        self.handle = PolicyTelemetry("saga", name, on_event)
+        self._gen = -1
+        self._families: Families | None = None
+        self._saga: _SagaFamilies | None = None
+
+    def _refresh(self) -> None:
+        if self._gen == STATE.generation:
+            return
+        self._gen = STATE.generation
+        if STATE.metrics:
+            fams = families_for(STATE.registry)
+            self._families = fams
+            self._saga = fams.extra("saga", _SagaFamilies)
+        else:
+            self._families = None
+            self._saga = None
+
+    def metrics(self) -> _SagaFamilies | None:
+        """The saga metric families, or ``None`` when metrics are off."""
+        self._refresh()
+        return self._saga
+
+    # -- events --------------------------------------------------------------------------------
+    def emit(
+        self,
+        kind: str,
+        saga_id: str,
+        step: str | None = None,
+        attempt: int | None = None,
+        error: BaseException | None = None,
+        detail: str | None = None,
+    ) -> None:
+        """Build and deliver a ``SagaEvent`` if anyone (listener, span) would receive it."""
+        handle = self.handle
+        if handle.gen != STATE.generation:
+            handle.refresh()
+        if not handle.listeners and not (handle.tracing and _recording()):
+            return
+        handle.emit(
+            SagaEvent(
+                policy="saga",
+                name=self.name,
+                kind=kind,
+                saga_id=saga_id,
+                step=step,
+                attempt=attempt,
+                error=error,
+                detail=detail,
+            )
+        )
+
+    # -- metrics -------------------------------------------------------------------------------
+    def finished(self, status: str) -> None:
+        """Count a saga reaching a final status (``resilient_saga_total`` and friends)."""
+        fams = self.metrics()
+        if fams is None or self._families is None:
+            return
+        self._families.saga.labels(self.name, status).inc()
+        fams.finished.labels(self.name, status).inc()
+        if status == "stuck":
+            fams.stuck.labels(self.name).inc()
+
+    # -- spans ---------------------------------------------------------------------------------
+    def tracer(self) -> trace.Tracer | None:
+        """The tracer to use, or ``None`` when spans would go nowhere."""
+        handle = self.handle
+        if handle.gen != STATE.generation:
+            handle.refresh()
+        return handle.tracer() if handle.tracing else None
+
+    def root_span(self, saga_id: str, link_to: str | None) -> AbstractContextManager[Span | None]:
+        """The ``saga <name>`` span around one drive of a saga; a recovered run links to the
+        trace the saga was started in."""
+        tracer = self.tracer()
+        if tracer is None:
+            return nullcontext()
+        links = []
+        remote = parse_traceparent(link_to)
+        if remote is not None:
+            links.append(Link(remote))
+        return _span(
+            tracer,
+            f"saga {self.name}",
+            {"saga.name": self.name, "saga.key": saga_id},
+            links,
+        )
+
+    def step_span(
+        self, saga_id: str, step: str, phase: str, attempt: int
+    ) -> AbstractContextManager[Span | None]:
+        """A child span for one step attempt or one compensation attempt."""
+        tracer = self.tracer()
+        if tracer is None:
+            return nullcontext()
+        label = "saga.step" if phase == "forward" else "saga.compensate"
+        return _span(
+            tracer,
+            f"{label} {step}",
+            {
+                "saga.name": self.name,
+                "saga.key": saga_id,
+                "saga.step": step,
+                "saga.phase": phase,
+                "saga.attempt": attempt,
+            },
+            [],
+        )
+
+
+def _recording() -> bool:
+    span = trace.get_current_span()
+    return span.is_recording() and not isinstance(span, NonRecordingSpan)
+
+
+@contextmanager
+def _span(
+    tracer: trace.Tracer, name: str, attributes: dict[str, Any], links: list[Link]
+) -> Iterator[Span]:
+    with tracer.start_as_current_span(
+        name,
+        attributes=attributes,
+        links=links,
+        record_exception=False,
+        set_status_on_exception=False,
+    ) as span:
+        yield span

@@ -1,0 +1,176 @@
+"""Test hooks for sagas: named crash points, a simulated crash, and an effect ledger.
+
+* :class:`CrashPoint` names the moments between log writes and side effects (SAGA.md 4.8).
+  ``RESILIENT_SAGA_CRASH_AT="AFTER_STEP_RECORDED:charge_payment"`` makes the engine call
+  ``os._exit(137)`` there (use it in a child process); :func:`crash_at` raises
+  :class:`SimulatedCrash` instead, for fast in-process tests.
+* :class:`Ledger` is a participant's view of effects: a separate SQLite file with one row per
+  idempotency key (unique), so a test counts *effects*, not calls, and can prove exactly-once.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+__all__ = ["ENV_CRASH_AT", "CrashPoint", "Ledger", "SimulatedCrash", "crash_at"]
+
+ENV_CRASH_AT = "RESILIENT_SAGA_CRASH_AT"
+
+
+class CrashPoint(str, enum.Enum):
+    """The places the engine can be made to die, in the order they happen for one step."""
+
+    BEFORE_STEP_STARTED = "BEFORE_STEP_STARTED"
+    AFTER_STEP_STARTED = "AFTER_STEP_STARTED"
+    AFTER_STEP_EFFECT = "AFTER_STEP_EFFECT"
+    AFTER_STEP_RECORDED = "AFTER_STEP_RECORDED"
+    AFTER_COMPENSATING_FLIP = "AFTER_COMPENSATING_FLIP"
+    AFTER_COMP_STARTED = "AFTER_COMP_STARTED"
+    AFTER_COMP_EFFECT = "AFTER_COMP_EFFECT"
+    AFTER_COMP_RECORDED = "AFTER_COMP_RECORDED"
+
+
+class SimulatedCrash(BaseException):
+    """Raised at an armed crash point in-process: the engine stops dead (no further writes,
+    no compensation, lease kept), exactly as if the process had been killed there.
+
+    A ``BaseException`` so neither retry policies nor the saga treat it as a step failure.
+    """
+
+    def __init__(self, point: CrashPoint, step: str | None) -> None:
+        super().__init__(f"simulated crash at {point.value}:{step}")
+        self.point = point
+        self.step = step
+
+
+_armed: list[list[object]] = []  # [point, step or None, remaining times]
+_armed_lock = threading.Lock()
+
+
+@contextmanager
+def crash_at(point: CrashPoint | str, step: str | None = None, *, times: int = 1) -> Iterator[None]:
+    """Raise :class:`SimulatedCrash` the next ``times`` the engine reaches ``point`` (for
+    ``step``, or any step when ``None``) inside this block, in any thread of this process."""
+    cp = CrashPoint(point)
+    if not isinstance(times, int) or times < 1:
+        raise ValueError(f"times must be an int >= 1, got {times!r}")
+    entry: list[object] = [cp, step, times]
+    with _armed_lock:
+        _armed.append(entry)
+    try:
+        yield
+    finally:
+        with _armed_lock:
+            if entry in _armed:
+                _armed.remove(entry)
+
+
+def _env_target() -> tuple[str, str | None] | None:
+    spec = os.environ.get(ENV_CRASH_AT)
+    if not spec:
+        return None
+    point, _, step = spec.partition(":")
+    CrashPoint(point)  # an unknown point is a test bug: fail loudly
+    return point, (step or None)
+
+
+def maybe_crash(point: CrashPoint, step: str | None) -> None:
+    """Called by the engine at every crash point; a no-op unless one is armed."""
+    if _armed:
+        with _armed_lock:
+            for entry in _armed:
+                if entry[0] is point and entry[1] in (None, step):
+                    remaining = int(entry[2]) - 1  # type: ignore[call-overload]
+                    if remaining <= 0:
+                        _armed.remove(entry)
+                    else:
+                        entry[2] = remaining
+                    raise SimulatedCrash(point, step)
+    if ENV_CRASH_AT in os.environ:
+        target = _env_target()
+        if target is not None and target[0] == point.value and target[1] in (None, step):
+            os._exit(137)
+
+
+class Ledger:
+    """Effects recorded by test participants in their own SQLite file.
+
+    ``apply(key, op)`` inserts ``(key, op)`` unless ``key`` is already there and returns
+    whether this call had the effect, which is exactly how an idempotent participant dedups on
+    ``ctx.idempotency_key``. Safe across threads and processes (WAL, busy timeout).
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = os.fspath(path)
+        with self._connect() as conn:
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS effects ("
+                "key TEXT PRIMARY KEY, op TEXT NOT NULL, "
+                "n INTEGER NOT NULL DEFAULT 1, seq INTEGER NOT NULL)"
+            )
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, timeout=10.0, isolation_level=None)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA busy_timeout=10000")
+        return conn
+
+    def apply(self, key: str, op: str) -> bool:
+        """Record the effect ``op`` for ``key`` once; True if it was new."""
+        conn = self._connect()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            cur = conn.execute(
+                "INSERT OR IGNORE INTO effects (key, op, seq) "
+                "VALUES (?, ?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM effects))",
+                (key, op),
+            )
+            if cur.rowcount == 0:
+                conn.execute("UPDATE effects SET n = n + 1 WHERE key = ?", (key,))
+            conn.execute("COMMIT")
+            return cur.rowcount == 1
+        finally:
+            conn.close()
+
+    def has(self, key: str) -> bool:
+        """True when an effect is recorded under ``key``."""
+        conn = self._connect()
+        try:
+            return (
+                conn.execute("SELECT 1 FROM effects WHERE key = ?", (key,)).fetchone() is not None
+            )
+        finally:
+            conn.close()
+
+    def effects(self) -> list[tuple[str, str]]:
+        """Every ``(key, op)`` in the order the effects happened."""
+        conn = self._connect()
+        try:
+            return [(k, o) for k, o in conn.execute("SELECT key, op FROM effects ORDER BY seq")]
+        finally:
+            conn.close()
+
+    def deliveries(self, key: str) -> int:
+        """How many times ``key`` was delivered (effect plus deduplicated repeats)."""
+        conn = self._connect()
+        try:
+            row = conn.execute("SELECT n FROM effects WHERE key = ?", (key,)).fetchone()
+            return 0 if row is None else int(row[0])
+        finally:
+            conn.close()
+
+    def count(self, op: str | None = None) -> int:
+        """Number of effects (of ``op`` when given)."""
+        conn = self._connect()
+        try:
+            if op is None:
+                return int(conn.execute("SELECT COUNT(*) FROM effects").fetchone()[0])
+            row = conn.execute("SELECT COUNT(*) FROM effects WHERE op = ?", (op,)).fetchone()
+            return int(row[0])
+        finally:
+            conn.close()

@@ -1,0 +1,229 @@
+"""End to end: the three shop services as real processes on loopback, driven over HTTP.
+
+The orders service's ``payments`` breaker is configured through the environment with a tiny
+window and a one-second open time, so breaking payments opens it after a handful of orders
+and healing it closes it again within seconds. Every wait is a poll with a bounded deadline.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+httpx = pytest.importorskip(
+    "httpx", reason="needs the examples extra: pip install -e '.[examples]'"
+)
+pytest.importorskip("starlette", reason="needs the examples extra: pip install -e '.[examples]'")
+pytest.importorskip("uvicorn", reason="needs the examples extra: pip install -e '.[examples]'")
+
+from examples.shop.cluster import ShopCluster, breaker_states, metric_samples  # noqa: E402
+
+POLICY_ENV = {
+    "RESILIENT__PAYMENTS__BREAKER__WINDOW_SIZE": "6",
+    "RESILIENT__PAYMENTS__BREAKER__MINIMUM_CALLS": "6",
+    "RESILIENT__PAYMENTS__BREAKER__FAILURE_RATE_THRESHOLD": "0.5",
+    "RESILIENT__PAYMENTS__BREAKER__OPEN_DURATION": "1s",
+    "RESILIENT__PAYMENTS__RETRY__ATTEMPTS": "2",
+    "RESILIENT__PAYMENTS__RETRY__WAIT": "10ms",
+    "RESILIENT__PAYMENTS__TIMEOUT__SECONDS": "500ms",
+    "RESILIENT__RECOMMENDATIONS__TIMEOUT__SECONDS": "300ms",
+}
+DEADLINE = 20.0
+
+
+@pytest.fixture(scope="module")
+def shop() -> Iterator[ShopCluster]:
+    cluster = ShopCluster(POLICY_ENV)
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def http(shop: ShopCluster) -> Iterator[httpx.Client]:
+    with httpx.Client(timeout=10.0) as client:
+        yield client
+        # every test leaves the dependencies healthy for the next one
+        assert shop.payments is not None and shop.notifications is not None
+        client.post(f"{shop.payments.url}/chaos", json={})
+        client.post(f"{shop.notifications.url}/chaos", json={})
+
+
+def _urls(shop: ShopCluster) -> tuple[str, str, str]:
+    assert shop.orders and shop.payments and shop.notifications
+    return shop.orders.url, shop.payments.url, shop.notifications.url
+
+
+def _state(http: httpx.Client, orders: str, breaker: str) -> str | None:
+    return breaker_states(http.get(f"{orders}/metrics").text).get(breaker)
+
+
+def _until(what: str, check: Callable[[], bool], shop: ShopCluster, step: float = 0.05) -> None:
+    """Poll ``check`` until it holds; fail with the services' logs after ``DEADLINE``."""
+    end = time.monotonic() + DEADLINE
+    while not check():
+        if time.monotonic() > end:
+            pytest.fail(f"timed out waiting until {what}\n{shop.logs()}")
+        time.sleep(step)
+
+
+class _Orders:
+    """Places orders with fresh ids and remembers every answer."""
+
+    def __init__(self, http: httpx.Client, url: str, prefix: str) -> None:
+        self.http, self.url, self.prefix = http, url, prefix
+        self.answers: list[tuple[int, dict[str, Any]]] = []
+
+    def place(self, **fields: Any) -> tuple[int, dict[str, Any]]:
+        body = {
+            "order_id": f"{self.prefix}-{len(self.answers)}",
+            "customer": "ada",
+            "amount_cents": 1000 + len(self.answers),
+            **fields,
+        }
+        response = self.http.post(f"{self.url}/orders", json=body)
+        answer = (response.status_code, response.json())
+        self.answers.append(answer)
+        return answer
+
+
+def _ledger_by_order(http: httpx.Client, payments: str) -> dict[str, dict[str, int]]:
+    ledger = http.get(f"{payments}/ledger").json()
+    per_order: dict[str, dict[str, int]] = defaultdict(lambda: {"charged": 0, "refunded": 0})
+    for charge in ledger["charges"]:
+        per_order[charge["order_id"]]["charged"] += charge["amount_cents"]
+    for refund in ledger["refunds"]:
+        per_order[refund["order_id"]]["refunded"] += refund["amount_cents"]
+    return per_order
+
+
+def test_breaker_opens_fails_fast_refunds_and_closes_after_payments_heals(
+    shop: ShopCluster, http: httpx.Client
+) -> None:
+    orders, payments, _ = _urls(shop)
+    place = _Orders(http, orders, "breaker")
+
+    status, body = place.place()
+    assert (status, body["status"]) == (201, "completed"), body
+    assert _state(http, orders, "payments") == "closed"
+
+    # Break payments: every charge is recorded and THEN answered with 503, the nastiest case
+    # (the order service cannot know the customer was charged).
+    http.post(f"{payments}/chaos", json={"error_rate": 1.0, "after_commit": 1.0})
+
+    def opened() -> bool:
+        status, body = place.place()
+        assert status in (502, 503), body
+        assert body["status"] == "compensated", body
+        return _state(http, orders, "payments") == "open"
+
+    _until("the payments breaker opens", opened, shop)
+
+    # Open: the next order is refused at once, without reaching payments at all.
+    charges_before = len(http.get(f"{payments}/ledger").json()["charges"])
+    status, body = place.place()
+    assert status == 503, body
+    assert body["reason"] == "CircuitOpenError"
+    assert body["status"] == "compensated"
+    assert 0 < body["retry_after"] <= 1.0
+    assert len(http.get(f"{payments}/ledger").json()["charges"]) == charges_before
+
+    # Every rolled-back order was refunded exactly what it was charged, and some of them had
+    # really been charged (in doubt) before the failure.
+    ledger = _ledger_by_order(http, payments)
+    compensated = [b["order_id"] for s, b in place.answers if b["status"] == "compensated"]
+    assert compensated
+    for order_id in compensated:
+        assert ledger[order_id]["refunded"] == ledger[order_id]["charged"], (order_id, ledger)
+    assert any(ledger[o]["charged"] > 0 for o in compensated)
+    first = place.answers[0][1]["order_id"]
+    assert ledger[first] == {"charged": 1000, "refunded": 0}
+
+    # Heal payments: after open_duration a trial call goes through and the breaker closes.
+    http.post(f"{payments}/chaos", json={})
+    completed: list[str] = []
+
+    def closed_again() -> bool:
+        status, body = place.place()
+        if status == 201:
+            completed.append(body["order_id"])
+        return bool(completed) and _state(http, orders, "payments") == "closed"
+
+    _until("the payments breaker closes again", closed_again, shop, step=0.2)
+    ledger = _ledger_by_order(http, payments)
+    assert ledger[completed[-1]]["charged"] > 0
+    assert ledger[completed[-1]]["refunded"] == 0
+
+    metrics = http.get(f"{orders}/metrics").text
+    sagas = {
+        labels["outcome"]: value
+        for labels, value in metric_samples(metrics, "resilient_saga_total")
+        if labels["name"] == "place-order"
+    }
+    assert sagas.get("compensated", 0) >= len(compensated)
+    assert sagas.get("completed", 0) >= 2
+
+
+def test_recommendations_fall_back_to_the_cache_while_their_service_is_down(
+    shop: ShopCluster, http: httpx.Client
+) -> None:
+    orders, _, notifications = _urls(shop)
+    live = http.get(f"{orders}/recommendations/grace").json()
+    assert live["source"] == "live"
+
+    http.post(f"{notifications}/chaos", json={"error_rate": 1.0, "endpoints": ["recommendations"]})
+    cached = http.get(f"{orders}/recommendations/grace")
+    assert cached.status_code == 200
+    assert cached.json() == {"customer": "grace", "products": live["products"], "source": "cache"}
+    stranger = http.get(f"{orders}/recommendations/nobody-seen").json()
+    assert stranger["source"] == "cache" and stranger["products"]
+
+    # Orders do not depend on the recommendations read: they keep completing.
+    status, body = _Orders(http, orders, "during-recs-outage").place()
+    assert status == 201, body
+
+    http.post(f"{notifications}/chaos", json={})
+    _until(
+        "recommendations are live again",
+        lambda: http.get(f"{orders}/recommendations/grace").json()["source"] == "live",
+        shop,
+        step=0.2,
+    )
+
+
+def test_placing_the_same_order_twice_charges_once(shop: ShopCluster, http: httpx.Client) -> None:
+    orders, payments, _ = _urls(shop)
+    body = {"order_id": "idempotent-1", "customer": "lin", "amount_cents": 4200}
+    first = http.post(f"{orders}/orders", json=body)
+    again = http.post(f"{orders}/orders", json=body)
+    assert first.status_code == again.status_code == 201
+    assert first.json()["replayed"] is False and again.json()["replayed"] is True
+    assert again.json()["charge"] == first.json()["charge"]
+    assert _ledger_by_order(http, payments)["idempotent-1"] == {"charged": 4200, "refunded": 0}
+
+    conflict = http.post(f"{orders}/orders", json={**body, "amount_cents": 1})
+    assert conflict.status_code == 409
+
+
+def test_a_declined_payment_rolls_the_order_back_without_a_refund(
+    shop: ShopCluster, http: httpx.Client
+) -> None:
+    orders, payments, _ = _urls(shop)
+    status, body = _Orders(http, orders, "declined").place(amount_cents=10_000_000)
+    assert status == 422, body
+    assert (body["status"], body["reason"]) == ("compensated", "Rejected")
+    ledger = _ledger_by_order(http, payments)
+    assert ledger[body["order_id"]] == {"charged": 0, "refunded": 0}
+    assert http.get(f"{orders}/orders/{body['order_id']}").json()["status"] == "compensated"
