@@ -22,7 +22,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import importlib
+import json
 import os
 import sys
 import threading
@@ -368,7 +370,7 @@ def _breaker_factories(mode: str) -> dict[str, tuple[str, Callable[[Any], Any], 
             _errors("pybreaker", "CircuitBreakerError"),
         )
     if installed("circuitbreaker"):
-        import circuitbreaker
+        import circuitbreaker  # type: ignore[import-untyped]
 
         out["circuitbreaker"] = (
             "circuitbreaker",
@@ -378,7 +380,7 @@ def _breaker_factories(mode: str) -> dict[str, tuple[str, Callable[[Any], Any], 
             _errors("circuitbreaker", "CircuitBreakerError"),
         )
     if installed("aiobreaker"):
-        import aiobreaker
+        import aiobreaker  # type: ignore[import-untyped]
 
         out["aiobreaker"] = (
             "aiobreaker",
@@ -445,7 +447,7 @@ def _breaker_scenarios(mode: str, loop: asyncio.AbstractEventLoop) -> list[_Buil
     b.add("bare call", "bare", "bare", lambda: ok(c))
     b.add_resilient("CircuitBreaker", lambda: _rs_breaker()(ok(c)))
     for label, (dist, wrap, _) in peers.items():
-        b.add(label, dist, "peer", lambda wrap=wrap: wrap(ok(c)))
+        b.add(label, dist, "peer", functools.partial(_wrapped, wrap, ok, c))
     closed = b
 
     # open: every call rejected without running the function
@@ -486,8 +488,12 @@ def _breaker_scenarios(mode: str, loop: asyncio.AbstractEventLoop) -> list[_Buil
     )
     b.add_resilient("CircuitBreaker", lambda: _opened(lambda f: _rs_breaker()(f), _rs_errors()))
     for label, (dist, wrap, errors) in peers.items():
-        b.add(label, dist, "peer", lambda wrap=wrap, errors=errors: _opened(wrap, errors))
+        b.add(label, dist, "peer", functools.partial(_opened, wrap, errors))
     return [closed, b]
+
+
+def _wrapped(wrap: Callable[[Any], Any], fn: Callable[[Counter], Any], c: Counter) -> Any:
+    return wrap(fn(c))
 
 
 def _rs_errors() -> tuple[type[BaseException], ...]:
@@ -648,7 +654,12 @@ def _bulkhead_scenarios(mode: str, loop: asyncio.AbstractEventLoop) -> list[_Bui
                     break
                 c.n -= 1
                 time.sleep(0.001)
-            b.teardown.append(lambda: (h.event.set(), t.join(5)))
+
+            def release() -> None:
+                h.event.set()
+                t.join(5)
+
+            b.teardown.append(release)
             return _rejecting(guarded, errors)
 
         h.aevent = asyncio.Event()
@@ -831,6 +842,33 @@ def build(patterns: list[str], modes: list[str], loop: asyncio.AbstractEventLoop
     return builds
 
 
+def summary(scenarios: list[dict[str, Any]]) -> str:
+    """One line per scenario: resilient's two rows against the fastest peer (from the JSON
+    form, so ``--report`` can re-render a saved ``results.json``)."""
+
+    def fmt(ns: float) -> str:
+        return f"{ns / 1000:.2f} us" if ns >= 1000 else f"{ns:.0f} ns"
+
+    lines = [
+        "| pattern | case | mode | resilient (defaults) | resilient (telemetry off) "
+        "| fastest peer | fastest peer / resilient (off) |",
+        "|---|---|---|---:|---:|---|---:|",
+    ]
+    for s in scenarios:
+        rows = s["rows"]
+        ours = {r["label"]: r["ns_per_call"] for r in rows if r["role"] == "resilient"}
+        peers = [r for r in rows if r["role"] == "peer"]
+        if RS_OFF not in ours or not peers:
+            continue
+        best = min(peers, key=lambda r: r["ns_per_call"])
+        lines.append(
+            f"| {s['pattern']} | {s['case']} | {s['mode']} | {fmt(ours.get(RS_DEFAULTS, 0))} | "
+            f"{fmt(ours[RS_OFF])} | {best['label']} {fmt(best['ns_per_call'])} | "
+            f"{best['ns_per_call'] / ours[RS_OFF]:.2f}x |"
+        )
+    return "\n".join(lines)
+
+
 def verdict(results: list[ScenarioResult]) -> list[str]:
     """Where a peer beats resilient (per-call cost), per resilient row."""
     lines = []
@@ -861,9 +899,17 @@ def main(argv: list[str] | None = None) -> int:
         default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results.json"),
         help="where to write the JSON results ('-' for nowhere)",
     )
+    ap.add_argument(
+        "--report", metavar="JSON", help="re-print the summary of a saved results file and exit"
+    )
     args = ap.parse_args(argv)
-    rounds = args.rounds or (1 if args.quick else 9)
-    block = args.block or (0.002 if args.quick else 0.04)
+    if args.report:
+        with open(args.report, encoding="utf-8") as fh:
+            saved = json.load(fh)
+        print(summary(saved["scenarios"]))
+        return 0
+    rounds = args.rounds or (1 if args.quick else 7)
+    block = args.block or (0.002 if args.quick else 0.03)
     runner = Runner(block_s=block, rounds=rounds, warmup=3 if args.quick else 200)
     env = environment(PEERS)
     started = time.perf_counter()
@@ -887,6 +933,8 @@ def main(argv: list[str] | None = None) -> int:
     env["rounds"] = rounds
     env["block_seconds"] = block
     print(render_table(results))
+    print()
+    print(summary([result_to_json(r) for r in results]))
     losses = verdict(results)
     print()
     if losses:

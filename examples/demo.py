@@ -69,6 +69,9 @@ class Tally:
     metrics: dict[str, float] = field(default_factory=dict)
     phase: str = "starting"
     ever_open: set[str] = field(default_factory=set)
+    by_order: dict[str, str] = field(default_factory=dict)
+    money_mismatches: list[str] = field(default_factory=list)
+    money_checked: int = 0
 
 
 def _policy_env(quick: bool) -> dict[str, str]:
@@ -140,6 +143,7 @@ class Demo:
         self.task = self.progress.add_task("", total=orders)
 
     def now(self) -> float:
+        """Seconds since the demo started (the report's time axis)."""
         return time.monotonic() - self.start
 
     # -- the live view -----------------------------------------------------------------------
@@ -166,6 +170,7 @@ class Demo:
 
     # -- the moving parts ----------------------------------------------------------------------
     async def set_phase(self, client: httpx.AsyncClient, index: int) -> None:
+        """Switch both fault switches to phase ``index`` and note when it began."""
         name, at, pay, notes = _PHASES[index]
         await client.post(f"{self.payments_url}/chaos", json=pay)
         await client.post(f"{self.notifications_url}/chaos", json=notes)
@@ -181,6 +186,7 @@ class Demo:
         )
 
     async def faults(self, client: httpx.AsyncClient) -> None:
+        """The fault schedule: each phase starts at its fraction of the load's duration."""
         for index, (_, at, _, _) in enumerate(_PHASES):
             await anyio.sleep(max(0.0, at * self.duration - self.now()))
             await self.set_phase(client, index)
@@ -198,6 +204,7 @@ class Demo:
             await anyio.sleep(0.2)
 
     async def one_order(self, client: httpx.AsyncClient, i: int, limit: anyio.Semaphore) -> None:
+        """Place order ``i``, then read recommendations, and record what happened."""
         try:
             customer = f"customer-{i % 17}"
             # every 40th order is too expensive: payments declines it (a business "no")
@@ -216,6 +223,7 @@ class Demo:
                     },
                 )
                 outcome = _classify(response)
+            self.tally.by_order[f"order-{i:05d}"] = outcome
             latency = (self.now() - t0) * 1000
             source = "error"
             with contextlib.suppress(httpx.HTTPError, ValueError, KeyError):
@@ -229,6 +237,7 @@ class Demo:
             limit.release()
 
     async def load(self, client: httpx.AsyncClient) -> None:
+        """Place ``n`` orders at a steady rate, at most 16 in flight."""
         limit = anyio.Semaphore(16)
         async with anyio.create_task_group() as tg:
             for i in range(self.n):
@@ -255,7 +264,34 @@ class Demo:
             i += 1
             await anyio.sleep(0.1)
 
+    async def check_money(self, client: httpx.AsyncClient) -> None:
+        """Compare the payments ledger with what the orders service answered: a completed
+        order is charged and not refunded; any other order is refunded exactly what it was
+        charged (in-doubt charges included)."""
+        ledger = (await client.get(f"{self.payments_url}/ledger")).json()
+        charged: Counter[str] = Counter()
+        refunded: Counter[str] = Counter()
+        for charge in ledger["charges"]:
+            charged[charge["order_id"]] += charge["amount_cents"]
+        for refund in ledger["refunds"]:
+            refunded[refund["order_id"]] += refund["amount_cents"]
+        for order_id, outcome in self.tally.by_order.items():
+            if outcome == "error":
+                continue  # no answer: the order's fate is unknown to the client
+            ok = (
+                charged[order_id] > 0 and refunded[order_id] == 0
+                if outcome == "completed"
+                else charged[order_id] == refunded[order_id]
+            )
+            self.tally.money_checked += 1
+            if not ok:
+                self.tally.money_mismatches.append(
+                    f"{order_id} ({outcome}: charged {charged[order_id]}, "
+                    f"refunded {refunded[order_id]})"
+                )
+
     async def run(self) -> None:
+        """Load, faults, sampling and the live view, until every breaker closed again."""
         limits = httpx.Limits(max_connections=32, max_keepalive_connections=32)
         async with httpx.AsyncClient(timeout=15.0, limits=limits) as client:
             with Live(self.view(), console=self.console, refresh_per_second=4) as live:
@@ -277,6 +313,7 @@ class Demo:
                     self.tally.breakers = breaker_states(text)
                     self.tally.metrics = _read_metrics(text)
                     self.tally.states.append(StateSample(self.now(), self.tally.breakers))
+                    await self.check_money(client)
                     self.tally.phase = "done"
                     tg.cancel_scope.cancel()
                 live.update(self.view())
@@ -328,6 +365,12 @@ def _summary(tally: Tally, elapsed: float) -> list[tuple[str, Any]]:
     ]
     rows += [(k, f"{v:g}") for k, v in tally.metrics.items()]
     rows += [
+        (
+            "money check: refunded exactly what was charged",
+            f"ok ({tally.money_checked} orders)"
+            if not tally.money_mismatches
+            else "MISMATCH: " + "; ".join(tally.money_mismatches[:5]),
+        ),
         ("breakers that opened", ", ".join(sorted(tally.ever_open)) or "none"),
         (
             "breaker states at the end",
@@ -353,6 +396,7 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the demo; returns the exit code (130 when interrupted)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--orders", type=int, default=None, help="orders to place (default 300)")
     parser.add_argument("--seconds", type=float, default=None, help="length of the load phase")
@@ -371,7 +415,7 @@ def main(argv: list[str] | None = None) -> int:
     if seconds <= 0:
         parser.error(f"--seconds must be > 0, got {seconds}")
 
-    console = Console()
+    console = Console(log_path=False)
     started = time.monotonic()
     cluster = ShopCluster(_policy_env(args.quick))
     with _sigterm_as_interrupt():
@@ -383,7 +427,7 @@ def main(argv: list[str] | None = None) -> int:
             demo = Demo(cluster, orders, seconds, console)
             anyio.run(demo.run)
         except KeyboardInterrupt:
-            console.print("[yellow]interrupted: stopping the services[/]")
+            console.print("\n[yellow]interrupted: stopping the services[/]")
             return 130
         finally:
             console.print()
@@ -406,6 +450,8 @@ def main(argv: list[str] | None = None) -> int:
         "recommendations": dict(tally.recommendations),
         "metrics": tally.metrics,
         "breakers_opened": sorted(tally.ever_open),
+        "money_checked": tally.money_checked,
+        "money_mismatches": tally.money_mismatches,
         "breakers_at_end": tally.breakers,
         "pids": cluster.pids,
         "median_latency_ms": statistics.median([o.latency_ms for o in tally.orders] or [0.0]),

@@ -121,3 +121,10 @@ def test_scaling_reports_windows_threads_and_tasks(tmp_path: Path) -> None:
     assert all(r["memory_held_bytes"] > 0 for r in data["time_window"])
     assert {r["threads"] for r in data["threads"]} == {1, 2}
     assert {r["tasks"] for r in data["tasks"]} == {10, 1000}
+
+
+def test_profile_paths_reports_every_path() -> None:
+    stdout = _run("profile_paths.py", "--top", "3")
+    for path in ("retry-happy", "breaker-open", "bulkhead", "fallback-failure", "timeout-async"):
+        assert f"== {path}:" in stdout
+    assert "(total under the profiler)" in stdout

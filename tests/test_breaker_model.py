@@ -145,9 +145,7 @@ class Model:
             return ("open", self.open_until - now)
         return ("forced_open", None)
 
-    def complete(
-        self, call_id: int, epoch: int, started: float, outcome: str, now: float
-    ) -> None:
+    def complete(self, call_id: int, epoch: int, started: float, outcome: str, now: float) -> None:
         self.tick(now)
         if epoch != self.epoch or self.state in ("disabled", "open", "forced_open"):
             return
@@ -347,7 +345,9 @@ class BreakerMachine(RuleBasedStateMachine):
 
 
 TestBreakerModel = BreakerMachine.TestCase
-TestBreakerModel.settings = settings(TestBreakerModel.settings, stateful_step_count=80, max_examples=600)
+TestBreakerModel.settings = settings(
+    TestBreakerModel.settings, stateful_step_count=80, max_examples=400
+)
 
 
 @pytest.mark.parametrize("window_type", ["count", "time"])

@@ -67,4 +67,5 @@ def test_demo_quick_run_writes_report_and_stops_every_service(tmp_path: Path) ->
     assert data["outcomes"].get("completed", 0) > 0
     assert "payments" in data["breakers_opened"]
     assert data["breakers_at_end"].get("payments") == "closed"
+    assert data["money_checked"] > 0 and data["money_mismatches"] == []
     assert "demo summary" in done.stdout

@@ -227,3 +227,26 @@ def test_a_declined_payment_rolls_the_order_back_without_a_refund(
     ledger = _ledger_by_order(http, payments)
     assert ledger[body["order_id"]] == {"charged": 0, "refunded": 0}
     assert http.get(f"{orders}/orders/{body['order_id']}").json()["status"] == "compensated"
+
+
+def test_a_charge_arriving_after_its_refund_is_refused(
+    shop: ShopCluster, http: httpx.Client
+) -> None:
+    # The orders service gave up on a slow charge and refunded its key; when the slow request
+    # finally reaches payments it must not charge, or "refunded == charged" breaks.
+    _, payments, _ = _urls(shop)
+    refund = http.post(
+        f"{payments}/refunds",
+        json={
+            "idempotency_key": "late:charge:undo",
+            "charge_key": "late:charge",
+            "order_id": "late",
+        },
+    )
+    assert refund.status_code == 201 and refund.json()["amount_cents"] == 0
+    late = http.post(
+        f"{payments}/charges",
+        json={"idempotency_key": "late:charge", "order_id": "late", "amount_cents": 700},
+    )
+    assert late.status_code == 409
+    assert _ledger_by_order(http, payments)["late"] == {"charged": 0, "refunded": 0}

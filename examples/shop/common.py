@@ -9,6 +9,7 @@ without a race between "find a free port" and "bind it".
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import random
 import signal
@@ -133,8 +134,6 @@ async def read_json(request: Request) -> dict[str, Any]:
     raw = await request.body()
     if not raw:
         return {}
-    import json
-
     value = json.loads(raw)
     if not isinstance(value, dict):
         raise ValueError(f"expected a JSON object, got {type(value).__name__}")
@@ -181,8 +180,13 @@ def run_service(
     if args.exit_with_parent:
         threading.Thread(target=_watch_parent, args=(os.getppid(),), daemon=True).start()
 
+    try:
+        app = app_factory()
+    except ValueError as exc:  # bad configuration: say what is wrong, without a traceback
+        sock.close()
+        parser.error(str(exc))
     config = uvicorn.Config(
-        app_factory(),
+        app,
         log_level="warning",
         access_log=False,
         lifespan="on",

@@ -7,6 +7,8 @@ Endpoints (JSON):
   Amounts above ``DECLINE_ABOVE_CENTS`` are declined with 402 (a business "no", not an outage).
 - ``POST /refunds`` ``{idempotency_key, charge_key, order_id}``: refund whatever was charged
   under ``charge_key`` (0 when nothing was: the charge may never have happened), once per key.
+  A charge that arrives *after* the refund of its key (a slow request the orders service had
+  already given up on) is refused with 409: it was cancelled before it happened.
 - ``GET /ledger``: every charge and refund, so a test can check "refunded exactly what it
   charged" per order.
 - ``GET/POST /chaos``: the fault switch (applies to ``charges`` unless told otherwise).
@@ -27,9 +29,13 @@ from starlette.routing import Route
 
 from .common import Chaos, ChaosFault, chaos_route, health_route, read_json, run_service
 
-__all__ = ["DECLINE_ABOVE_CENTS", "Ledger", "create_app", "main"]
+__all__ = ["DECLINE_ABOVE_CENTS", "LateCharge", "Ledger", "create_app", "main"]
 
 DECLINE_ABOVE_CENTS = 100_000
+
+
+class LateCharge(Exception):
+    """A charge arrived after its refund: refusing it keeps "refunded == charged" true."""
 
 
 class Ledger:
@@ -42,10 +48,13 @@ class Ledger:
         self._ids = itertools.count(1)
 
     def charge(self, key: str, order_id: str, amount_cents: int) -> tuple[dict[str, Any], bool]:
-        """Charge once per ``key``; returns (charge, replayed)."""
+        """Charge once per ``key``; returns (charge, replayed). Raises :class:`LateCharge`
+        when the key was already refunded (the refund cancelled a charge still in flight)."""
         found = self.charges.get(key)
         if found is not None:
             return found, True
+        if key in self._refunded_charges:
+            raise LateCharge(f"charge {key!r} was cancelled by a refund before it arrived")
         charge = {
             "charge_id": f"ch_{next(self._ids)}",
             "idempotency_key": key,
@@ -65,7 +74,8 @@ class Ledger:
         amount = 0
         if charge is not None and charge_key not in self._refunded_charges:
             amount = int(charge["amount_cents"])
-            self._refunded_charges.add(charge_key)
+        # Remember the key even when nothing was charged yet, so a late charge is refused.
+        self._refunded_charges.add(charge_key)
         refund = {
             "refund_id": f"re_{next(self._ids)}",
             "idempotency_key": key,
@@ -107,7 +117,10 @@ def create_app() -> Starlette:
             return JSONResponse(
                 {"error": f"declined: {amount} cents is above the limit", "declined": True}, 402
             )
-        charge, replayed = ledger.charge(key, order_id, amount)
+        try:
+            charge, replayed = ledger.charge(key, order_id, amount)
+        except LateCharge as exc:
+            return JSONResponse({"error": str(exc), "cancelled": True}, status_code=409)
         if fail_after:
             return JSONResponse({"error": "chaos: charged, then failed to answer"}, 503)
         return JSONResponse({**charge, "replayed": replayed}, status_code=200 if replayed else 201)

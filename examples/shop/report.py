@@ -142,7 +142,8 @@ def _svg(
             x1 = _x(after.t if after is not None else span, span)
             out.append(
                 f'<rect x="{x0:.1f}" y="{y}" width="{max(0.5, x1 - x0):.1f}" '
-                f'height="{_STRIP_H}" fill="{STATE_COLOURS.get(state, "#999")}">'
+                f'height="{_STRIP_H}" shape-rendering="crispEdges" '
+                f'fill="{STATE_COLOURS.get(state, "#999")}">'
                 f"<title>{html.escape(name)}: {html.escape(state)} at {here.t:.2f}s</title></rect>"
             )
         y += _STRIP_H + _STRIP_GAP

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 from ._deadline import remaining
 from ._policy import Policy
+from ._registry import Registry, policy, registry
+from .breaker import BreakerState, CircuitBreaker
+from .bulkhead import Bulkhead
 from .errors import (
     BulkheadFullError,
     CircuitOpenError,
@@ -23,14 +26,8 @@ from .errors import (
     SagaStuck,
     TimeoutExceeded,
 )
-from .pipeline import Pipeline, pipeline
-from .telemetry import add_listener, configure_telemetry, remove_listener
-
-# -- policies (one import line per module; keep this block sorted) --
-from .breaker import BreakerState, CircuitBreaker
-from .bulkhead import Bulkhead
 from .fallback import Fallback
-from ._registry import Registry, policy, registry
+from .pipeline import Pipeline, pipeline
 from .retry import Retry
 from .saga import (
     InMemorySagaStore,
@@ -43,14 +40,13 @@ from .saga import (
     StaleEpoch,
     UnknownSagaVersion,
 )
+from .telemetry import add_listener, configure_telemetry, remove_listener
 from .timeout import Timeout
 from .waits import wait_exponential, wait_fixed, wait_linear
-# -- end policies --
 
 __version__ = "0.1.0"
 
 __all__ = [
-    # -- policy names (keep sorted) --
     "BreakerState",
     "Bulkhead",
     "CircuitBreaker",
@@ -72,7 +68,6 @@ __all__ = [
     "wait_exponential",
     "wait_fixed",
     "wait_linear",
-    # -- end policy names --
     "BulkheadFullError",
     "CircuitOpenError",
     "ConfigError",

@@ -28,8 +28,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from . import config
-from .errors import ConfigError
 from ._registry import Registry, registry
+from .errors import ConfigError
 
 __all__ = ["COMMANDS", "PLUGINS", "main"]
 

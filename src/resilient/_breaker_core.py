@@ -315,7 +315,7 @@ class BreakerCore:
                 deadline = min(self.trials) + self.half_open_max_wait
                 if now < deadline:
                     return
-                self._transition(OPEN, now)
+                self._transition(OPEN, deadline)
             else:
                 return
 

@@ -21,6 +21,7 @@ from typing import Any, ClassVar, TypeVar, cast
 
 from typing_extensions import ParamSpec
 
+from .errors import PolicyRejectedError, TimeoutExceeded
 from .telemetry._hub import STATE, Listener, PolicyTelemetry
 
 __all__ = ["AroundPolicy", "Policy", "is_async_callable"]
@@ -157,8 +158,6 @@ class Policy:
         if not isinstance(error, Exception):
             return "cancelled"
         if self._is_own(error):
-            from .errors import PolicyRejectedError, TimeoutExceeded
-
             if isinstance(error, PolicyRejectedError):
                 return "rejected"
             if isinstance(error, TimeoutExceeded):

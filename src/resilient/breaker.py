@@ -23,7 +23,7 @@ import threading
 import time
 from collections.abc import Callable
 from types import TracebackType
-from typing import Any, NamedTuple, Protocol
+from typing import Any, Literal, NamedTuple, Protocol
 
 from ._breaker_core import (
     CANCELLED,
@@ -39,7 +39,7 @@ from ._breaker_core import (
 from ._policy import AroundPolicy
 from ._windows import CountWindow, TimeWindow, Window
 from .errors import CircuitOpenError
-from .telemetry._events import BreakerStateChanged, CallIgnored, CallRejected, CallSlow
+from .telemetry._events import BreakerStateChanged, CallIgnored, CallSlow
 from .telemetry._hub import Listener
 
 __all__ = ["BreakerMetrics", "BreakerState", "CircuitBreaker"]
@@ -129,7 +129,7 @@ class CircuitBreaker(AroundPolicy):
         failure_rate_threshold: float = 0.5,
         slow_call_duration: float | None = None,
         slow_call_rate_threshold: float = 1.0,
-        window_type: str = "count",
+        window_type: Literal["count", "time"] = "count",
         window_size: int = 100,
         minimum_calls: int = 10,
         open_duration: float | Callable[[int], float] = 30.0,
@@ -352,8 +352,8 @@ class CircuitBreaker(AroundPolicy):
             return SUCCESS
         if not isinstance(error, Exception):
             return CANCELLED
-        if self._ignores(error):
-            return IGNORED
+        if self._ignores(error) or self._is_own(error):
+            return IGNORED  # our own rejection (nested use) says nothing about the dependency
         return FAILURE if self._records(error) else SUCCESS
 
     def _complete(self, permit: Permit, outcome: int, error: BaseException | None) -> None:
@@ -389,15 +389,7 @@ class CircuitBreaker(AroundPolicy):
 
     def _reject(self, rejection: Rejection) -> CircuitOpenError:
         tel = self._tel
-        if tel.wants_events():
-            tel.emit(
-                CallRejected(
-                    policy=self.kind,
-                    name=self.name,
-                    reason=rejection.reason,
-                    retry_after=rejection.retry_after,
-                )
-            )
+        tel.rejected(rejection.reason, rejection.retry_after)
         error = CircuitOpenError(self.name, rejection.retry_after, rejection.state)
         if rejection.reason == "half_open_full":
             error.reason = "half_open_full"

@@ -38,7 +38,7 @@ from ._bulkhead_core import ADMITTED, FULL, BulkheadCore
 from ._deadline import remaining
 from ._policy import AroundPolicy
 from .errors import BulkheadFullError
-from .telemetry._events import BulkheadAdmitted, BulkheadQueued, BulkheadRejected, CallRejected
+from .telemetry._events import BulkheadAdmitted, BulkheadQueued, BulkheadRejected
 from .telemetry._hub import Listener
 
 __all__ = ["Bulkhead"]
@@ -291,9 +291,9 @@ class Bulkhead(AroundPolicy):
 
     def _reject(self, reason: str, waited: float | None) -> BaseException:
         tel = self._tel
-        if tel.wants_events():
+        if tel.wants_detail():
             tel.emit(BulkheadRejected(policy=self.kind, name=self.name, reason=reason))
-            tel.emit(CallRejected(policy=self.kind, name=self.name, reason=reason))
+        tel.rejected(reason)
         core = self._core
         return self._own(
             BulkheadFullError(self.name, core.max_concurrent, core.max_queued, reason, waited)

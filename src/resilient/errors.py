@@ -31,17 +31,30 @@ __all__ = [
 
 
 class ResilienceError(Exception):
-    """Base class of every error raised by ``resilient``."""
+    """Base class of every error raised by ``resilient``.
+
+    Messages are built lazily, in ``__str__``: a breaker rejecting thousands of calls per
+    second must not pay for formatting text nobody reads.
+    """
 
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
         self._reduce_args: tuple[Any, ...] = args
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), self._reduce_args, self._state())
+        state = {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
+        return (type(self), self._reduce_args, state)
 
-    def _state(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if k != "_reduce_args"}
+    def __str__(self) -> str:
+        if self.args == self._reduce_args:
+            described = self._describe()
+            if described is not None:
+                return described
+        return super().__str__()
+
+    def _describe(self) -> str | None:
+        """The message, from the attributes (``None``: use the plain args)."""
+        return None
 
 
 class PolicyRejectedError(ResilienceError):
@@ -59,13 +72,17 @@ class CircuitOpenError(PolicyRejectedError):
     """The circuit breaker is open (or forced open): the call was not made."""
 
     def __init__(self, name: str, retry_after: float | None, state: str = "open") -> None:
+        super().__init__(name, retry_after, state)
         self.name = name
         self.retry_after = retry_after
         self.state = state
         self.reason = "forced_open" if state == "forced_open" else "open"
-        hint = "until it is reset" if retry_after is None else f"retry in {retry_after:.3f}s"
-        super().__init__(name, retry_after, state)
-        self.args = (f"circuit breaker {name!r} is {state.replace('_', ' ')}; {hint}",)
+
+    def _describe(self) -> str:
+        hint = (
+            "until it is reset" if self.retry_after is None else f"retry in {self.retry_after:.3f}s"
+        )
+        return f"circuit breaker {self.name!r} is {self.state.replace('_', ' ')}; {hint}"
 
 
 class BulkheadFullError(PolicyRejectedError):
@@ -79,23 +96,24 @@ class BulkheadFullError(PolicyRejectedError):
         reason: str = "full",
         waited: float | None = None,
     ) -> None:
+        super().__init__(name, max_concurrent, max_queued, reason, waited)
         self.name = name
         self.max_concurrent = max_concurrent
         self.max_queued = max_queued
         self.reason = reason
         self.waited = waited
-        super().__init__(name, max_concurrent, max_queued, reason, waited)
-        if reason == "queue_timeout":
-            msg = (
-                f"bulkhead {name!r}: no slot freed within the queue timeout "
-                f"({waited:.3f}s waited; {max_concurrent} running)"
+
+    def _describe(self) -> str:
+        if self.reason == "queue_timeout":
+            return (
+                f"bulkhead {self.name!r}: no slot freed within the queue timeout "
+                f"({self.waited or 0.0:.3f}s waited; {self.max_concurrent} running)"
             )
-        else:
-            msg = (
-                f"bulkhead {name!r} is full: {max_concurrent} running and "
-                f"{max_queued} waiting (max_concurrent={max_concurrent}, max_queued={max_queued})"
-            )
-        self.args = (msg,)
+        return (
+            f"bulkhead {self.name!r} is full: {self.max_concurrent} running and "
+            f"{self.max_queued} waiting (max_concurrent={self.max_concurrent}, "
+            f"max_queued={self.max_queued})"
+        )
 
 
 class TimeoutExceeded(ResilienceError, TimeoutError):
@@ -105,10 +123,12 @@ class TimeoutExceeded(ResilienceError, TimeoutError):
     """
 
     def __init__(self, name: str, seconds: float) -> None:
+        super().__init__(name, seconds)
         self.name = name
         self.seconds = seconds
-        super().__init__(name, seconds)
-        self.args = (f"timeout {name!r}: call did not finish within {seconds:g}s",)
+
+    def _describe(self) -> str:
+        return f"timeout {self.name!r}: call did not finish within {self.seconds:g}s"
 
 
 class RetryExhaustedError(ResilienceError):
@@ -118,12 +138,15 @@ class RetryExhaustedError(ResilienceError):
     """
 
     def __init__(self, name: str, attempts: int, last_result: Any) -> None:
+        super().__init__(name, attempts, last_result)
         self.name = name
         self.attempts = attempts
         self.last_result = last_result
-        super().__init__(name, attempts, last_result)
-        self.args = (
-            f"retry {name!r} gave up after {attempts} attempt(s); last result was {last_result!r}",
+
+    def _describe(self) -> str:
+        return (
+            f"retry {self.name!r} gave up after {self.attempts} attempt(s); "
+            f"last result was {self.last_result!r}"
         )
 
 

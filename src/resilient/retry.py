@@ -42,7 +42,6 @@ from . import _sleeping
 from ._deadline import remaining
 from ._policy import Policy, is_async_callable
 from .errors import RetryExhaustedError
-from .telemetry._events import RetryScheduled
 from .telemetry._hub import Listener
 from .waits import _seconds, wait_exponential, wait_fixed
 
@@ -185,12 +184,7 @@ class _Run:
         state.next_action = RetryAction(delay)
         state.prepare_for_next_attempt()
         tel = p._tel
-        if tel.wants_events():
-            tel.emit(
-                RetryScheduled(
-                    policy=p.kind, name=p.name, attempt=attempt, delay=delay, error=error
-                )
-            )
+        tel.retry_scheduled(attempt, delay, error)
         return delay
 
     def _give_up(self, error: Exception | None, result: Any, reason: str) -> NoReturn:

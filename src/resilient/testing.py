@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING
 from . import _sleeping
 
 if TYPE_CHECKING:
-    from .breaker import CircuitBreaker
     from ._registry import Registry
+    from .breaker import CircuitBreaker
 
 __all__ = ["FakeClock", "force_open", "instant_retries", "reset_breaker"]
 
@@ -71,8 +71,8 @@ def instant_retries() -> Iterator[None]:
 
 
 def _named_breaker(name: str, registry: Registry | None) -> CircuitBreaker:
-    from .breaker import CircuitBreaker
     from ._registry import registry as default_registry
+    from .breaker import CircuitBreaker
 
     reg = default_registry if registry is None else registry
     found = reg.get(name, CircuitBreaker.kind)

@@ -31,6 +31,7 @@ class Shop:
         self.ledger = ledger
         self.calls: list[tuple[str, str, str, int, Any]] = []
         self.plan: dict[str, list[Action]] = {}
+        self.hanging: anyio.Event | None = None  # set when a "hang" action starts
         self._lock = threading.Lock()
 
     def script(self, target: str, *actions: Action) -> None:
@@ -88,6 +89,8 @@ class Shop:
                 queue.pop(0)
                 self.calls.append(("do", name, ctx.idempotency_key, ctx.attempt, None))
                 self._effect(ctx, name)
+                if self.hanging is not None:
+                    self.hanging.set()
                 await anyio.sleep_forever()
             return sync(ctx)
 

@@ -20,7 +20,7 @@ from prometheus_client import CollectorRegistry
 from saga_fixtures import A, B, C, D, Shop, order_saga
 
 import resilient as rs
-from resilient.saga import DeadlineExceeded, LogKind, SagaStatus
+from resilient.saga import DeadlineExceeded, LogKind, SagaInterrupted, SagaStatus
 from resilient.saga.testing import CrashPoint, Ledger, SimulatedCrash, crash_at
 from resilient.telemetry import SagaEvent, configure_telemetry, reset_telemetry
 from resilient.testing import FakeClock
@@ -188,13 +188,13 @@ async def test_s16_same_key_different_input(clock: FakeClock) -> None:
 async def test_s19_caller_cancellation_compensates_then_propagates(clock: FakeClock) -> None:
     shop = Shop()
     shop.script(B, "hang")
+    hanging = shop.hanging = anyio.Event()
     saga = order_saga(shop, clock=clock)
     finished = False
     with anyio.CancelScope() as scope:
 
         async def cancel_when_b_runs() -> None:
-            while not shop.invoked("do", B):
-                await anyio.sleep(0.001)
+            await hanging.wait()
             scope.cancel()
 
         async with anyio.create_task_group() as tg:
@@ -608,3 +608,146 @@ async def test_s23_poison_pill_ends_stuck_after_max_recoveries(clock: FakeClock)
         await saga.run({}, saga_id="s23")
     assert info.value.reason == "max_recoveries"
     assert len(shop.invoked("do", B)) == 6
+
+
+# -- shutdown -------------------------------------------------------------------------------------
+@pytest.mark.anyio
+async def test_s20_runner_shutdown_releases_lease_without_compensating(clock: FakeClock) -> None:
+    store = rs.InMemorySagaStore()
+    shop = Shop()
+    shop.script(B, "hang")
+    hanging = shop.hanging = anyio.Event()
+    first = order_saga(shop, store=store, clock=clock)
+    interrupted: list[BaseException] = []
+
+    async def run() -> None:
+        try:
+            await first.run({}, saga_id="s20")
+        except SagaInterrupted as exc:
+            interrupted.append(exc)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(run)
+        await hanging.wait()
+        await first.aclose()
+    assert len(interrupted) == 1 and not shop.invoked("undo")
+    rec = await store.load("s20")
+    assert rec is not None and rec.status is SagaStatus.RUNNING and rec.owner is None
+    second = order_saga(shop, store=store, clock=clock)  # no need to wait for the lease
+    assert (await second.recover()).outcomes == {"s20": SagaStatus.COMPLETED}
+    assert shop.order()[-2:] == [f"do:{B}", f"do:{C}"] and not shop.invoked("undo")
+
+
+# -- sync parity (S25): S1, S2, S5, S7 and S12 through run_sync with plain functions ------------
+def test_s25_sync_parity_happy_path_and_rejection(clock: FakeClock, ledger: Ledger) -> None:
+    shop = Shop(ledger)
+    saga = order_saga(shop, is_async=False, clock=clock, long=True)
+    assert saga.run_sync({}, saga_id="p1").status is SagaStatus.COMPLETED
+    assert shop.order() == [f"do:{A}", f"do:{B}", f"do:{D}", f"do:{C}"]
+    shop.calls.clear()
+    shop.script(D, rs.Rejected("no"))
+    with pytest.raises(rs.SagaFailed) as info:
+        saga.run_sync({}, saga_id="p2")
+    assert isinstance(info.value.__cause__, rs.Rejected)
+    assert shop.order() == [f"do:{A}", f"do:{B}", f"do:{D}", f"undo:{B}", f"undo:{A}"]
+
+
+def test_s25_sync_parity_crash_recovery(clock: FakeClock, ledger: Ledger) -> None:
+    store = rs.SQLiteSagaStore(Path(str(ledger.path)).with_name("sagas.db"))
+    shop = Shop(ledger)
+    saga = order_saga(shop, is_async=False, store=store, clock=clock, long=True)
+    with crash_at(CrashPoint.AFTER_STEP_RECORDED, B), pytest.raises(SimulatedCrash):
+        saga.run_sync({}, saga_id="p5")
+    with crash_at(CrashPoint.AFTER_STEP_EFFECT, B), pytest.raises(SimulatedCrash):
+        saga.run_sync({}, saga_id="p7")
+    shop.calls.clear()
+    again = restart(shop, store, clock, is_async=False, long=True)
+    report = again.recover_sync()
+    assert report.outcomes == {"p5": SagaStatus.COMPLETED, "p7": SagaStatus.COMPLETED}
+    assert len(shop.invoked("do", B)) == 1  # only p7's in-doubt B, with the same key
+    assert shop.invoked("do", B)[0][2] == "p7:" + B
+    assert ledger.count(B) == 2 and ledger.deliveries("p7:" + B) == 2
+
+
+def test_s25_sync_parity_stuck_then_admin_retry(clock: FakeClock) -> None:
+    shop = Shop()
+    shop.script(D, rs.Rejected("no"))
+    shop.script(f"undo:{B}", *(ConnectionError(str(i)) for i in range(3)))
+    saga = order_saga(
+        shop, is_async=False, long=True, clock=clock, undo_policy=retry(clock, attempts=3)
+    )
+    with pytest.raises(rs.SagaStuck):
+        saga.run_sync({}, saga_id="p12")
+    assert saga.admin.retry("p12").status is SagaStatus.COMPENSATED
+    assert shop.order()[-2:] == [f"undo:{B}", f"undo:{A}"]
+
+
+def test_run_sync_works_from_a_thread_without_event_loop(clock: FakeClock) -> None:
+    import threading
+
+    shop = Shop()
+    saga = order_saga(shop, is_async=False, clock=clock)
+    out: list[Any] = []
+    t = threading.Thread(target=lambda: out.append(saga.run_sync({"t": 1}, saga_id="th")))
+    t.start()
+    t.join(10)
+    assert out and out[0].status is SagaStatus.COMPLETED
+
+
+# -- observability --------------------------------------------------------------------------------
+@pytest.mark.anyio
+async def test_s27_spans_metrics_and_trace_link(
+    clock: FakeClock, ledger: Ledger, registry: CollectorRegistry
+) -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    configure_telemetry(tracer_provider=provider)
+    try:
+        store = rs.InMemorySagaStore()
+        shop = Shop(ledger)
+        shop.script(A, ConnectionError("once"))
+        saga = order_saga(shop, store=store, clock=clock, policies={A: retry(clock)})
+        tracer = provider.get_tracer("test")
+        with tracer.start_as_current_span("request") as request:
+            await saga.run({}, saga_id="t1")
+            with crash_at(CrashPoint.AFTER_STEP_RECORDED, B), pytest.raises(SimulatedCrash):
+                await saga.run({}, saga_id="t2")
+        spans = exporter.get_finished_spans()
+        roots = [s for s in spans if s.name == "saga order"]
+        assert len(roots) == 2
+        t1 = roots[0]
+        under = {t1.context.span_id}
+        for _ in spans:  # spans finish children first: walk until no new descendant appears
+            for s in spans:
+                if s.parent is not None and s.parent.span_id in under:
+                    under.add(s.context.span_id)
+        children = [s for s in spans if s.name.startswith("saga.") and s.context.span_id in under]
+        assert sorted(s.name for s in children) == sorted(
+            [f"saga.step {A}", f"saga.step {A}", f"saga.step {B}", f"saga.step {C}"]
+        )
+        assert {s.attributes["saga.attempt"] for s in children if s.name.endswith(A)} == {1, 2}
+        exporter.clear()
+        again = restart(shop, store, clock, policies={A: retry(clock)})
+        await again.recover()
+        recovered = [s for s in exporter.get_finished_spans() if s.name == "saga order"]
+        assert len(recovered) == 1
+        assert [link.context.trace_id for link in recovered[0].links] == [
+            request.get_span_context().trace_id
+        ]
+        # the Prometheus counters equal the ledger's effect counts
+        for step in (A, B, C):
+            ok = sample(
+                registry,
+                "resilient_saga_step_seconds_count",
+                saga="order",
+                step=step,
+                phase="forward",
+                outcome="success",
+            )
+            assert ok == ledger.count(step) == 2
+        assert sample(registry, "resilient_saga_total", name="order", outcome="completed") == 2
+        assert sample(registry, "resilient_saga_recovered_total", saga="order") == 1
+        assert sample(registry, "resilient_saga_started_total", saga="order") == 2
+    finally:
+        reset_telemetry()

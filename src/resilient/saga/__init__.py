@@ -14,7 +14,8 @@ from __future__ import annotations
 
 from ..errors import StaleEpoch, UnknownSagaVersion
 from ._admin import SagaAdmin
-from ._engine import DeadlineExceeded, RecoveryReport, Saga, Step
+from ._barrier import barrier
+from ._engine import DeadlineExceeded, RecoveryReport, Saga, SagaInterrupted, Step
 from ._memory import InMemorySagaStore
 from ._model import (
     CreateResult,
@@ -47,6 +48,7 @@ __all__ = [
     "SagaAdmin",
     "SagaContext",
     "SagaFilter",
+    "SagaInterrupted",
     "SagaLogEvent",
     "SagaRecord",
     "SagaResult",
@@ -56,5 +58,6 @@ __all__ = [
     "StaleEpoch",
     "Step",
     "UnknownSagaVersion",
+    "barrier",
     "store_from_url",
 ]

@@ -111,7 +111,9 @@ class SagaAdmin:
         self._saga = saga
 
     # -- reading --------------------------------------------------------------------------------
-    def list(self, status: SagaStatus | str | None = None, limit: int = 100) -> builtins.list[SagaSummary]:
+    def list(
+        self, status: SagaStatus | str | None = None, limit: int = 100
+    ) -> builtins.list[SagaSummary]:
         """Sagas of this name (any version), newest first, optionally of one status."""
         from ._engine import _blocking
 
@@ -191,7 +193,7 @@ class SagaAdmin:
         from ._engine import _blocking, _result, _Run, _SyncDriver
 
         saga = self._saga
-        saga._require_sync(f"admin.{action}", f"admin.a{action}")
+        saga._require_sync(f"admin.{action}", f"admin.a{action}", all_versions=True)
         store = _blocking(saga.store)
         rec = self._require(store.load_sync(saga_id), saga_id)
         owner = saga._check_driveable(rec)

@@ -12,7 +12,9 @@ drivers apply each event to the state only after the store accepted it.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import json
 import logging
 import os
 import socket
@@ -25,6 +27,7 @@ from types import MappingProxyType
 from typing import Any, TypeVar, cast
 
 import anyio
+import anyio.lowlevel
 import anyio.to_thread
 
 from .. import _sleeping
@@ -32,6 +35,7 @@ from .._policy import Policy, is_async_callable
 from ..errors import (
     IdempotencyConflict,
     Rejected,
+    ResilienceError,
     SagaFailed,
     SagaStuck,
     StaleEpoch,
@@ -39,6 +43,7 @@ from ..errors import (
     UnknownSagaVersion,
 )
 from ..telemetry import Listener
+from . import testing as _testing
 from ._memory import InMemorySagaStore
 from ._model import (
     UNFINISHED,
@@ -61,7 +66,7 @@ from ._store import BlockingSagaStore, SagaStore
 from ._telemetry import SagaTelemetry, traceparent_of
 from .testing import CrashPoint, maybe_crash
 
-__all__ = ["DeadlineExceeded", "RecoveryReport", "Saga", "Step"]
+__all__ = ["DeadlineExceeded", "RecoveryReport", "Saga", "SagaInterrupted", "Step"]
 
 _log = logging.getLogger("resilient.saga")
 
@@ -72,6 +77,19 @@ _STUCK_IN_DOUBT = "in_doubt"
 _STUCK_COMPENSATION = "compensation_failed"
 _STUCK_MAX_RECOVERIES = "max_recoveries"
 _STUCK_UNENCODABLE = "unencodable"
+
+
+class SagaInterrupted(ResilienceError):
+    """The process stopped driving the saga (``saga.shutdown()``, a deploy) without rolling it
+    back: its lease was released and it stays unfinished for ``recover()`` elsewhere."""
+
+    def __init__(self, saga_id: str) -> None:
+        self.saga_id = saga_id
+        super().__init__(saga_id)
+        self.args = (
+            f"saga {saga_id!r} was interrupted by a shutdown; it was not rolled back and "
+            "will be finished by recover()",
+        )
 
 
 class DeadlineExceeded(TimeoutExceeded):
@@ -131,8 +149,10 @@ class Step:
 class _Definition:
     steps: tuple[_StepDef, ...]
     index: dict[str, int]
-    pivot_idx: int | None  # last step that may be compensated is < pivot_idx... see below
+    pivot_idx: int | None  # the point of no return (-1: the first step is already past it)
     hash: str
+    is_async: frozenset[tuple[str, str]]  # (step, phase) whose function is async
+    async_step: str | None  # the first step with an async function (run_sync refuses it)
 
     def forward_only(self, idx: int) -> bool:
         """Steps after the pivot only go forward (retried until they succeed)."""
@@ -150,12 +170,32 @@ def _freeze(steps: Sequence[_StepDef]) -> _Definition:
             if s.retriable:
                 pivot_idx = i - 1  # the step before the first retriable one is the pivot
                 break
+    is_async = frozenset(
+        (s.name, phase)
+        for s in steps
+        for phase, f in (("forward", s.fn), ("compensate", s.compensate))
+        if f is not None and is_async_callable(f)
+    )
     return _Definition(
         steps=tuple(steps),
         index={s.name: i for i, s in enumerate(steps)},
         pivot_idx=pivot_idx,
         hash=steps_hash([s.name for s in steps]),
+        is_async=is_async,
+        async_step=next(
+            (
+                s.name
+                for s in steps
+                if (s.name, "forward") in is_async or (s.name, "compensate") in is_async
+            ),
+            None,
+        ),
     )
+
+
+_NOVALUE: Any = object()
+# JSON round-trips these unchanged, so a value the engine just encoded needs no decoding
+_SCALARS = (type(None), bool, int, float, str)
 
 
 # -- replayed state ------------------------------------------------------------------------------
@@ -168,6 +208,7 @@ class _StepState:
     unencodable: bool = False
     retry_at: float | None = None
     rounds: int = 0
+    rejections: int = 0  # attempts that ended in a definitive "no" (no effect)
     cleared: bool = False  # an operator allowed re-invoking an in-doubt step
     comp_attempts: int = 0
     comp_status: str | None = None  # started | succeeded | failed
@@ -193,7 +234,8 @@ class _State:
             st = self.steps[name] = _StepState()
         return st
 
-    def apply(self, ev: SagaLogEvent) -> None:
+    def apply(self, ev: SagaLogEvent, value: Any = _NOVALUE) -> None:
+        """Fold one log event into the state (``value``: its payload, already decoded)."""
         kind = ev.kind
         if kind == LogKind.STEP_STARTED:
             st = self.step(cast(str, ev.step))
@@ -205,14 +247,20 @@ class _State:
             st.cleared = False
         elif kind == LogKind.STEP_SUCCEEDED:
             st = self.step(cast(str, ev.step))
-            data = ev.data
             st.status = "succeeded"
-            st.unencodable = "unencodable" in data
-            st.result = data.get("result")
-            self.results[cast(str, ev.step)] = st.result
+            if value is _NOVALUE:
+                data = ev.data
+                st.unencodable = "unencodable" in data
+                value = data.get("result")
+            st.result = value
+            self.results[cast(str, ev.step)] = value
         elif kind == LogKind.STEP_FAILED:
             st = self.step(cast(str, ev.step))
-            st.status = "rejected" if ev.data.get("outcome") == "REJECTED" else "failed"
+            if ev.data.get("outcome") == "REJECTED":
+                st.status = "rejected"
+                st.rejections += 1
+            else:
+                st.status = "failed"
         elif kind == LogKind.STEP_RETRY_SCHEDULED:
             st = self.step(cast(str, ev.step))
             st.retry_at = float(ev.data["retry_at"])
@@ -232,7 +280,7 @@ class _State:
         elif kind == LogKind.SAGA_COMPLETED:
             self.status = SagaStatus.COMPLETED
             self.phase = "done"
-            self.value = ev.data.get("value")
+            self.value = ev.data.get("value") if value is _NOVALUE else value
         elif kind == LogKind.SAGA_COMPENSATED:
             self.status = SagaStatus.COMPENSATED
             self.phase = "done"
@@ -259,11 +307,29 @@ class _State:
 
 
 # -- operations the core yields -----------------------------------------------------------------
-@dataclasses.dataclass(frozen=True)
 class _Append:
-    events: tuple[SagaLogEvent, ...]
-    status: SagaStatus | None = None
-    next_attempt_at: float | None = None
+    """Write ``events`` (and ``status``/``next_attempt_at``) in one transaction. ``value`` is
+    the already decoded result a single STEP_SUCCEEDED/SAGA_COMPLETED event carries."""
+
+    __slots__ = ("events", "next_attempt_at", "status", "value")
+
+    def __init__(
+        self,
+        events: tuple[SagaLogEvent, ...],
+        status: SagaStatus | None = None,
+        next_attempt_at: float | None = None,
+        value: Any = _NOVALUE,
+    ) -> None:
+        self.events = events
+        self.status = status
+        self.next_attempt_at = next_attempt_at
+        self.value = value
+
+
+def _rec(
+    *events: SagaLogEvent, status: SagaStatus | None = None, next_attempt_at: float | None = None
+) -> _Append:
+    return _Append(events, status, next_attempt_at)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -330,20 +396,31 @@ class _Run:
             self.state.apply(ev)
         self.results_view = MappingProxyType(self.state.results)
         self.cause_error: BaseException | None = None
+        self.reporting = saga._tel.active()
+        self._texts: dict[str, str] = {}  # step -> its result as encoded in this run
 
     # -- helpers shared by both drivers ---------------------------------------------------------
     def now(self) -> float:
         return self.saga._clock()
 
-    def crash(self, point: CrashPoint, step: str | None) -> None:
-        maybe_crash(point, step)
+    @staticmethod
+    def crash(point: CrashPoint, step: str | None) -> None:
+        if _testing._armed or _testing._ENV_TARGET is not None:
+            maybe_crash(point, step)
 
     def applied(self, op: _Append) -> None:
         """The store accepted ``op``: update the state and report it."""
-        tel = self.saga._tel
-        for ev in op.events:
-            self.state.apply(ev)
-            self._report(tel, ev)
+        apply = self.state.apply
+        events = op.events
+        if len(events) == 1:
+            apply(events[0], op.value)
+        else:
+            for ev in events:
+                apply(ev)
+        if self.reporting:
+            tel = self.saga._tel
+            for ev in events:
+                self._report(tel, ev)
 
     def _report(self, tel: SagaTelemetry, ev: SagaLogEvent) -> None:
         kind = ev.kind
@@ -434,14 +511,6 @@ class _Run:
             return True
         return self.state.step(self.defn.steps[p].name).status == "succeeded"
 
-    def _record(
-        self,
-        *events: SagaLogEvent,
-        status: SagaStatus | None = None,
-        next_attempt_at: float | None = None,
-    ) -> Generator[_Op, Any, None]:
-        yield _Append(tuple(events), status, next_attempt_at)
-
     def _ev(self, kind: str, step: str | None = None, body: str = "") -> SagaLogEvent:
         return SagaLogEvent(kind, step, None, body, self.now())
 
@@ -451,7 +520,7 @@ class _Run:
         if st.status.finished:
             return self.outcome(replayed=True)
         if self.recovering:
-            yield from self._record(self._ev(LogKind.SAGA_RECOVERED))
+            yield _rec(self._ev(LogKind.SAGA_RECOVERED))
             if (
                 st.phase == "forward"
                 and self.saga.on_recovery == "compensate"
@@ -483,7 +552,7 @@ class _Run:
         if deadline:
             events.append(self._ev(LogKind.DEADLINE_EXCEEDED, step))
         events.append(self._ev(LogKind.SAGA_COMPENSATING, step, payload(cause=cause, step=step)))
-        yield from self._record(*events, status=SagaStatus.COMPENSATING)
+        yield _rec(*events, status=SagaStatus.COMPENSATING)
         self.crash(CrashPoint.AFTER_COMPENSATING_FLIP, step)
 
     def _forward(self) -> Generator[_Op, Any, _Outcome | None]:
@@ -501,7 +570,7 @@ class _Run:
                     yield from self._flip(cause, step.name, deadline=True)
                     return None
                 if not st.deadline_noted:
-                    yield from self._record(self._ev(LogKind.DEADLINE_EXCEEDED, step.name))
+                    yield _rec(self._ev(LogKind.DEADLINE_EXCEEDED, step.name))
             if ss.status == "rejected":  # crashed between the "no" and the flip
                 self.cause_error = RecordedError("Rejected", "recorded before a crash")
                 yield from self._flip({"type": "Rejected", "message": "recorded"}, step.name)
@@ -534,7 +603,7 @@ class _Run:
                     delay = self.saga._forward_delay(ss.rounds)
                     retry_at = self.now() + delay
                     body = payload(retry_at=retry_at, error=_info(out.error))
-                    yield from self._record(
+                    yield _rec(
                         self._ev(LogKind.STEP_RETRY_SCHEDULED, step.name, body),
                         next_attempt_at=retry_at,
                     )
@@ -547,22 +616,23 @@ class _Run:
                 self.cause_error = out.error
                 yield from self._flip(_info(out.error) or {}, step.name)
                 return None
-        yield from self._record(
-            self._ev(LogKind.SAGA_COMPLETED, body=_value_payload(st.results, defn)),
-            status=SagaStatus.COMPLETED,
-        )
+        last = defn.steps[-1].name
+        text = self._texts.get(last)
+        value = st.results.get(last)
+        if text is None:
+            text = encode(value)
+        completed = self._ev(LogKind.SAGA_COMPLETED, body='{"value":' + text + "}")
+        yield _Append((completed,), SagaStatus.COMPLETED, None, value)
         return self.outcome()
 
     def _succeeded(self, step: _StepDef, value: Any) -> Generator[_Op, Any, _Outcome | None]:
         self.crash(CrashPoint.AFTER_STEP_EFFECT, step.name)
         attempt = self.state.step(step.name).attempts
         try:
-            body = '{"result":' + encode(value) + "}"
+            text = encode(value)
         except (TypeError, ValueError) as exc:
             marker = payload(unencodable=f"{type(value).__name__}: {exc}")
-            yield from self._record(
-                SagaLogEvent(LogKind.STEP_SUCCEEDED, step.name, attempt, marker, self.now())
-            )
+            yield _rec(SagaLogEvent(LogKind.STEP_SUCCEEDED, step.name, attempt, marker, self.now()))
             return (
                 yield from self._stuck(
                     step.name,
@@ -572,9 +642,11 @@ class _Run:
                     f"({type(value).__name__}); it ran and will not be re-run",
                 )
             )
-        yield from self._record(
-            SagaLogEvent(LogKind.STEP_SUCCEEDED, step.name, attempt, body, self.now())
-        )
+        decoded = value if type(value) in _SCALARS else json.loads(text)
+        self._texts[step.name] = text
+        body = '{"result":' + text + "}"
+        ev = SagaLogEvent(LogKind.STEP_SUCCEEDED, step.name, attempt, body, self.now())
+        yield _Append((ev,), None, None, decoded)
         self.crash(CrashPoint.AFTER_STEP_RECORDED, step.name)
         return None
 
@@ -587,8 +659,10 @@ class _Run:
         )
         for step in started:
             ss = st.step(step.name)
-            if step.compensate is None or ss.status == "rejected":
+            if step.compensate is None:
                 continue
+            if ss.status == "rejected" and ss.rejections >= ss.attempts:
+                continue  # every attempt was a definitive "no": nothing to undo
             if ss.comp_status == "succeeded":
                 continue
             out: _StepOutcome = yield _Invoke(step, "compensate", self.defn.index[step.name])
@@ -603,11 +677,11 @@ class _Run:
                     )
                 )
             self.crash(CrashPoint.AFTER_COMP_EFFECT, step.name)
-            yield from self._record(
+            yield _rec(
                 SagaLogEvent(LogKind.COMP_SUCCEEDED, step.name, ss.comp_attempts, "", self.now())
             )
             self.crash(CrashPoint.AFTER_COMP_RECORDED, step.name)
-        yield from self._record(self._ev(LogKind.SAGA_COMPENSATED), status=SagaStatus.COMPENSATED)
+        yield _rec(self._ev(LogKind.SAGA_COMPENSATED), status=SagaStatus.COMPENSATED)
         return self.outcome()
 
     def _stuck(
@@ -621,7 +695,7 @@ class _Run:
             attempts=ss.comp_attempts if ss is not None and reason == _STUCK_COMPENSATION else None,
         )
         self.cause_error = error
-        yield from self._record(self._ev(LogKind.SAGA_STUCK, step, body), status=SagaStatus.STUCK)
+        yield _rec(self._ev(LogKind.SAGA_STUCK, step, body), status=SagaStatus.STUCK)
         return self.outcome()
 
     def stuck_max_recoveries(self) -> Generator[_Op, Any, _Outcome]:
@@ -684,13 +758,6 @@ def _describe(error: BaseException | None) -> str:
     return f"{type(error).__name__}: {error}"
 
 
-def _value_payload(results: dict[str, Any], defn: _Definition) -> str:
-    if not defn.steps:
-        return ""
-    last = defn.steps[-1].name
-    return '{"value":' + encode(results.get(last)) + "}"
-
-
 # -- drivers -------------------------------------------------------------------------------------
 class _AsyncDriver:
     """Executes a run's operations with ``await`` (asyncio or trio)."""
@@ -702,6 +769,14 @@ class _AsyncDriver:
         self._cancel: BaseException | None = None
         self._lost = False
         self._step_scope: anyio.CancelScope | None = None
+        self._shutdown = False
+        self._own: anyio.CancelScope | None = None
+
+    def stop(self) -> None:
+        """Runner shutdown: stop at once, without compensating (called in the loop's thread)."""
+        self._shutdown = True
+        if self._own is not None:
+            self._own.cancel()
 
     async def drive(self, script: Generator[_Op, Any, _Outcome]) -> _Outcome:
         run = self.run
@@ -712,18 +787,29 @@ class _AsyncDriver:
         try:
             with tel.root_span(run.id, run.record.trace_context if run.recovering else None):
                 error: BaseException | None = None
-                async with anyio.create_task_group() as tg:
-                    tg.start_soon(self._heartbeat)
-                    try:
-                        outcome = await self._loop(script)
-                    except anyio.get_cancelled_exc_class():
-                        raise
-                    except BaseException as exc:  # re-raised below, not as an ExceptionGroup
-                        error = exc
-                    finally:
-                        tg.cancel_scope.cancel()
+                outcome: _Outcome | None = None
+                self.saga._drivers.add(self)
+                try:
+                    with anyio.CancelScope() as own:
+                        self._own = own
+                        if self.saga._stopping:
+                            own.cancel()
+                        async with anyio.create_task_group() as tg:
+                            tg.start_soon(self._heartbeat)
+                            try:
+                                outcome = await self._loop(script)
+                            except anyio.get_cancelled_exc_class():
+                                raise
+                            except BaseException as exc:  # re-raised below, not as a group
+                                error = exc
+                            finally:
+                                tg.cancel_scope.cancel()
+                finally:
+                    self.saga._drivers.discard(self)
                 if error is not None:
                     raise error
+                if outcome is None:  # our own scope was cancelled: shutdown
+                    outcome = _Outcome(None, dict(run.state.results))
                 if outcome.status is None:
                     with anyio.CancelScope(shield=True):
                         await self.store.release(run.id, self.saga.node_id, run.epoch)
@@ -732,6 +818,8 @@ class _AsyncDriver:
                 fams.in_flight.labels(tel.name).dec()
         if self._cancel is not None:
             raise self._cancel
+        if self._shutdown and outcome.status is None:
+            raise SagaInterrupted(run.id)
         return outcome
 
     async def _loop(self, gen: Generator[_Op, Any, _Outcome]) -> _Outcome:
@@ -749,6 +837,9 @@ class _AsyncDriver:
             except cancelled as exc:
                 if shield:  # pragma: no cover - a shielded scope is never cancelled from outside
                     raise
+                if self._shutdown:  # not an abort: leave the saga for the next runner
+                    gen.close()
+                    return _Outcome(None, dict(self.run.state.results))
                 self._cancel = exc
                 gen.close()
                 gen = self.run.abort_script(exc)
@@ -799,7 +890,7 @@ class _AsyncDriver:
         run = self.run
         step, phase = op.step, op.phase
         fn = run.function(step, phase)
-        is_async = is_async_callable(fn)
+        is_async = (step.name, phase) in run.defn.is_async
         tel = self.saga._tel
         ctx = run.context(step, phase)
         started_point, after_point = _points(phase)
@@ -813,19 +904,21 @@ class _AsyncDriver:
             run.crash(after_point, step.name)
             args = run.call_args(step, phase, c)
             t0 = time.perf_counter()
-            with tel.step_span(run.id, step.name, phase, n):
+            with tel.step_span(run.id, step.name, phase, n) if run.reporting else _NO_SPAN:
                 try:
                     if is_async:
                         result = await fn(*args)
                     else:
                         result = await anyio.to_thread.run_sync(fn, *args)
                 except Exception as exc:
-                    _observe(tel, step, phase, "failure", t0)
+                    if run.reporting:
+                        _observe(tel, step, phase, "failure", t0)
                     await self._append(run.failed(step, phase, n, exc))
                     if phase == "forward" and isinstance(exc, Rejected):
                         raise _RejectedSignal(exc) from exc
                     raise
-            _observe(tel, step, phase, "success", t0)
+            if run.reporting:
+                _observe(tel, step, phase, "success", t0)
             return result
 
         policy = run.policy(step, phase)
@@ -869,7 +962,7 @@ class _SyncDriver:
         fams = tel.metrics()
         if fams is not None:
             fams.in_flight.labels(tel.name).inc()
-        lease = saga._keeper().hold(run)
+        lease = _KEEPER.hold(run)
         try:
             with tel.root_span(run.id, run.record.trace_context if run.recovering else None):
                 gen = script
@@ -877,13 +970,17 @@ class _SyncDriver:
                 while True:
                     if lease.lost:
                         raise StaleEpoch(run.id, run.epoch)
+                    if saga._stopping:
+                        gen.close()
+                        self.store.release_sync(run.id, saga.node_id, run.epoch)
+                        raise SagaInterrupted(run.id)
                     try:
                         op = gen.send(value)
                     except StopIteration as stop:
                         return cast(_Outcome, stop.value)
                     value = self._exec(op)
         finally:
-            saga._keeper().drop(lease)
+            _KEEPER.drop(lease)
             if fams is not None:
                 fams.in_flight.labels(tel.name).dec()
 
@@ -929,16 +1026,18 @@ class _SyncDriver:
             run.crash(after_point, step.name)
             args = run.call_args(step, phase, c)
             t0 = time.perf_counter()
-            with tel.step_span(run.id, step.name, phase, n):
+            with tel.step_span(run.id, step.name, phase, n) if run.reporting else _NO_SPAN:
                 try:
                     result = fn(*args)
                 except Exception as exc:
-                    _observe(tel, step, phase, "failure", t0)
+                    if run.reporting:
+                        _observe(tel, step, phase, "failure", t0)
                     self._append(run.failed(step, phase, n, exc))
                     if phase == "forward" and isinstance(exc, Rejected):
                         raise _RejectedSignal(exc) from exc
                     raise
-            _observe(tel, step, phase, "success", t0)
+            if run.reporting:
+                _observe(tel, step, phase, "success", t0)
             return result
 
         policy = run.policy(step, phase)
@@ -958,6 +1057,9 @@ def _points(phase: str) -> tuple[CrashPoint, CrashPoint]:
         return CrashPoint.BEFORE_STEP_STARTED, CrashPoint.AFTER_STEP_STARTED
     # there is no "before comp started" point: the flip (or the previous undo) precedes it
     return CrashPoint.AFTER_COMPENSATING_FLIP, CrashPoint.AFTER_COMP_STARTED
+
+
+_NO_SPAN = contextlib.nullcontext()
 
 
 def _observe(tel: SagaTelemetry, step: _StepDef, phase: str, outcome: str, t0: float) -> None:
@@ -999,43 +1101,42 @@ class _Lease:
 
 
 class _LeaseKeeper:
-    """One daemon thread per saga definition renewing the leases of its sync runs."""
+    """One daemon thread per process renewing the leases of every sync run, each every
+    ``lease / 3`` seconds (async runs renew from a task of their own)."""
 
-    def __init__(self, saga: Saga) -> None:
-        self._saga_ref = weakref.ref(saga)
-        self._leases: set[_Lease] = set()
+    _TICK = 0.5
+
+    def __init__(self) -> None:
+        self._leases: dict[_Lease, float] = {}  # lease -> monotonic time of the next renewal
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
-        self._period = saga.lease / 3
 
     def hold(self, run: _Run) -> _Lease:
         lease = _Lease(run)
         with self._lock:
-            self._leases.add(lease)
+            self._leases[lease] = time.monotonic() + run.saga.lease / 3
             if self._thread is None:
                 self._thread = threading.Thread(
-                    target=self._loop, name=f"saga-lease-{run.saga.name}", daemon=True
+                    target=self._loop, name="resilient-saga-leases", daemon=True
                 )
                 self._thread.start()
         return lease
 
     def drop(self, lease: _Lease) -> None:
         with self._lock:
-            self._leases.discard(lease)
+            self._leases.pop(lease, None)
 
     def _loop(self) -> None:
-        wake = threading.Event()
-        while not wake.wait(self._period):
-            saga = self._saga_ref()
-            if saga is None:
-                return
+        while True:
+            time.sleep(self._TICK)
+            now = time.monotonic()
             with self._lock:
-                leases = list(self._leases)
-            store = _blocking(saga.store)
-            for lease in leases:
+                due = [lease for lease, at in self._leases.items() if at <= now]
+            for lease in due:
                 run = lease.run
+                saga = run.saga
                 try:
-                    ok = store.renew_sync(
+                    ok = _blocking(saga.store).renew_sync(
                         run.id, saga.node_id, run.epoch, saga._clock() + saga.lease
                     )
                 except Exception:  # a flaky store must not kill the keeper thread
@@ -1043,7 +1144,12 @@ class _LeaseKeeper:
                     continue
                 if not ok and not run.state.status.finished:
                     lease.lost = True
-            del saga
+                with self._lock:
+                    if lease in self._leases:
+                        self._leases[lease] = now + saga.lease / 3
+
+
+_KEEPER = _LeaseKeeper()
 
 
 # -- default compensation policy -----------------------------------------------------------------
@@ -1192,8 +1298,8 @@ class Saga:
         self._steps: list[_StepDef] = []
         self._frozen: _Definition | None = None
         self._compensation_policy: Policy = compensation_policy or _CompensationRetry(self)
-        self._keeper_obj: _LeaseKeeper | None = None
-        self._keeper_lock = threading.Lock()
+        self._drivers: set[_AsyncDriver] = set()
+        self._stopping = False
         from ._admin import SagaAdmin
 
         self.admin = SagaAdmin(self)
@@ -1350,11 +1456,25 @@ class Saga:
         if fams is not None:
             fams.stale_epoch.inc()
 
-    def _keeper(self) -> _LeaseKeeper:
-        with self._keeper_lock:
-            if self._keeper_obj is None:
-                self._keeper_obj = _LeaseKeeper(self)
-            return self._keeper_obj
+    # -- shutdown ---------------------------------------------------------------------------------
+    def shutdown(self) -> None:
+        """Stop driving sagas in this process *without* rolling them back (a deploy is not an
+        abort): in-flight runs stop at once, release their leases and raise
+        :class:`SagaInterrupted`; their sagas stay unfinished for ``recover()`` elsewhere.
+        Call it from the event loop's thread (async runs) or any thread (sync runs); new runs
+        are interrupted as they start until :meth:`resume_after_shutdown`."""
+        self._stopping = True
+        for driver in list(self._drivers):
+            driver.stop()
+
+    async def aclose(self) -> None:
+        """Async spelling of :meth:`shutdown` (lets the interrupted runs unwind first)."""
+        self.shutdown()
+        await anyio.lowlevel.checkpoint()
+
+    def resume_after_shutdown(self) -> None:
+        """Accept runs again after :meth:`shutdown` (tests, blue/green switches)."""
+        self._stopping = False
 
     # -- starting ---------------------------------------------------------------------------------
     def _new(self, data: Any, saga_id: str | None) -> NewSaga:
@@ -1482,6 +1602,7 @@ class Saga:
                 return _unwrap(_Run(self, rec, recovering=False).outcome(replayed=True), rec.id)
             if self._poll_due(rec):
                 owner = self._check_driveable(rec)
+                owner._require_sync("run_sync", "run")
                 got = store.claim_sync(self.node_id, self._clock(), self.lease, 1, saga_id=rec.id)
                 if got:
                     return _unwrap(owner._drive_claimed_sync(got[0]), rec.id)
@@ -1489,16 +1610,15 @@ class Saga:
             delay = min(delay * 2, 0.25)
             rec = store.load_sync(rec.id)
 
-    def _require_sync(self, what: str, instead: str) -> None:
+    def _require_sync(self, what: str, instead: str, *, all_versions: bool = False) -> None:
         """Blocking drivers cannot await: refuse async steps up front (not mid-saga)."""
-        for saga in self._versions():
-            for s in saga._definition().steps:
-                for f in (s.fn, s.compensate):
-                    if f is not None and is_async_callable(f):
-                        raise TypeError(
-                            f"saga {saga.definition!r}: {what} needs sync steps, but {s.name!r} "
-                            f"is async; use `await ...{instead}(...)`"
-                        )
+        for saga in self._versions() if all_versions else (self,):
+            name = saga._definition().async_step
+            if name is not None:
+                raise TypeError(
+                    f"saga {saga.definition!r}: {what} needs sync steps, but {name!r} "
+                    f"is async; use `await ...{instead}(...)`"
+                )
 
     def _count_started(self) -> None:
         fams = self._tel.metrics()
@@ -1586,7 +1706,7 @@ class Saga:
 
     def recover_sync(self) -> RecoveryReport:
         """Blocking twin of :meth:`recover` (sync steps, no event loop needed)."""
-        self._require_sync("recover_sync", "recover")
+        self._require_sync("recover_sync", "recover", all_versions=True)
         store = _blocking(self.store)
         report = RecoveryReport()
         seen: set[str] = set()

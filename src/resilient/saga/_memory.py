@@ -7,7 +7,6 @@ tests written against it behave the same on SQLite. A ``threading.Lock`` guards 
 
 from __future__ import annotations
 
-import dataclasses
 import threading
 import time
 from collections.abc import Sequence
@@ -28,20 +27,88 @@ from ._store import BlockingSagaStore, is_progress
 __all__ = ["InMemorySagaStore"]
 
 
-def _summary(rec: SagaRecord) -> SagaSummary:
-    return SagaSummary(
-        id=rec.id,
-        definition=rec.definition,
-        steps_hash=rec.steps_hash,
-        status=rec.status,
-        epoch=rec.epoch,
-        owner=rec.owner,
-        lease_until=rec.lease_until,
-        next_attempt_at=rec.next_attempt_at,
-        recoveries=rec.recoveries,
-        created_at=rec.created_at,
-        updated_at=rec.updated_at,
+class _Row:
+    """One saga, mutable under the store's lock; readers get immutable snapshots."""
+
+    __slots__ = (
+        "created_at",
+        "deadline",
+        "definition",
+        "epoch",
+        "events",
+        "id",
+        "input",
+        "input_hash",
+        "lease_until",
+        "next_attempt_at",
+        "owner",
+        "recoveries",
+        "status",
+        "steps_hash",
+        "trace_context",
+        "updated_at",
     )
+
+    def __init__(self, rec: NewSaga) -> None:
+        self.id = rec.id
+        self.definition = rec.definition
+        self.steps_hash = rec.steps_hash
+        self.status = SagaStatus.RUNNING
+        self.epoch = 1
+        self.owner: str | None = rec.owner
+        self.lease_until = rec.lease_until
+        self.next_attempt_at = 0.0
+        self.deadline = rec.deadline
+        self.recoveries = 0
+        self.input = rec.input
+        self.input_hash = rec.input_hash
+        self.trace_context = rec.trace_context
+        self.created_at = rec.now
+        self.updated_at = rec.now
+        self.events: list[SagaLogEvent] = []
+        self.add(rec.events, rec.now)
+
+    def add(self, events: Sequence[SagaLogEvent], now: float) -> None:
+        base = len(self.events)
+        self.events.extend(
+            SagaLogEvent(ev.kind, ev.step, ev.attempt, ev.payload, ev.at or now, base + i + 1)
+            for i, ev in enumerate(events)
+        )
+
+    def snapshot(self) -> SagaRecord:
+        return SagaRecord(
+            id=self.id,
+            definition=self.definition,
+            steps_hash=self.steps_hash,
+            status=self.status,
+            epoch=self.epoch,
+            owner=self.owner,
+            lease_until=self.lease_until,
+            next_attempt_at=self.next_attempt_at,
+            deadline=self.deadline,
+            recoveries=self.recoveries,
+            input=self.input,
+            input_hash=self.input_hash,
+            trace_context=self.trace_context,
+            created_at=self.created_at,
+            updated_at=self.updated_at,
+            events=tuple(self.events),
+        )
+
+    def summary(self) -> SagaSummary:
+        return SagaSummary(
+            id=self.id,
+            definition=self.definition,
+            steps_hash=self.steps_hash,
+            status=self.status,
+            epoch=self.epoch,
+            owner=self.owner,
+            lease_until=self.lease_until,
+            next_attempt_at=self.next_attempt_at,
+            recoveries=self.recoveries,
+            created_at=self.created_at,
+            updated_at=self.updated_at,
+        )
 
 
 class InMemorySagaStore(BlockingSagaStore):
@@ -52,7 +119,7 @@ class InMemorySagaStore(BlockingSagaStore):
     offload = False  # no I/O: calling inline is cheaper than a thread hop
 
     def __init__(self) -> None:
-        self._sagas: dict[str, SagaRecord] = {}
+        self._sagas: dict[str, _Row] = {}
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -63,36 +130,15 @@ class InMemorySagaStore(BlockingSagaStore):
         with self._lock:
             found = self._sagas.get(rec.id)
             if found is not None:
-                return CreateResult(False, found)
-            events = tuple(
-                dataclasses.replace(ev, seq=i + 1, at=ev.at or rec.now)
-                for i, ev in enumerate(rec.events)
-            )
-            stored = SagaRecord(
-                id=rec.id,
-                definition=rec.definition,
-                steps_hash=rec.steps_hash,
-                status=SagaStatus.RUNNING,
-                epoch=1,
-                owner=rec.owner,
-                lease_until=rec.lease_until,
-                next_attempt_at=0.0,
-                deadline=rec.deadline,
-                recoveries=0,
-                input=rec.input,
-                input_hash=rec.input_hash,
-                trace_context=rec.trace_context,
-                created_at=rec.now,
-                updated_at=rec.now,
-                events=events,
-            )
-            self._sagas[rec.id] = stored
-            return CreateResult(True, stored)
+                return CreateResult(False, found.snapshot())
+            row = self._sagas[rec.id] = _Row(rec)
+            return CreateResult(True, row.snapshot())
 
     def load_sync(self, saga_id: str) -> SagaRecord | None:
         """The saga (an immutable snapshot) or ``None``."""
         with self._lock:
-            return self._sagas.get(saga_id)
+            row = self._sagas.get(saga_id)
+            return None if row is None else row.snapshot()
 
     def append_sync(
         self,
@@ -105,28 +151,22 @@ class InMemorySagaStore(BlockingSagaStore):
         """Append atomically, fenced by ``epoch``."""
         now = time.time()
         with self._lock:
-            rec = self._sagas.get(saga_id)
-            if rec is None:
+            row = self._sagas.get(saga_id)
+            if row is None:
                 raise KeyError(f"no saga {saga_id!r} in this store")
-            if rec.epoch != epoch:
-                raise StaleEpoch(saga_id, epoch, rec.epoch)
-            base = len(rec.events)
-            added = tuple(
-                dataclasses.replace(ev, seq=base + i + 1, at=ev.at or now)
-                for i, ev in enumerate(events)
-            )
-            new_status = rec.status if status is None else SagaStatus(status)
-            finished = new_status.finished
-            self._sagas[saga_id] = dataclasses.replace(
-                rec,
-                events=rec.events + added,
-                status=new_status,
-                next_attempt_at=rec.next_attempt_at if next_attempt_at is None else next_attempt_at,
-                recoveries=0 if is_progress(events) else rec.recoveries,
-                owner=None if finished else rec.owner,
-                lease_until=0.0 if finished else rec.lease_until,
-                updated_at=now,
-            )
+            if row.epoch != epoch:
+                raise StaleEpoch(saga_id, epoch, row.epoch)
+            row.add(events, now)
+            row.updated_at = now
+            if status is not None:
+                row.status = SagaStatus(status)
+                if row.status.finished:
+                    row.owner = None
+                    row.lease_until = 0.0
+            if next_attempt_at is not None:
+                row.next_attempt_at = next_attempt_at
+            if is_progress(events):
+                row.recoveries = 0
 
     def claim_sync(
         self,
@@ -141,68 +181,63 @@ class InMemorySagaStore(BlockingSagaStore):
         """Claim due sagas, oldest ``next_attempt_at`` first."""
         wanted = None if definitions is None else frozenset(definitions)
         with self._lock:
+            rows = self._sagas.values() if saga_id is None else [self._sagas.get(saga_id)]
             due = [
-                rec
-                for rec in self._sagas.values()
-                if rec.status in UNFINISHED
-                and rec.lease_until < now
-                and rec.next_attempt_at <= now
-                and (wanted is None or rec.definition in wanted)
-                and (saga_id is None or rec.id == saga_id)
+                row
+                for row in rows
+                if row is not None
+                and row.status in UNFINISHED
+                and row.lease_until < now
+                and row.next_attempt_at <= now
+                and (wanted is None or row.definition in wanted)
             ]
             due.sort(key=lambda r: (r.next_attempt_at, r.created_at))
             out = []
-            for rec in due[: max(0, limit)]:
-                claimed = dataclasses.replace(
-                    rec,
-                    owner=owner,
-                    lease_until=now + lease_s,
-                    epoch=rec.epoch + 1,
-                    recoveries=rec.recoveries + 1,
-                )
-                self._sagas[rec.id] = claimed
-                out.append(claimed)
+            for row in due[: max(0, limit)]:
+                row.owner = owner
+                row.lease_until = now + lease_s
+                row.epoch += 1
+                row.recoveries += 1
+                out.append(row.snapshot())
             return out
 
     def take_sync(self, saga_id: str, owner: str, now: float, lease_s: float) -> SagaRecord | None:
         """Operator takeover of ``saga_id`` (any status, any lease)."""
         with self._lock:
-            rec = self._sagas.get(saga_id)
-            if rec is None:
+            row = self._sagas.get(saga_id)
+            if row is None:
                 return None
-            taken = dataclasses.replace(
-                rec, owner=owner, lease_until=now + lease_s, epoch=rec.epoch + 1
-            )
-            self._sagas[saga_id] = taken
-            return taken
+            row.owner = owner
+            row.lease_until = now + lease_s
+            row.epoch += 1
+            return row.snapshot()
 
     def renew_sync(self, saga_id: str, owner: str, epoch: int, lease_until: float) -> bool:
         """Extend the lease while ``owner`` holds ``saga_id`` at ``epoch``."""
         with self._lock:
-            rec = self._sagas.get(saga_id)
-            if rec is None or rec.owner != owner or rec.epoch != epoch:
+            row = self._sagas.get(saga_id)
+            if row is None or row.owner != owner or row.epoch != epoch or row.status.finished:
                 return False
-            if rec.status.finished:
-                return False
-            self._sagas[saga_id] = dataclasses.replace(rec, lease_until=lease_until)
+            row.lease_until = lease_until
             return True
 
     def release_sync(self, saga_id: str, owner: str, epoch: int) -> None:
         """Drop the lease (no-op unless ``owner`` holds it at ``epoch``)."""
         with self._lock:
-            rec = self._sagas.get(saga_id)
-            if rec is not None and rec.owner == owner and rec.epoch == epoch:
-                self._sagas[saga_id] = dataclasses.replace(rec, owner=None, lease_until=0.0)
+            row = self._sagas.get(saga_id)
+            if row is not None and row.owner == owner and row.epoch == epoch:
+                row.owner = None
+                row.lease_until = 0.0
 
     def query_sync(self, filt: SagaFilter) -> list[SagaSummary]:
         """Matching sagas, most recently updated first."""
         with self._lock:
             rows = [
-                rec
-                for rec in self._sagas.values()
-                if (filt.name is None or rec.name == filt.name)
-                and (not filt.statuses or rec.status in filt.statuses)
-                and (filt.saga_id is None or rec.id == filt.saga_id)
+                row.summary()
+                for row in self._sagas.values()
+                if (filt.name is None or row.definition.rpartition("@")[0] == filt.name)
+                and (not filt.statuses or row.status in filt.statuses)
+                and (filt.saga_id is None or row.id == filt.saga_id)
             ]
         rows.sort(key=lambda r: (r.updated_at, r.created_at, r.id), reverse=True)
-        return [_summary(r) for r in rows[: max(0, filt.limit)]]
+        return rows[: max(0, filt.limit)]

@@ -307,10 +307,15 @@ class SagaContext:
 
 
 # -- codec ---------------------------------------------------------------------------------------
+_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
 def encode(value: Any) -> str:
     """JSON text for ``value`` (sorted keys, compact); raises TypeError/ValueError when ``value``
     cannot be encoded."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    if value is None:
+        return "null"
+    return _ENCODER.encode(value)
 
 
 def payload(**fields: Any) -> str:

@@ -12,6 +12,7 @@ Durability: ``"normal"`` (``synchronous=NORMAL``) survives the process being kil
 
 from __future__ import annotations
 
+import functools
 import os
 import sqlite3
 import threading
@@ -72,6 +73,33 @@ _COLUMNS = (
     "recoveries, input, input_hash, trace_context, created_at, updated_at"
 )
 _UNFINISHED = tuple(s.value for s in UNFINISHED)
+_INSERT_SAGA = (
+    f"INSERT OR IGNORE INTO sagas ({_COLUMNS}, last_seq) "
+    "VALUES (?, ?, ?, ?, 1, ?, ?, 0, ?, 0, ?, ?, ?, ?, ?, ?)"
+)
+_SELECT_SAGA = f"SELECT {_COLUMNS} FROM sagas WHERE id = ?"
+_SELECT_EPOCH = "SELECT epoch, last_seq FROM sagas WHERE id = ?"
+_INSERT_EVENT = (
+    "INSERT INTO saga_events (saga_id, seq, kind, step, attempt, payload, at) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+@functools.cache
+def _update_sql(status: bool, finished: bool, next_attempt: bool, progress: bool) -> str:
+    """The row update of one append (cached: 16 variants at most)."""
+    sets = ["last_seq = ?", "updated_at = ?"]
+    if status:
+        sets.append("status = ?")
+    if finished:
+        sets.append("owner = NULL, lease_until = 0")
+    if next_attempt:
+        sets.append("next_attempt_at = ?")
+    if progress:
+        sets.append("recoveries = 0")
+    return f"UPDATE sagas SET {', '.join(sets)} WHERE id = ?"
+
+
 _DURABILITY = {"normal": "NORMAL", "power": "FULL"}
 
 
@@ -189,9 +217,15 @@ class SQLiteSagaStore(BlockingSagaStore):
         events: Sequence[SagaLogEvent],
         now: float,
     ) -> int:
+        if len(events) == 1:
+            ev = events[0]
+            conn.execute(
+                _INSERT_EVENT,
+                (saga_id, base + 1, ev.kind, ev.step, ev.attempt, ev.payload, ev.at or now),
+            )
+            return base + 1
         conn.executemany(
-            "INSERT INTO saga_events (saga_id, seq, kind, step, attempt, payload, at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            _INSERT_EVENT,
             [
                 (saga_id, base + i + 1, ev.kind, ev.step, ev.attempt, ev.payload, ev.at or now)
                 for i, ev in enumerate(events)
@@ -202,10 +236,11 @@ class SQLiteSagaStore(BlockingSagaStore):
     # -- protocol ---------------------------------------------------------------------------------
     def create_sync(self, rec: NewSaga) -> CreateResult:
         """Insert-if-absent on ``rec.id`` in one transaction."""
-        with self._write() as conn:
+        conn = self._conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
             cur = conn.execute(
-                f"INSERT OR IGNORE INTO sagas ({_COLUMNS}, last_seq) "
-                "VALUES (?, ?, ?, ?, 1, ?, ?, 0, ?, 0, ?, ?, ?, ?, ?, ?)",
+                _INSERT_SAGA,
                 (
                     rec.id,
                     rec.definition,
@@ -222,16 +257,47 @@ class SQLiteSagaStore(BlockingSagaStore):
                     len(rec.events),
                 ),
             )
-            created = cur.rowcount == 1
-            if created:
-                self._insert_events(conn, rec.id, 0, rec.events, rec.now)
-            row = conn.execute(f"SELECT {_COLUMNS} FROM sagas WHERE id = ?", (rec.id,)).fetchone()
-            return CreateResult(created, self._record(conn, row))
+            if cur.rowcount != 1:
+                row = conn.execute(_SELECT_SAGA, (rec.id,)).fetchone()
+                found = self._record(conn, row)
+                conn.execute("COMMIT")
+                return CreateResult(False, found)
+            self._insert_events(conn, rec.id, 0, rec.events, rec.now)
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+        # what was just inserted, without reading it back
+        events = tuple(
+            SagaLogEvent(ev.kind, ev.step, ev.attempt, ev.payload, ev.at or rec.now, i + 1)
+            for i, ev in enumerate(rec.events)
+        )
+        return CreateResult(
+            True,
+            SagaRecord(
+                id=rec.id,
+                definition=rec.definition,
+                steps_hash=rec.steps_hash,
+                status=SagaStatus.RUNNING,
+                epoch=1,
+                owner=rec.owner,
+                lease_until=rec.lease_until,
+                next_attempt_at=0.0,
+                deadline=rec.deadline,
+                recoveries=0,
+                input=rec.input,
+                input_hash=rec.input_hash,
+                trace_context=rec.trace_context,
+                created_at=rec.now,
+                updated_at=rec.now,
+                events=events,
+            ),
+        )
 
     def load_sync(self, saga_id: str) -> SagaRecord | None:
         """The saga and its log, read in one snapshot."""
         with self._read() as conn:
-            row = conn.execute(f"SELECT {_COLUMNS} FROM sagas WHERE id = ?", (saga_id,)).fetchone()
+            row = conn.execute(_SELECT_SAGA, (saga_id,)).fetchone()
             return None if row is None else self._record(conn, row)
 
     def append_sync(
@@ -244,28 +310,34 @@ class SQLiteSagaStore(BlockingSagaStore):
     ) -> None:
         """Append in one ``BEGIN IMMEDIATE`` transaction, fenced by ``epoch``."""
         now = time.time()
-        with self._write() as conn:
-            row = conn.execute(
-                "SELECT epoch, last_seq FROM sagas WHERE id = ?", (saga_id,)
-            ).fetchone()
+        if status is not None:
+            status = SagaStatus(status)
+        conn = self._conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            row = conn.execute(_SELECT_EPOCH, (saga_id,)).fetchone()
             if row is None:
                 raise KeyError(f"no saga {saga_id!r} in this store")
             if row[0] != epoch:
                 raise StaleEpoch(saga_id, epoch, row[0])
             last = self._insert_events(conn, saga_id, row[1], events, now)
-            sets = ["last_seq = ?", "updated_at = ?"]
+            sql = _update_sql(
+                status is not None,
+                status is not None and status.finished,
+                next_attempt_at is not None,
+                is_progress(events),
+            )
             args: list[Any] = [last, now]
             if status is not None:
-                sets.append("status = ?")
-                args.append(SagaStatus(status).value)
-                if SagaStatus(status).finished:
-                    sets.append("owner = NULL, lease_until = 0")
+                args.append(status.value)
             if next_attempt_at is not None:
-                sets.append("next_attempt_at = ?")
                 args.append(next_attempt_at)
-            if is_progress(events):
-                sets.append("recoveries = 0")
-            conn.execute(f"UPDATE sagas SET {', '.join(sets)} WHERE id = ?", (*args, saga_id))
+            args.append(saga_id)
+            conn.execute(sql, args)
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
 
     def claim_sync(
         self,
@@ -308,7 +380,7 @@ class SQLiteSagaStore(BlockingSagaStore):
                     "recoveries = recoveries + 1 WHERE id = ?",
                     (owner, now + lease_s, sid),
                 )
-                row = conn.execute(f"SELECT {_COLUMNS} FROM sagas WHERE id = ?", (sid,)).fetchone()
+                row = conn.execute(_SELECT_SAGA, (sid,)).fetchone()
                 out.append(self._record(conn, row))
             return out
 
@@ -321,7 +393,7 @@ class SQLiteSagaStore(BlockingSagaStore):
             )
             if cur.rowcount == 0:
                 return None
-            row = conn.execute(f"SELECT {_COLUMNS} FROM sagas WHERE id = ?", (saga_id,)).fetchone()
+            row = conn.execute(_SELECT_SAGA, (saga_id,)).fetchone()
             return self._record(conn, row)
 
     def renew_sync(self, saga_id: str, owner: str, epoch: int, lease_until: float) -> bool:
@@ -358,8 +430,8 @@ class SQLiteSagaStore(BlockingSagaStore):
             where.append("id = ?")
             args.append(filt.saga_id)
         sql = (
-            "SELECT id, definition, steps_hash, status, epoch, owner, lease_until, next_attempt_at, "
-            "recoveries, created_at, updated_at FROM sagas"
+            "SELECT id, definition, steps_hash, status, epoch, owner, lease_until, "
+            "next_attempt_at, recoveries, created_at, updated_at FROM sagas"
         )
         if where:
             sql += " WHERE " + " AND ".join(where)

@@ -137,6 +137,13 @@ class SagaTelemetry:
         self._refresh()
         return self._saga
 
+    def active(self) -> bool:
+        """True when anything would observe a saga (listeners, metrics, an SDK tracer)."""
+        handle = self.handle
+        if handle.gen != STATE.generation:
+            handle.refresh()
+        return bool(handle.listeners) or self.metrics() is not None or self.tracer() is not None
+
     # -- events --------------------------------------------------------------------------------
     def emit(
         self,

@@ -1,8 +1,9 @@
 """Test hooks for sagas: named crash points, a simulated crash, and an effect ledger.
 
 * :class:`CrashPoint` names the moments between log writes and side effects (SAGA.md 4.8).
-  ``RESILIENT_SAGA_CRASH_AT="AFTER_STEP_RECORDED:charge_payment"`` makes the engine call
-  ``os._exit(137)`` there (use it in a child process); :func:`crash_at` raises
+  ``RESILIENT_SAGA_CRASH_AT="AFTER_STEP_RECORDED:charge_payment"`` (read when
+  ``resilient.saga`` is imported) makes the engine call ``os._exit(137)`` there (use it in a
+  child process); :func:`crash_at` raises
   :class:`SimulatedCrash` instead, for fast in-process tests.
 * :class:`Ledger` is a participant's view of effects: a separate SQLite file with one row per
   idempotency key (unique), so a test counts *effects*, not calls, and can prove exactly-once.
@@ -79,6 +80,11 @@ def _env_target() -> tuple[str, str | None] | None:
     return point, (step or None)
 
 
+# Read once, when the engine is imported: crash tests set the variable before starting the
+# child process, and the hot path then costs one global read per crash point.
+_ENV_TARGET = _env_target()
+
+
 def maybe_crash(point: CrashPoint, step: str | None) -> None:
     """Called by the engine at every crash point; a no-op unless one is armed."""
     if _armed:
@@ -91,10 +97,9 @@ def maybe_crash(point: CrashPoint, step: str | None) -> None:
                     else:
                         entry[2] = remaining
                     raise SimulatedCrash(point, step)
-    if ENV_CRASH_AT in os.environ:
-        target = _env_target()
-        if target is not None and target[0] == point.value and target[1] in (None, step):
-            os._exit(137)
+    target = _ENV_TARGET
+    if target is not None and target[0] == point.value and target[1] in (None, step):
+        os._exit(137)
 
 
 class Ledger:

@@ -282,16 +282,39 @@ class PolicyTelemetry:
                 self._child("breaker_state", self.name, s).set(1 if s == state else 0)
 
     # -- events ------------------------------------------------------------------------------
-    def emit(self, event: Event) -> None:
-        """Deliver ``event`` to metrics, the current span and every listener."""
+    def rejected(self, reason: str, retry_after: float | None = None) -> None:
+        """Account a refused call: the rejections counter, and a ``CallRejected`` event when a
+        listener or a span would see it (events are not built for metrics alone)."""
         if self.gen != STATE.generation:
             self.refresh()
-        families = self._families
-        if families is not None:
-            if isinstance(event, CallRejected):
-                self._child("rejections", self.kind, self.name, event.reason).inc()
-            elif isinstance(event, RetryScheduled):
-                self._child("retry_attempts", self.name).inc()
+        if self._families is not None:
+            self._child("rejections", self.kind, self.name, reason).inc()
+        if self.listeners or self.tracer() is not None:
+            self.emit(
+                CallRejected(
+                    policy=self.kind, name=self.name, reason=reason, retry_after=retry_after
+                )
+            )
+
+    def retry_scheduled(self, attempt: int, delay: float, error: BaseException | None) -> None:
+        """Account a scheduled retry: the attempts counter, and a ``RetryScheduled`` event
+        when a listener or a span would see it."""
+        if self.gen != STATE.generation:
+            self.refresh()
+        if self._families is not None:
+            self._child("retry_attempts", self.name).inc()
+        if self.listeners or self.tracer() is not None:
+            self.emit(
+                RetryScheduled(
+                    policy=self.kind, name=self.name, attempt=attempt, delay=delay, error=error
+                )
+            )
+
+    def emit(self, event: Event) -> None:
+        """Deliver ``event`` to the current span and every listener. (Metrics are moved by
+        the dedicated methods above, so they count even when no event is built.)"""
+        if self.gen != STATE.generation:
+            self.refresh()
         if self.tracing:
             span = trace.get_current_span()
             if span.is_recording():
