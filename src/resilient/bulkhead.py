@@ -211,6 +211,8 @@ class Bulkhead(AroundPolicy):
         return await self._wait_in_task()
 
     def _wait_in_thread(self) -> None:
+        if self._core.max_queued == 0:
+            raise self._reject("full", None)  # no queue to wait in: no waiter to build
         waiter = _ThreadWaiter()
         start = self._clock()
         position = self._arrive(waiter)
@@ -230,6 +232,8 @@ class Bulkhead(AroundPolicy):
         self._after_wait(waiter, woken, start)
 
     async def _wait_in_task(self) -> None:
+        if self._core.max_queued == 0:
+            raise self._reject("full", None)  # no queue to wait in: no waiter to build
         waiter = _TaskWaiter()
         start = self._clock()
         position = self._arrive(waiter)

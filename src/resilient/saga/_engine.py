@@ -741,7 +741,9 @@ class _Run:
             results,
             step=step,
             error=err,
-            message=f"saga {self.id!r} was rolled back: step {step!r} failed: {_describe(err)}",
+            message=f"saga {self.id!r} was rolled back: "
+            + (f"step {step!r} failed: " if step else "")
+            + _describe(err),
             replayed=replayed,
         )
 
