@@ -23,6 +23,7 @@ import time
 import uuid
 import weakref
 from collections.abc import Awaitable, Callable, Generator, Iterable, Sequence
+from contextlib import AbstractContextManager
 from types import MappingProxyType
 from typing import Any, TypeVar, cast
 
@@ -464,6 +465,52 @@ class _Run:
         kind = LogKind.STEP_STARTED if phase == "forward" else LogKind.COMP_STARTED
         return _Append((SagaLogEvent(kind, step.name, attempt, "", self.now()),))
 
+    # -- one attempt, as both drivers run it ----------------------------------------------------
+    def begin_attempt(self, op: _Invoke, ctx: SagaContext) -> _Append:
+        """Before an attempt: number it, stop on a passed deadline, and return the STARTED
+        record to write (the crash point before it fires here)."""
+        step, phase = op.step, op.phase
+        n = self.attempt_number(step, phase)
+        self.check_deadline(op)
+        ctx._attempt = n
+        if phase == "forward":
+            self.crash(CrashPoint.BEFORE_STEP_STARTED, step.name)
+        return self.started(step, phase, n)
+
+    def attempt_started(self, op: _Invoke) -> None:
+        """The STARTED record is durable; the user function runs next."""
+        point = (
+            CrashPoint.AFTER_STEP_STARTED
+            if op.phase == "forward"
+            else CrashPoint.AFTER_COMP_STARTED
+        )
+        self.crash(point, op.step.name)
+
+    def span(self, op: _Invoke, ctx: SagaContext) -> AbstractContextManager[Any]:
+        if not self.reporting:
+            return _NO_SPAN
+        return self.saga._tel.step_span(self.id, op.step.name, op.phase, ctx.attempt)
+
+    def observe(self, op: _Invoke, outcome: str, t0: float) -> None:
+        if self.reporting:
+            fams = self.saga._tel.metrics()
+            if fams is not None:
+                fams.step_seconds.labels(self.saga.name, op.step.name, op.phase, outcome).observe(
+                    time.perf_counter() - t0
+                )
+
+    def attempt_failed(self, op: _Invoke, ctx: SagaContext, error: Exception, t0: float) -> _Append:
+        """The attempt raised: account it and return the FAILED record to write."""
+        self.observe(op, "failure", t0)
+        return self.failed(op.step, op.phase, ctx.attempt, error)
+
+    @staticmethod
+    def signal(op: _Invoke, error: Exception) -> BaseException:
+        """What to raise through the policy: a step's "no" must not be retried."""
+        if op.phase == "forward" and isinstance(error, Rejected):
+            return _RejectedSignal(error)
+        return error
+
     def failed(self, step: _StepDef, phase: str, attempt: int, error: BaseException) -> _Append:
         if phase == "forward":
             outcome = "REJECTED" if isinstance(error, Rejected) else "UNKNOWN"
@@ -893,34 +940,26 @@ class _AsyncDriver:
         step, phase = op.step, op.phase
         fn = run.function(step, phase)
         is_async = (step.name, phase) in run.defn.is_async
-        tel = self.saga._tel
         ctx = run.context(step, phase)
-        started_point, after_point = _points(phase)
 
         async def attempt(c: SagaContext) -> Any:
-            n = run.attempt_number(step, phase)
-            run.check_deadline(op)
-            c._attempt = n
-            run.crash(started_point, step.name)
-            await self._append(run.started(step, phase, n))
-            run.crash(after_point, step.name)
+            await self._append(run.begin_attempt(op, c))
+            run.attempt_started(op)
             args = run.call_args(step, phase, c)
             t0 = time.perf_counter()
-            with tel.step_span(run.id, step.name, phase, n) if run.reporting else _NO_SPAN:
+            with run.span(op, c):
                 try:
                     if is_async:
                         result = await fn(*args)
                     else:
                         result = await anyio.to_thread.run_sync(fn, *args)
                 except Exception as exc:
-                    if run.reporting:
-                        _observe(tel, step, phase, "failure", t0)
-                    await self._append(run.failed(step, phase, n, exc))
-                    if phase == "forward" and isinstance(exc, Rejected):
-                        raise _RejectedSignal(exc) from exc
-                    raise
-            if run.reporting:
-                _observe(tel, step, phase, "success", t0)
+                    await self._append(run.attempt_failed(op, c, exc, t0))
+                    signal = run.signal(op, exc)
+                    if signal is exc:
+                        raise
+                    raise signal from exc
+            run.observe(op, "success", t0)
             return result
 
         policy = run.policy(step, phase)
@@ -934,12 +973,8 @@ class _AsyncDriver:
                     value = await attempt(ctx)
                 else:
                     value = await policy.acall(attempt, ctx)
-            except _RejectedSignal as sig:
-                return _StepOutcome("rejected", error=sig.error)
-            except _DeadlineSignal:
-                return _StepOutcome("deadline")
-            except Exception as exc:
-                return _StepOutcome("failed", error=exc)
+            except (_RejectedSignal, _DeadlineSignal, Exception) as exc:
+                return _outcome_of(exc)
             finally:
                 self._step_scope = None
         if scope.cancelled_caught:
@@ -1013,63 +1048,44 @@ class _SyncDriver:
 
     def _invoke(self, op: _Invoke) -> _StepOutcome:
         run = self.run
-        step, phase = op.step, op.phase
-        fn = run.function(step, phase)
-        tel = self.saga._tel
-        ctx = run.context(step, phase)
-        started_point, after_point = _points(phase)
+        fn = run.function(op.step, op.phase)
 
         def attempt(c: SagaContext) -> Any:
-            n = run.attempt_number(step, phase)
-            run.check_deadline(op)
-            c._attempt = n
-            run.crash(started_point, step.name)
-            self._append(run.started(step, phase, n))
-            run.crash(after_point, step.name)
-            args = run.call_args(step, phase, c)
+            self._append(run.begin_attempt(op, c))
+            run.attempt_started(op)
+            args = run.call_args(op.step, op.phase, c)
             t0 = time.perf_counter()
-            with tel.step_span(run.id, step.name, phase, n) if run.reporting else _NO_SPAN:
+            with run.span(op, c):
                 try:
                     result = fn(*args)
                 except Exception as exc:
-                    if run.reporting:
-                        _observe(tel, step, phase, "failure", t0)
-                    self._append(run.failed(step, phase, n, exc))
-                    if phase == "forward" and isinstance(exc, Rejected):
-                        raise _RejectedSignal(exc) from exc
-                    raise
-            if run.reporting:
-                _observe(tel, step, phase, "success", t0)
+                    self._append(run.attempt_failed(op, c, exc, t0))
+                    signal = run.signal(op, exc)
+                    if signal is exc:
+                        raise
+                    raise signal from exc
+            run.observe(op, "success", t0)
             return result
 
-        policy = run.policy(step, phase)
+        policy = run.policy(op.step, op.phase)
+        ctx = run.context(op.step, op.phase)
         try:
             value = attempt(ctx) if policy is None else policy.call(attempt, ctx)
-        except _RejectedSignal as sig:
-            return _StepOutcome("rejected", error=sig.error)
-        except _DeadlineSignal:
-            return _StepOutcome("deadline")
-        except Exception as exc:
-            return _StepOutcome("failed", error=exc)
+        except (_RejectedSignal, _DeadlineSignal, Exception) as exc:
+            return _outcome_of(exc)
         return _StepOutcome("ok", value)
 
 
-def _points(phase: str) -> tuple[CrashPoint, CrashPoint]:
-    if phase == "forward":
-        return CrashPoint.BEFORE_STEP_STARTED, CrashPoint.AFTER_STEP_STARTED
-    # there is no "before comp started" point: the flip (or the previous undo) precedes it
-    return CrashPoint.AFTER_COMPENSATING_FLIP, CrashPoint.AFTER_COMP_STARTED
+def _outcome_of(exc: BaseException) -> _StepOutcome:
+    """How an invocation that raised (after its policy) ended, for the core."""
+    if isinstance(exc, _RejectedSignal):
+        return _StepOutcome("rejected", error=exc.error)
+    if isinstance(exc, _DeadlineSignal):
+        return _StepOutcome("deadline")
+    return _StepOutcome("failed", error=exc)
 
 
 _NO_SPAN = contextlib.nullcontext()
-
-
-def _observe(tel: SagaTelemetry, step: _StepDef, phase: str, outcome: str, t0: float) -> None:
-    fams = tel.metrics()
-    if fams is not None:
-        fams.step_seconds.labels(tel.name, step.name, phase, outcome).observe(
-            time.perf_counter() - t0
-        )
 
 
 # -- blocking access to any store ----------------------------------------------------------------
