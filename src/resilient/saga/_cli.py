@@ -41,25 +41,33 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         default=os.environ.get("RESILIENT_SAGA_STORE"),
         help="store URL, e.g. sqlite:///sagas.db (default: $RESILIENT_SAGA_STORE)",
     )
+    # ``--store`` is accepted before or after the command (``saga list --store URL``); on the
+    # command it is SUPPRESSed by default so it never overwrites the group-level value.
+    store_option = argparse.ArgumentParser(add_help=False)
+    store_option.add_argument("--store", default=argparse.SUPPRESS, help="store URL")
     commands = parser.add_subparsers(dest="saga_command", metavar="COMMAND")
     commands.required = True
 
-    ls = commands.add_parser("list", help="list sagas, newest first")
+    ls = commands.add_parser("list", help="list sagas, newest first", parents=[store_option])
     ls.add_argument("--status", choices=[s.value for s in SagaStatus])
     ls.add_argument("--name", help="only sagas of this definition name")
     ls.add_argument("--limit", type=int, default=50)
     ls.add_argument("--json", action="store_true", help="one JSON object per line")
 
-    tl = commands.add_parser("timeline", help="print one saga's log")
+    tl = commands.add_parser("timeline", help="print one saga's log", parents=[store_option])
     tl.add_argument("saga_id")
     tl.add_argument("--json", action="store_true", help="one JSON object per line")
 
-    rt = commands.add_parser("retry", help="make a STUCK saga due again for recover()")
+    rt = commands.add_parser(
+        "retry", help="make a STUCK saga due again for recover()", parents=[store_option]
+    )
     rt.add_argument("saga_id")
     rt.add_argument("--note")
 
     mc = commands.add_parser(
-        "mark-compensated", help="record that a stuck undo was done by hand; rollback continues"
+        "mark-compensated",
+        help="record that a stuck undo was done by hand; rollback continues",
+        parents=[store_option],
     )
     mc.add_argument("saga_id")
     mc.add_argument("step")

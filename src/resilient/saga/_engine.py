@@ -22,10 +22,10 @@ import threading
 import time
 import uuid
 import weakref
-from collections.abc import Awaitable, Callable, Generator, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterable, Sequence
 from contextlib import AbstractContextManager
 from types import MappingProxyType
-from typing import Any, TypeVar, cast
+from typing import Any, Generic, Protocol, TypeVar, cast, overload
 
 import anyio
 import anyio.lowlevel
@@ -71,7 +71,11 @@ __all__ = ["DeadlineExceeded", "RecoveryReport", "Saga", "SagaInterrupted", "Ste
 
 _log = logging.getLogger("resilient.saga")
 
-F = TypeVar("F", bound=Callable[..., Any])
+R = TypeVar("R")  # what calling a step returns (a coroutine for an async step)
+T = TypeVar("T")  # the result a step records (awaited)
+T_contra = TypeVar("T_contra", contravariant=True)
+U = TypeVar("U")
+V = TypeVar("V")
 _IN_DOUBT = ("retry", "compensate", "escalate")
 _ON_RECOVERY = ("resume", "compensate")
 _STUCK_IN_DOUBT = "in_doubt"
@@ -111,9 +115,14 @@ class _StepDef:
     compensate_policy: Policy | None = None
 
 
-class Step:
+class Step(Generic[R, T]):
     """What ``@saga.step`` returns: the step's function (still callable as before) plus
-    ``.compensate`` to attach its compensation."""
+    ``.compensate`` to attach its compensation.
+
+    Generic so type checkers follow the step: ``R`` is what calling it returns (a coroutine
+    for an ``async def`` step) and ``T`` the result the saga records (the awaited value),
+    which is what the compensation receives as ``done`` (``T | None``).
+    """
 
     __slots__ = ("_def", "_saga")
 
@@ -126,24 +135,64 @@ class Step:
         """The step's name (unique within its saga)."""
         return self._def.name
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return self._def.fn(*args, **kwargs)
+    def __call__(self, ctx: SagaContext, /) -> R:
+        result: R = self._def.fn(ctx)
+        return result
 
     def __repr__(self) -> str:
         return f"<Step {self._saga.name}.{self.name}>"
 
-    def compensate(self, fn: F | None = None, /, *, policy: Policy | None = None) -> Any:
+    @overload
+    def compensate(
+        self, fn: Callable[[SagaContext, T | None], U], /, *, policy: Policy | None = None
+    ) -> Callable[[SagaContext, T | None], U]: ...
+
+    @overload
+    def compensate(
+        self, fn: None = None, /, *, policy: Policy | None = None
+    ) -> _CompensationDecorator[T]: ...
+
+    def compensate(
+        self,
+        fn: Callable[[SagaContext, T | None], U] | None = None,
+        /,
+        *,
+        policy: Policy | None = None,
+    ) -> Callable[[SagaContext, T | None], U] | _CompensationDecorator[T]:
         """Attach the compensation ``fn(ctx, done)`` (``def`` or ``async def``); ``done`` is the
         step's result, or ``None`` when its outcome is unknown. ``policy`` retries it (default:
-        the saga's generous compensation retry)."""
+        the saga's generous compensation retry). Usable bare (``@step.compensate``) or called
+        (``@step.compensate(policy=...)``); returns ``fn`` unchanged."""
 
-        def attach(f: F) -> F:
+        def attach(f: Callable[[SagaContext, T | None], V]) -> Callable[[SagaContext, T | None], V]:
             self._saga._set_compensation(self._def, f, policy)
             return f
 
         if fn is not None:
             return attach(fn)
         return attach
+
+
+class _CompensationDecorator(Protocol[T_contra]):
+    """What ``step.compensate(policy=...)`` returns: a decorator taking ``fn(ctx, done)``
+    whose ``done`` accepts the step's result or ``None``, and returning ``fn`` as it was."""
+
+    def __call__(
+        self, fn: Callable[[SagaContext, T_contra | None], U], /
+    ) -> Callable[[SagaContext, T_contra | None], U]: ...
+
+
+class _StepDecorator(Protocol):
+    """What ``saga.step(...)`` returns when called with options: a decorator that turns
+    ``fn(ctx)`` into a :class:`Step`, typed for ``def`` and ``async def`` alike."""
+
+    @overload
+    def __call__(  # type: ignore[overload-overlap]
+        self, fn: Callable[[SagaContext], Coroutine[Any, Any, T]], /
+    ) -> Step[Coroutine[Any, Any, T], T]: ...
+
+    @overload
+    def __call__(self, fn: Callable[[SagaContext], T], /) -> Step[T, T]: ...
 
 
 @dataclasses.dataclass(frozen=True)
