@@ -36,7 +36,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable
 
-from ._windows import FAILED, SLOW, Window
+from ._windows import FAILED, SLOW, CountWindow, Window
 
 __all__ = [
     "CANCELLED",
@@ -123,6 +123,7 @@ class BreakerCore:
         "changes",
         "check_successes",
         "failure_rate_threshold",
+        "fast_ring",
         "gen",
         "half_open_max_calls",
         "half_open_max_wait",
@@ -155,6 +156,10 @@ class BreakerCore:
         half_open_max_wait: float | None,
     ) -> None:
         self.window = window
+        # the window ``succeed_fast`` may update in place (count window, no slow calls)
+        self.fast_ring = (
+            window if isinstance(window, CountWindow) and slow_call_duration is None else None
+        )
         self.check_successes = not window.successes_lower_rates
         self.failure_rate_threshold = failure_rate_threshold
         self.slow_call_duration = slow_call_duration
@@ -211,8 +216,15 @@ class BreakerCore:
             if limit is not None and now - started > limit:
                 code |= SLOW
             window = self.window
-            window.add(code, now)
-            if code or self.check_successes or window.calls <= self.minimum_calls:
+            if code or self.check_successes:
+                window.add(code, now)
+                self._check_rates(now)
+                return
+            # A fast success in a count window can only lower the rates, except the one that
+            # brings the window up to ``minimum_calls``: the first point a decision is taken.
+            calls = window.calls
+            window.add(0, now)
+            if calls < self.minimum_calls <= window.calls:
                 self._check_rates(now)
             return
         if state is OPEN or state is HALF_OPEN:
@@ -224,6 +236,21 @@ class BreakerCore:
             self._finish_trial(started, outcome, now)
         elif state is METRICS_ONLY:
             self._record(outcome, now - started, now)
+
+    def succeed_fast(self, gen: int) -> bool:
+        """Account a success without the clock, when that is all it takes: CLOSED in
+        generation ``gen``, a count window without slow-call detection whose oldest slot
+        holds a fast success (so nothing but the ring position changes and no rate can
+        move). ``False``: nothing was recorded, call :meth:`complete`."""
+        ring = self.fast_ring
+        if ring is None or gen != self.gen or self.state is not CLOSED:
+            return False
+        pos = ring._pos
+        if ring._ring[pos]:  # an empty slot or a failure leaves: the totals change
+            return False
+        pos += 1
+        ring._pos = pos if pos < ring.size else 0
+        return True
 
     # -- reading and manual control ------------------------------------------------------------
     def poll(self, now: float) -> BreakerState:

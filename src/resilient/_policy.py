@@ -14,15 +14,19 @@ import inspect
 import itertools
 import threading
 from collections.abc import Awaitable, Callable
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from time import perf_counter
 from types import TracebackType
-from typing import Any, ClassVar, TypeVar, cast
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, cast
 
 from typing_extensions import ParamSpec
 
+from .errors import ORIGIN as _ORIGIN
 from .errors import PolicyRejectedError, TimeoutExceeded
-from .telemetry._hub import STATE, Listener, PolicyTelemetry
+from .telemetry._hub import OTEL, STATE, Listener, PolicyTelemetry
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Tracer
 
 __all__ = ["AroundPolicy", "Policy", "is_async_callable"]
 
@@ -34,11 +38,10 @@ PolicyT = TypeVar("PolicyT", bound="Policy")
 _names = itertools.count(1)
 _names_lock = threading.Lock()
 
-# The outcome cell of the innermost observed execution: a driving policy that answers
-# without raising but wants another outcome recorded ("fallback") writes into it.
-_OUTCOME: ContextVar[list[str] | None] = ContextVar("resilient_outcome", default=None)
-
-_ORIGIN = "_resilient_origin"
+# The outcome cell ``[outcome, policy]`` of the innermost observed execution of a policy
+# whose ``_notes_outcome`` is true: a driving policy that answers without raising but wants
+# another outcome recorded ("fallback") writes into its own cell.
+_OUTCOME: ContextVar[list[Any] | None] = ContextVar("resilient_outcome", default=None)
 
 
 def is_async_callable(fn: object) -> bool:
@@ -71,6 +74,8 @@ class Policy:
 
     kind: ClassVar[str] = "policy"
     name: str
+    _notes_outcome: bool = False
+    """True for policies that may call ``_note_outcome`` (they get an outcome cell)."""
 
     def __init__(self, name: str | None = None, *, on_event: Listener | None = None) -> None:
         self.name = _check_name(self.kind, name)
@@ -109,18 +114,42 @@ class Policy:
             raise TypeError(
                 f"{type(self).__name__} {self.name!r} can only decorate a callable, got {fn!r}"
             )
+        # With telemetry fully off (``tel.plain_gen`` is the current generation) the wrapper
+        # goes straight to ``_call``: one frame less than through ``_execute``. Policies that
+        # replace ``_execute`` (pipelines) always go through it.
+        tel = self._tel
+        gated = type(self)._execute is Policy._execute
         if is_async_callable(fn):
             afn = cast(Callable[..., Awaitable[Any]], fn)
+            if gated:
 
-            @functools.wraps(fn)
-            async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-                return await self._aexecute(afn, args, kwargs)
+                @functools.wraps(fn)
+                async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+                    if tel.plain_gen == STATE.generation:
+                        return await self._acall(afn, args, kwargs)
+                    return await self._aexecute(afn, args, kwargs)
+
+            else:
+
+                @functools.wraps(fn)
+                async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+                    return await self._aexecute(afn, args, kwargs)
 
             return cast(Callable[P, R], async_wrapper)
 
-        @functools.wraps(fn)
-        def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
-            return self._execute(fn, args, kwargs)
+        if gated:
+
+            @functools.wraps(fn)
+            def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
+                if tel.plain_gen == STATE.generation:
+                    return self._call(fn, args, kwargs)
+                return self._execute(fn, args, kwargs)
+
+        else:
+
+            @functools.wraps(fn)
+            def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
+                return self._execute(fn, args, kwargs)
 
         return cast(Callable[P, R], sync_wrapper)
 
@@ -155,20 +184,22 @@ class Policy:
         return getattr(error, _ORIGIN, None) == id(self)
 
     def _outcome_for(self, error: BaseException) -> str:
-        if not isinstance(error, Exception):
-            return "cancelled"
-        if self._is_own(error):
+        if getattr(error, _ORIGIN, None) == id(self):  # only ever set on an Exception
             if isinstance(error, PolicyRejectedError):
                 return "rejected"
             if isinstance(error, TimeoutExceeded):
                 return "timeout"
-        return "failure"
+            return "failure"
+        return "failure" if isinstance(error, Exception) else "cancelled"
 
-    @staticmethod
-    def _note_outcome(outcome: str) -> None:
-        """Record a non-default outcome for the current (successful) execution."""
+    def _note_outcome(self, outcome: str) -> None:
+        """Record a non-default outcome for the current (successful) execution of this policy.
+
+        Only policies whose ``_notes_outcome`` is true get an outcome cell (the others skip
+        the context variable round trip); a note from any other policy is dropped rather than
+        written into an enclosing policy's cell."""
         cell = _OUTCOME.get()
-        if cell is not None:
+        if cell is not None and cell[1] is self:
             cell[0] = outcome
 
     # -- observed execution ------------------------------------------------------------------
@@ -176,31 +207,60 @@ class Policy:
         self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
         tel = self._tel
-        if tel.gen != STATE.generation:
+        if tel.gen != STATE.generation or (
+            tel.tracing and OTEL._TRACER_PROVIDER is not tel.otel_global
+        ):
             tel.refresh()
-        tracer = tel.tracer() if tel.tracing else None
-        if tracer is None:
-            if not tel.observing:
-                return self._call(fn, args, kwargs)
-            cell = ["success"]
+        tracer = tel.active_tracer
+        if tracer is not None:
+            return self._execute_traced(tracer, fn, args, kwargs)
+        if not tel.observing:
+            return self._call(fn, args, kwargs)
+        cell: list[Any] | None = None
+        token: Token[list[Any] | None] | None = None
+        if self._notes_outcome:
+            cell = ["success", self]
             token = _OUTCOME.set(cell)
-            start = perf_counter()
-            try:
-                result = self._call(fn, args, kwargs)
-            except BaseException as exc:
-                tel.record_call(self._outcome_for(exc), perf_counter() - start, exc, None)
-                raise
-            finally:
+        start = perf_counter()
+        try:
+            result = self._call(fn, args, kwargs)
+        except BaseException as exc:
+            duration = perf_counter() - start
+            if token is not None:
                 _OUTCOME.reset(token)
-            tel.record_call(cell[0], perf_counter() - start, None, None)
-            return result
+            stats = tel.stats
+            if stats is not None and not tel.listeners:
+                stats.record(self._outcome_for(exc), duration)
+            else:
+                tel.record_call(self._outcome_for(exc), duration, exc, None)
+            raise
+        duration = perf_counter() - start
+        outcome = "success"
+        if token is not None:
+            _OUTCOME.reset(token)
+            outcome = cell[0]  # type: ignore[index]
+        stats = tel.stats
+        if stats is not None and not tel.listeners:
+            stats.record(outcome, duration)
+        else:
+            tel.record_call(outcome, duration, None, None)
+        return result
+
+    def _execute_traced(
+        self,
+        tracer: Tracer,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> Any:
+        tel = self._tel
         with tracer.start_as_current_span(
             tel.span_name,
             attributes=tel.span_attributes,
             record_exception=False,
             set_status_on_exception=False,
         ) as span:
-            cell = ["success"]
+            cell: list[Any] = ["success", self]
             token = _OUTCOME.set(cell)
             start = perf_counter()
             try:
@@ -220,31 +280,60 @@ class Policy:
         kwargs: dict[str, Any],
     ) -> Any:
         tel = self._tel
-        if tel.gen != STATE.generation:
+        if tel.gen != STATE.generation or (
+            tel.tracing and OTEL._TRACER_PROVIDER is not tel.otel_global
+        ):
             tel.refresh()
-        tracer = tel.tracer() if tel.tracing else None
-        if tracer is None:
-            if not tel.observing:
-                return await self._acall(fn, args, kwargs)
-            cell = ["success"]
+        tracer = tel.active_tracer
+        if tracer is not None:
+            return await self._aexecute_traced(tracer, fn, args, kwargs)
+        if not tel.observing:
+            return await self._acall(fn, args, kwargs)
+        cell: list[Any] | None = None
+        token: Token[list[Any] | None] | None = None
+        if self._notes_outcome:
+            cell = ["success", self]
             token = _OUTCOME.set(cell)
-            start = perf_counter()
-            try:
-                result = await self._acall(fn, args, kwargs)
-            except BaseException as exc:
-                tel.record_call(self._outcome_for(exc), perf_counter() - start, exc, None)
-                raise
-            finally:
+        start = perf_counter()
+        try:
+            result = await self._acall(fn, args, kwargs)
+        except BaseException as exc:
+            duration = perf_counter() - start
+            if token is not None:
                 _OUTCOME.reset(token)
-            tel.record_call(cell[0], perf_counter() - start, None, None)
-            return result
+            stats = tel.stats
+            if stats is not None and not tel.listeners:
+                stats.record(self._outcome_for(exc), duration)
+            else:
+                tel.record_call(self._outcome_for(exc), duration, exc, None)
+            raise
+        duration = perf_counter() - start
+        outcome = "success"
+        if token is not None:
+            _OUTCOME.reset(token)
+            outcome = cell[0]  # type: ignore[index]
+        stats = tel.stats
+        if stats is not None and not tel.listeners:
+            stats.record(outcome, duration)
+        else:
+            tel.record_call(outcome, duration, None, None)
+        return result
+
+    async def _aexecute_traced(
+        self,
+        tracer: Tracer,
+        fn: Callable[..., Awaitable[Any]],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> Any:
+        tel = self._tel
         with tracer.start_as_current_span(
             tel.span_name,
             attributes=tel.span_attributes,
             record_exception=False,
             set_status_on_exception=False,
         ) as span:
-            cell = ["success"]
+            cell: list[Any] = ["success", self]
             token = _OUTCOME.set(cell)
             start = perf_counter()
             try:

@@ -29,7 +29,7 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
@@ -39,7 +39,7 @@ from ._deadline import remaining
 from ._policy import AroundPolicy
 from .errors import BulkheadFullError
 from .telemetry._events import BulkheadAdmitted, BulkheadQueued, BulkheadRejected
-from .telemetry._hub import Listener
+from .telemetry._hub import STATE, Listener
 
 __all__ = ["Bulkhead"]
 
@@ -194,17 +194,72 @@ class Bulkhead(AroundPolicy):
         return self._core.queued
 
     # -- admission -----------------------------------------------------------------------------
+    # ``_call``/``_acall`` inline ``_enter`` and ``_exit`` for the uncontended case (a free
+    # slot, nobody queued): one short lock section to take the slot, one to give it back.
+    def _call(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        core = self._core
+        lock = self._lock
+        lock.acquire()  # not ``with``: on CPython 3.11 that costs twice the lock round trip
+        try:
+            admitted = core.try_admit()
+        finally:
+            lock.release()
+        if not admitted:
+            self._wait_in_thread()
+        elif self._tel.detail or self._tel.gen != STATE.generation:
+            self._admitted(0.0)
+        try:
+            result = fn(*args, **kwargs)
+        except BaseException:
+            self._release_slot()
+            raise
+        self._release_slot()
+        return result
+
+    async def _acall(
+        self,
+        fn: Callable[..., Awaitable[Any]],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> Any:
+        core = self._core
+        lock = self._lock
+        lock.acquire()
+        try:
+            admitted = core.try_admit()
+        finally:
+            lock.release()
+        if not admitted:
+            await self._wait_in_task()
+        elif self._tel.detail or self._tel.gen != STATE.generation:
+            self._admitted(0.0)
+        try:
+            result = await fn(*args, **kwargs)
+        except BaseException:
+            self._release_slot()
+            raise
+        self._release_slot()
+        return result
+
     def _enter(self) -> None:
-        with self._lock:
+        lock = self._lock
+        lock.acquire()
+        try:
             admitted = self._core.try_admit()
+        finally:
+            lock.release()
         if admitted:
             self._admitted(0.0)
             return None
         return self._wait_in_thread()
 
     async def _aenter(self) -> None:
-        with self._lock:
+        lock = self._lock
+        lock.acquire()
+        try:
             admitted = self._core.try_admit()
+        finally:
+            lock.release()
         if admitted:
             self._admitted(0.0)
             return None
@@ -295,12 +350,14 @@ class Bulkhead(AroundPolicy):
 
     def _reject(self, reason: str, waited: float | None) -> BaseException:
         tel = self._tel
-        if tel.wants_detail():
-            tel.emit(BulkheadRejected(policy=self.kind, name=self.name, reason=reason))
-        tel.rejected(reason)
+        if not tel.quiet or tel.gen != STATE.generation:
+            tel.current()
+            if tel.detail:
+                tel.emit(BulkheadRejected(policy=self.kind, name=self.name, reason=reason))
+            tel.rejected(reason)
         core = self._core
-        return self._own(
-            BulkheadFullError(self.name, core.max_concurrent, core.max_queued, reason, waited)
+        return BulkheadFullError._owned(
+            id(self), self.name, core.max_concurrent, core.max_queued, reason, waited
         )
 
     # -- release -------------------------------------------------------------------------------
@@ -309,9 +366,14 @@ class Bulkhead(AroundPolicy):
 
     def _release_slot(self) -> None:
         """Free one slot, or hand it to the longest waiter and wake it (outside the lock)."""
+        core = self._core
+        lock = self._lock
         while True:
-            with self._lock:
-                waiter = self._core.release()
+            lock.acquire()
+            try:
+                waiter = core.release()
+            finally:
+                lock.release()
             if waiter is None or waiter.wake():
                 return
             # that waiter's event loop is gone; it can never use the slot: pass it on

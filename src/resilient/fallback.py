@@ -59,6 +59,7 @@ class Fallback(Policy):
     """
 
     kind = "fallback"
+    _notes_outcome = True  # an answered failure is recorded as outcome "fallback"
 
     def __init__(
         self,

@@ -27,23 +27,32 @@ measure ``max_delay`` with the real clock and re-raise through ``concurrent.futu
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import inspect
 import math
 import sys
 import time
+from asyncio import _get_running_loop
 from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Any, NoReturn
 
-from tenacity import RetryAction, RetryCallState, Retrying, stop_after_attempt
+import anyio.lowlevel
+from tenacity import Future, RetryCallState, Retrying, stop_after_attempt
 
 from . import _sleeping
-from ._deadline import remaining
+from ._deadline import _DEADLINE
 from ._policy import Policy, is_async_callable
 from .errors import RetryExhaustedError
-from .telemetry._hub import Listener
-from .waits import _seconds, wait_exponential, wait_fixed
+from .telemetry._hub import STATE, Listener
+from .waits import _FixedWait, _seconds, wait_exponential, wait_fixed
+
+_sniffio: Any
+try:  # how trio (and anything but asyncio) says it is running; trio depends on it
+    import sniffio as _sniffio
+except ImportError:  # pragma: no cover - without sniffio, anyio assumes asyncio too
+    _sniffio = None
 
 __all__ = ["DEFAULT_WAIT", "Attempt", "AttemptIterator", "Retry", "WaitStrategy"]
 
@@ -124,6 +133,74 @@ def _reject_awaitable(outcome: object, what: str) -> None:
         raise TypeError(f"{what} returned an awaitable in a sync call; use an async call")
 
 
+class _CallState(RetryCallState):
+    """A genuine ``tenacity.RetryCallState`` whose ``outcome`` is built only when read.
+
+    tenacity records every failed attempt as a ``tenacity.Future`` (a
+    ``concurrent.futures.Future``: a ``threading.Condition`` and its lock, ~1.6 us). Stop and
+    wait strategies that only look at ``attempt_number`` (all of ``resilient.waits``, tenacity's
+    ``wait_fixed``/``wait_exponential``/...) never read it, so the Future is built on first
+    access of ``outcome`` instead, from the recorded value, with the attempt number it had when
+    recorded: a strategy (or a ``repr``) that does read it sees exactly what tenacity would
+    have given it.
+    """
+
+    def __init__(
+        self,
+        retry_object: Retrying,
+        fn: Callable[..., Any] | None,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> None:
+        self._pending: tuple[Any, bool, int] | None = None
+        self._outcome: Future | None = None
+        super().__init__(retry_object, fn, args, kwargs)
+
+    @property
+    def outcome(self) -> Future | None:
+        """The last attempt's outcome as a ``tenacity.Future`` (built on first access)."""
+        fut = self._outcome
+        if fut is None and self._pending is not None:
+            value, failed, attempt = self._pending
+            fut = Future.construct(attempt, value, failed)
+            self._outcome, self._pending = fut, None
+        return fut
+
+    @outcome.setter
+    def outcome(self, value: Future | None) -> None:
+        self._outcome, self._pending = value, None
+
+    def set_exception(
+        self, exc_info: tuple[type[BaseException], BaseException, TracebackType | None]
+    ) -> None:
+        """Record a failed attempt (its Future is built lazily, see the class docstring)."""
+        self._outcome = None
+        self._pending = (exc_info[1], True, self.attempt_number)
+        self.outcome_timestamp = time.monotonic()
+
+    def set_result(self, val: Any) -> None:
+        """Record an attempt's result (its Future is built lazily, see the class docstring)."""
+        self._outcome = None
+        self._pending = (val, False, self.attempt_number)
+        self.outcome_timestamp = time.monotonic()
+
+
+async def _yield_to_loop() -> None:
+    """A zero-length wait: one trip through the event loop (asyncio or trio), so a retry loop
+    never starves the other tasks, for less than ``anyio.sleep(0)``: asyncio is recognised
+    with the checks ``sniffio`` makes, minus its import and task lookup (trio marks its
+    threads in ``sniffio.thread_local``; anything else takes anyio's generic path)."""
+    if _get_running_loop() is not None and (
+        _sniffio is None
+        or (
+            _sniffio.thread_local.name is None and _sniffio.current_async_library_cvar.get() is None
+        )
+    ):
+        await asyncio.sleep(0)
+    else:
+        await anyio.lowlevel.checkpoint()
+
+
 class _Run:
     """The retry state of ONE call (or one ``attempts()`` loop), never shared.
 
@@ -143,7 +220,7 @@ class _Run:
     ) -> None:
         self._policy = policy
         self._start = start
-        self.state = RetryCallState(policy._controller, fn, args, kwargs)
+        self.state = _CallState(policy._controller, fn, args, kwargs)
 
     def next_delay(self, error: Exception | None, result: Any) -> float:
         """Record the attempt that just failed (``error``, or a ``result`` to retry on) and
@@ -154,12 +231,16 @@ class _Run:
             state.set_exception((type(error), error, error.__traceback__))
         else:
             state.set_result(result)
-        if p._stop(state):
+        attempt = state.attempt_number
+        if attempt >= p.max_attempts:  # ``stop_after_attempt(attempts)``, inlined
             self._give_up(error, result, "no attempts left")
-        delay = max(0.0, float(p.wait(state)))
-        hint = _retry_after(error)
-        if hint is not None and hint > delay:
-            delay = hint
+        wait = p.wait
+        # A number given as ``wait`` is a ``_FixedWait``: read it instead of calling it.
+        delay = wait.seconds if type(wait) is _FixedWait else max(0.0, float(wait(state)))
+        if error is not None:
+            hint = _retry_after(error)
+            if hint is not None and hint > delay:
+                delay = hint
         if not math.isfinite(delay):
             self._give_up(error, result, f"the next wait would be {delay} s")
         if p.max_delay is not None and self._start is not None:
@@ -171,20 +252,21 @@ class _Run:
                     f"waiting {delay:.3f} s more would exceed max_delay={p.max_delay:g} s "
                     f"({spent:.3f} s spent)",
                 )
-        left = remaining()
-        if left is not None and delay >= left:
-            self._give_up(
-                error,
-                result,
-                f"waiting {delay:.3f} s would pass the enclosing deadline ({left:.3f} s left)",
-            )
-        attempt = state.attempt_number
+        deadline = _DEADLINE.get()  # ``remaining()``, inlined: None outside any Timeout
+        if deadline is not None:
+            left = max(0.0, deadline - time.monotonic())
+            if delay >= left:
+                self._give_up(
+                    error,
+                    result,
+                    f"waiting {delay:.3f} s would pass the enclosing deadline ({left:.3f} s left)",
+                )
         state.upcoming_sleep = delay
         state.idle_for += delay
-        state.next_action = RetryAction(delay)
         state.prepare_for_next_attempt()
         tel = p._tel
-        tel.retry_scheduled(attempt, delay, error)
+        if not tel.quiet or tel.gen != STATE.generation:
+            tel.retry_scheduled(attempt, delay, error)
         return delay
 
     def _give_up(self, error: Exception | None, result: Any, reason: str) -> NoReturn:
@@ -325,18 +407,8 @@ class Retry(Policy):
             if on_result is None or not on_result(result):
                 return result
             error = None
-        # Outside the except block: later attempts must not get this error as __context__.
-        return self._retry_sync(fn, args, kwargs, start, error, result)
-
-    def _retry_sync(
-        self,
-        fn: Callable[..., Any],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        start: float | None,
-        error: Exception | None,
-        result: Any,
-    ) -> Any:
+        # Retrying, outside the except block: later attempts must not get this error as
+        # __context__. (Inline rather than a helper method: one frame less per failed call.)
         run = _Run(self, fn, args, kwargs, start)
         on_result = self._on_result
         while True:
@@ -372,21 +444,15 @@ class Retry(Policy):
             if on_result is None or not on_result(result):
                 return result
             error = None
-        return await self._retry_async(fn, args, kwargs, start, error, result)
-
-    async def _retry_async(
-        self,
-        fn: Callable[..., Awaitable[Any]],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        start: float | None,
-        error: Exception | None,
-        result: Any,
-    ) -> Any:
+        # Retrying (inline, like the sync loop: one coroutine less per failed call).
         run = _Run(self, fn, args, kwargs, start)
         on_result = self._on_result
         while True:
-            await self._sleep_async(run.next_delay(error, result))
+            delay = run.next_delay(error, result)
+            if delay <= 0.0 and self._sleep is None:
+                await _yield_to_loop()
+            else:
+                await self._sleep_async(delay)
             try:
                 result = await fn(*args, **kwargs)
             except Exception as exc:

@@ -28,10 +28,12 @@ from types import MappingProxyType
 from typing import Any, Generic, Protocol, TypeVar, cast, overload
 
 import anyio
+import anyio.abc
 import anyio.lowlevel
 import anyio.to_thread
 
 from .. import _sleeping
+from .._config_parse import config_error, parse_duration
 from .._policy import Policy, is_async_callable
 from ..errors import (
     IdempotencyConflict,
@@ -71,9 +73,13 @@ __all__ = ["DeadlineExceeded", "RecoveryReport", "Saga", "SagaInterrupted", "Ste
 
 _log = logging.getLogger("resilient.saga")
 
+# The crash-point test hooks, read on the hot path without a function call: the live list
+# ``crash_at`` fills (mutated in place, never rebound) and whether the env variable armed one.
+_ARMED = _testing._armed
+_CRASH_ENV = _testing._ENV_TARGET is not None
+
 R = TypeVar("R")  # what calling a step returns (a coroutine for an async step)
 T = TypeVar("T")  # the result a step records (awaited)
-T_contra = TypeVar("T_contra", contravariant=True)
 U = TypeVar("U")
 V = TypeVar("V")
 _IN_DOUBT = ("retry", "compensate", "escalate")
@@ -173,13 +179,13 @@ class Step(Generic[R, T]):
         return attach
 
 
-class _CompensationDecorator(Protocol[T_contra]):
+class _CompensationDecorator(Protocol[T]):
     """What ``step.compensate(policy=...)`` returns: a decorator taking ``fn(ctx, done)``
     whose ``done`` accepts the step's result or ``None``, and returning ``fn`` as it was."""
 
     def __call__(
-        self, fn: Callable[[SagaContext, T_contra | None], U], /
-    ) -> Callable[[SagaContext, T_contra | None], U]: ...
+        self, fn: Callable[[SagaContext, T | None], U], /
+    ) -> Callable[[SagaContext, T | None], U]: ...
 
 
 class _StepDecorator(Protocol):
@@ -187,7 +193,7 @@ class _StepDecorator(Protocol):
     ``fn(ctx)`` into a :class:`Step`, typed for ``def`` and ``async def`` alike."""
 
     @overload
-    def __call__(  # type: ignore[overload-overlap]
+    def __call__(
         self, fn: Callable[[SagaContext], Coroutine[Any, Any, T]], /
     ) -> Step[Coroutine[Any, Any, T], T]: ...
 
@@ -264,6 +270,10 @@ class _StepState:
     comp_status: str | None = None  # started | succeeded | failed
 
 
+_STEP_STARTED = LogKind.STEP_STARTED
+_STEP_SUCCEEDED = LogKind.STEP_SUCCEEDED
+
+
 class _State:
     """What the log says, rebuilt event by event (live runs apply the same events)."""
 
@@ -287,23 +297,24 @@ class _State:
     def apply(self, ev: SagaLogEvent, value: Any = _NOVALUE) -> None:
         """Fold one log event into the state (``value``: its payload, already decoded)."""
         kind = ev.kind
-        if kind == LogKind.STEP_STARTED:
-            st = self.step(cast(str, ev.step))
+        name: Any = ev.step
+        if kind == _STEP_STARTED:
+            st = self.steps.get(name) or self.step(name)
             if not st.order:
                 self._order += 1
                 st.order = self._order
             st.attempts = max(st.attempts, ev.attempt or 0)
             st.status = "started"
             st.cleared = False
-        elif kind == LogKind.STEP_SUCCEEDED:
-            st = self.step(cast(str, ev.step))
+        elif kind == _STEP_SUCCEEDED:
+            st = self.steps.get(name) or self.step(name)
             st.status = "succeeded"
             if value is _NOVALUE:
                 data = ev.data
                 st.unencodable = "unencodable" in data
                 value = data.get("result")
             st.result = value
-            self.results[cast(str, ev.step)] = value
+            self.results[name] = value
         elif kind == LogKind.STEP_FAILED:
             st = self.step(cast(str, ev.step))
             if ev.data.get("outcome") == "REJECTED":
@@ -339,6 +350,11 @@ class _State:
             self.stuck = {**ev.data, "step": ev.step}
         elif kind == LogKind.DEADLINE_EXCEEDED:
             self.deadline_noted = True
+        elif kind == LogKind.SAGA_SUSPENDED:
+            self.status = SagaStatus.SUSPENDED
+        elif kind == LogKind.SAGA_RECOVERED:
+            if self.status is SagaStatus.SUSPENDED:
+                self.status = SagaStatus.RUNNING
         elif kind == LogKind.ADMIN:
             self._admin(ev)
 
@@ -382,26 +398,38 @@ def _rec(
     return _Append(events, status, next_attempt_at)
 
 
-@dataclasses.dataclass(frozen=True)
 class _Invoke:
-    step: _StepDef
-    phase: str  # forward | compensate
-    idx: int
+    """Invoke ``step`` (its forward function or its compensation) under its policy."""
+
+    __slots__ = ("idx", "phase", "step")
+
+    def __init__(self, step: _StepDef, phase: str, idx: int) -> None:
+        self.step = step
+        self.phase = phase  # forward | compensate
+        self.idx = idx
 
 
-@dataclasses.dataclass(frozen=True)
 class _Sleep:
-    until: float
+    """Wait until ``until`` (the saga clock's time)."""
+
+    __slots__ = ("until",)
+
+    def __init__(self, until: float) -> None:
+        self.until = until
 
 
 _Op = _Append | _Invoke | _Sleep
 
 
-@dataclasses.dataclass(frozen=True)
 class _StepOutcome:
-    kind: str  # ok | failed | rejected | deadline
-    value: Any = None
-    error: BaseException | None = None
+    """How an invocation ended, as the core sees it."""
+
+    __slots__ = ("error", "kind", "value")
+
+    def __init__(self, kind: str, value: Any = None, error: BaseException | None = None) -> None:
+        self.kind = kind  # ok | failed | rejected | deadline
+        self.value = value
+        self.error = error
 
 
 class _RejectedSignal(BaseException):
@@ -432,15 +460,19 @@ class _Outcome:
 class _Run:
     """One drive of one saga by this process (a fresh start, a recovery or an admin action)."""
 
-    def __init__(self, saga: Saga, record: SagaRecord, *, recovering: bool) -> None:
+    def __init__(
+        self, saga: Saga, record: SagaRecord, *, recovering: bool, data: Any = _NOVALUE
+    ) -> None:
         self.saga = saga
         self.defn = saga._definition()
         self.id = record.id
         self.epoch = record.epoch
         self.record = record
         self.recovering = recovering
-        self.data = record.data
+        # ``data``: the input the caller just gave, when JSON would return it unchanged
+        self.data = record.data if data is _NOVALUE else data
         self.deadline = record.deadline
+        self._clock = saga._clock
         self.state = _State()
         for ev in record.events:
             self.state.apply(ev)
@@ -451,11 +483,11 @@ class _Run:
 
     # -- helpers shared by both drivers ---------------------------------------------------------
     def now(self) -> float:
-        return self.saga._clock()
+        return self._clock()
 
     @staticmethod
     def crash(point: CrashPoint, step: str | None) -> None:
-        if _testing._armed or _testing._ENV_TARGET is not None:
+        if _ARMED or _CRASH_ENV:
             maybe_crash(point, step)
 
     def applied(self, op: _Append) -> None:
@@ -500,40 +532,42 @@ class _Run:
             tel.emit("saga_stuck", sid, ev.step, detail=ev.data.get("reason"))
         elif kind == LogKind.DEADLINE_EXCEEDED:
             tel.emit("deadline_exceeded", sid, ev.step)
+        elif kind == LogKind.SAGA_SUSPENDED:
+            tel.emit("saga_suspended", sid, ev.step)
         elif kind == LogKind.SAGA_RECOVERED:
             fams = tel.metrics()
             if fams is not None:
                 fams.recovered.labels(tel.name).inc()
             tel.emit("recovered", sid)
 
-    def attempt_number(self, step: _StepDef, phase: str) -> int:
-        st = self.state.step(step.name)
-        return (st.attempts if phase == "forward" else st.comp_attempts) + 1
-
-    def started(self, step: _StepDef, phase: str, attempt: int) -> _Append:
-        kind = LogKind.STEP_STARTED if phase == "forward" else LogKind.COMP_STARTED
-        return _Append((SagaLogEvent(kind, step.name, attempt, "", self.now()),))
-
     # -- one attempt, as both drivers run it ----------------------------------------------------
     def begin_attempt(self, op: _Invoke, ctx: SagaContext) -> _Append:
         """Before an attempt: number it, stop on a passed deadline, and return the STARTED
         record to write (the crash point before it fires here)."""
-        step, phase = op.step, op.phase
-        n = self.attempt_number(step, phase)
-        self.check_deadline(op)
+        name = op.step.name
+        st = self.state.step(name)
+        if self.deadline is not None:
+            self.check_deadline(op)
+        if op.phase == "forward":
+            n = st.attempts + 1
+            if _ARMED or _CRASH_ENV:
+                maybe_crash(CrashPoint.BEFORE_STEP_STARTED, name)
+            kind = LogKind.STEP_STARTED
+        else:
+            n = st.comp_attempts + 1
+            kind = LogKind.COMP_STARTED
         ctx._attempt = n
-        if phase == "forward":
-            self.crash(CrashPoint.BEFORE_STEP_STARTED, step.name)
-        return self.started(step, phase, n)
+        return _Append((SagaLogEvent(kind, name, n, "", self._clock()),))
 
     def attempt_started(self, op: _Invoke) -> None:
         """The STARTED record is durable; the user function runs next."""
-        point = (
-            CrashPoint.AFTER_STEP_STARTED
-            if op.phase == "forward"
-            else CrashPoint.AFTER_COMP_STARTED
-        )
-        self.crash(point, op.step.name)
+        if _ARMED or _CRASH_ENV:
+            point = (
+                CrashPoint.AFTER_STEP_STARTED
+                if op.phase == "forward"
+                else CrashPoint.AFTER_COMP_STARTED
+            )
+            maybe_crash(point, op.step.name)
 
     def span(self, op: _Invoke, ctx: SagaContext) -> AbstractContextManager[Any]:
         if not self.reporting:
@@ -616,7 +650,8 @@ class _Run:
         if st.status.finished:
             return self.outcome(replayed=True)
         if self.recovering:
-            yield _rec(self._ev(LogKind.SAGA_RECOVERED))
+            resumed = SagaStatus.RUNNING if st.status is SagaStatus.SUSPENDED else None
+            yield _rec(self._ev(LogKind.SAGA_RECOVERED), status=resumed)
             if (
                 st.phase == "forward"
                 and self.saga.on_recovery == "compensate"
@@ -654,11 +689,12 @@ class _Run:
     def _forward(self) -> Generator[_Op, Any, _Outcome | None]:
         st = self.state
         defn = self.defn
+        pivot = defn.pivot_idx
         for idx, step in enumerate(defn.steps):
             ss = st.step(step.name)
             if ss.status == "succeeded":
                 continue
-            forward_only = defn.forward_only(idx)
+            forward_only = pivot is not None and idx > pivot
             if self.deadline is not None and self.now() >= self.deadline:
                 if not forward_only and not self.pivot_done():
                     self.cause_error = self._deadline_error()
@@ -687,22 +723,50 @@ class _Run:
                     yield from self._flip(error_info(self.cause_error), step.name)
                     return None
             if ss.retry_at is not None and ss.retry_at > self.now():
+                if ss.retry_at - self.now() > self.saga.suspend_after:
+                    return (yield from self._suspend(step.name, ss.retry_at))
                 yield _Sleep(ss.retry_at)
             while True:
                 out: _StepOutcome = yield _Invoke(step, "forward", idx)
                 if out.kind == "ok":
-                    stop = yield from self._succeeded(step, out.value)
-                    if stop is not None:
-                        return stop
+                    value = out.value
+                    if _ARMED or _CRASH_ENV:
+                        maybe_crash(CrashPoint.AFTER_STEP_EFFECT, step.name)
+                    if value is None:
+                        text = "null"
+                    else:
+                        try:
+                            text = encode(value)
+                        except (TypeError, ValueError) as exc:
+                            return (yield from self._unencodable(step, value, exc))
+                        if type(value) not in _SCALARS:
+                            value = json.loads(text)
+                    self._texts[step.name] = text
+                    yield _Append(
+                        (
+                            SagaLogEvent(
+                                LogKind.STEP_SUCCEEDED,
+                                step.name,
+                                ss.attempts,
+                                '{"result":' + text + "}",
+                                self._clock(),
+                            ),
+                        ),
+                        None,
+                        None,
+                        value,
+                    )
+                    if _ARMED or _CRASH_ENV:
+                        maybe_crash(CrashPoint.AFTER_STEP_RECORDED, step.name)
                     break
                 if forward_only:
                     delay = self.saga._forward_delay(ss.rounds)
                     retry_at = self.now() + delay
                     body = payload(retry_at=retry_at, error=_info(out.error))
-                    yield _rec(
-                        self._ev(LogKind.STEP_RETRY_SCHEDULED, step.name, body),
-                        next_attempt_at=retry_at,
-                    )
+                    scheduled = self._ev(LogKind.STEP_RETRY_SCHEDULED, step.name, body)
+                    if delay > self.saga.suspend_after:
+                        return (yield from self._suspend(step.name, retry_at, scheduled))
+                    yield _rec(scheduled, next_attempt_at=retry_at)
                     yield _Sleep(retry_at)
                     continue
                 if out.kind == "deadline":
@@ -713,38 +777,45 @@ class _Run:
                 yield from self._flip(_info(out.error) or {}, step.name)
                 return None
         last = defn.steps[-1].name
-        text = self._texts.get(last)
         value = st.results.get(last)
-        if text is None:
-            text = encode(value)
-        completed = self._ev(LogKind.SAGA_COMPLETED, body='{"value":' + text + "}")
+        final = self._texts.get(last)
+        if final is None:
+            final = encode(value)
+        completed = self._ev(LogKind.SAGA_COMPLETED, body='{"value":' + final + "}")
         yield _Append((completed,), SagaStatus.COMPLETED, None, value)
         return self.outcome()
 
-    def _succeeded(self, step: _StepDef, value: Any) -> Generator[_Op, Any, _Outcome | None]:
-        self.crash(CrashPoint.AFTER_STEP_EFFECT, step.name)
+    def _suspend(
+        self, step: str, until: float, *before: SagaLogEvent
+    ) -> Generator[_Op, Any, _Outcome]:
+        """A wait longer than ``suspend_after``: persist SUSPENDED with ``next_attempt_at`` and
+        stop (the driver releases the lease); the recovery loop resumes the saga when due."""
+        body = payload(until=until)
+        yield _rec(
+            *before,
+            self._ev(LogKind.SAGA_SUSPENDED, step, body),
+            status=SagaStatus.SUSPENDED,
+            next_attempt_at=until,
+        )
+        return self.outcome()
+
+    def _unencodable(
+        self, step: _StepDef, value: Any, exc: Exception
+    ) -> Generator[_Op, Any, _Outcome]:
+        """The step ran but its result cannot be stored: record that it ran (it must never
+        run again) and go STUCK."""
         attempt = self.state.step(step.name).attempts
-        try:
-            text = encode(value)
-        except (TypeError, ValueError) as exc:
-            marker = payload(unencodable=f"{type(value).__name__}: {exc}")
-            yield _rec(SagaLogEvent(LogKind.STEP_SUCCEEDED, step.name, attempt, marker, self.now()))
-            return (
-                yield from self._stuck(
-                    step.name,
-                    _STUCK_UNENCODABLE,
-                    exc,
-                    f"step {step.name!r} returned a result that cannot be stored as JSON "
-                    f"({type(value).__name__}); it ran and will not be re-run",
-                )
+        marker = payload(unencodable=f"{type(value).__name__}: {exc}")
+        yield _rec(SagaLogEvent(LogKind.STEP_SUCCEEDED, step.name, attempt, marker, self.now()))
+        return (
+            yield from self._stuck(
+                step.name,
+                _STUCK_UNENCODABLE,
+                exc,
+                f"step {step.name!r} returned a result that cannot be stored as JSON "
+                f"({type(value).__name__}); it ran and will not be re-run",
             )
-        decoded = value if type(value) in _SCALARS else json.loads(text)
-        self._texts[step.name] = text
-        body = '{"result":' + text + "}"
-        ev = SagaLogEvent(LogKind.STEP_SUCCEEDED, step.name, attempt, body, self.now())
-        yield _Append((ev,), None, None, decoded)
-        self.crash(CrashPoint.AFTER_STEP_RECORDED, step.name)
-        return None
+        )
 
     def _compensate(self) -> Generator[_Op, Any, _Outcome]:
         st = self.state
@@ -753,6 +824,7 @@ class _Run:
             key=lambda s: st.step(s.name).order,
             reverse=True,
         )
+        failures: list[tuple[_StepDef, BaseException | None]] = []
         for step in started:
             ss = st.step(step.name)
             if step.compensate is None:
@@ -763,25 +835,42 @@ class _Run:
                 continue
             out: _StepOutcome = yield _Invoke(step, "compensate", self.defn.index[step.name])
             if out.kind != "ok":
-                return (
-                    yield from self._stuck(
-                        step.name,
-                        _STUCK_COMPENSATION,
-                        out.error,
-                        f"compensation of step {step.name!r} still fails after "
-                        f"{ss.comp_attempts} attempt(s): {_describe(out.error)}",
-                    )
-                )
+                failures.append((step, out.error))
+                if self.saga.continue_on_compensation_error:
+                    continue  # best-effort cleanup: undo the rest, still end STUCK
+                break
             self.crash(CrashPoint.AFTER_COMP_EFFECT, step.name)
             yield _rec(
                 SagaLogEvent(LogKind.COMP_SUCCEEDED, step.name, ss.comp_attempts, "", self.now())
             )
             self.crash(CrashPoint.AFTER_COMP_RECORDED, step.name)
+        if failures:
+            first, error = failures[0]
+            message = "; ".join(
+                f"compensation of step {s.name!r} still fails after "
+                f"{st.step(s.name).comp_attempts} attempt(s): {_describe(e)}"
+                for s, e in failures
+            )
+            return (
+                yield from self._stuck(
+                    first.name,
+                    _STUCK_COMPENSATION,
+                    error,
+                    message,
+                    failed_steps=[s.name for s, _ in failures] if len(failures) > 1 else None,
+                )
+            )
         yield _rec(self._ev(LogKind.SAGA_COMPENSATED), status=SagaStatus.COMPENSATED)
         return self.outcome()
 
     def _stuck(
-        self, step: str | None, reason: str, error: BaseException | None, message: str
+        self,
+        step: str | None,
+        reason: str,
+        error: BaseException | None,
+        message: str,
+        *,
+        failed_steps: list[str] | None = None,
     ) -> Generator[_Op, Any, _Outcome]:
         ss = self.state.step(step) if step is not None else None
         body = payload(
@@ -789,6 +878,7 @@ class _Run:
             message=message,
             error=_info(error) if error is not None else None,
             attempts=ss.comp_attempts if ss is not None and reason == _STUCK_COMPENSATION else None,
+            failed_steps=failed_steps,
         )
         self.cause_error = error
         yield _rec(self._ev(LogKind.SAGA_STUCK, step, body), status=SagaStatus.STUCK)
@@ -812,6 +902,8 @@ class _Run:
         results = dict(st.results)
         if st.status == SagaStatus.COMPLETED:
             return _Outcome(st.status, results, st.value, replayed=replayed)
+        if st.status == SagaStatus.SUSPENDED:
+            return _Outcome(st.status, results, replayed=replayed)
         if st.status == SagaStatus.STUCK:
             info = st.stuck
             err = self.cause_error
@@ -860,10 +952,11 @@ def _describe(error: BaseException | None) -> str:
 class _AsyncDriver:
     """Executes a run's operations with ``await`` (asyncio or trio)."""
 
-    def __init__(self, run: _Run) -> None:
+    def __init__(self, run: _Run, detached: bool = False) -> None:
         self.run = run
         self.saga = run.saga
         self.store = run.saga.store
+        self.detached = detached  # a cancellation is the host shutting down, not an abort
         self._cancel: BaseException | None = None
         self._lost = False
         self._step_scope: anyio.CancelScope | None = None
@@ -879,11 +972,16 @@ class _AsyncDriver:
     async def drive(self, script: Generator[_Op, Any, _Outcome]) -> _Outcome:
         run = self.run
         tel = self.saga._tel
-        fams = tel.metrics()
+        fams = tel.metrics() if run.reporting else None
         if fams is not None:
             fams.in_flight.labels(tel.name).inc()
+        span = (
+            tel.root_span(run.id, run.record.trace_context if run.recovering else None)
+            if run.reporting
+            else _NO_SPAN
+        )
         try:
-            with tel.root_span(run.id, run.record.trace_context if run.recovering else None):
+            with span:
                 error: BaseException | None = None
                 outcome: _Outcome | None = None
                 self.saga._drivers.add(self)
@@ -908,7 +1006,7 @@ class _AsyncDriver:
                     raise error
                 if outcome is None:  # our own scope was cancelled: shutdown
                     outcome = _Outcome(None, dict(run.state.results))
-                if outcome.status is None:
+                if outcome.status is None or outcome.status is SagaStatus.SUSPENDED:
                     with anyio.CancelScope(shield=True):
                         await self.store.release(run.id, self.saga.node_id, run.epoch)
         finally:
@@ -916,7 +1014,7 @@ class _AsyncDriver:
                 fams.in_flight.labels(tel.name).dec()
         if self._cancel is not None:
             raise self._cancel
-        if self._shutdown and outcome.status is None:
+        if (self._shutdown or self.detached) and outcome.status is None:
             raise SagaInterrupted(run.id)
         return outcome
 
@@ -935,7 +1033,7 @@ class _AsyncDriver:
             except cancelled as exc:
                 if shield:  # pragma: no cover - a shielded scope is never cancelled from outside
                     raise
-                if self._shutdown:  # not an abort: leave the saga for the next runner
+                if self._shutdown or self.detached:  # not an abort: leave it for the next runner
                     gen.close()
                     return _Outcome(None, dict(self.run.state.results))
                 self._cancel = exc
@@ -1039,19 +1137,26 @@ class _SyncDriver:
     def __init__(self, run: _Run) -> None:
         self.run = run
         self.saga = run.saga
-        self.store = _blocking(run.saga.store)
+        self.store = run.saga._blocking_store
+        self._store_append = self.store.append_sync
 
     def drive(self, script: Generator[_Op, Any, _Outcome]) -> _Outcome:
         run = self.run
         saga = self.saga
         tel = saga._tel
-        fams = tel.metrics()
+        fams = tel.metrics() if run.reporting else None
         if fams is not None:
             fams.in_flight.labels(tel.name).inc()
         lease = _KEEPER.hold(run)
+        span = (
+            tel.root_span(run.id, run.record.trace_context if run.recovering else None)
+            if run.reporting
+            else _NO_SPAN
+        )
         try:
-            with tel.root_span(run.id, run.record.trace_context if run.recovering else None):
+            with span:
                 gen = script
+                send = gen.send
                 value: Any = None
                 while True:
                     if lease.lost:
@@ -1061,10 +1166,20 @@ class _SyncDriver:
                         self.store.release_sync(run.id, saga.node_id, run.epoch)
                         raise SagaInterrupted(run.id)
                     try:
-                        op = gen.send(value)
+                        op = send(value)
                     except StopIteration as stop:
-                        return cast(_Outcome, stop.value)
-                    value = self._exec(op)
+                        outcome = cast(_Outcome, stop.value)
+                        if outcome.status is SagaStatus.SUSPENDED:
+                            self.store.release_sync(run.id, saga.node_id, run.epoch)
+                        return outcome
+                    kind = type(op)
+                    if kind is _Append:
+                        self._append(op)  # type: ignore[arg-type]
+                        value = None
+                    elif kind is _Invoke:
+                        value = self._invoke(op)  # type: ignore[arg-type]
+                    else:
+                        value = self._exec(op)
         finally:
             _KEEPER.drop(lease)
             if fams is not None:
@@ -1089,7 +1204,7 @@ class _SyncDriver:
     def _append(self, op: _Append) -> None:
         run = self.run
         try:
-            self.store.append_sync(run.id, run.epoch, op.events, op.status, op.next_attempt_at)
+            self._store_append(run.id, run.epoch, op.events, op.status, op.next_attempt_at)
         except StaleEpoch:
             self.saga._count_stale()
             raise
@@ -1097,12 +1212,23 @@ class _SyncDriver:
 
     def _invoke(self, op: _Invoke) -> _StepOutcome:
         run = self.run
-        fn = run.function(op.step, op.phase)
+        step, phase = op.step, op.phase
+        fn = run.function(step, phase)
+        reporting = run.reporting
 
         def attempt(c: SagaContext) -> Any:
             self._append(run.begin_attempt(op, c))
             run.attempt_started(op)
-            args = run.call_args(op.step, op.phase, c)
+            args = run.call_args(step, phase, c)
+            if not reporting:  # the common case: no span, no timing
+                try:
+                    return fn(*args)
+                except Exception as exc:
+                    self._append(run.attempt_failed(op, c, exc, 0.0))
+                    signal = run.signal(op, exc)
+                    if signal is exc:
+                        raise
+                    raise signal from exc
             t0 = time.perf_counter()
             with run.span(op, c):
                 try:
@@ -1116,8 +1242,8 @@ class _SyncDriver:
             run.observe(op, "success", t0)
             return result
 
-        policy = run.policy(op.step, op.phase)
-        ctx = run.context(op.step, op.phase)
+        policy = run.policy(step, phase)
+        ctx = run.context(step, phase)
         try:
             value = attempt(ctx) if policy is None else policy.call(attempt, ctx)
         except (_RejectedSignal, _DeadlineSignal, Exception) as exc:
@@ -1290,6 +1416,23 @@ def _default_node_id() -> str:
     return f"{base}:{uuid.uuid4().hex[:8]}"
 
 
+ENV_LEASE_SECONDS = "RESILIENT_SAGA_LEASE_SECONDS"
+ENV_RECOVERY_INTERVAL = "RESILIENT_SAGA_RECOVERY_INTERVAL"
+
+
+def _env_seconds(variable: str, code_value: float) -> float:
+    """``variable`` (a duration: ``45``, ``45s``, ``500ms``, ``2m``) when set, else the value
+    given in code: an operator can retune every saga of a deployment without a code change.
+    A bad value raises ConfigError naming the variable and the value, at Saga creation."""
+    text = os.environ.get(variable)
+    if text is None or not text.strip():
+        return code_value
+    seconds = parse_duration(text, variable)
+    if seconds <= 0:
+        raise config_error(variable, text, "a duration > 0 such as 250ms, 2s, 1.5m or 30")
+    return seconds
+
+
 def _check_positive(name: str, value: object, *, allow_none: bool = False) -> float | None:
     if value is None and allow_none:
         return None
@@ -1324,6 +1467,9 @@ class Saga:
         compensation_policy: Policy | None = None,
         forward_retry_delay: float = 1.0,
         forward_retry_max_delay: float = 60.0,
+        suspend_after: float = 30.0,
+        continue_on_compensation_error: bool = False,
+        recovery_interval: float = 10.0,
     ) -> None:
         if not isinstance(name, str) or not name.strip() or "@" in name:
             raise ValueError(f"name must be a non-empty string without '@', got {name!r}")
@@ -1339,6 +1485,13 @@ class Saga:
             raise TypeError(f"clock must be callable, got {clock!r}")
         if compensation_policy is not None and not isinstance(compensation_policy, Policy):
             raise TypeError(f"compensation_policy must be a Policy, got {compensation_policy!r}")
+        if not isinstance(continue_on_compensation_error, bool):
+            raise TypeError(
+                "continue_on_compensation_error must be a bool, "
+                f"got {continue_on_compensation_error!r}"
+            )
+        lease = _env_seconds(ENV_LEASE_SECONDS, lease)
+        recovery_interval = _env_seconds(ENV_RECOVERY_INTERVAL, recovery_interval)
         if store is None:
             from ._url import store_from_env
 
@@ -1348,9 +1501,15 @@ class Saga:
         self.name = name
         self.version = version
         self.store: SagaStore = store
+        self._blocking_store: Any = _blocking(store)
         self.deadline = _check_positive("deadline", deadline, allow_none=True)
         self.on_recovery = on_recovery
         self.lease = cast(float, _check_positive("lease", lease))
+        self.suspend_after = cast(float, _check_positive("suspend_after", suspend_after))
+        self.recovery_interval = cast(
+            float, _check_positive("recovery_interval", recovery_interval)
+        )
+        self.continue_on_compensation_error = continue_on_compensation_error
         self.max_recoveries = max_recoveries
         self._forward_base = cast(
             float, _check_positive("forward_retry_delay", forward_retry_delay)
@@ -1367,6 +1526,7 @@ class Saga:
         self._compensation_policy: Policy = compensation_policy or _CompensationRetry(self)
         self._drivers: set[_AsyncDriver] = set()
         self._stopping = False
+        self._host: _Host | None = None
         from ._admin import SagaAdmin
 
         self.admin = SagaAdmin(self)
@@ -1387,9 +1547,10 @@ class Saga:
         return tuple(s.name for s in self._steps)
 
     # -- definition -----------------------------------------------------------------------------
+    @overload
     def step(
         self,
-        fn: Callable[..., Any] | None = None,
+        fn: Callable[[SagaContext], Coroutine[Any, Any, T]],
         /,
         *,
         name: str | None = None,
@@ -1397,17 +1558,59 @@ class Saga:
         pivot: bool = False,
         retriable: bool = False,
         in_doubt: str = "retry",
-    ) -> Any:
-        """Decorator adding the next step ``fn(ctx)`` (``def`` or ``async def``).
+    ) -> Step[Coroutine[Any, Any, T], T]: ...
+
+    @overload
+    def step(
+        self,
+        fn: Callable[[SagaContext], T],
+        /,
+        *,
+        name: str | None = None,
+        policy: Policy | None = None,
+        pivot: bool = False,
+        retriable: bool = False,
+        in_doubt: str = "retry",
+    ) -> Step[T, T]: ...
+
+    @overload
+    def step(
+        self,
+        fn: None = None,
+        /,
+        *,
+        name: str | None = None,
+        policy: Policy | None = None,
+        pivot: bool = False,
+        retriable: bool = False,
+        in_doubt: str = "retry",
+    ) -> _StepDecorator: ...
+
+    def step(
+        self,
+        fn: Callable[[SagaContext], Any] | None = None,
+        /,
+        *,
+        name: str | None = None,
+        policy: Policy | None = None,
+        pivot: bool = False,
+        retriable: bool = False,
+        in_doubt: str = "retry",
+    ) -> Step[Any, Any] | _StepDecorator:
+        """Decorator adding the next step ``fn(ctx)`` (``def`` or ``async def``), bare
+        (``@saga.step``) or with options (``@saga.step(policy=...)``).
 
         ``policy`` runs it (e.g. ``rs.Retry``); ``pivot=True`` marks the point of no return;
         ``retriable=True`` marks a step after the pivot (retried until it succeeds, never
         compensated); ``in_doubt`` says what recovery does when the step started but its
         outcome was never recorded: "retry" (same idempotency key), "compensate", "escalate"
         (STUCK: for a side effect that cannot be deduplicated).
+
+        The returned :class:`Step` is typed: ``Step[R, T]`` where ``T`` is the step's (awaited)
+        result, so ``@step.compensate`` checks that the compensation accepts ``T | None``.
         """
 
-        def add(f: Callable[..., Any]) -> Step:
+        def add(f: Callable[[SagaContext], Any]) -> Step[Any, Any]:
             if not callable(f):
                 raise TypeError(f"a saga step must be callable, got {f!r}")
             step_name = name if name is not None else getattr(f, "__name__", None)
@@ -1416,7 +1619,7 @@ class Saga:
 
         if fn is not None:
             return add(fn)
-        return add
+        return cast(_StepDecorator, add)
 
     def add_step(
         self,
@@ -1611,30 +1814,83 @@ class Saga:
             ]
         return [self, *others]
 
+    def _waits_suspended(self, rec: SagaRecord) -> bool:
+        """A SUSPENDED saga not due yet: a duplicate start reports it instead of waiting
+        (possibly hours) for its ``next_attempt_at``."""
+        return rec.status is SagaStatus.SUSPENDED and rec.next_attempt_at > self._clock()
+
     def _poll_due(self, rec: SagaRecord) -> bool:
         now = self._clock()
         return rec.lease_until < now and rec.next_attempt_at <= now
 
-    async def run(self, data: Any = None, saga_id: str | None = None) -> SagaResult:
+    async def run(
+        self, data: Any = None, saga_id: str | None = None, *, detach: bool = False
+    ) -> SagaResult:
         """Run the saga to the end (asyncio or trio) and return its result.
 
         Idempotent on ``saga_id``: a finished saga returns its stored outcome without running
         a step; one running elsewhere is waited for (and taken over if its lease expires).
         Raises :class:`rs.SagaFailed` when it was rolled back, :class:`rs.SagaStuck` when it
         needs an operator, :class:`rs.IdempotencyConflict` for the same id with other data.
+        A saga whose next retry is more than ``suspend_after`` away returns a result with
+        status ``SUSPENDED``: the recovery loop finishes it when it is due.
+
+        Cancelling the caller rolls the saga back (before its pivot). With ``detach=True``
+        the saga runs in the task group of this saga's :meth:`run_recovery_loop` (which must
+        be running in this event loop) and the caller only *waits* for it: cancelling the
+        caller stops the waiting, not the saga.
         """
+        if detach:
+            return await self._run_detached(data, saga_id)
+        return await self._run_async(data, saga_id, detached=False)
+
+    async def _run_detached(self, data: Any, saga_id: str | None) -> SagaResult:
+        host = self._host
+        if host is None or host.thread != threading.get_ident():
+            raise RuntimeError(
+                f"saga {self.name!r}: run(detach=True) needs saga.run_recovery_loop() running "
+                "in this event loop (its task group keeps detached sagas running)"
+            )
+        sid = uuid.uuid4().hex if saga_id is None else saga_id
+        box: list[SagaResult | Exception] = []
+        done = anyio.Event()
+
+        async def drive() -> None:
+            try:
+                box.append(await self._run_async(data, sid, detached=True))
+            except Exception as exc:  # the outcome is the waiting caller's (if still there)
+                box.append(exc)
+            finally:
+                done.set()
+
+        host.tg.start_soon(drive)
+        await done.wait()
+        if not box:  # pragma: no cover - the loop's scope cancelled the drive first
+            raise SagaInterrupted(sid)
+        outcome = box[0]
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    async def _run_async(self, data: Any, saga_id: str | None, *, detached: bool) -> SagaResult:
         new = self._new(data, saga_id)
         created = await self.store.create(new)
         if created.created:
-            run = _Run(self, created.record, recovering=False)
-            self._tel.emit("saga_started", run.id)
-            self._count_started()
-            return _unwrap(await _AsyncDriver(run).drive(run.script()), run.id)
+            run = _Run(
+                self,
+                created.record,
+                recovering=False,
+                data=data if type(data) in _SCALARS else _NOVALUE,
+            )
+            if run.reporting:
+                self._tel.emit("saga_started", run.id)
+                self._count_started()
+            return _unwrap(await _AsyncDriver(run, detached).drive(run.script()), run.id)
         rec = created.record
         self._check_existing(new, rec)
         delay = 0.005
         while True:
-            if rec.status.finished:
+            if rec.status.finished or self._waits_suspended(rec):
                 return _unwrap(_Run(self, rec, recovering=False).outcome(replayed=True), rec.id)
             if self._poll_due(rec):
                 owner = self._check_driveable(rec)
@@ -1642,7 +1898,7 @@ class Saga:
                     self.node_id, self._clock(), self.lease, 1, saga_id=rec.id
                 )
                 if got:
-                    return _unwrap(await owner._drive_claimed_async(got[0]), rec.id)
+                    return _unwrap(await owner._drive_claimed_async(got[0], detached), rec.id)
             await anyio.sleep(delay)
             delay = min(delay * 2, 0.25)
             loaded = await self.store.load(rec.id)
@@ -1652,20 +1908,27 @@ class Saga:
     def run_sync(self, data: Any = None, saga_id: str | None = None) -> SagaResult:
         """Blocking twin of :meth:`run` for sync steps: needs no event loop (call it from any
         thread). Every step and compensation must be a plain ``def``."""
-        self._require_sync("run_sync", "run")
-        store = _blocking(self.store)
+        if self._frozen is None or self._frozen.async_step is not None:
+            self._require_sync("run_sync", "run")
+        store = self._blocking_store
         new = self._new(data, saga_id)
         created = store.create_sync(new)
         if created.created:
-            run = _Run(self, created.record, recovering=False)
-            self._tel.emit("saga_started", run.id)
-            self._count_started()
+            run = _Run(
+                self,
+                created.record,
+                recovering=False,
+                data=data if type(data) in _SCALARS else _NOVALUE,
+            )
+            if run.reporting:
+                self._tel.emit("saga_started", run.id)
+                self._count_started()
             return _unwrap(_SyncDriver(run).drive(run.script()), run.id)
         rec = created.record
         self._check_existing(new, rec)
         delay = 0.005
         while True:
-            if rec.status.finished:
+            if rec.status.finished or self._waits_suspended(rec):
                 return _unwrap(_Run(self, rec, recovering=False).outcome(replayed=True), rec.id)
             if self._poll_due(rec):
                 owner = self._check_driveable(rec)
@@ -1698,9 +1961,9 @@ class Saga:
             return run.stuck_max_recoveries()
         return run.script()
 
-    async def _drive_claimed_async(self, rec: SagaRecord) -> _Outcome:
+    async def _drive_claimed_async(self, rec: SagaRecord, detached: bool = False) -> _Outcome:
         run = _Run(self, rec, recovering=True)
-        return await _AsyncDriver(run).drive(self._recovery_script(run))
+        return await _AsyncDriver(run, detached).drive(self._recovery_script(run))
 
     def _drive_claimed_sync(self, rec: SagaRecord) -> _Outcome:
         run = _Run(self, rec, recovering=True)
@@ -1800,6 +2063,70 @@ class Saga:
                 report.outcomes[saga_id] = outcome.status
             if not found:
                 return report
+
+    # -- the recovery loop -----------------------------------------------------------------------
+    def _interval(self, interval: float | None) -> float:
+        if interval is None:
+            return self.recovery_interval
+        return cast(float, _check_positive("interval", interval))
+
+    async def run_recovery_loop(self, *, interval: float | None = None) -> None:
+        """Call :meth:`recover` every ``interval`` seconds (default ``recovery_interval``,
+        ``RESILIENT_SAGA_RECOVERY_INTERVAL``) until cancelled or :meth:`shutdown`.
+
+        Run it in a task group for the life of the service: it finishes sagas of crashed
+        processes, resumes SUSPENDED sagas once due, and hosts ``run(detach=True)``. A pass
+        that fails (the store is down) is logged and the loop carries on. Cancelling it does
+        not roll back the sagas it drives: they stop, release their leases and stay
+        unfinished for the next pass (here or in another process)."""
+        every = self._interval(interval)
+        async with anyio.create_task_group() as tg:
+            host = _Host(tg, threading.get_ident())
+            self._host = host
+            try:
+                while not self._stopping:
+                    try:
+                        await self.recover()
+                    except Exception:
+                        _log.exception("saga %r: a recovery pass failed", self.name)
+                    asleep = getattr(self._clock, "asleep", None)
+                    if asleep is not None:  # an injected (fake) clock decides how time passes
+                        await asleep(every)
+                        await anyio.lowlevel.checkpoint()
+                    else:
+                        await anyio.sleep(every)
+            finally:
+                if self._host is host:
+                    self._host = None
+                tg.cancel_scope.cancel()
+
+    def run_recovery_loop_sync(
+        self, *, interval: float | None = None, stop: threading.Event | None = None
+    ) -> None:
+        """Blocking twin of :meth:`run_recovery_loop` (sync steps; run it in a thread): calls
+        :meth:`recover_sync` every ``interval`` seconds until ``stop`` is set or
+        :meth:`shutdown` is called."""
+        every = self._interval(interval)
+        self._require_sync("run_recovery_loop_sync", "run_recovery_loop", all_versions=True)
+        stop = stop if stop is not None else threading.Event()
+        while not stop.is_set() and not self._stopping:
+            try:
+                self.recover_sync()
+            except Exception:
+                _log.exception("saga %r: a recovery pass failed", self.name)
+            sleep = getattr(self._clock, "sleep", None)
+            if sleep is not None:
+                sleep(every)
+            else:
+                stop.wait(every)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Host:
+    """The task group of a running ``run_recovery_loop`` (it also hosts detached runs)."""
+
+    tg: anyio.abc.TaskGroup
+    thread: int
 
 
 def _result(outcome: _Outcome, saga_id: str) -> SagaResult:

@@ -66,6 +66,7 @@ class LogKind:
     SAGA_COMPENSATED = "SAGA_COMPENSATED"
     SAGA_COMPLETED = "SAGA_COMPLETED"
     SAGA_STUCK = "SAGA_STUCK"
+    SAGA_SUSPENDED = "SAGA_SUSPENDED"
     DEADLINE_EXCEEDED = "DEADLINE_EXCEEDED"
     SAGA_RECOVERED = "SAGA_RECOVERED"
     ADMIN = "ADMIN"
@@ -76,7 +77,7 @@ class LogKind:
 NON_PROGRESS_KINDS = frozenset({LogKind.STEP_STARTED, LogKind.COMP_STARTED, LogKind.SAGA_RECOVERED})
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class SagaLogEvent:
     """One entry of a saga's append-only log.
 
@@ -91,6 +92,24 @@ class SagaLogEvent:
     at: float = 0.0
     seq: int = 0
 
+    def __init__(
+        self,
+        kind: str,
+        step: str | None = None,
+        attempt: int | None = None,
+        payload: str = "",
+        at: float = 0.0,
+        seq: int = 0,
+    ) -> None:
+        # Several events are built per step: setting the slots through their descriptors
+        # costs about half of the generated frozen ``__init__`` (object.__setattr__ per field).
+        _set_kind(self, kind)
+        _set_step(self, step)
+        _set_attempt(self, attempt)
+        _set_payload(self, payload)
+        _set_at(self, at)
+        _set_seq(self, seq)
+
     @property
     def data(self) -> dict[str, Any]:
         """The decoded payload (an empty dict when there is none)."""
@@ -98,6 +117,15 @@ class SagaLogEvent:
             return {}
         value = json.loads(self.payload)
         return value if isinstance(value, dict) else {}
+
+
+_EVENT_SLOTS: Any = SagaLogEvent.__dict__
+_set_kind = _EVENT_SLOTS["kind"].__set__
+_set_step = _EVENT_SLOTS["step"].__set__
+_set_attempt = _EVENT_SLOTS["attempt"].__set__
+_set_payload = _EVENT_SLOTS["payload"].__set__
+_set_at = _EVENT_SLOTS["at"].__set__
+_set_seq = _EVENT_SLOTS["seq"].__set__
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import os
 
+from .._config_parse import config_error
 from ._memory import InMemorySagaStore
 from ._sqlite import SQLiteSagaStore
 from ._store import BlockingSagaStore
 
 __all__ = ["store_from_env", "store_from_url"]
+
+_ENV_DURABILITY = "RESILIENT_SAGA_DURABILITY"
 
 
 def store_from_url(url: str) -> BlockingSagaStore:
@@ -21,7 +24,9 @@ def store_from_url(url: str) -> BlockingSagaStore:
     if url.startswith("sqlite:///"):
         rest = url[len("sqlite:///") :]
         path, _, query = rest.partition("?")
-        durability = os.environ.get("RESILIENT_SAGA_DURABILITY", "normal")
+        durability = os.environ.get(_ENV_DURABILITY, "normal")
+        if durability not in ("normal", "power"):
+            raise config_error(_ENV_DURABILITY, durability, "normal|power")
         for part in filter(None, query.split("&")):
             key, _, value = part.partition("=")
             if key != "durability":

@@ -138,24 +138,31 @@ def _call_listener(listener: Listener, event: Event) -> None:
             )
 
 
-def _global_provider_set() -> bool:
-    """Whether a real global tracer provider has been installed.
+class _ProviderProbe:
+    """Stands in for the OpenTelemetry API module should its private global ever disappear:
+    reads the public ``get_tracer_provider()`` instead (slower, same answer)."""
 
-    ``trace.get_tracer_provider()`` reads ``os.environ`` on every call while none is set
-    (~0.6 us), which would be most of our per-call cost; the API module's global is the cheap
-    answer. Should that private name ever disappear, fall back to the public function.
-    """
-    provider = getattr(trace, "_TRACER_PROVIDER", _MISSING)
-    if provider is _MISSING:
-        return not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
-    return provider is not None
+    @property
+    def _TRACER_PROVIDER(self) -> object:  # the API module's name for it
+        provider = trace.get_tracer_provider()
+        return None if isinstance(provider, trace.ProxyTracerProvider) else provider
 
 
-_MISSING = object()
+# Where the OpenTelemetry API keeps the global tracer provider (``None`` until an SDK installs
+# one). Policies compare it with the value they cached on every traced call: one attribute
+# read, where ``trace.get_tracer_provider()`` would read ``os.environ`` each time (~0.6 us).
+OTEL: Any = trace if hasattr(trace, "_TRACER_PROVIDER") else _ProviderProbe()
 
 
 class PolicyTelemetry:
-    """One policy's view of the telemetry configuration, cached until it changes."""
+    """One policy's view of the telemetry configuration, cached until it changes.
+
+    The hot path reads plain attributes only: ``quiet`` (nothing at all to do: no metrics, no
+    listener, tracing off), ``observing`` (metrics or listeners), ``active_tracer`` (the
+    tracer to open spans with, ``None`` without an SDK) and ``stats``. They are valid while
+    ``gen`` equals ``STATE.generation`` and, when tracing is on, ``otel_global`` is still the
+    OpenTelemetry API's global provider; :meth:`current` re-checks both.
+    """
 
     __slots__ = (
         "_children",
@@ -163,6 +170,8 @@ class PolicyTelemetry:
         "_gauges",
         "_tracer",
         "_tracer_provider",
+        "active_tracer",
+        "detail",
         "gen",
         "kind",
         "listeners",
@@ -170,6 +179,9 @@ class PolicyTelemetry:
         "name",
         "observing",
         "on_event",
+        "otel_global",
+        "plain_gen",
+        "quiet",
         "span_attributes",
         "span_name",
         "stats",
@@ -183,12 +195,14 @@ class PolicyTelemetry:
         self.span_name = f"{kind} {name}"
         self.span_attributes: dict[str, Any] = {"resilient.policy": kind, "resilient.name": name}
         self.gen = -1
+        self.plain_gen = -2
         self._gauges: dict[str, Callable[[], float]] = {}
         self.refresh()
 
     def set_on_event(self, on_event: Listener | None) -> None:
         self.on_event = on_event
         self.gen = -1
+        self.plain_gen = -2
         self.refresh()
 
     def refresh(self) -> None:
@@ -200,35 +214,47 @@ class PolicyTelemetry:
             self._tracer_provider = STATE.tracer_provider
             listeners = STATE.listeners
             registry = STATE.registry
+        self.plain_gen = -2  # invalid while the fields below are being rebuilt
         self.listeners = listeners + ((self.on_event,) if self.on_event is not None else ())
         self._families: Families | None = families_for(registry) if self.metrics else None
         self._children: dict[tuple[str, ...], Any] = {}
         self.stats = (
             self._families.calls.stats(self.kind, self.name) if self._families is not None else None
         )
-        self._tracer: Tracer | None = None
+        self.otel_global = OTEL._TRACER_PROVIDER
+        self._tracer: Tracer | None = self._resolve_tracer() if self.tracing else None
+        self.active_tracer = self._tracer
         if self._families is not None:
             for family, read in self._gauges.items():
                 self._child(family, self.name).set_function(read)
         self.observing = self.metrics or bool(self.listeners)
+        self.detail = bool(self.listeners) or self._tracer is not None
+        self.quiet = not self.observing and not self.tracing
         self.gen = gen
+        self.plain_gen = gen if self.quiet else -2
 
-    # -- tracing -----------------------------------------------------------------------------
-    def tracer(self) -> Tracer | None:
-        """The tracer to use now, or ``None`` when spans would go nowhere (no SDK)."""
-        if not self.tracing:
-            return None
-        if self._tracer is not None:
-            return self._tracer
+    def _resolve_tracer(self) -> Tracer | None:
         provider = self._tracer_provider
         if provider is None:
-            if not _global_provider_set():
+            if self.otel_global is None:
                 return None  # no SDK configured yet: spans would be no-ops; skip their cost
             provider = trace.get_tracer_provider()
             if isinstance(provider, trace.ProxyTracerProvider):
                 return None
-        self._tracer = provider.get_tracer(_INSTRUMENTATION)
-        return self._tracer
+        return provider.get_tracer(_INSTRUMENTATION)
+
+    def current(self) -> None:
+        """Rebuild the cache if the configuration or the global tracer provider changed."""
+        if self.gen != STATE.generation or (
+            self.tracing and OTEL._TRACER_PROVIDER is not self.otel_global
+        ):
+            self.refresh()
+
+    # -- tracing -----------------------------------------------------------------------------
+    def tracer(self) -> Tracer | None:
+        """The tracer to use now, or ``None`` when spans would go nowhere (no SDK)."""
+        self.current()
+        return self.active_tracer
 
     # -- metrics -----------------------------------------------------------------------------
     def _child(self, family: str, *labels: str) -> Any:
@@ -247,9 +273,9 @@ class PolicyTelemetry:
         error: BaseException | None,
         span: Span | None,
     ) -> None:
-        """Account one finished execution of the policy: metrics, span outcome, call event."""
-        if self.gen != STATE.generation:
-            self.refresh()
+        """Account one finished execution of the policy: metrics, span outcome, call event.
+
+        The caller (``Policy._execute``) brought the cache up to date when the call began."""
         if self.stats is not None:
             self.stats.record(outcome, duration)
         if span is not None:
@@ -285,11 +311,17 @@ class PolicyTelemetry:
     def rejected(self, reason: str, retry_after: float | None = None) -> None:
         """Account a refused call: the rejections counter, and a ``CallRejected`` event when a
         listener or a span would see it (events are not built for metrics alone)."""
-        if self.gen != STATE.generation:
+        if self.gen != STATE.generation or (
+            self.tracing and OTEL._TRACER_PROVIDER is not self.otel_global
+        ):
             self.refresh()
         if self._families is not None:
-            self._child("rejections", self.kind, self.name, reason).inc()
-        if self.listeners or self.tracer() is not None:
+            series = self._children.get(("rejections", reason))
+            if series is None:
+                series = self._families.rejections.labels(self.kind, self.name, reason)
+                self._children["rejections", reason] = series
+            series.inc()
+        if self.detail:
             self.emit(
                 CallRejected(
                     policy=self.kind, name=self.name, reason=reason, retry_after=retry_after
@@ -299,11 +331,17 @@ class PolicyTelemetry:
     def retry_scheduled(self, attempt: int, delay: float, error: BaseException | None) -> None:
         """Account a scheduled retry: the attempts counter, and a ``RetryScheduled`` event
         when a listener or a span would see it."""
-        if self.gen != STATE.generation:
+        if self.gen != STATE.generation or (
+            self.tracing and OTEL._TRACER_PROVIDER is not self.otel_global
+        ):
             self.refresh()
         if self._families is not None:
-            self._child("retry_attempts", self.name).inc()
-        if self.listeners or self.tracer() is not None:
+            series = self._children.get(("retry_attempts",))
+            if series is None:
+                series = self._families.retry_attempts.labels(self.name)
+                self._children["retry_attempts",] = series
+            series.inc()
+        if self.detail:
             self.emit(
                 RetryScheduled(
                     policy=self.kind, name=self.name, attempt=attempt, delay=delay, error=error
@@ -323,18 +361,17 @@ class PolicyTelemetry:
             _call_listener(listener, event)
 
     def wants_events(self) -> bool:
-        """True when an event would reach a listener, a span or a metric: build events for
-        rare decisions (rejections, retries, state changes) only when this is true."""
-        if self.gen != STATE.generation:
-            self.refresh()
-        return bool(self.listeners) or self._families is not None or self.tracer() is not None
+        """True when an event would reach a listener or a span: build events for rare
+        decisions (state changes, fallbacks, timeouts) only when this is true. Metrics never
+        need an event: they are moved by the dedicated methods above."""
+        self.current()
+        return self.detail
 
     def wants_detail(self) -> bool:
         """True when a listener or a span would see a per-call event that no metric needs
         (``BulkheadAdmitted``): skip building those on the happy path otherwise."""
-        if self.gen != STATE.generation:
-            self.refresh()
-        return bool(self.listeners) or self.tracer() is not None
+        self.current()
+        return self.detail
 
 
 def _event_name(event: Event) -> str:
