@@ -31,6 +31,7 @@ from .pipeline import Pipeline, pipeline
 from .retry import Retry
 from .saga import (
     InMemorySagaStore,
+    PostgresSagaStore,
     Saga,
     SagaContext,
     SagaResult,
@@ -52,6 +53,7 @@ __all__ = [
     "CircuitBreaker",
     "Fallback",
     "InMemorySagaStore",
+    "PostgresSagaStore",
     "Registry",
     "Retry",
     "SQLiteSagaStore",

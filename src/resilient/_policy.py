@@ -14,7 +14,7 @@ import inspect
 import itertools
 import threading
 from collections.abc import Awaitable, Callable
-from contextvars import ContextVar, Token
+from contextvars import ContextVar
 from time import perf_counter
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, cast
@@ -35,13 +35,17 @@ R = TypeVar("R")
 T = TypeVar("T")
 PolicyT = TypeVar("PolicyT", bound="Policy")
 
+WAIT: Any = object()
+"""Returned by ``AroundPolicy._enter_nowait``: this caller has to wait for admission."""
+
 _names = itertools.count(1)
 _names_lock = threading.Lock()
 
-# The outcome cell ``[outcome, policy]`` of the innermost observed execution of a policy
-# whose ``_notes_outcome`` is true: a driving policy that answers without raising but wants
-# another outcome recorded ("fallback") writes into its own cell.
-_OUTCOME: ContextVar[list[Any] | None] = ContextVar("resilient_outcome", default=None)
+# The last outcome note, ``(policy, outcome)``: a driving policy that answers without raising
+# but wants another outcome recorded ("fallback") sets it; the execution of that policy
+# compares it with the value it read when it began (``Policy._noted``). Two reads per call
+# instead of a set/reset pair, and only for policies whose ``_notes_outcome`` is true.
+_NOTE: ContextVar[tuple[Policy, str] | None] = ContextVar("resilient_outcome", default=None)
 
 
 def is_async_callable(fn: object) -> bool:
@@ -75,7 +79,7 @@ class Policy:
     kind: ClassVar[str] = "policy"
     name: str
     _notes_outcome: bool = False
-    """True for policies that may call ``_note_outcome`` (they get an outcome cell)."""
+    """True for policies that may call ``_note_outcome`` (their executions read the note)."""
 
     def __init__(self, name: str | None = None, *, on_event: Listener | None = None) -> None:
         self.name = _check_name(self.kind, name)
@@ -114,44 +118,88 @@ class Policy:
             raise TypeError(
                 f"{type(self).__name__} {self.name!r} can only decorate a callable, got {fn!r}"
             )
-        # With telemetry fully off (``tel.plain_gen`` is the current generation) the wrapper
-        # goes straight to ``_call``: one frame less than through ``_execute``. Policies that
-        # replace ``_execute`` (pipelines) always go through it.
-        tel = self._tel
-        gated = type(self)._execute is Policy._execute
+        if type(self)._execute is not Policy._execute:  # pipelines: their own _execute
+            if is_async_callable(fn):
+                afn = cast(Callable[..., Awaitable[Any]], fn)
+
+                @functools.wraps(fn)
+                async def async_execute(*args: Any, **kwargs: Any) -> Any:
+                    return await self._aexecute(afn, args, kwargs)
+
+                return cast(Callable[P, R], async_execute)
+
+            @functools.wraps(fn)
+            def sync_execute(*args: Any, **kwargs: Any) -> Any:
+                return self._execute(fn, args, kwargs)
+
+            return cast(Callable[P, R], sync_execute)
         if is_async_callable(fn):
-            afn = cast(Callable[..., Awaitable[Any]], fn)
-            if gated:
+            return cast(
+                Callable[P, R],
+                functools.wraps(fn)(self._async_wrapper(cast(Callable[..., Any], fn))),
+            )
+        return cast(Callable[P, R], functools.wraps(fn)(self._sync_wrapper(fn)))
 
-                @functools.wraps(fn)
-                async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-                    if tel.plain_gen == STATE.generation:
-                        return await self._acall(afn, args, kwargs)
-                    return await self._aexecute(afn, args, kwargs)
+    # The wrappers inline the two common telemetry modes of ``_execute``, which is one frame
+    # (or one coroutine) per call: with telemetry off (``tel.plain_gen`` is the current
+    # generation) they go straight to ``_call``; with metrics only (``tel.metrics_gen``, and
+    # no OpenTelemetry SDK installed meanwhile) they time the call and count it themselves.
+    # Anything else (listeners, spans) goes through ``_execute``.
+    def _sync_wrapper(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        tel = self._tel
+        notes = self._notes_outcome
 
-            else:
-
-                @functools.wraps(fn)
-                async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-                    return await self._aexecute(afn, args, kwargs)
-
-            return cast(Callable[P, R], async_wrapper)
-
-        if gated:
-
-            @functools.wraps(fn)
-            def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
-                if tel.plain_gen == STATE.generation:
-                    return self._call(fn, args, kwargs)
+        def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
+            gen = STATE.generation
+            if tel.plain_gen == gen:
+                return self._call(fn, args, kwargs)
+            stats = tel.stats
+            if (
+                stats is None
+                or tel.metrics_gen != gen
+                or OTEL._TRACER_PROVIDER is not tel.otel_global
+            ):
                 return self._execute(fn, args, kwargs)
+            before = _NOTE.get() if notes else None
+            start = perf_counter()
+            try:
+                result = self._call(fn, args, kwargs)
+            except BaseException as exc:
+                stats.record(self._outcome_for(exc), perf_counter() - start)
+                raise
+            duration = perf_counter() - start
+            stats.record(self._noted(before) if notes else "success", duration)
+            return result
 
-        else:
+        return sync_wrapper
 
-            @functools.wraps(fn)
-            def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
-                return self._execute(fn, args, kwargs)
+    def _async_wrapper(self, fn: Callable[..., Awaitable[Any]]) -> Callable[..., Any]:
+        tel = self._tel
+        notes = self._notes_outcome
 
-        return cast(Callable[P, R], sync_wrapper)
+        async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+            gen = STATE.generation
+            if tel.plain_gen == gen:
+                return await self._acall(fn, args, kwargs)
+            stats = tel.stats
+            if (
+                stats is None
+                or tel.metrics_gen != gen
+                or OTEL._TRACER_PROVIDER is not tel.otel_global
+            ):
+                return await self._aexecute(fn, args, kwargs)
+            before = _NOTE.get() if notes else None
+            start = perf_counter()
+            try:
+                result = await self._acall(fn, args, kwargs)
+            except BaseException as exc:
+                stats.record(self._outcome_for(exc), perf_counter() - start)
+                raise
+            duration = perf_counter() - start
+            stats.record(self._noted(before) if notes else "success", duration)
+            return result
+
+        return async_wrapper
 
     def call(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
         """Run ``fn(*args, **kwargs)`` once under this policy (sync)."""
@@ -195,52 +243,50 @@ class Policy:
     def _note_outcome(self, outcome: str) -> None:
         """Record a non-default outcome for the current (successful) execution of this policy.
 
-        Only policies whose ``_notes_outcome`` is true get an outcome cell (the others skip
-        the context variable round trip); a note from any other policy is dropped rather than
-        written into an enclosing policy's cell."""
-        cell = _OUTCOME.get()
-        if cell is not None and cell[1] is self:
-            cell[0] = outcome
+        Only read for policies whose ``_notes_outcome`` is true (see ``_noted``), and only
+        when something records outcomes."""
+        tel = self._tel
+        if not tel.quiet or tel.gen != STATE.generation:
+            _NOTE.set((self, outcome))
+
+    def _noted(self, before: tuple[Policy, str] | None) -> str:
+        """The outcome of an execution that returned: ``"success"`` unless this policy noted
+        another one since ``before`` (the note read when the execution began) was current.
+        A note is consumed (the variable goes back to ``before``), so an enclosing execution
+        of the same policy never sees it, and a note by another policy is never ours."""
+        note = _NOTE.get()
+        if note is before or note is None:
+            return "success"
+        _NOTE.set(before)
+        return note[1] if note[0] is self else "success"
 
     # -- observed execution ------------------------------------------------------------------
     def _execute(
         self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
         tel = self._tel
-        if tel.gen != STATE.generation or (
-            tel.tracing and OTEL._TRACER_PROVIDER is not tel.otel_global
-        ):
+        if tel.gen != STATE.generation or OTEL._TRACER_PROVIDER is not tel.otel_global:
             tel.refresh()
         tracer = tel.active_tracer
         if tracer is not None:
             return self._execute_traced(tracer, fn, args, kwargs)
         if not tel.observing:
             return self._call(fn, args, kwargs)
-        cell: list[Any] | None = None
-        token: Token[list[Any] | None] | None = None
-        if self._notes_outcome:
-            cell = ["success", self]
-            token = _OUTCOME.set(cell)
+        notes = self._notes_outcome
+        before = _NOTE.get() if notes else None
+        stats = tel.stats if not tel.listeners else None  # metrics only: count it here
         start = perf_counter()
         try:
             result = self._call(fn, args, kwargs)
         except BaseException as exc:
-            duration = perf_counter() - start
-            if token is not None:
-                _OUTCOME.reset(token)
-            stats = tel.stats
-            if stats is not None and not tel.listeners:
-                stats.record(self._outcome_for(exc), duration)
+            if stats is not None:
+                stats.record(self._outcome_for(exc), perf_counter() - start)
             else:
-                tel.record_call(self._outcome_for(exc), duration, exc, None)
+                tel.record_call(self._outcome_for(exc), perf_counter() - start, exc, None)
             raise
         duration = perf_counter() - start
-        outcome = "success"
-        if token is not None:
-            _OUTCOME.reset(token)
-            outcome = cell[0]  # type: ignore[index]
-        stats = tel.stats
-        if stats is not None and not tel.listeners:
+        outcome = self._noted(before) if notes else "success"
+        if stats is not None:
             stats.record(outcome, duration)
         else:
             tel.record_call(outcome, duration, None, None)
@@ -260,17 +306,16 @@ class Policy:
             record_exception=False,
             set_status_on_exception=False,
         ) as span:
-            cell: list[Any] = ["success", self]
-            token = _OUTCOME.set(cell)
+            notes = self._notes_outcome
+            before = _NOTE.get() if notes else None
             start = perf_counter()
             try:
                 result = self._call(fn, args, kwargs)
             except BaseException as exc:
                 tel.record_call(self._outcome_for(exc), perf_counter() - start, exc, span)
                 raise
-            finally:
-                _OUTCOME.reset(token)
-            tel.record_call(cell[0], perf_counter() - start, None, span)
+            duration = perf_counter() - start
+            tel.record_call(self._noted(before) if notes else "success", duration, None, span)
             return result
 
     async def _aexecute(
@@ -280,40 +325,28 @@ class Policy:
         kwargs: dict[str, Any],
     ) -> Any:
         tel = self._tel
-        if tel.gen != STATE.generation or (
-            tel.tracing and OTEL._TRACER_PROVIDER is not tel.otel_global
-        ):
+        if tel.gen != STATE.generation or OTEL._TRACER_PROVIDER is not tel.otel_global:
             tel.refresh()
         tracer = tel.active_tracer
         if tracer is not None:
             return await self._aexecute_traced(tracer, fn, args, kwargs)
         if not tel.observing:
             return await self._acall(fn, args, kwargs)
-        cell: list[Any] | None = None
-        token: Token[list[Any] | None] | None = None
-        if self._notes_outcome:
-            cell = ["success", self]
-            token = _OUTCOME.set(cell)
+        notes = self._notes_outcome
+        before = _NOTE.get() if notes else None
+        stats = tel.stats if not tel.listeners else None  # metrics only: count it here
         start = perf_counter()
         try:
             result = await self._acall(fn, args, kwargs)
         except BaseException as exc:
-            duration = perf_counter() - start
-            if token is not None:
-                _OUTCOME.reset(token)
-            stats = tel.stats
-            if stats is not None and not tel.listeners:
-                stats.record(self._outcome_for(exc), duration)
+            if stats is not None:
+                stats.record(self._outcome_for(exc), perf_counter() - start)
             else:
-                tel.record_call(self._outcome_for(exc), duration, exc, None)
+                tel.record_call(self._outcome_for(exc), perf_counter() - start, exc, None)
             raise
         duration = perf_counter() - start
-        outcome = "success"
-        if token is not None:
-            _OUTCOME.reset(token)
-            outcome = cell[0]  # type: ignore[index]
-        stats = tel.stats
-        if stats is not None and not tel.listeners:
+        outcome = self._noted(before) if notes else "success"
+        if stats is not None:
             stats.record(outcome, duration)
         else:
             tel.record_call(outcome, duration, None, None)
@@ -333,17 +366,16 @@ class Policy:
             record_exception=False,
             set_status_on_exception=False,
         ) as span:
-            cell: list[Any] = ["success", self]
-            token = _OUTCOME.set(cell)
+            notes = self._notes_outcome
+            before = _NOTE.get() if notes else None
             start = perf_counter()
             try:
                 result = await self._acall(fn, args, kwargs)
             except BaseException as exc:
                 tel.record_call(self._outcome_for(exc), perf_counter() - start, exc, span)
                 raise
-            finally:
-                _OUTCOME.reset(token)
-            tel.record_call(cell[0], perf_counter() - start, None, span)
+            duration = perf_counter() - start
+            tel.record_call(self._noted(before) if notes else "success", duration, None, span)
             return result
 
 
@@ -368,8 +400,57 @@ class AroundPolicy(Policy):
     async def _aenter(self) -> Any:
         return self._enter()
 
+    def _enter_nowait(self) -> Any:
+        """Admission for an async caller without awaiting: the permit, or ``WAIT`` when the
+        caller must ``await self._aenter()`` instead. Raise to reject. The default always
+        defers to ``_aenter``; a policy whose admission is usually immediate overrides it so
+        its async wrapper needs no coroutine of its own."""
+        return WAIT
+
     def _exit(self, permit: Any, error: BaseException | None, result: Any) -> None:
         raise NotImplementedError  # pragma: no cover
+
+    def _exit_ok(self, permit: Any, result: Any) -> None:
+        """``_exit(permit, None, result)``: the call returned ``result``."""
+        self._exit(permit, None, result)
+
+    def _async_wrapper(self, fn: Callable[..., Awaitable[Any]]) -> Callable[..., Any]:
+        # Like ``Policy._async_wrapper``, but with telemetry off the admission and release
+        # run in the wrapper itself (sync ``_enter_nowait``/``_exit_ok``), without the
+        # ``_acall`` coroutine: a coroutine level costs more than two plain calls.
+        tel = self._tel
+
+        async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+            gen = STATE.generation
+            if tel.plain_gen == gen:
+                permit = self._enter_nowait()
+                if permit is WAIT:
+                    permit = await self._aenter()
+                try:
+                    result = await fn(*args, **kwargs)
+                except BaseException as exc:
+                    self._exit(permit, exc, None)
+                    raise
+                self._exit_ok(permit, result)
+                return result
+            stats = tel.stats
+            if (
+                stats is None
+                or tel.metrics_gen != gen
+                or OTEL._TRACER_PROVIDER is not tel.otel_global
+                or self._notes_outcome
+            ):
+                return await self._aexecute(fn, args, kwargs)
+            start = perf_counter()
+            try:
+                result = await self._acall(fn, args, kwargs)
+            except BaseException as exc:
+                stats.record(self._outcome_for(exc), perf_counter() - start)
+                raise
+            stats.record("success", perf_counter() - start)
+            return result
+
+        return async_wrapper
 
     def _call(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         permit = self._enter()

@@ -22,6 +22,7 @@ import random
 import threading
 import time
 from collections.abc import Awaitable, Callable
+from time import perf_counter
 from types import TracebackType
 from typing import Any, Literal, NamedTuple, Protocol
 
@@ -39,8 +40,9 @@ from ._breaker_core import (
 from ._policy import AroundPolicy
 from ._windows import CountWindow, TimeWindow, Window
 from .errors import CircuitOpenError
+from .errors import _circuit_open as _open
 from .telemetry._events import BreakerStateChanged, CallIgnored, CallSlow
-from .telemetry._hub import STATE, Listener
+from .telemetry._hub import OTEL, STATE, Listener
 
 __all__ = ["BreakerMetrics", "BreakerState", "CircuitBreaker"]
 
@@ -164,6 +166,7 @@ class CircuitBreaker(AroundPolicy):
             raise TypeError(f"record_result must be a callable or None, got {record_result!r}")
         self._record_result = record_result
         self._notes_outcome = record_result is not None  # a rejected result: "failure"
+        self._id = id(self)  # tags our own rejections (``Policy._own``)
         if not callable(clock):
             raise TypeError(f"clock must be a callable returning seconds, got {clock!r}")
         _number("clock()", clock())
@@ -293,6 +296,126 @@ class CircuitBreaker(AroundPolicy):
     # rejection while OPEN) and report a success through ``BreakerCore.succeed_fast``: the
     # happy path is a few attribute reads, one clock read and one short lock section, in
     # three Python frames; a rejection raises from ``_call`` itself.
+    #
+    # Lock-free rejection while OPEN: the core would refuse with exactly this hint.
+    # ``open_until`` only ever belongs to the current or an earlier opening (a transition
+    # writes the state first), and an earlier opening's end is already past when the breaker
+    # re-opens, so a racing transition cannot make us reject a call the breaker would admit
+    # at the instant we read the state. Lock-free admission while CLOSED: if a transition
+    # raced with us, the permit's generation is already outdated and its outcome is ignored.
+    def _sync_wrapper(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        # The decorator's wrapper with ``_call`` inlined for telemetry off (the breaker is
+        # the policy called most often, and an open one answers in well under a microsecond,
+        # so one frame is a large share); other modes as in ``Policy._sync_wrapper``.
+        tel = self._tel
+        core = self._core
+        clock = self._clock
+        lock = self._lock
+
+        def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
+            gen = STATE.generation
+            if tel.plain_gen == gen:
+                cgen = core.gen  # read before the state: see above
+                state = core.state
+                if state is _CLOSED:
+                    permit = (cgen, clock())
+                else:
+                    now = clock()
+                    wait = core.open_until - now
+                    if state is _OPEN and wait > 0.0:  # nothing to report: telemetry is off
+                        raise _open(self._id, self.name, wait)
+                    permit = self._admit(now)
+                try:
+                    result = fn(*args, **kwargs)
+                except BaseException as exc:
+                    self._exit(permit, exc, None)
+                    raise
+                if self._record_result is not None:
+                    self._exit(permit, None, result)
+                elif permit[0] >= 0:
+                    lock.acquire()
+                    try:
+                        done = core.succeed_fast(permit[0])
+                    finally:
+                        lock.release()
+                    if not done:
+                        self._complete(permit, SUCCESS, None)
+                return result
+            stats = tel.stats
+            if (
+                stats is None
+                or tel.metrics_gen != gen
+                or OTEL._TRACER_PROVIDER is not tel.otel_global
+                or self._notes_outcome
+            ):
+                return self._execute(fn, args, kwargs)
+            start = perf_counter()
+            try:
+                result = self._call(fn, args, kwargs)
+            except BaseException as exc:
+                stats.record(self._outcome_for(exc), perf_counter() - start)
+                raise
+            stats.record("success", perf_counter() - start)
+            return result
+
+        return sync_wrapper
+
+    def _async_wrapper(self, fn: Callable[..., Awaitable[Any]]) -> Callable[..., Any]:
+        # As ``_sync_wrapper``, for ``async def``: with telemetry off, no coroutine but the
+        # wrapper and the protected function.
+        tel = self._tel
+        core = self._core
+        clock = self._clock
+        lock = self._lock
+
+        async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+            gen = STATE.generation
+            if tel.plain_gen == gen:
+                cgen = core.gen
+                state = core.state
+                if state is _CLOSED:
+                    permit = (cgen, clock())
+                else:
+                    now = clock()
+                    wait = core.open_until - now
+                    if state is _OPEN and wait > 0.0:
+                        raise _open(self._id, self.name, wait)
+                    permit = self._admit(now)
+                try:
+                    result = await fn(*args, **kwargs)
+                except BaseException as exc:
+                    self._exit(permit, exc, None)
+                    raise
+                if self._record_result is not None:
+                    self._exit(permit, None, result)
+                elif permit[0] >= 0:
+                    lock.acquire()
+                    try:
+                        done = core.succeed_fast(permit[0])
+                    finally:
+                        lock.release()
+                    if not done:
+                        self._complete(permit, SUCCESS, None)
+                return result
+            stats = tel.stats
+            if (
+                stats is None
+                or tel.metrics_gen != gen
+                or OTEL._TRACER_PROVIDER is not tel.otel_global
+                or self._notes_outcome
+            ):
+                return await self._aexecute(fn, args, kwargs)
+            start = perf_counter()
+            try:
+                result = await self._acall(fn, args, kwargs)
+            except BaseException as exc:
+                stats.record(self._outcome_for(exc), perf_counter() - start)
+                raise
+            stats.record("success", perf_counter() - start)
+            return result
+
+        return async_wrapper
+
     def _call(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         core = self._core
         gen = core.gen  # read before the state: a racing transition can only make it stale
@@ -301,8 +424,12 @@ class CircuitBreaker(AroundPolicy):
             permit = (gen, self._clock())
         else:
             now = self._clock()
-            if state is _OPEN and now < core.open_until:
-                raise self._open_error(core.open_until, now)
+            wait = core.open_until - now
+            if state is _OPEN and wait > 0.0:  # lock-free rejection: see above
+                tel = self._tel
+                if not tel.quiet or tel.gen != STATE.generation:
+                    tel.rejected("open", wait)
+                raise _open(self._id, self.name, wait)
             permit = self._admit(now)
         try:
             result = fn(*args, **kwargs)
@@ -335,8 +462,12 @@ class CircuitBreaker(AroundPolicy):
             permit = (gen, self._clock())
         else:
             now = self._clock()
-            if state is _OPEN and now < core.open_until:
-                raise self._open_error(core.open_until, now)
+            wait = core.open_until - now
+            if state is _OPEN and wait > 0.0:  # lock-free rejection: see above
+                tel = self._tel
+                if not tel.quiet or tel.gen != STATE.generation:
+                    tel.rejected("open", wait)
+                raise _open(self._id, self.name, wait)
             permit = self._admit(now)
         try:
             result = await fn(*args, **kwargs)
@@ -360,27 +491,16 @@ class CircuitBreaker(AroundPolicy):
         core = self._core
         gen = core.gen  # read before the state: a racing transition can only make it stale
         state = core.state
-        if state is _CLOSED:
-            # Lock-free admission while CLOSED (the core would just return this permit). If a
-            # transition raced with us, ``gen`` is already outdated and the outcome is ignored.
+        if state is _CLOSED:  # lock-free admission: see above
             return (gen, self._clock())
         now = self._clock()
-        if state is _OPEN and now < core.open_until:
-            raise self._open_error(core.open_until, now)
+        wait = core.open_until - now
+        if state is _OPEN and wait > 0.0:  # lock-free rejection: see above
+            tel = self._tel
+            if not tel.quiet or tel.gen != STATE.generation:
+                tel.rejected("open", wait)
+            raise _open(self._id, self.name, wait)
         return self._admit(now)
-
-    def _open_error(self, until: float, now: float) -> CircuitOpenError:
-        """The rejection of a call while OPEN, decided without the lock.
-
-        The core would refuse with exactly this hint. ``open_until`` only ever belongs to the
-        current or an earlier opening (a transition writes the state first), and an earlier
-        opening's end is already past when the breaker re-opens, so a racing transition
-        cannot make us reject a call the breaker would admit at the instant we read the state.
-        """
-        tel = self._tel
-        if not tel.quiet or tel.gen != STATE.generation:
-            tel.rejected("open", until - now)
-        return CircuitOpenError._owned(id(self), self.name, until - now)
 
     def _admit(self, now: float) -> Permit:
         """Admission through the core, under the lock (any state but CLOSED)."""
@@ -488,7 +608,7 @@ class CircuitBreaker(AroundPolicy):
         tel = self._tel
         if not tel.quiet or tel.gen != STATE.generation:
             tel.rejected(rejection.reason, rejection.retry_after)
-        error = CircuitOpenError._owned(id(self), self.name, rejection.retry_after, rejection.state)
+        error = _open(self._id, self.name, rejection.retry_after, rejection.state)
         if rejection.reason == "half_open_full":
             error.reason = "half_open_full"
             error.args = (

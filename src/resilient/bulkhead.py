@@ -36,8 +36,8 @@ import anyio
 
 from ._bulkhead_core import ADMITTED, FULL, BulkheadCore
 from ._deadline import remaining
-from ._policy import AroundPolicy
-from .errors import BulkheadFullError
+from ._policy import WAIT, AroundPolicy
+from .errors import _bulkhead_full
 from .telemetry._events import BulkheadAdmitted, BulkheadQueued, BulkheadRejected
 from .telemetry._hub import STATE, Listener
 
@@ -241,6 +241,24 @@ class Bulkhead(AroundPolicy):
         self._release_slot()
         return result
 
+    def _enter_nowait(self) -> Any:
+        lock = self._lock
+        lock.acquire()
+        try:
+            admitted = self._core.try_admit()
+        finally:
+            lock.release()
+        if admitted:
+            if self._tel.detail or self._tel.gen != STATE.generation:
+                self._admitted(0.0)
+            return None
+        if self._core.max_queued == 0:
+            raise self._reject("full", None)  # no queue to wait in
+        return WAIT  # ``_aenter`` queues (or admits, if a slot was freed meanwhile)
+
+    def _exit_ok(self, permit: Any, result: Any) -> None:
+        self._release_slot()
+
     def _enter(self) -> None:
         lock = self._lock
         lock.acquire()
@@ -356,7 +374,7 @@ class Bulkhead(AroundPolicy):
                 tel.emit(BulkheadRejected(policy=self.kind, name=self.name, reason=reason))
             tel.rejected(reason)
         core = self._core
-        return BulkheadFullError._owned(
+        return _bulkhead_full(
             id(self), self.name, core.max_concurrent, core.max_queued, reason, waited
         )
 

@@ -11,7 +11,7 @@ they survive being sent across processes (sagas, multiprocessing pools).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 __all__ = [
     "BulkheadFullError",
@@ -32,6 +32,27 @@ __all__ = [
 
 ORIGIN = "_resilient_origin"
 """Attribute naming the policy (by ``id``) whose own decision an error is (see ``_own``)."""
+
+
+class _Arg:
+    """An error attribute read from the constructor arguments (``_reduce_args[index]``)
+    unless the instance holds its own value.
+
+    ``__init__`` stores every attribute as usual (so ``vars()``, pickling and assignment
+    behave as always); the fast constructors of the per-call rejections
+    (:func:`_circuit_open`, :func:`_bulkhead_full`) store only the arguments and let these
+    non-data descriptors answer, which halves what building the error costs.
+    """
+
+    __slots__ = ("_index",)
+
+    def __init__(self, index: int) -> None:
+        self._index = index
+
+    def __get__(self, obj: Any, owner: type | None = None) -> Any:
+        if obj is None:
+            return self
+        return obj._reduce_args[self._index]
 
 
 class ResilienceError(Exception):
@@ -75,30 +96,18 @@ class PolicyRejectedError(ResilienceError):
 class CircuitOpenError(PolicyRejectedError):
     """The circuit breaker is open (or forced open): the call was not made."""
 
+    reason: str = "open"
+    if not TYPE_CHECKING:  # see ``_Arg``; the type checker sees the ``__init__`` attributes
+        name = _Arg(0)
+        retry_after = _Arg(1)
+        state = _Arg(2)
+
     def __init__(self, name: str, retry_after: float | None, state: str = "open") -> None:
         super().__init__(name, retry_after, state)
         self.name = name
         self.retry_after = retry_after
         self.state = state
         self.reason = "forced_open" if state == "forced_open" else "open"
-
-    @classmethod
-    def _owned(
-        cls, origin: int, name: str, retry_after: float | None, state: str = "open"
-    ) -> CircuitOpenError:
-        """The same error as ``cls(name, retry_after, state)`` tagged as policy ``origin``'s
-        own rejection, built without the constructor chain (half the cost): an open breaker
-        raises one per call."""
-        error = cls.__new__(cls, name, retry_after, state)
-        error.__dict__ = {
-            "_reduce_args": (name, retry_after, state),
-            "name": name,
-            "retry_after": retry_after,
-            "state": state,
-            "reason": "forced_open" if state == "forced_open" else "open",
-            ORIGIN: origin,
-        }
-        return error
 
     def _describe(self) -> str:
         hint = (
@@ -107,8 +116,28 @@ class CircuitOpenError(PolicyRejectedError):
         return f"circuit breaker {self.name!r} is {self.state.replace('_', ' ')}; {hint}"
 
 
+def _circuit_open(
+    origin: int, name: str, retry_after: float | None, state: str = "open"
+) -> CircuitOpenError:
+    """The same error as ``CircuitOpenError(name, retry_after, state)``, tagged as policy
+    ``origin``'s own rejection, built without the constructor chain (half the cost): an open
+    breaker raises one per call."""
+    error = CircuitOpenError.__new__(CircuitOpenError, name, retry_after, state)
+    error.__dict__ = {"_reduce_args": (name, retry_after, state), ORIGIN: origin}  # see _Arg
+    if state != "open":
+        error.reason = "forced_open" if state == "forced_open" else "open"
+    return error
+
+
 class BulkheadFullError(PolicyRejectedError):
     """The bulkhead had no free slot and no room (or no time) left in its wait queue."""
+
+    if not TYPE_CHECKING:  # see ``_Arg``; the type checker sees the ``__init__`` attributes
+        name = _Arg(0)
+        max_concurrent = _Arg(1)
+        max_queued = _Arg(2)
+        reason = _Arg(3)
+        waited = _Arg(4)
 
     def __init__(
         self,
@@ -125,31 +154,6 @@ class BulkheadFullError(PolicyRejectedError):
         self.reason = reason
         self.waited = waited
 
-    @classmethod
-    def _owned(
-        cls,
-        origin: int,
-        name: str,
-        max_concurrent: int,
-        max_queued: int,
-        reason: str = "full",
-        waited: float | None = None,
-    ) -> BulkheadFullError:
-        """The same error as ``cls(...)`` tagged as policy ``origin``'s own rejection, built
-        without the constructor chain: a full bulkhead raises one per call."""
-        args = (name, max_concurrent, max_queued, reason, waited)
-        error = cls.__new__(cls, *args)
-        error.__dict__ = {
-            "_reduce_args": args,
-            "name": name,
-            "max_concurrent": max_concurrent,
-            "max_queued": max_queued,
-            "reason": reason,
-            "waited": waited,
-            ORIGIN: origin,
-        }
-        return error
-
     def _describe(self) -> str:
         if self.reason == "queue_timeout":
             return (
@@ -161,6 +165,22 @@ class BulkheadFullError(PolicyRejectedError):
             f"{self.max_queued} waiting (max_concurrent={self.max_concurrent}, "
             f"max_queued={self.max_queued})"
         )
+
+
+def _bulkhead_full(
+    origin: int,
+    name: str,
+    max_concurrent: int,
+    max_queued: int,
+    reason: str = "full",
+    waited: float | None = None,
+) -> BulkheadFullError:
+    """The same error as ``BulkheadFullError(...)``, tagged as policy ``origin``'s own
+    rejection, built without the constructor chain: a full bulkhead raises one per call."""
+    args = (name, max_concurrent, max_queued, reason, waited)
+    error = BulkheadFullError.__new__(BulkheadFullError, *args)
+    error.__dict__ = {"_reduce_args": args, ORIGIN: origin}  # attributes: see ``_Arg``
+    return error
 
 
 class TimeoutExceeded(ResilienceError, TimeoutError):

@@ -18,10 +18,10 @@ from typing import Any, TypeVar
 
 from typing_extensions import ParamSpec
 
-from ._policy import Policy, is_async_callable
+from ._policy import _NOTE, Policy, is_async_callable
 from .retry import ExceptionFilter, _exception_filter, _optional_callable, _reject_awaitable
 from .telemetry._events import FallbackUsed
-from .telemetry._hub import Listener
+from .telemetry._hub import STATE, Listener
 
 __all__ = ["Fallback"]
 
@@ -111,9 +111,10 @@ class Fallback(Policy):
         return bool(pred(exc))
 
     def _answered(self, error: Exception | None) -> None:
-        self._note_outcome("fallback")
         tel = self._tel
-        if tel.wants_events():
+        if not tel.quiet or tel.gen != STATE.generation:
+            _NOTE.set((self, "fallback"))  # ``self._note_outcome("fallback")``, inlined
+        if (tel.detail or tel.gen != STATE.generation) and tel.wants_events():
             tel.emit(FallbackUsed(policy=self.kind, name=self.name, error=error))
 
     def _answer(self, error: Exception | None) -> Any:
@@ -143,7 +144,8 @@ class Fallback(Policy):
         try:
             result = fn(*args, **kwargs)
         except Exception as exc:
-            if not self._matches(exc):
+            pred = self._on_pred  # ``self._matches(exc)``, inlined
+            if not (isinstance(exc, self._on_types) if pred is None else pred(exc)):
                 raise
             return self._answer(exc)
         on_result = self._on_result
@@ -160,8 +162,12 @@ class Fallback(Policy):
         try:
             result = await fn(*args, **kwargs)
         except Exception as exc:
-            if not self._matches(exc):
+            pred = self._on_pred  # ``self._matches(exc)``, inlined
+            if not (isinstance(exc, self._on_types) if pred is None else pred(exc)):
                 raise
+            if self.handler is None:  # a plain value: no coroutine needed to answer
+                self._answered(exc)
+                return self.value
             return await self._aanswer(exc)
         on_result = self._on_result
         if on_result is not None and on_result(result):

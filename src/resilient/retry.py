@@ -27,14 +27,14 @@ measure ``max_delay`` with the real clock and re-raise through ``concurrent.futu
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import inspect
 import math
 import sys
 import time
+import types
 from asyncio import _get_running_loop
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Generator
 from types import TracebackType
 from typing import Any, NoReturn
 
@@ -133,82 +133,45 @@ def _reject_awaitable(outcome: object, what: str) -> None:
         raise TypeError(f"{what} returned an awaitable in a sync call; use an async call")
 
 
-class _CallState(RetryCallState):
-    """A genuine ``tenacity.RetryCallState`` whose ``outcome`` is built only when read.
+@types.coroutine
+def _sleep0() -> Generator[None, None, None]:
+    """asyncio's own zero-length sleep (what ``asyncio.sleep(0)`` awaits): a bare ``yield``
+    makes the running task go round the event loop once."""
+    yield
 
-    tenacity records every failed attempt as a ``tenacity.Future`` (a
-    ``concurrent.futures.Future``: a ``threading.Condition`` and its lock, ~1.6 us). Stop and
-    wait strategies that only look at ``attempt_number`` (all of ``resilient.waits``, tenacity's
-    ``wait_fixed``/``wait_exponential``/...) never read it, so the Future is built on first
-    access of ``outcome`` instead, from the recorded value, with the attempt number it had when
-    recorded: a strategy (or a ``repr``) that does read it sees exactly what tenacity would
-    have given it.
+
+# ``_Run.__init__`` sets tenacity's fields itself (one frame and a property call less per
+# failed call) only while they are exactly the ones this tenacity's ``RetryCallState`` has.
+_INLINE_INIT = set(vars(RetryCallState(Retrying(), None, (), {}))) == {
+    "start_time",
+    "retry_object",
+    "fn",
+    "args",
+    "kwargs",
+    "attempt_number",
+    "outcome",
+    "outcome_timestamp",
+    "idle_for",
+    "next_action",
+    "upcoming_sleep",
+}
+
+
+class _Run(RetryCallState):
+    """The retry state of ONE call (or one ``attempts()`` loop), never shared: a genuine
+    ``tenacity.RetryCallState`` (what wait strategies receive) plus the decision logic.
+
+    It records a failed attempt and answers "sleep this long" or gives up by raising; the
+    caller does the sleeping (sync or async) and the calling.
+
+    ``outcome`` is built only when read. tenacity records every failed attempt as a
+    ``tenacity.Future`` (a ``concurrent.futures.Future``: a ``threading.Condition`` and its
+    lock, ~1.6 us), but stop and wait strategies that only look at ``attempt_number`` (all of
+    ``resilient.waits``, tenacity's ``wait_fixed``/``wait_exponential``/...) never read it. So a
+    recorded attempt keeps its value, and the ``outcome`` property builds the Future on first
+    access, with the attempt number it had when recorded: a strategy (or ``repr``) that reads
+    it sees exactly what tenacity would have given it.
     """
-
-    def __init__(
-        self,
-        retry_object: Retrying,
-        fn: Callable[..., Any] | None,
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-    ) -> None:
-        self._pending: tuple[Any, bool, int] | None = None
-        self._outcome: Future | None = None
-        super().__init__(retry_object, fn, args, kwargs)
-
-    @property
-    def outcome(self) -> Future | None:
-        """The last attempt's outcome as a ``tenacity.Future`` (built on first access)."""
-        fut = self._outcome
-        if fut is None and self._pending is not None:
-            value, failed, attempt = self._pending
-            fut = Future.construct(attempt, value, failed)
-            self._outcome, self._pending = fut, None
-        return fut
-
-    @outcome.setter
-    def outcome(self, value: Future | None) -> None:
-        self._outcome, self._pending = value, None
-
-    def set_exception(
-        self, exc_info: tuple[type[BaseException], BaseException, TracebackType | None]
-    ) -> None:
-        """Record a failed attempt (its Future is built lazily, see the class docstring)."""
-        self._outcome = None
-        self._pending = (exc_info[1], True, self.attempt_number)
-        self.outcome_timestamp = time.monotonic()
-
-    def set_result(self, val: Any) -> None:
-        """Record an attempt's result (its Future is built lazily, see the class docstring)."""
-        self._outcome = None
-        self._pending = (val, False, self.attempt_number)
-        self.outcome_timestamp = time.monotonic()
-
-
-async def _yield_to_loop() -> None:
-    """A zero-length wait: one trip through the event loop (asyncio or trio), so a retry loop
-    never starves the other tasks, for less than ``anyio.sleep(0)``: asyncio is recognised
-    with the checks ``sniffio`` makes, minus its import and task lookup (trio marks its
-    threads in ``sniffio.thread_local``; anything else takes anyio's generic path)."""
-    if _get_running_loop() is not None and (
-        _sniffio is None
-        or (
-            _sniffio.thread_local.name is None and _sniffio.current_async_library_cvar.get() is None
-        )
-    ):
-        await asyncio.sleep(0)
-    else:
-        await anyio.lowlevel.checkpoint()
-
-
-class _Run:
-    """The retry state of ONE call (or one ``attempts()`` loop), never shared.
-
-    Pure decision logic: it records a failed attempt and answers "sleep this long" or gives up
-    by raising; the caller does the sleeping (sync or async) and the calling.
-    """
-
-    __slots__ = ("_policy", "_start", "state")
 
     def __init__(
         self,
@@ -218,26 +181,74 @@ class _Run:
         kwargs: dict[str, Any],
         start: float | None,
     ) -> None:
+        self._pending: tuple[Any, bool, int] | None = None
+        self._outcome: Future | None = None
+        if _INLINE_INIT:  # tenacity's ``__init__`` inlined (its fields checked at import)
+            self.start_time = time.monotonic()
+            self.retry_object = policy._controller
+            self.fn = fn  # type: ignore[assignment]  # tenacity types it as its TypeVar
+            self.args = args
+            self.kwargs = kwargs
+            self.attempt_number = 1
+            self.outcome_timestamp = None
+            self.idle_for = 0.0
+            self.next_action = None
+            self.upcoming_sleep = 0.0
+        else:  # pragma: no cover - a tenacity whose call state has other fields
+            super().__init__(policy._controller, fn, args, kwargs)
         self._policy = policy
         self._start = start
-        self.state = _CallState(policy._controller, fn, args, kwargs)
+
+    @property
+    def outcome(self) -> Future | None:
+        """The last attempt's outcome as a ``tenacity.Future`` (built on first access)."""
+        fut = self._outcome
+        if fut is None and self._pending is not None:
+            value, failed, attempt = self._pending
+            fut = self._outcome = Future.construct(attempt, value, failed)
+            self._pending = None
+        return fut
+
+    @outcome.setter
+    def outcome(self, value: Future | None) -> None:
+        self._outcome = value
+        self._pending = None
+
+    def set_exception(
+        self, exc_info: tuple[type[BaseException], BaseException, TracebackType | None]
+    ) -> None:
+        """Record a failed attempt (its Future is built when read)."""
+        self._outcome = None
+        self._pending = (exc_info[1], True, self.attempt_number)
+        self.outcome_timestamp = time.monotonic()
+
+    def set_result(self, val: Any) -> None:
+        """Record an attempt's result (its Future is built when read)."""
+        self._outcome = None
+        self._pending = (val, False, self.attempt_number)
+        self.outcome_timestamp = time.monotonic()
+
+    def prepare_for_next_attempt(self) -> None:
+        """tenacity's ``prepare_for_next_attempt``, without going through the property."""
+        self._outcome = self._pending = None
+        self.outcome_timestamp = None
+        self.attempt_number += 1
+        self.next_action = None
 
     def next_delay(self, error: Exception | None, result: Any) -> float:
         """Record the attempt that just failed (``error``, or a ``result`` to retry on) and
         return the seconds to wait before the next one; raise to give up."""
         p = self._policy
-        state = self.state
-        if error is not None:
-            state.set_exception((type(error), error, error.__traceback__))
-        else:
-            state.set_result(result)
-        attempt = state.attempt_number
+        attempt = self.attempt_number
+        self._outcome = None  # ``set_exception``/``set_result``, inlined
+        self._pending = (result, False, attempt) if error is None else (error, True, attempt)
+        self.outcome_timestamp = time.monotonic()
         if attempt >= p.max_attempts:  # ``stop_after_attempt(attempts)``, inlined
             self._give_up(error, result, "no attempts left")
         wait = p.wait
         # A number given as ``wait`` is a ``_FixedWait``: read it instead of calling it.
-        delay = wait.seconds if type(wait) is _FixedWait else max(0.0, float(wait(state)))
-        if error is not None:
+        delay = wait.seconds if type(wait) is _FixedWait else max(0.0, float(wait(self)))
+        if error is not None and getattr(error, "retry_after", None) is not None:
             hint = _retry_after(error)
             if hint is not None and hint > delay:
                 delay = hint
@@ -261,9 +272,9 @@ class _Run:
                     result,
                     f"waiting {delay:.3f} s would pass the enclosing deadline ({left:.3f} s left)",
                 )
-        state.upcoming_sleep = delay
-        state.idle_for += delay
-        state.prepare_for_next_attempt()
+        self.upcoming_sleep = delay
+        self.idle_for += delay
+        self.prepare_for_next_attempt()
         tel = p._tel
         if not tel.quiet or tel.gen != STATE.generation:
             tel.retry_scheduled(attempt, delay, error)
@@ -271,7 +282,7 @@ class _Run:
 
     def _give_up(self, error: Exception | None, result: Any, reason: str) -> NoReturn:
         p = self._policy
-        attempts = self.state.attempt_number
+        attempts = self.attempt_number
         if error is not None:
             _add_note(
                 error, f"resilient: retry {p.name!r} gave up after {attempts} attempt(s): {reason}"
@@ -399,7 +410,8 @@ class Retry(Policy):
         try:
             result = fn(*args, **kwargs)
         except Exception as exc:
-            if not self._retryable(exc):
+            pred = self._on_pred  # ``self._retryable(exc)``, inlined
+            if not (isinstance(exc, self._on_types) if pred is None else pred(exc)):
                 raise
             error, result = exc, None
         else:
@@ -416,7 +428,8 @@ class Retry(Policy):
             try:
                 result = fn(*args, **kwargs)
             except Exception as exc:
-                if not self._retryable(exc):
+                pred = self._on_pred  # ``self._retryable(exc)``, inlined
+                if not (isinstance(exc, self._on_types) if pred is None else pred(exc)):
                     raise
                 error, result = exc, None
                 continue
@@ -436,7 +449,8 @@ class Retry(Policy):
         try:
             result = await fn(*args, **kwargs)
         except Exception as exc:
-            if not self._retryable(exc):
+            pred = self._on_pred  # ``self._retryable(exc)``, inlined
+            if not (isinstance(exc, self._on_types) if pred is None else pred(exc)):
                 raise
             error, result = exc, None
         else:
@@ -449,14 +463,26 @@ class Retry(Policy):
         on_result = self._on_result
         while True:
             delay = run.next_delay(error, result)
-            if delay <= 0.0 and self._sleep is None:
-                await _yield_to_loop()
-            else:
+            if delay > 0.0 or self._sleep is not None:
                 await self._sleep_async(delay)
+            elif _get_running_loop() is not None and (
+                # On an asyncio task? The checks ``sniffio`` makes, minus its import and task
+                # lookup (trio marks its threads in ``sniffio.thread_local``); anything
+                # unusual reads as "not asyncio" and takes anyio's generic checkpoint.
+                _sniffio is None
+                or (
+                    _sniffio.thread_local.name is None
+                    and _sniffio.current_async_library_cvar.get() is None
+                )
+            ):
+                await _sleep0()  # a zero wait still goes round the loop: no starving it
+            else:
+                await anyio.lowlevel.checkpoint()
             try:
                 result = await fn(*args, **kwargs)
             except Exception as exc:
-                if not self._retryable(exc):
+                pred = self._on_pred  # ``self._retryable(exc)``, inlined
+                if not (isinstance(exc, self._on_types) if pred is None else pred(exc)):
                     raise
                 error, result = exc, None
                 continue

@@ -52,7 +52,7 @@ def test_store_urls(tmp_path: Path) -> None:
     store = store_from_url(f"sqlite:///{tmp_path}/u.db?durability=power")
     assert isinstance(store, rs.SQLiteSagaStore) and store.durability == "power"
     with pytest.raises(ValueError, match="unsupported"):
-        store_from_url("postgres://x")
+        store_from_url("redis://x")
     with pytest.raises(ValueError, match="unknown option"):
         store_from_url("sqlite:///x.db?mode=ro")
 

@@ -30,6 +30,7 @@ from ._model import (
     SagaStatus,
     SagaSummary,
 )
+from ._postgres import PostgresSagaStore
 from ._sqlite import SQLiteSagaStore
 from ._store import BlockingSagaStore, SagaStore
 from ._url import store_from_url
@@ -41,6 +42,7 @@ __all__ = [
     "InMemorySagaStore",
     "LogKind",
     "NewSaga",
+    "PostgresSagaStore",
     "RecordedError",
     "RecoveryReport",
     "SQLiteSagaStore",

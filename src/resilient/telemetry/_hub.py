@@ -160,8 +160,10 @@ class PolicyTelemetry:
     The hot path reads plain attributes only: ``quiet`` (nothing at all to do: no metrics, no
     listener, tracing off), ``observing`` (metrics or listeners), ``active_tracer`` (the
     tracer to open spans with, ``None`` without an SDK) and ``stats``. They are valid while
-    ``gen`` equals ``STATE.generation`` and, when tracing is on, ``otel_global`` is still the
-    OpenTelemetry API's global provider; :meth:`current` re-checks both.
+    ``gen`` equals ``STATE.generation`` and ``otel_global`` is still the OpenTelemetry API's
+    global provider; :meth:`current` re-checks both. ``plain_gen`` equals ``gen`` when there
+    is nothing to do at all (``quiet``) and ``metrics_gen`` when the only work is ``stats``
+    (no listener, no tracer): the decorator's wrappers test them with one compare.
     """
 
     __slots__ = (
@@ -176,6 +178,7 @@ class PolicyTelemetry:
         "kind",
         "listeners",
         "metrics",
+        "metrics_gen",
         "name",
         "observing",
         "on_event",
@@ -195,14 +198,14 @@ class PolicyTelemetry:
         self.span_name = f"{kind} {name}"
         self.span_attributes: dict[str, Any] = {"resilient.policy": kind, "resilient.name": name}
         self.gen = -1
-        self.plain_gen = -2
+        self.plain_gen = self.metrics_gen = -2
         self._gauges: dict[str, Callable[[], float]] = {}
         self.refresh()
 
     def set_on_event(self, on_event: Listener | None) -> None:
         self.on_event = on_event
         self.gen = -1
-        self.plain_gen = -2
+        self.plain_gen = self.metrics_gen = -2
         self.refresh()
 
     def refresh(self) -> None:
@@ -214,7 +217,7 @@ class PolicyTelemetry:
             self._tracer_provider = STATE.tracer_provider
             listeners = STATE.listeners
             registry = STATE.registry
-        self.plain_gen = -2  # invalid while the fields below are being rebuilt
+        self.plain_gen = self.metrics_gen = -2  # invalid while the fields below are rebuilt
         self.listeners = listeners + ((self.on_event,) if self.on_event is not None else ())
         self._families: Families | None = families_for(registry) if self.metrics else None
         self._children: dict[tuple[str, ...], Any] = {}
@@ -232,6 +235,9 @@ class PolicyTelemetry:
         self.quiet = not self.observing and not self.tracing
         self.gen = gen
         self.plain_gen = gen if self.quiet else -2
+        self.metrics_gen = (
+            gen if self.stats is not None and not self.listeners and self._tracer is None else -2
+        )
 
     def _resolve_tracer(self) -> Tracer | None:
         provider = self._tracer_provider
@@ -245,9 +251,7 @@ class PolicyTelemetry:
 
     def current(self) -> None:
         """Rebuild the cache if the configuration or the global tracer provider changed."""
-        if self.gen != STATE.generation or (
-            self.tracing and OTEL._TRACER_PROVIDER is not self.otel_global
-        ):
+        if self.gen != STATE.generation or OTEL._TRACER_PROVIDER is not self.otel_global:
             self.refresh()
 
     # -- tracing -----------------------------------------------------------------------------
@@ -311,9 +315,7 @@ class PolicyTelemetry:
     def rejected(self, reason: str, retry_after: float | None = None) -> None:
         """Account a refused call: the rejections counter, and a ``CallRejected`` event when a
         listener or a span would see it (events are not built for metrics alone)."""
-        if self.gen != STATE.generation or (
-            self.tracing and OTEL._TRACER_PROVIDER is not self.otel_global
-        ):
+        if self.gen != STATE.generation or OTEL._TRACER_PROVIDER is not self.otel_global:
             self.refresh()
         if self._families is not None:
             series = self._children.get(("rejections", reason))
@@ -331,9 +333,7 @@ class PolicyTelemetry:
     def retry_scheduled(self, attempt: int, delay: float, error: BaseException | None) -> None:
         """Account a scheduled retry: the attempts counter, and a ``RetryScheduled`` event
         when a listener or a span would see it."""
-        if self.gen != STATE.generation or (
-            self.tracing and OTEL._TRACER_PROVIDER is not self.otel_global
-        ):
+        if self.gen != STATE.generation or OTEL._TRACER_PROVIDER is not self.otel_global:
             self.refresh()
         if self._families is not None:
             series = self._children.get(("retry_attempts",))
