@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 
 import anyio
@@ -16,6 +17,7 @@ import trio
 
 import resilient as rs
 from resilient.telemetry import reset_telemetry
+from resilient.testing import FakeClock
 
 THREADS = 8
 CALLS = 20_000
@@ -82,50 +84,77 @@ def test_every_outcome_is_recorded_exactly_once() -> None:
 
 
 def test_half_open_never_runs_more_trials_than_allowed() -> None:
+    """Round after round, all threads race for the trial slots of one half-open period while
+    the admitted trials are held inside the breaker: exactly ``limit`` get in, every other
+    caller is turned away, and the failed round re-opens the breaker."""
     limit = 3
+    clock = FakeClock()
     b = rs.CircuitBreaker(
         "trials",
         window_size=1,
         minimum_calls=1,
-        open_duration=0,  # OPEN -> HALF_OPEN at once: every admitted call is a trial
+        open_duration=10.0,
         half_open_max_calls=limit,
+        clock=clock,
     )
+    with pytest.raises(Boom):
+        b.call(_raise_boom)
+    assert b.state is rs.BreakerState.OPEN
+
     guard = threading.Lock()
+    gate = threading.Event()
     running = 0
     peak = 0
-    admitted = [0] * THREADS
-    rejected = [0] * THREADS
+    outcomes: list[str] = []
 
-    def always_fails() -> None:
+    def trial() -> None:
         nonlocal running, peak
         with guard:
             running += 1
             peak = max(peak, running)
-        for _ in range(20):  # a little work, so other threads get in meanwhile
-            pass
+        gate.wait(10)
         with guard:
             running -= 1
         raise Boom("still down")
 
-    with pytest.raises(Boom):
-        b.call(always_fails)
-    assert b.state is rs.BreakerState.HALF_OPEN
-    peak = 0
+    def attempt() -> None:
+        try:
+            b.call(trial)
+        except Boom:
+            outcome = "trial"
+        except rs.CircuitOpenError as err:
+            outcome = err.reason
+        with guard:
+            outcomes.append(outcome)
 
-    def work(index: int) -> None:
-        for _ in range(CALLS):
-            try:
-                b.call(always_fails)
-            except Boom:
-                admitted[index] += 1
-            except rs.CircuitOpenError as err:
-                assert err.reason in ("half_open_full", "open")
-                rejected[index] += 1
+    for _ in range(20):
+        clock.advance(10.0)
+        gate.clear()
+        outcomes.clear()
+        peak = 0
+        threads = [threading.Thread(target=attempt) for _ in range(THREADS)]
+        for t in threads:
+            t.start()
+        for _ in range(10_000):  # wait (bounded) until every non-trial caller was answered
+            with guard:
+                if len(outcomes) == THREADS - limit:
+                    break
+            time.sleep(0.001)
+        with guard:
+            assert running == limit, "exactly half_open_max_calls trials run at once"
+            assert outcomes == ["half_open_full"] * (THREADS - limit)
+        gate.set()
+        for t in threads:
+            t.join(10)
+        assert peak == limit
+        assert sorted(outcomes) == sorted(
+            ["trial"] * limit + ["half_open_full"] * (THREADS - limit)
+        )
+        assert b.state is rs.BreakerState.OPEN, "a failed round re-opens the breaker"
 
-    run_threads(work)
-    assert 1 <= peak <= limit
-    assert sum(admitted) + sum(rejected) == THREADS * CALLS
-    assert sum(admitted) > 0
+
+def _raise_boom() -> None:
+    raise Boom("down")
 
 
 def test_mixed_outcomes_no_deadlock_and_no_leaked_trial() -> None:
