@@ -991,7 +991,14 @@ class _AsyncDriver:
                         if self.saga._stopping:
                             own.cancel()
                         async with anyio.create_task_group() as tg:
-                            tg.start_soon(self._heartbeat)
+                            # The heartbeat gets a scope of its own: cancelling the group's
+                            # scope would cancel the *caller's* task too, and on asyncio the
+                            # CancelledError thrown into it stays referenced by the event
+                            # loop until the caller next yields; on 3.12+ its traceback's
+                            # frames keep their ``f_back`` (this frame, the caller's frames,
+                            # the Saga) alive that long.
+                            beat = anyio.CancelScope()
+                            tg.start_soon(self._heartbeat, beat)
                             try:
                                 outcome = await self._loop(script)
                             except anyio.get_cancelled_exc_class():
@@ -999,11 +1006,14 @@ class _AsyncDriver:
                             except BaseException as exc:  # re-raised below, not as a group
                                 error = exc
                             finally:
-                                tg.cancel_scope.cancel()
+                                beat.cancel()
                 finally:
                     self.saga._drivers.discard(self)
                 if error is not None:
-                    raise error
+                    try:
+                        raise error
+                    finally:  # break the frame <-> traceback cycle (no wait for the gc)
+                        error = None
                 if outcome is None:  # our own scope was cancelled: shutdown
                     outcome = _Outcome(None, dict(run.state.results))
                 if outcome.status is None or outcome.status is SagaStatus.SUSPENDED:
@@ -1070,17 +1080,20 @@ class _AsyncDriver:
         else:
             await _sleeping.async_sleep(left)
 
-    async def _heartbeat(self) -> None:
+    async def _heartbeat(self, scope: anyio.CancelScope) -> None:
+        """Renew the lease until ``scope`` is cancelled (the run ended) or the lease is lost."""
         saga = self.saga
         run = self.run
-        while True:
-            await anyio.sleep(saga.lease / 3)
-            ok = await self.store.renew(run.id, saga.node_id, run.epoch, saga._clock() + saga.lease)
-            if not ok and not run.state.status.finished:
-                self._lost = True
-                if self._step_scope is not None:
-                    self._step_scope.cancel()
-                return
+        with scope:
+            while True:
+                await anyio.sleep(saga.lease / 3)
+                until = saga._clock() + saga.lease
+                ok = await self.store.renew(run.id, saga.node_id, run.epoch, until)
+                if not ok and not run.state.status.finished:
+                    self._lost = True
+                    if self._step_scope is not None:
+                        self._step_scope.cancel()
+                    return
 
     async def _invoke(self, op: _Invoke) -> _StepOutcome:
         run = self.run
