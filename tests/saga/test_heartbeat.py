@@ -1,0 +1,73 @@
+"""Leases are renewed while a step runs, and a run whose lease was taken over stops.
+
+These wait for the heartbeat (every ``lease / 3`` seconds of real time) to act, bounded by
+generous deadlines: they assert what happens, never how fast.
+"""
+
+from __future__ import annotations
+
+import time
+
+import anyio
+import pytest
+
+import resilient as rs
+
+LEASE = 0.3
+
+
+async def _lease_until(store: rs.InMemorySagaStore, saga_id: str) -> float:
+    record = await store.load(saga_id)
+    assert record is not None
+    return record.lease_until
+
+
+@pytest.mark.anyio
+async def test_lease_is_renewed_while_a_step_runs() -> None:
+    store = rs.InMemorySagaStore()
+    saga = rs.Saga("heartbeat", store=store, lease=LEASE)
+    renewals: list[float] = []
+
+    @saga.step
+    async def slow(ctx: rs.SagaContext) -> str:
+        first = await _lease_until(store, ctx.saga_id)
+        with anyio.fail_after(20):
+            while len(renewals) < 2:
+                current = await _lease_until(store, ctx.saga_id)
+                if current > (renewals[-1] if renewals else first):
+                    renewals.append(current)
+                await anyio.sleep(0.01)
+        return "done"
+
+    result = await saga.run({}, saga_id="beat-1")
+    assert result.status is rs.SagaStatus.COMPLETED
+    assert len(renewals) == 2 and renewals[0] < renewals[1]
+
+
+@pytest.mark.anyio
+async def test_a_run_whose_lease_was_taken_over_stops_with_stale_epoch() -> None:
+    store = rs.InMemorySagaStore()
+    saga = rs.Saga("takeover", store=store, lease=LEASE)
+    cancelled = anyio.Event()
+    after_step: list[str] = []
+
+    @saga.step
+    async def hang(ctx: rs.SagaContext) -> str:
+        # another process takes the saga over (epoch + 1) while this step still runs
+        taken = await store.take(ctx.saga_id, "other-node", time.monotonic(), 60.0)
+        assert taken is not None
+        try:
+            await anyio.sleep(20)
+        except BaseException:
+            cancelled.set()
+            raise
+        return "never"
+
+    @saga.step
+    async def next_step(ctx: rs.SagaContext) -> None:
+        after_step.append("ran")
+
+    with anyio.fail_after(20), pytest.raises(rs.StaleEpoch):
+        await saga.run({}, saga_id="taken-1")
+    assert cancelled.is_set(), "the in-flight step is cancelled when renewal fails"
+    assert after_step == [], "a fenced-out run makes no further invocation"
