@@ -144,6 +144,32 @@ class NewSaga:
     trace_context: str | None = None
     events: tuple[SagaLogEvent, ...] = ()
 
+    def created_record(self) -> SagaRecord:
+        """The record a store holds right after inserting this saga (events numbered from
+        1, stamped ``now`` when unstamped), so a store need not read back what it wrote."""
+        events = tuple(
+            SagaLogEvent(ev.kind, ev.step, ev.attempt, ev.payload, ev.at or self.now, i + 1)
+            for i, ev in enumerate(self.events)
+        )
+        return SagaRecord(
+            id=self.id,
+            definition=self.definition,
+            steps_hash=self.steps_hash,
+            status=SagaStatus.RUNNING,
+            epoch=1,
+            owner=self.owner,
+            lease_until=self.lease_until,
+            next_attempt_at=0.0,
+            deadline=self.deadline,
+            recoveries=0,
+            input=self.input,
+            input_hash=self.input_hash,
+            trace_context=self.trace_context,
+            created_at=self.now,
+            updated_at=self.now,
+            events=events,
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class SagaRecord:

@@ -267,32 +267,7 @@ class SQLiteSagaStore(BlockingSagaStore):
             conn.execute("ROLLBACK")
             raise
         conn.execute("COMMIT")
-        # what was just inserted, without reading it back
-        events = tuple(
-            SagaLogEvent(ev.kind, ev.step, ev.attempt, ev.payload, ev.at or rec.now, i + 1)
-            for i, ev in enumerate(rec.events)
-        )
-        return CreateResult(
-            True,
-            SagaRecord(
-                id=rec.id,
-                definition=rec.definition,
-                steps_hash=rec.steps_hash,
-                status=SagaStatus.RUNNING,
-                epoch=1,
-                owner=rec.owner,
-                lease_until=rec.lease_until,
-                next_attempt_at=0.0,
-                deadline=rec.deadline,
-                recoveries=0,
-                input=rec.input,
-                input_hash=rec.input_hash,
-                trace_context=rec.trace_context,
-                created_at=rec.now,
-                updated_at=rec.now,
-                events=events,
-            ),
-        )
+        return CreateResult(True, rec.created_record())  # what was inserted, not re-read
 
     def load_sync(self, saga_id: str) -> SagaRecord | None:
         """The saga and its log, read in one snapshot."""
