@@ -51,10 +51,12 @@ def thread_part() -> None:
     print("2. the same kind of bulkhead around blocking code, used from threads:")
     db = rs.Bulkhead("db", max_concurrent=1, max_queued=0)
     outcome: dict[str, str] = {}
+    holding = threading.Event()
 
     def query(who: str) -> None:
         try:
             with db:
+                holding.set()
                 time.sleep(0.2)
             outcome[who] = "ran"
         except rs.BulkheadFullError:
@@ -62,7 +64,7 @@ def thread_part() -> None:
 
     first = threading.Thread(target=query, args=("first",))
     first.start()
-    time.sleep(0.05)  # let the first thread take the only slot
+    holding.wait(timeout=10)  # until the first thread holds the only slot
     query("second")
     first.join()
     print(f"  {outcome}")

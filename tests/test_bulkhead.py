@@ -269,6 +269,29 @@ def test_thread_waits_at_most_the_enclosing_deadline() -> None:
     assert (bulkhead.in_flight, bulkhead.queued) == (0, 0)
 
 
+def test_thread_queues_with_a_queue_timeout_beyond_what_a_lock_accepts(
+    recorder: Recorder,
+) -> None:
+    # 1e10 s is past threading.TIMEOUT_MAX: the wait must not fail with OverflowError
+    bulkhead = rs.Bulkhead(max_concurrent=1, max_queued=1, queue_timeout=1e10, on_event=recorder)
+    holder = Holder(bulkhead)
+    outcome: list[object] = []
+
+    def queued_call() -> None:
+        try:
+            outcome.append(bulkhead.call(lambda: "ran"))
+        except BaseException as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=queued_call, daemon=True)
+    thread.start()
+    recorder.wait_for(BulkheadQueued)
+    holder.release()
+    thread.join(WAIT)
+    assert outcome == ["ran"]
+    assert (bulkhead.in_flight, bulkhead.queued) == (0, 0)
+
+
 # -- queueing -------------------------------------------------------------------------------------
 
 _WHO: ContextVar[int] = ContextVar("who", default=-1)

@@ -110,6 +110,11 @@ def test_sync_call_returns_result_and_propagates_errors_unchanged() -> None:
     assert info.value is boom
 
 
+def test_sync_call_with_a_budget_beyond_what_a_lock_accepts() -> None:
+    # 1e10 s is past threading.TIMEOUT_MAX: waiting for the worker must not overflow
+    assert rs.Timeout(1e10).call(lambda: "done") == "done"
+
+
 def test_sync_caller_does_not_wait_for_a_stuck_worker(recorder: Recorder) -> None:
     started, release, finished = threading.Event(), threading.Event(), threading.Event()
 

@@ -54,7 +54,11 @@ class _ThreadWaiter:
         self._gate.acquire()
 
     def wait(self, timeout: float | None) -> bool:
-        return self._gate.acquire(timeout=-1 if timeout is None else timeout)
+        if timeout is None:
+            return self._gate.acquire()
+        # ``Lock.acquire`` refuses timeouts past ``TIMEOUT_MAX`` (OverflowError): such a
+        # finite queue_timeout means "practically forever", so wait that long instead.
+        return self._gate.acquire(timeout=min(timeout, threading.TIMEOUT_MAX))
 
     def wake(self) -> bool:
         self._gate.release()

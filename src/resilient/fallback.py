@@ -104,12 +104,6 @@ class Fallback(Policy):
             f"the sync function {fn!r}: a sync caller cannot await it; use a sync handler"
         )
 
-    def _matches(self, exc: Exception) -> bool:
-        pred = self._on_pred
-        if pred is None:
-            return isinstance(exc, self._on_types)
-        return bool(pred(exc))
-
     def _answered(self, error: Exception | None) -> None:
         tel = self._tel
         if not tel.quiet or tel.gen != STATE.generation:
@@ -144,7 +138,7 @@ class Fallback(Policy):
         try:
             result = fn(*args, **kwargs)
         except Exception as exc:
-            pred = self._on_pred  # ``self._matches(exc)``, inlined
+            pred = self._on_pred  # does ``on`` match? (inlined: one frame less)
             if not (isinstance(exc, self._on_types) if pred is None else pred(exc)):
                 raise
             return self._answer(exc)
@@ -162,7 +156,7 @@ class Fallback(Policy):
         try:
             result = await fn(*args, **kwargs)
         except Exception as exc:
-            pred = self._on_pred  # ``self._matches(exc)``, inlined
+            pred = self._on_pred  # does ``on`` match? (inlined: one frame less)
             if not (isinstance(exc, self._on_types) if pred is None else pred(exc)):
                 raise
             if self.handler is None:  # a plain value: no coroutine needed to answer

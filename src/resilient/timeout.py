@@ -88,8 +88,9 @@ class _Job:
             self._done.release()
 
     def wait(self, timeout: float) -> bool:
-        """Wait up to ``timeout`` seconds; True when the call finished."""
-        return self._done.acquire(timeout=max(0.0, timeout))
+        """Wait up to ``timeout`` seconds; True when the call finished. A budget beyond
+        ``threading.TIMEOUT_MAX`` (which ``Lock.acquire`` refuses) waits that long instead."""
+        return self._done.acquire(timeout=min(max(0.0, timeout), threading.TIMEOUT_MAX))
 
 
 class _Worker:

@@ -207,6 +207,7 @@ class StoreConformance:
         await store.create(new("b", definition="order@2"))
         await store.create(new("c", definition="other@1"))
         await store.create(new("d", definition="order_x@1"))
+        await store.create(new("e", definition="Order@1"))  # names are case-sensitive
         await store.append("b", 1, [ev(LogKind.SAGA_STUCK)], SagaStatus.STUCK)
         names = {r.id for r in await store.query(SagaFilter(name="order"))}
         assert names == {"a", "b"}

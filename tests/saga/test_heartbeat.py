@@ -71,3 +71,34 @@ async def test_a_run_whose_lease_was_taken_over_stops_with_stale_epoch() -> None
         await saga.run({}, saga_id="taken-1")
     assert cancelled.is_set(), "the in-flight step is cancelled when renewal fails"
     assert after_step == [], "a fenced-out run makes no further invocation"
+
+
+@pytest.mark.anyio
+async def test_a_failing_lease_renewal_does_not_roll_the_saga_back() -> None:
+    # a store blip during renewal is not a lost lease: the epoch fence still protects the
+    # saga, so the run carries on (like the sync lease keeper) instead of compensating
+    renew_failed = anyio.Event()
+
+    class FlakyRenewStore(rs.InMemorySagaStore):
+        def renew_sync(self, saga_id: str, owner: str, epoch: int, lease_until: float) -> bool:
+            if not renew_failed.is_set():
+                renew_failed.set()
+                raise OSError("store unreachable for a moment")
+            return super().renew_sync(saga_id, owner, epoch, lease_until)
+
+    saga = rs.Saga("flaky-renew", store=FlakyRenewStore(), lease=LEASE)
+    undone: list[str] = []
+
+    @saga.step
+    async def wait_for_blip(ctx: rs.SagaContext) -> str:
+        with anyio.fail_after(20):
+            await renew_failed.wait()
+        return "done"
+
+    @wait_for_blip.compensate
+    async def undo(ctx: rs.SagaContext, done: str | None) -> None:
+        undone.append(ctx.step)
+
+    result = await saga.run({}, saga_id="blip-1")
+    assert result.status is rs.SagaStatus.COMPLETED
+    assert undone == []

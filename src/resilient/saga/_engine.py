@@ -1088,7 +1088,11 @@ class _AsyncDriver:
             while True:
                 await anyio.sleep(saga.lease / 3)
                 until = saga._clock() + saga.lease
-                ok = await self.store.renew(run.id, saga.node_id, run.epoch, until)
+                try:
+                    ok = await self.store.renew(run.id, saga.node_id, run.epoch, until)
+                except Exception:  # a store blip is not a lost lease: the epoch still fences
+                    _log.exception("renewing the lease of saga %r failed", run.id)
+                    continue
                 if not ok and not run.state.status.finished:
                     self._lost = True
                     if self._step_scope is not None:

@@ -122,7 +122,7 @@ class SQLiteSagaStore(BlockingSagaStore):
         self.durability = durability
         self._busy_ms = int(busy_timeout * 1000)
         self._local = threading.local()
-        self._all: list[sqlite3.Connection] = []
+        self._all: dict[threading.Thread, sqlite3.Connection] = {}
         self._all_lock = threading.Lock()
         self._closed = False
         self._conn().executescript(_SCHEMA)
@@ -146,8 +146,13 @@ class SQLiteSagaStore(BlockingSagaStore):
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute(f"PRAGMA synchronous={_DURABILITY[self.durability]}")
             self._local.conn = conn
+            # worker threads come and go (idle ones exit): close what finished threads left
             with self._all_lock:
-                self._all.append(conn)
+                dead = [t for t in self._all if not t.is_alive()]
+                orphans = [self._all.pop(t) for t in dead]
+                self._all[threading.current_thread()] = conn
+            for orphan in orphans:
+                orphan.close()
         return conn
 
     @contextmanager
@@ -174,8 +179,8 @@ class SQLiteSagaStore(BlockingSagaStore):
         """Close every connection this store opened."""
         self._closed = True
         with self._all_lock:
-            conns, self._all = self._all, []
-        for conn in conns:
+            conns, self._all = self._all, {}
+        for conn in conns.values():
             conn.close()
         self._local = threading.local()
 
@@ -236,9 +241,7 @@ class SQLiteSagaStore(BlockingSagaStore):
     # -- protocol ---------------------------------------------------------------------------------
     def create_sync(self, rec: NewSaga) -> CreateResult:
         """Insert-if-absent on ``rec.id`` in one transaction."""
-        conn = self._conn()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with self._write() as conn:
             cur = conn.execute(
                 _INSERT_SAGA,
                 (
@@ -259,14 +262,8 @@ class SQLiteSagaStore(BlockingSagaStore):
             )
             if cur.rowcount != 1:
                 row = conn.execute(_SELECT_SAGA, (rec.id,)).fetchone()
-                found = self._record(conn, row)
-                conn.execute("COMMIT")
-                return CreateResult(False, found)
+                return CreateResult(False, self._record(conn, row))
             self._insert_events(conn, rec.id, 0, rec.events, rec.now)
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
         return CreateResult(True, rec.created_record())  # what was inserted, not re-read
 
     def load_sync(self, saga_id: str) -> SagaRecord | None:
@@ -287,9 +284,7 @@ class SQLiteSagaStore(BlockingSagaStore):
         now = time.time()
         if status is not None:
             status = SagaStatus(status)
-        conn = self._conn()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with self._write() as conn:
             row = conn.execute(_SELECT_EPOCH, (saga_id,)).fetchone()
             if row is None:
                 raise KeyError(f"no saga {saga_id!r} in this store")
@@ -309,10 +304,6 @@ class SQLiteSagaStore(BlockingSagaStore):
                 args.append(next_attempt_at)
             args.append(saga_id)
             conn.execute(sql, args)
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
 
     def claim_sync(
         self,
@@ -395,9 +386,10 @@ class SQLiteSagaStore(BlockingSagaStore):
         where: list[str] = []
         args: list[Any] = []
         if filt.name is not None:
-            where.append("definition LIKE ? ESCAPE '\\'")
-            escaped = filt.name.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-            args.append(f"{escaped}@%")
+            # exact, case-sensitive prefix (LIKE ignores ASCII case in SQLite)
+            prefix = f"{filt.name}@"
+            where.append("substr(definition, 1, ?) = ?")
+            args += [len(prefix), prefix]
         if filt.statuses:
             where.append(f"status IN ({', '.join('?' * len(filt.statuses))})")
             args.extend(SagaStatus(s).value for s in filt.statuses)
