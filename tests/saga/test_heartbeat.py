@@ -1,4 +1,5 @@
-"""Leases are renewed while a step runs, and a run whose lease was taken over stops.
+"""Leases are renewed while a step runs, and a run whose lease was taken over stops (at
+once: not retried by the step's policy).
 
 These wait for the heartbeat (every ``lease / 3`` seconds of real time) to act, bounded by
 generous deadlines: they assert what happens, never how fast.
@@ -12,6 +13,7 @@ import anyio
 import pytest
 
 import resilient as rs
+from resilient.testing import FakeClock
 
 LEASE = 0.3
 
@@ -102,3 +104,42 @@ async def test_a_failing_lease_renewal_does_not_roll_the_saga_back() -> None:
     result = await saga.run({}, saga_id="blip-1")
     assert result.status is rs.SagaStatus.COMPLETED
     assert undone == []
+
+
+def test_a_fenced_out_attempt_is_not_retried_by_the_step_policy_sync() -> None:
+    store = rs.InMemorySagaStore()
+    clock = FakeClock()
+    retry = rs.Retry(attempts=5, wait=60.0, sleep=clock.sleep)
+    saga = rs.Saga("fenced", store=store)
+    calls: list[int] = []
+
+    @saga.step(policy=retry)
+    def flaky(ctx: rs.SagaContext) -> None:
+        calls.append(ctx.attempt)
+        store.take_sync(ctx.saga_id, "other-node", time.monotonic(), 60.0)  # epoch + 1
+        raise ConnectionError("and then the dependency failed too")
+
+    with pytest.raises(rs.StaleEpoch):
+        saga.run_sync({}, saga_id="fenced-1")
+    assert calls == [1], "no second attempt by a run that lost the saga"
+    assert clock.sleeps == [], "no backoff slept by a fenced-out run"
+
+
+@pytest.mark.anyio
+async def test_a_fenced_out_attempt_is_not_retried_by_the_step_policy_async() -> None:
+    store = rs.InMemorySagaStore()
+    clock = FakeClock()
+    retry = rs.Retry(attempts=5, wait=60.0, sleep=clock.sleep)
+    saga = rs.Saga("fenced", store=store)
+    calls: list[int] = []
+
+    @saga.step(policy=retry)
+    async def flaky(ctx: rs.SagaContext) -> None:
+        calls.append(ctx.attempt)
+        await store.take(ctx.saga_id, "other-node", time.monotonic(), 60.0)
+        raise ConnectionError("and then the dependency failed too")
+
+    with anyio.fail_after(20), pytest.raises(rs.StaleEpoch):
+        await saga.run({}, saga_id="fenced-1")
+    assert calls == [1], "no second attempt by a run that lost the saga"
+    assert clock.sleeps == [], "no backoff slept by a fenced-out run"

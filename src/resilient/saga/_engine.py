@@ -440,6 +440,15 @@ class _RejectedSignal(BaseException):
         self.error = error
 
 
+class _FencedSignal(BaseException):
+    """Carries a ``StaleEpoch`` met while logging an attempt out through the step's policy: a
+    fenced-out run must stop at once, not be retried (and slept on) by a ``Retry``."""
+
+    def __init__(self, error: StaleEpoch) -> None:
+        super().__init__(error)
+        self.error = error
+
+
 class _DeadlineSignal(BaseException):
     """Stops a pre-pivot step's retries when the saga deadline passes during backoff."""
 
@@ -1069,6 +1078,13 @@ class _AsyncDriver:
             raise
         run.applied(op)
 
+    async def _append_in_attempt(self, op: _Append) -> None:
+        """``_append`` from inside a step's policy: a fence becomes a signal no policy handles."""
+        try:
+            await self._append(op)
+        except StaleEpoch as exc:
+            raise _FencedSignal(exc) from exc
+
     async def _sleep_until(self, until: float) -> None:
         clock = self.saga._clock
         asleep = getattr(clock, "asleep", None)
@@ -1107,7 +1123,7 @@ class _AsyncDriver:
         ctx = run.context(step, phase)
 
         async def attempt(c: SagaContext) -> Any:
-            await self._append(run.begin_attempt(op, c))
+            await self._append_in_attempt(run.begin_attempt(op, c))
             run.attempt_started(op)
             args = run.call_args(step, phase, c)
             t0 = time.perf_counter()
@@ -1118,7 +1134,7 @@ class _AsyncDriver:
                     else:
                         result = await anyio.to_thread.run_sync(fn, *args)
                 except Exception as exc:
-                    await self._append(run.attempt_failed(op, c, exc, t0))
+                    await self._append_in_attempt(run.attempt_failed(op, c, exc, t0))
                     signal = run.signal(op, exc)
                     if signal is exc:
                         raise
@@ -1137,6 +1153,8 @@ class _AsyncDriver:
                     value = await attempt(ctx)
                 else:
                     value = await policy.acall(attempt, ctx)
+            except _FencedSignal as fenced:
+                raise fenced.error from None
             except (_RejectedSignal, _DeadlineSignal, Exception) as exc:
                 return _outcome_of(exc)
             finally:
@@ -1227,6 +1245,13 @@ class _SyncDriver:
             raise
         run.applied(op)
 
+    def _append_in_attempt(self, op: _Append) -> None:
+        """``_append`` from inside a step's policy: a fence becomes a signal no policy handles."""
+        try:
+            self._append(op)
+        except StaleEpoch as exc:
+            raise _FencedSignal(exc) from exc
+
     def _invoke(self, op: _Invoke) -> _StepOutcome:
         run = self.run
         step, phase = op.step, op.phase
@@ -1234,14 +1259,14 @@ class _SyncDriver:
         reporting = run.reporting
 
         def attempt(c: SagaContext) -> Any:
-            self._append(run.begin_attempt(op, c))
+            self._append_in_attempt(run.begin_attempt(op, c))
             run.attempt_started(op)
             args = run.call_args(step, phase, c)
             if not reporting:  # the common case: no span, no timing
                 try:
                     return fn(*args)
                 except Exception as exc:
-                    self._append(run.attempt_failed(op, c, exc, 0.0))
+                    self._append_in_attempt(run.attempt_failed(op, c, exc, 0.0))
                     signal = run.signal(op, exc)
                     if signal is exc:
                         raise
@@ -1251,7 +1276,7 @@ class _SyncDriver:
                 try:
                     result = fn(*args)
                 except Exception as exc:
-                    self._append(run.attempt_failed(op, c, exc, t0))
+                    self._append_in_attempt(run.attempt_failed(op, c, exc, t0))
                     signal = run.signal(op, exc)
                     if signal is exc:
                         raise
@@ -1263,6 +1288,8 @@ class _SyncDriver:
         ctx = run.context(step, phase)
         try:
             value = attempt(ctx) if policy is None else policy.call(attempt, ctx)
+        except _FencedSignal as fenced:
+            raise fenced.error from None
         except (_RejectedSignal, _DeadlineSignal, Exception) as exc:
             return _outcome_of(exc)
         return _StepOutcome("ok", value)
