@@ -39,6 +39,7 @@ from ._model import (
     SagaStatus,
     SagaSummary,
 )
+from ._sql_rows import RECORD_COLUMNS, SUMMARY_COLUMNS, record_from_row, summary_from_row
 from ._store import BlockingSagaStore, is_progress
 
 if TYPE_CHECKING:
@@ -58,10 +59,7 @@ _PING_AFTER_IDLE = 2.0
 _APPLICATION_NAME = "resilient-saga"  # shown in pg_stat_activity, for operators
 _DEFAULT_CONNECT_TIMEOUT = 10
 
-_COLUMNS = (
-    "id, definition, steps_hash, status, epoch, owner, lease_until, next_attempt_at, deadline, "
-    "recoveries, input, input_hash, trace_context, created_at, updated_at"
-)
+_COLUMNS = RECORD_COLUMNS
 _S_COLUMNS = ", ".join(f"s.{c.strip()}" for c in _COLUMNS.split(","))
 _EVENT_COLUMNS = "kind, step, attempt, payload, at, seq"
 _UNFINISHED = [s.value for s in UNFINISHED]
@@ -295,24 +293,7 @@ class PostgresSagaStore(BlockingSagaStore):
     # -- rows -------------------------------------------------------------------------------------
     @staticmethod
     def _record(row: Sequence[Any], events: tuple[SagaLogEvent, ...]) -> SagaRecord:
-        return SagaRecord(
-            id=row[0],
-            definition=row[1],
-            steps_hash=row[2],
-            status=SagaStatus(row[3]),
-            epoch=row[4],
-            owner=row[5],
-            lease_until=row[6],
-            next_attempt_at=row[7],
-            deadline=row[8],
-            recoveries=row[9],
-            input=row[10],
-            input_hash=row[11],
-            trace_context=row[12],
-            created_at=row[13],
-            updated_at=row[14],
-            events=events,
-        )
+        return record_from_row(row, events)
 
     def _events(
         self, conn: psycopg.Connection[tuple[Any, ...]], saga_id: str
@@ -508,28 +489,10 @@ class PostgresSagaStore(BlockingSagaStore):
         if filt.saga_id is not None:
             where.append("id = %s")
             args.append(filt.saga_id)
-        sql = (
-            "SELECT id, definition, steps_hash, status, epoch, owner, lease_until, "
-            f"next_attempt_at, recoveries, created_at, updated_at FROM {self._t}sagas"
-        )
+        sql = f"SELECT {SUMMARY_COLUMNS} FROM {self._t}sagas"
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY updated_at DESC, created_at DESC, id DESC LIMIT %s"
         with self._conn() as conn:
             rows = conn.execute(sql, (*args, max(0, filt.limit))).fetchall()
-        return [
-            SagaSummary(
-                id=r[0],
-                definition=r[1],
-                steps_hash=r[2],
-                status=SagaStatus(r[3]),
-                epoch=r[4],
-                owner=r[5],
-                lease_until=r[6],
-                next_attempt_at=r[7],
-                recoveries=r[8],
-                created_at=r[9],
-                updated_at=r[10],
-            )
-            for r in rows
-        ]
+        return [summary_from_row(r) for r in rows]

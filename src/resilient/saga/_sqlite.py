@@ -32,6 +32,7 @@ from ._model import (
     SagaStatus,
     SagaSummary,
 )
+from ._sql_rows import RECORD_COLUMNS, SUMMARY_COLUMNS, record_from_row, summary_from_row
 from ._store import BlockingSagaStore, is_progress
 
 __all__ = ["SQLiteSagaStore"]
@@ -68,10 +69,7 @@ CREATE TABLE IF NOT EXISTS saga_events (
 ) WITHOUT ROWID;
 """
 
-_COLUMNS = (
-    "id, definition, steps_hash, status, epoch, owner, lease_until, next_attempt_at, deadline, "
-    "recoveries, input, input_hash, trace_context, created_at, updated_at"
-)
+_COLUMNS = RECORD_COLUMNS
 _UNFINISHED = tuple(s.value for s in UNFINISHED)
 _INSERT_SAGA = (
     f"INSERT OR IGNORE INTO sagas ({_COLUMNS}, last_seq) "
@@ -195,24 +193,7 @@ class SQLiteSagaStore(BlockingSagaStore):
         return tuple(SagaLogEvent(*row) for row in rows)
 
     def _record(self, conn: sqlite3.Connection, row: Sequence[Any]) -> SagaRecord:
-        return SagaRecord(
-            id=row[0],
-            definition=row[1],
-            steps_hash=row[2],
-            status=SagaStatus(row[3]),
-            epoch=row[4],
-            owner=row[5],
-            lease_until=row[6],
-            next_attempt_at=row[7],
-            deadline=row[8],
-            recoveries=row[9],
-            input=row[10],
-            input_hash=row[11],
-            trace_context=row[12],
-            created_at=row[13],
-            updated_at=row[14],
-            events=self._events(conn, row[0]),
-        )
+        return record_from_row(row, self._events(conn, row[0]))
 
     @staticmethod
     def _insert_events(
@@ -396,28 +377,10 @@ class SQLiteSagaStore(BlockingSagaStore):
         if filt.saga_id is not None:
             where.append("id = ?")
             args.append(filt.saga_id)
-        sql = (
-            "SELECT id, definition, steps_hash, status, epoch, owner, lease_until, "
-            "next_attempt_at, recoveries, created_at, updated_at FROM sagas"
-        )
+        sql = f"SELECT {SUMMARY_COLUMNS} FROM sagas"
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY updated_at DESC, created_at DESC, id DESC LIMIT ?"
         with self._read() as conn:
             rows = conn.execute(sql, (*args, max(0, filt.limit))).fetchall()
-        return [
-            SagaSummary(
-                id=r[0],
-                definition=r[1],
-                steps_hash=r[2],
-                status=SagaStatus(r[3]),
-                epoch=r[4],
-                owner=r[5],
-                lease_until=r[6],
-                next_attempt_at=r[7],
-                recoveries=r[8],
-                created_at=r[9],
-                updated_at=r[10],
-            )
-            for r in rows
-        ]
+        return [summary_from_row(r) for r in rows]
