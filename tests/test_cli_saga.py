@@ -1,4 +1,4 @@
-"""``python -m resilient saga list --store URL --status stuck``, exactly as operators type it."""
+"""The saga CLI as operators type it, and what saga errors tell the caller."""
 
 from __future__ import annotations
 
@@ -49,3 +49,29 @@ def test_saga_list_accepts_store_before_or_after_the_command(
     assert proc.returncode == 0, proc.stderr
     rows = [line.split()[:3] for line in proc.stdout.splitlines()[1:]]
     assert rows == [["order-7", "refund@1", "stuck"]]
+
+
+def test_saga_errors_carry_the_final_status(tmp_path: Path) -> None:
+    saga = rs.Saga("status", store=rs.InMemorySagaStore())
+
+    @saga.step()
+    def reserve(ctx: rs.SagaContext) -> int:
+        return 1
+
+    @reserve.compensate(policy=rs.Retry(attempts=1))
+    def release(ctx: rs.SagaContext, done: int | None) -> None:
+        if ctx.saga_id == "stuck":
+            raise ConnectionError("warehouse is down")
+
+    @saga.step()
+    def charge(ctx: rs.SagaContext) -> None:
+        raise rs.Rejected("card declined")
+
+    with pytest.raises(rs.SagaFailed) as failed:
+        saga.run_sync({}, saga_id="rolled-back")
+    assert failed.value.status is rs.SagaStatus.COMPENSATED
+    assert isinstance(failed.value.__cause__, rs.Rejected)
+    with pytest.raises(rs.SagaStuck) as stuck:
+        saga.run_sync({}, saga_id="stuck")
+    assert stuck.value.status is rs.SagaStatus.STUCK
+    assert rs.SagaFailed("x", None, "m").status is rs.SagaStatus.COMPENSATED

@@ -245,6 +245,11 @@ class SagaFailed(ResilienceError):
         super().__init__(saga_id, step, message, result)
         self.args = (message,)
 
+    @property
+    def status(self) -> Any:
+        """The saga's final status, ``SagaStatus.COMPENSATED`` (also ``result.status``)."""
+        return _final_status(self.result, "compensated")
+
 
 class SagaStuck(ResilienceError):
     """A saga could not be finished without a human: a compensation kept failing, an in-doubt
@@ -259,6 +264,11 @@ class SagaStuck(ResilienceError):
         self.result = result
         super().__init__(saga_id, step, reason, message, result)
         self.args = (message,)
+
+    @property
+    def status(self) -> Any:
+        """The saga's status, ``SagaStatus.STUCK`` (also ``result.status``)."""
+        return _final_status(self.result, "stuck")
 
 
 class IdempotencyConflict(ResilienceError):
@@ -302,3 +312,12 @@ class UnknownSagaVersion(ResilienceError):
             or f"saga {saga_id!r} was started under {definition!r}, which is not registered "
             "here; register that version to finish it",
         )
+
+
+def _final_status(result: Any, default: str) -> Any:
+    status = getattr(result, "status", None)
+    if status is not None:
+        return status
+    from .saga._model import SagaStatus  # imported late: the saga package imports this module
+
+    return SagaStatus(default)
