@@ -336,3 +336,27 @@ def test_tracing_can_be_switched_off(spans: InMemorySpanExporter) -> None:
     rs.configure_telemetry(tracing=False)
     rs.CircuitBreaker("untraced").call(lambda: None)
     assert _by_name(spans.get_finished_spans(), "breaker untraced") == []
+
+
+def test_a_listener_added_while_telemetry_is_off_sees_the_next_call() -> None:
+    rs.configure_telemetry(metrics=False, tracing=False)
+    try:
+        fallback = rs.Fallback("cached", name="quiet-then-heard")
+
+        @fallback
+        def down() -> str:
+            raise ConnectionError("down")
+
+        assert down() == "cached"  # the telemetry-off fast path is now in use
+        seen: list[Event] = []
+        rs.add_listener(seen.append)
+        try:
+            assert down() == "cached"
+        finally:
+            rs.remove_listener(seen.append)
+        assert [type(e).__name__ for e in seen if e.name == "quiet-then-heard"] == [
+            "FallbackUsed",
+            "CallSucceeded",
+        ]
+    finally:
+        reset_telemetry()

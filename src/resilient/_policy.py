@@ -141,7 +141,7 @@ class Policy:
         return cast(Callable[P, R], functools.wraps(fn)(self._sync_wrapper(fn)))
 
     # The wrappers inline the two common telemetry modes of ``_execute``, which is one frame
-    # (or one coroutine) per call: with telemetry off (``tel.plain_gen`` is the current
+    # (or one coroutine) per call: with telemetry off (``tel.plain``, cleared on every
     # generation) they go straight to ``_call``; with metrics only (``tel.metrics_gen``, and
     # no OpenTelemetry SDK installed meanwhile) they time the call and count it themselves.
     # Anything else (listeners, spans) goes through ``_execute``.
@@ -150,13 +150,12 @@ class Policy:
         notes = self._notes_outcome
 
         def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
-            gen = STATE.generation
-            if tel.plain_gen == gen:
+            if tel.plain:
                 return self._call(fn, args, kwargs)
             stats = tel.stats
             if (
                 stats is None
-                or tel.metrics_gen != gen
+                or tel.metrics_gen != STATE.generation
                 or OTEL._TRACER_PROVIDER is not tel.otel_global
             ):
                 return self._execute(fn, args, kwargs)
@@ -178,13 +177,12 @@ class Policy:
         notes = self._notes_outcome
 
         async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-            gen = STATE.generation
-            if tel.plain_gen == gen:
+            if tel.plain:
                 return await self._acall(fn, args, kwargs)
             stats = tel.stats
             if (
                 stats is None
-                or tel.metrics_gen != gen
+                or tel.metrics_gen != STATE.generation
                 or OTEL._TRACER_PROVIDER is not tel.otel_global
             ):
                 return await self._aexecute(fn, args, kwargs)
@@ -421,8 +419,7 @@ class AroundPolicy(Policy):
         tel = self._tel
 
         async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-            gen = STATE.generation
-            if tel.plain_gen == gen:
+            if tel.plain:
                 permit = self._enter_nowait()
                 if permit is WAIT:
                     permit = await self._aenter()
@@ -436,7 +433,7 @@ class AroundPolicy(Policy):
             stats = tel.stats
             if (
                 stats is None
-                or tel.metrics_gen != gen
+                or tel.metrics_gen != STATE.generation
                 or OTEL._TRACER_PROVIDER is not tel.otel_global
                 or self._notes_outcome
             ):

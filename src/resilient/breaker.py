@@ -313,8 +313,7 @@ class CircuitBreaker(AroundPolicy):
         lock = self._lock
 
         def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
-            gen = STATE.generation
-            if tel.plain_gen == gen:
+            if tel.plain:
                 cgen = core.gen  # read before the state: see above
                 state = core.state
                 if state is _CLOSED:
@@ -344,7 +343,7 @@ class CircuitBreaker(AroundPolicy):
             stats = tel.stats
             if (
                 stats is None
-                or tel.metrics_gen != gen
+                or tel.metrics_gen != STATE.generation
                 or OTEL._TRACER_PROVIDER is not tel.otel_global
                 or self._notes_outcome
             ):
@@ -369,8 +368,7 @@ class CircuitBreaker(AroundPolicy):
         lock = self._lock
 
         async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-            gen = STATE.generation
-            if tel.plain_gen == gen:
+            if tel.plain:
                 cgen = core.gen
                 state = core.state
                 if state is _CLOSED:
@@ -400,7 +398,7 @@ class CircuitBreaker(AroundPolicy):
             stats = tel.stats
             if (
                 stats is None
-                or tel.metrics_gen != gen
+                or tel.metrics_gen != STATE.generation
                 or OTEL._TRACER_PROVIDER is not tel.otel_global
                 or self._notes_outcome
             ):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -61,10 +62,15 @@ class _State:
 STATE = _State()
 _lock = threading.Lock()
 _failed_listeners: set[int] = set()
+_handles: weakref.WeakSet[PolicyTelemetry] = weakref.WeakSet()
 
 
 def _bump() -> None:
+    """A new configuration: every policy's cache is stale. ``plain`` is cleared on each handle
+    (after the increment) so the telemetry-off fast path is one attribute read per call."""
     STATE.generation += 1
+    for handle in list(_handles):
+        handle.plain = False
 
 
 def add_listener(listener: Listener) -> None:
@@ -167,6 +173,7 @@ class PolicyTelemetry:
     """
 
     __slots__ = (
+        "__weakref__",
         "_children",
         "_families",
         "_gauges",
@@ -183,6 +190,7 @@ class PolicyTelemetry:
         "observing",
         "on_event",
         "otel_global",
+        "plain",
         "plain_gen",
         "quiet",
         "span_attributes",
@@ -198,13 +206,16 @@ class PolicyTelemetry:
         self.span_name = f"{kind} {name}"
         self.span_attributes: dict[str, Any] = {"resilient.policy": kind, "resilient.name": name}
         self.gen = -1
+        self.plain = False
         self.plain_gen = self.metrics_gen = -2
         self._gauges: dict[str, Callable[[], float]] = {}
+        _handles.add(self)
         self.refresh()
 
     def set_on_event(self, on_event: Listener | None) -> None:
         self.on_event = on_event
         self.gen = -1
+        self.plain = False
         self.plain_gen = self.metrics_gen = -2
         self.refresh()
 
@@ -217,6 +228,7 @@ class PolicyTelemetry:
             self._tracer_provider = STATE.tracer_provider
             listeners = STATE.listeners
             registry = STATE.registry
+        self.plain = False
         self.plain_gen = self.metrics_gen = -2  # invalid while the fields below are rebuilt
         self.listeners = listeners + ((self.on_event,) if self.on_event is not None else ())
         self._families: Families | None = families_for(registry) if self.metrics else None
@@ -235,6 +247,9 @@ class PolicyTelemetry:
         self.quiet = not self.observing and not self.tracing
         self.gen = gen
         self.plain_gen = gen if self.quiet else -2
+        self.plain = self.quiet
+        if STATE.generation != gen:  # reconfigured meanwhile: _bump may have run before us
+            self.plain = False
         self.metrics_gen = (
             gen if self.stats is not None and not self.listeners and self._tracer is None else -2
         )
