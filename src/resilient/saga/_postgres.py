@@ -39,7 +39,13 @@ from ._model import (
     SagaStatus,
     SagaSummary,
 )
-from ._sql_rows import RECORD_COLUMNS, SUMMARY_COLUMNS, record_from_row, summary_from_row
+from ._sql_rows import (
+    RECORD_COLUMNS,
+    SUMMARY_COLUMNS,
+    insert_params,
+    record_from_row,
+    summary_from_row,
+)
 from ._store import BlockingSagaStore, is_progress
 
 if TYPE_CHECKING:
@@ -344,21 +350,7 @@ class PostgresSagaStore(BlockingSagaStore):
                 f"INSERT INTO {self._t}sagas ({_COLUMNS}, last_seq) "
                 "VALUES (%s, %s, %s, %s, 1, %s, %s, 0, %s, 0, %s, %s, %s, %s, %s, %s) "
                 "ON CONFLICT (id) DO NOTHING",
-                (
-                    rec.id,
-                    rec.definition,
-                    rec.steps_hash,
-                    SagaStatus.RUNNING.value,
-                    rec.owner,
-                    rec.lease_until,
-                    rec.deadline,
-                    rec.input,
-                    rec.input_hash,
-                    rec.trace_context,
-                    rec.now,
-                    rec.now,
-                    len(rec.events),
-                ),
+                insert_params(rec),
             )
             if cur.rowcount != 1:
                 # the conflicting insert has committed (ON CONFLICT waited for it): read it

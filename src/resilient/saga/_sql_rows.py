@@ -10,9 +10,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from ._model import SagaLogEvent, SagaRecord, SagaStatus, SagaSummary
+from ._model import NewSaga, SagaLogEvent, SagaRecord, SagaStatus, SagaSummary
 
-__all__ = ["RECORD_COLUMNS", "SUMMARY_COLUMNS", "record_from_row", "summary_from_row"]
+__all__ = [
+    "RECORD_COLUMNS",
+    "SUMMARY_COLUMNS",
+    "insert_params",
+    "record_from_row",
+    "summary_from_row",
+]
 
 RECORD_COLUMNS = (
     "id, definition, steps_hash, status, epoch, owner, lease_until, next_attempt_at, deadline, "
@@ -22,6 +28,26 @@ SUMMARY_COLUMNS = (
     "id, definition, steps_hash, status, epoch, owner, lease_until, "
     "next_attempt_at, recoveries, created_at, updated_at"
 )
+
+
+def insert_params(rec: NewSaga) -> tuple[Any, ...]:
+    """Parameters of the saga insert: ``RECORD_COLUMNS`` plus ``last_seq``, where the SQL
+    itself supplies ``epoch`` (1), ``next_attempt_at`` (0) and ``recoveries`` (0)."""
+    return (
+        rec.id,
+        rec.definition,
+        rec.steps_hash,
+        SagaStatus.RUNNING.value,
+        rec.owner,
+        rec.lease_until,
+        rec.deadline,
+        rec.input,
+        rec.input_hash,
+        rec.trace_context,
+        rec.now,
+        rec.now,
+        len(rec.events),
+    )
 
 
 def record_from_row(row: Sequence[Any], events: tuple[SagaLogEvent, ...]) -> SagaRecord:

@@ -32,7 +32,13 @@ from ._model import (
     SagaStatus,
     SagaSummary,
 )
-from ._sql_rows import RECORD_COLUMNS, SUMMARY_COLUMNS, record_from_row, summary_from_row
+from ._sql_rows import (
+    RECORD_COLUMNS,
+    SUMMARY_COLUMNS,
+    insert_params,
+    record_from_row,
+    summary_from_row,
+)
 from ._store import BlockingSagaStore, is_progress
 
 __all__ = ["SQLiteSagaStore"]
@@ -225,21 +231,7 @@ class SQLiteSagaStore(BlockingSagaStore):
         with self._write() as conn:
             cur = conn.execute(
                 _INSERT_SAGA,
-                (
-                    rec.id,
-                    rec.definition,
-                    rec.steps_hash,
-                    SagaStatus.RUNNING.value,
-                    rec.owner,
-                    rec.lease_until,
-                    rec.deadline,
-                    rec.input,
-                    rec.input_hash,
-                    rec.trace_context,
-                    rec.now,
-                    rec.now,
-                    len(rec.events),
-                ),
+                insert_params(rec),
             )
             if cur.rowcount != 1:
                 row = conn.execute(_SELECT_SAGA, (rec.id,)).fetchone()
