@@ -19,6 +19,7 @@ __all__ = [
     "ConfigError",
     "IdempotencyConflict",
     "PolicyRejectedError",
+    "RateLimitedError",
     "Rejected",
     "ResilienceError",
     "RetryExhaustedError",
@@ -180,6 +181,36 @@ def _bulkhead_full(
     args = (name, max_concurrent, max_queued, reason, waited)
     error = BulkheadFullError.__new__(BulkheadFullError, *args)
     error.__dict__ = {"_reduce_args": args, ORIGIN: origin}  # attributes: see ``_Arg``
+    return error
+
+
+class RateLimitedError(PolicyRejectedError):
+    """The rate limiter had no token for this call (and no time left to wait for one).
+
+    ``retry_after`` is the number of seconds until the next token is due, so a caller (or
+    :class:`Retry`, or an HTTP layer answering 429 with ``Retry-After``) knows when to come back.
+    """
+
+    reason: str = "rate_limited"
+    if not TYPE_CHECKING:  # see ``_Arg``; the type checker sees the ``__init__`` attributes
+        name = _Arg(0)
+        retry_after = _Arg(1)
+
+    def __init__(self, name: str, retry_after: float | None) -> None:
+        super().__init__(name, retry_after)
+        self.name = name
+        self.retry_after = retry_after
+
+    def _describe(self) -> str:
+        hint = "" if self.retry_after is None else f"; next token in {self.retry_after:.3f}s"
+        return f"rate limiter {self.name!r} has no token for this call{hint}"
+
+
+def _rate_limited(origin: int, name: str, retry_after: float | None) -> RateLimitedError:
+    """``RateLimitedError(name, retry_after)`` tagged as policy ``origin``'s own rejection,
+    built without the constructor chain (a saturated limiter raises one per call)."""
+    error = RateLimitedError.__new__(RateLimitedError, name, retry_after)
+    error.__dict__ = {"_reduce_args": (name, retry_after), ORIGIN: origin}  # see ``_Arg``
     return error
 
 
