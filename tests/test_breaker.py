@@ -13,7 +13,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 import resilient as rs
-from resilient._windows import FAILED, SLOW, CountWindow, TimeWindow
+from resilient._core.sliding_windows import FAILED, SLOW, CountWindow, TimeWindow
 from resilient.telemetry import (
     BreakerStateChanged,
     CallFailed,

@@ -31,7 +31,7 @@ from hypothesis.stateful import (
 )
 
 import resilient as rs
-from resilient._bulkhead_core import ADMITTED, FULL, BulkheadCore
+from resilient._core.bulkhead import ADMITTED, FULL, BulkheadCore
 from resilient.telemetry._events import BulkheadQueued, Event
 
 # -- the pure core ------------------------------------------------------------------------------

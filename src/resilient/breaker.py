@@ -8,7 +8,7 @@ waiting on the dependency. After ``open_duration`` a few trial calls (HALF_OPEN)
 to close again or stay open for another, possibly longer, period.
 
 Structure: :class:`CircuitBreaker` is a thin front end over the pure state machine in
-:mod:`resilient._breaker_core`. Each call takes one short ``threading.Lock`` section to be
+:mod:`resilient._core.breaker`. Each call takes one short ``threading.Lock`` section to be
 admitted and one to report its outcome; the lock is never held while the protected function
 runs or while telemetry is published, so one instance serves threads, asyncio and trio at once.
 """
@@ -26,7 +26,7 @@ from time import perf_counter
 from types import TracebackType
 from typing import Any, Literal, NamedTuple, Protocol
 
-from ._breaker_core import (
+from ._core.breaker import (
     CANCELLED,
     FAILURE,
     IGNORED,
@@ -38,7 +38,7 @@ from ._breaker_core import (
     Transition,
 )
 from ._policy import AroundPolicy
-from ._windows import CountWindow, TimeWindow, Window
+from ._core.sliding_windows import CountWindow, TimeWindow, Window
 from .errors import CircuitOpenError
 from .errors import _circuit_open as _open
 from .telemetry._events import BreakerStateChanged, CallIgnored, CallSlow

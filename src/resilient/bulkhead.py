@@ -4,16 +4,12 @@ One :class:`Bulkhead` instance can be shared by threads, asyncio tasks and trio 
 same time: they all draw from the same slots and wait in the same FIFO queue, so a slot freed
 by a thread may go to an asyncio task that has waited longer, and vice versa.
 
-How waiting works (the state lives in :class:`~resilient._bulkhead_core.BulkheadCore`, updated
-under one short ``threading.Lock`` that is never held while anyone waits or user code runs):
-
-* a **thread** waits on its own pre-acquired ``threading.Lock``; the releaser unlocks it;
-* an **async task** waits on its own ``anyio.Event``. The releaser may be any thread, and
-  neither asyncio nor trio objects may be touched from a foreign thread, so the waiter captures
-  its loop's thread-safe scheduler when it queues (``loop.call_soon_threadsafe`` on asyncio, the
-  ``TrioToken.run_sync_soon`` on trio) and the releaser schedules ``event.set`` through it. No
-  polling, and no thread is ever blocked on behalf of a task. If that loop has already been
-  closed, the slot is passed on to the next waiter instead of leaking.
+How waiting works: the state lives in :class:`~resilient._core.bulkhead.BulkheadCore`, updated
+under one short ``threading.Lock`` that is never held while anyone waits or user code runs; a
+caller that must wait queues a wake-up handle from :mod:`resilient._waiters` (a lock for a
+thread, an event woken through its own loop for a task) and the releaser hands its slot
+straight to the longest waiter. No polling, and no thread is ever blocked on behalf of a task.
+If a waiter's loop has already been closed, the slot is passed on to the next waiter.
 
 Giving up (cancel scope, ``asyncio`` cancellation, ``KeyboardInterrupt``, queue timeout) takes
 the waiter out of the queue; if the slot was handed to it in the same instant, the waiter
@@ -23,9 +19,7 @@ exactly once and no slot is ever lost.
 
 from __future__ import annotations
 
-import asyncio
 import math
-import sys
 import threading
 import time
 import weakref
@@ -34,66 +28,15 @@ from typing import Any
 
 import anyio
 
-from ._bulkhead_core import ADMITTED, FULL, BulkheadCore
+from ._core.bulkhead import ADMITTED, FULL, BulkheadCore
 from ._deadline import remaining
 from ._policy import WAIT, AroundPolicy
+from ._waiters import TaskWaiter, ThreadWaiter, Waiter
 from .errors import _bulkhead_full
 from .telemetry._events import BulkheadAdmitted, BulkheadQueued, BulkheadRejected
 from .telemetry._hub import STATE, Listener
 
 __all__ = ["Bulkhead"]
-
-
-class _ThreadWaiter:
-    """A blocked thread: a lock created held; ``wake`` unlocks it, ``wait`` acquires it."""
-
-    __slots__ = ("_gate",)
-
-    def __init__(self) -> None:
-        self._gate = threading.Lock()
-        self._gate.acquire()
-
-    def wait(self, timeout: float | None) -> bool:
-        if timeout is None:
-            return self._gate.acquire()
-        # ``Lock.acquire`` refuses timeouts past ``TIMEOUT_MAX`` (OverflowError): such a
-        # finite queue_timeout means "practically forever", so wait that long instead.
-        return self._gate.acquire(timeout=min(timeout, threading.TIMEOUT_MAX))
-
-    def wake(self) -> bool:
-        self._gate.release()
-        return True
-
-
-def _threadsafe_scheduler() -> Callable[[Callable[[], object]], object]:
-    """How to run a callback on the current event loop from any thread."""
-    trio = sys.modules.get("trio")
-    if trio is not None and trio.lowlevel.in_trio_task():
-        schedule: Callable[[Callable[[], object]], object] = (
-            trio.lowlevel.current_trio_token().run_sync_soon
-        )
-        return schedule
-    return asyncio.get_running_loop().call_soon_threadsafe
-
-
-class _TaskWaiter:
-    """A waiting asyncio or trio task: an ``anyio.Event`` set through its own loop."""
-
-    __slots__ = ("_schedule", "event")
-
-    def __init__(self) -> None:
-        self.event = anyio.Event()
-        self._schedule = _threadsafe_scheduler()
-
-    def wake(self) -> bool:
-        try:
-            self._schedule(self.event.set)
-        except RuntimeError:  # loop closed / trio run finished: nobody will take the slot
-            return False
-        return True
-
-
-_Waiter = _ThreadWaiter | _TaskWaiter
 
 
 def _check_int(param: str, value: object, minimum: int) -> int:
@@ -160,7 +103,7 @@ class Bulkhead(AroundPolicy):
         super().__init__(name, on_event=on_event)
         self._clock = clock
         self._lock = threading.Lock()
-        self._core: BulkheadCore[_Waiter] = BulkheadCore(max_concurrent, max_queued)
+        self._core: BulkheadCore[Waiter] = BulkheadCore(max_concurrent, max_queued)
         self._tel.gauge_source("bulkhead_in_flight", _in_flight_reader(self))
 
     def __repr__(self) -> str:
@@ -290,7 +233,7 @@ class Bulkhead(AroundPolicy):
     def _wait_in_thread(self) -> None:
         if self._core.max_queued == 0:
             raise self._reject("full", None)  # no queue to wait in: no waiter to build
-        waiter = _ThreadWaiter()
+        waiter = ThreadWaiter()
         start = self._clock()
         position = self._arrive(waiter)
         if position == ADMITTED:
@@ -311,7 +254,7 @@ class Bulkhead(AroundPolicy):
     async def _wait_in_task(self) -> None:
         if self._core.max_queued == 0:
             raise self._reject("full", None)  # no queue to wait in: no waiter to build
-        waiter = _TaskWaiter()
+        waiter = TaskWaiter()
         start = self._clock()
         position = self._arrive(waiter)
         if position == ADMITTED:
@@ -328,7 +271,7 @@ class Bulkhead(AroundPolicy):
             raise
         self._after_wait(waiter, waiter.event.is_set(), start)
 
-    def _arrive(self, waiter: _Waiter) -> int:
+    def _arrive(self, waiter: Waiter) -> int:
         """Take a slot (returns ``ADMITTED``) or join the queue (returns the 1-based position;
         the caller must then wait). Raises ``BulkheadFullError`` when the queue is full too."""
         with self._lock:
@@ -344,7 +287,7 @@ class Bulkhead(AroundPolicy):
         if tel.wants_events():
             tel.emit(BulkheadQueued(policy=self.kind, name=self.name, position=position))
 
-    def _after_wait(self, waiter: _Waiter, woken: bool, start: float) -> None:
+    def _after_wait(self, waiter: Waiter, woken: bool, start: float) -> None:
         if not woken:
             with self._lock:
                 gave_up = self._core.cancel(waiter)
@@ -353,7 +296,7 @@ class Bulkhead(AroundPolicy):
             # the slot was handed over in the very instant the wait timed out: take it
         self._admitted(max(0.0, self._clock() - start))
 
-    def _abandon(self, waiter: _Waiter) -> None:
+    def _abandon(self, waiter: Waiter) -> None:
         """A queued caller is leaving (cancelled, interrupted): drop its ticket, or pass on
         the slot it was handed in the meantime."""
         with self._lock:

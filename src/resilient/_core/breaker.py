@@ -36,7 +36,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable
 
-from ._windows import FAILED, SLOW, CountWindow, Window
+from .sliding_windows import FAILED, SLOW, CountWindow, Window
 
 __all__ = [
     "CANCELLED",
