@@ -13,7 +13,7 @@ import pytest
 
 import resilient as rs
 from resilient import __main__ as cli
-from resilient import config
+from resilient import _config_render
 
 
 @pytest.fixture(autouse=True)
@@ -160,7 +160,7 @@ def test_reference_flag_prints_the_generated_reference(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     code, out, _ = _run(capsys, "config", "--reference")
-    assert code == 0 and out == config.reference_markdown()
+    assert code == 0 and out == _config_render.reference_markdown()
 
 
 def test_import_shows_code_defaults_of_registered_policies(

@@ -27,7 +27,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from . import config
+from . import _config_render, config
 from ._registry import Registry, registry
 from .errors import ConfigError
 
@@ -193,7 +193,7 @@ def _show(args: argparse.Namespace, reg: Registry) -> int:
                     "enabled": res.enabled,
                     "fields": {
                         fv.name: {
-                            "value": config.json_value(fv.value),
+                            "value": _config_render.json_value(fv.value),
                             "source": fv.source,
                             "variable": fv.variable,
                         }
@@ -206,7 +206,7 @@ def _show(args: argparse.Namespace, reg: Registry) -> int:
         print(json.dumps(doc, indent=2))
         return EXIT_OK
     rows = [
-        (res.name, res.kind, fv.name, config.display_value(fv.value), fv.source)
+        (res.name, res.kind, fv.name, _config_render.display_value(fv.value), fv.source)
         for res in all_resolved
         for fv in res.fields
     ]
@@ -216,7 +216,7 @@ def _show(args: argparse.Namespace, reg: Registry) -> int:
 
 def _run_config(args: argparse.Namespace) -> int:
     if args.reference:
-        print(config.reference_markdown(), end="")
+        print(_config_render.reference_markdown(), end="")
         return EXIT_OK
     for module in args.imports:
         try:

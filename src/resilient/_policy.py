@@ -10,7 +10,6 @@ policy reports the same way and the cost is paid in one place that can be measur
 from __future__ import annotations
 
 import functools
-import inspect
 import itertools
 import threading
 from collections.abc import Awaitable, Callable
@@ -21,6 +20,9 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, cast
 
 from typing_extensions import ParamSpec
 
+from . import _validate as v
+from ._validate import check_name, is_async_callable
+from .config import Configurable, build_from_env
 from .errors import ORIGIN as _ORIGIN
 from .errors import PolicyRejectedError, TimeoutExceeded
 from .telemetry._hub import OTEL, STATE, Listener, PolicyTelemetry
@@ -48,24 +50,11 @@ _names_lock = threading.Lock()
 _NOTE: ContextVar[tuple[Policy, str] | None] = ContextVar("resilient_outcome", default=None)
 
 
-def is_async_callable(fn: object) -> bool:
-    """True for ``async def`` functions, partials of them and objects with an async
-    ``__call__``: the wrapper we build must then be ``async def`` too."""
-    while isinstance(fn, functools.partial):
-        fn = fn.func
-    if inspect.iscoroutinefunction(fn):
-        return True
-    call = getattr(fn, "__call__", None)  # noqa: B004 - we need the bound __call__ itself
-    return call is not None and not inspect.isfunction(fn) and inspect.iscoroutinefunction(call)
-
-
 def _check_name(kind: str, name: object) -> str:
     if name is None:
         with _names_lock:
             return f"{kind}-{next(_names)}"
-    if not isinstance(name, str) or not name.strip():
-        raise ValueError(f"name must be a non-empty string, got {name!r}")
-    return name
+    return check_name(name)
 
 
 class Policy:
@@ -77,14 +66,15 @@ class Policy:
     """
 
     kind: ClassVar[str] = "policy"
+    options: ClassVar[v.Options] = v.Options(v.ON_EVENT)
+    """The constructor's options (checks, and how configuration reads them from text)."""
     name: str
     _notes_outcome: bool = False
     """True for policies that may call ``_note_outcome`` (their executions read the note)."""
 
     def __init__(self, name: str | None = None, *, on_event: Listener | None = None) -> None:
         self.name = _check_name(self.kind, name)
-        if on_event is not None and not callable(on_event):
-            raise TypeError(f"on_event must be callable, got {on_event!r}")
+        v.ON_EVENT(on_event)
         self._tel = PolicyTelemetry(self.kind, self.name, on_event)
 
     def __repr__(self) -> str:
@@ -95,9 +85,7 @@ class Policy:
         """Build the policy named ``name`` from ``RESILIENT__<NAME>__<KIND>__<FIELD>``
         variables; the environment wins over ``code_defaults``, which win over the library's
         defaults. Bad values raise :class:`resilient.ConfigError` here, not at call time."""
-        from .config import build_from_env
-
-        return build_from_env(cls, name, code_defaults)
+        return cast(PolicyT, build_from_env(cast("Configurable[Any]", cls), name, code_defaults))
 
     # -- per-policy listener ---------------------------------------------------------------
     @property
@@ -107,9 +95,7 @@ class Policy:
 
     @on_event.setter
     def on_event(self, listener: Listener | None) -> None:
-        if listener is not None and not callable(listener):
-            raise TypeError(f"on_event must be callable, got {listener!r}")
-        self._tel.set_on_event(listener)
+        self._tel.set_on_event(v.ON_EVENT(listener))
 
     # -- decorator ---------------------------------------------------------------------------
     def __call__(self, fn: Callable[P, R]) -> Callable[P, R]:

@@ -14,21 +14,34 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Awaitable, Callable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
 from . import config
 from ._policy import Policy
+from .breaker import CircuitBreaker
+from .bulkhead import Bulkhead
 from .errors import ConfigError
+from .fallback import Fallback
 from .pipeline import Pipeline
+from .retry import Retry
+from .timeout import Timeout
 
-if TYPE_CHECKING:
-    from .breaker import CircuitBreaker
-    from .bulkhead import Bulkhead
-    from .fallback import Fallback
-    from .retry import Retry
-    from .timeout import Timeout
+__all__ = ["KINDS", "Registry", "policy", "registry"]
 
-__all__ = ["Registry", "policy", "registry"]
+KINDS: Mapping[str, type[Policy]] = {
+    cls.kind: cls for cls in (Fallback, Retry, CircuitBreaker, Timeout, Bulkhead)
+}
+"""Every built-in policy kind and its class, in the usual pipeline order (outermost first):
+``rs.policy`` nests members in this order, whatever order the kinds are given in. The one
+place that knows every kind; configuration learns them from here (``config.register_kinds``)."""
+
+config.register_kinds(KINDS.values())
+
+
+def _kind_class(kind: str) -> type[Policy]:
+    config.policy_class(kind)  # ValueError naming the kinds, with "did you mean"
+    return KINDS[kind]
+
 
 _Defaults = Mapping[str, Any]
 
@@ -101,31 +114,31 @@ class Registry:
     # -- one policy ------------------------------------------------------------------------
     def breaker(self, name: str, /, **defaults: Any) -> CircuitBreaker:
         """The circuit breaker named ``name`` (``RESILIENT__<NAME>__BREAKER__*``)."""
-        return cast("CircuitBreaker", self.obtain("breaker", name, defaults))
+        return cast(CircuitBreaker, self.obtain("breaker", name, defaults))
 
     def bulkhead(self, name: str, /, **defaults: Any) -> Bulkhead:
         """The bulkhead named ``name`` (``RESILIENT__<NAME>__BULKHEAD__*``); needs
         ``max_concurrent`` from code or the environment."""
-        return cast("Bulkhead", self.obtain("bulkhead", name, defaults))
+        return cast(Bulkhead, self.obtain("bulkhead", name, defaults))
 
     def retry(self, name: str, /, **defaults: Any) -> Retry:
         """The retry policy named ``name`` (``RESILIENT__<NAME>__RETRY__*``)."""
-        return cast("Retry", self.obtain("retry", name, defaults))
+        return cast(Retry, self.obtain("retry", name, defaults))
 
     def timeout(self, name: str, /, **defaults: Any) -> Timeout:
         """The timeout named ``name`` (``RESILIENT__<NAME>__TIMEOUT__*``); needs ``seconds``
         from code or the environment."""
-        return cast("Timeout", self.obtain("timeout", name, defaults))
+        return cast(Timeout, self.obtain("timeout", name, defaults))
 
     def fallback(self, name: str, /, **defaults: Any) -> Fallback:
         """The fallback named ``name`` (``RESILIENT__<NAME>__FALLBACK__*``); give ``value`` or
         ``handler`` in code (``VALUE`` may also come from the environment, as JSON)."""
-        return cast("Fallback", self.obtain("fallback", name, defaults))
+        return cast(Fallback, self.obtain("fallback", name, defaults))
 
     def obtain(self, kind: str, name: str, defaults: _Defaults | None = None) -> Policy:
         """The policy of ``kind`` named ``name``, created from the environment and
         ``defaults`` on first request (the kind-specific methods call this)."""
-        cls = config.policy_class(kind)
+        cls = _kind_class(kind)
         if not isinstance(name, str) or not name.strip():
             raise ValueError(f"name must be a non-empty string, got {name!r}")
         given = dict(defaults or {})
@@ -207,7 +220,7 @@ class Registry:
                 "policy() needs at least one kind after the name, e.g. "
                 f"policy({name!r}, 'retry', 'breaker', 'timeout')"
             )
-        classes = {kind: config.policy_class(kind) for kind in kinds}
+        classes = {kind: _kind_class(kind) for kind in kinds}
         if len(classes) != len(kinds):
             raise ValueError(f"policy() got a kind twice: {kinds!r}")
         for kind, given in per_kind.items():
@@ -222,7 +235,7 @@ class Registry:
                 raise TypeError(f"{kind}= must be a mapping of code defaults, got {given!r}")
         config.check_environment(name)
         members: list[Policy] = []
-        for kind, cls in config.policy_classes().items():  # the usual order
+        for kind, cls in KINDS.items():  # the usual order
             if kind not in classes:
                 continue
             defaults = dict(per_kind.get(kind) or {})

@@ -18,7 +18,6 @@ from __future__ import annotations
 import logging
 import math
 import numbers
-import random
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -26,6 +25,7 @@ from time import perf_counter
 from types import TracebackType
 from typing import Any, Literal, NamedTuple, Protocol
 
+from . import _validate as v
 from ._core.breaker import (
     CANCELLED,
     FAILURE,
@@ -37,8 +37,8 @@ from ._core.breaker import (
     Rejection,
     Transition,
 )
-from ._policy import AroundPolicy
 from ._core.sliding_windows import CountWindow, TimeWindow, Window
+from ._policy import AroundPolicy
 from .errors import CircuitOpenError
 from .errors import _circuit_open as _open
 from .telemetry._events import BreakerStateChanged, CallIgnored, CallSlow
@@ -53,13 +53,107 @@ _CLOSED = BreakerState.CLOSED
 _OPEN = BreakerState.OPEN
 _NO_RESULT: Any = object()  # ``with breaker:`` blocks have no result to classify
 
-ExceptionFilter = (
-    type[BaseException] | tuple[type[BaseException], ...] | Callable[[BaseException], bool]
-)
-
 
 class _HasRandom(Protocol):
     def random(self) -> float: ...
+
+
+# -- options ---------------------------------------------------------------------------------------
+def _check_backoff(name: str, fn: Callable[..., Any]) -> Callable[[int], float]:
+    """A backoff ``(times_opened) -> seconds``: called once with 1 to check it, then wrapped
+    so that a bad later value can never corrupt the breaker mid-transition."""
+    first = fn(1)
+    if isinstance(first, bool) or not isinstance(first, numbers.Real):
+        raise TypeError(
+            f"{name} callable must return seconds, got {first!r} from {name}(1) ({fn!r})"
+        )
+    if not math.isfinite(first) or first < 0:
+        raise ValueError(
+            f"{name} callable must return seconds >= 0, got {first!r} from {name}(1) ({fn!r})"
+        )
+    return _safe_backoff(fn, float(first))
+
+
+_FAILURE_RATE = v.fraction("failure_rate_threshold")
+_SLOW_CALL_DURATION = v.duration("slow_call_duration", optional=True)
+_SLOW_CALL_RATE = v.fraction("slow_call_rate_threshold")
+_WINDOW_TYPE = v.choice("window_type", ("count", "time"))
+_WINDOW_SIZE = v.count("window_size")
+_MINIMUM_CALLS = v.count("minimum_calls")
+_OPEN_DURATION = v.seconds_or_callable(
+    "open_duration",
+    callable_is="a callable (times_opened) -> seconds",
+    check_callable=_check_backoff,
+)
+_OPEN_JITTER = v.fraction("open_jitter", zero=True)
+_HALF_OPEN_MAX_CALLS = v.count("half_open_max_calls")
+_HALF_OPEN_MAX_WAIT = v.duration("half_open_max_wait", optional=True, zero=False)
+_RECORD = v.exceptions("record")
+_IGNORE = v.exceptions("ignore")
+_RECORD_RESULT = v.callback("record_result")
+_CLOCK = v.clock()
+_RNG = v.random_source()
+
+_OPTIONS = v.Options(
+    _FAILURE_RATE,
+    _SLOW_CALL_DURATION,
+    _SLOW_CALL_RATE,
+    _WINDOW_TYPE,
+    _WINDOW_SIZE,
+    _MINIMUM_CALLS,
+    _OPEN_DURATION,
+    _OPEN_JITTER,
+    _HALF_OPEN_MAX_CALLS,
+    _HALF_OPEN_MAX_WAIT,
+    _RECORD,
+    _IGNORE,
+    _RECORD_RESULT,
+    _CLOCK,
+    v.ON_EVENT,
+    _RNG,
+)
+
+
+def _constant(seconds: float) -> Callable[[int], float]:
+    return lambda _times: seconds
+
+
+def _safe_backoff(fn: Callable[[int], float], first: float) -> Callable[[int], float]:
+    """Wrap a user backoff so a bad value can never corrupt the breaker mid-transition: it
+    falls back to the last good duration and logs the problem."""
+    last = [first]
+
+    def duration(times_opened: int) -> float:
+        try:
+            value = fn(times_opened)
+            seconds = float(value)
+            if isinstance(value, bool) or not math.isfinite(seconds) or seconds < 0:
+                raise ValueError(f"expected seconds >= 0, got {value!r}")
+        except Exception:
+            _log.exception(
+                "open_duration(%d) of a circuit breaker failed; using %ss instead",
+                times_opened,
+                last[0],
+            )
+            return last[0]
+        last[0] = seconds
+        return seconds
+
+    return duration
+
+
+def _matcher(test: v.ExceptionTest) -> Callable[[BaseException], bool]:
+    types, predicate = test
+    if predicate is not None:
+        pred = predicate
+        return lambda error: bool(pred(error))
+    if not types:
+        return _never
+    return lambda error: isinstance(error, types)
+
+
+def _never(error: BaseException) -> bool:
+    return False
 
 
 class BreakerMetrics(NamedTuple):
@@ -124,6 +218,7 @@ class CircuitBreaker(AroundPolicy):
     """
 
     kind = "breaker"
+    options = _OPTIONS
 
     def __init__(
         self,
@@ -139,39 +234,33 @@ class CircuitBreaker(AroundPolicy):
         open_jitter: float = 0.0,
         half_open_max_calls: int = 1,
         half_open_max_wait: float | None = None,
-        record: ExceptionFilter = (Exception,),
-        ignore: ExceptionFilter = (),
+        record: v.ExceptionFilter = (Exception,),
+        ignore: v.ExceptionFilter = (),
         record_result: Callable[[Any], bool] | None = None,
         clock: Callable[[], float] = time.monotonic,
         on_event: Listener | None = None,
         rng: _HasRandom | Callable[[], float] | None = None,
     ) -> None:
         super().__init__(name, on_event=on_event)
-        failure_rate_threshold = _fraction("failure_rate_threshold", failure_rate_threshold)
-        slow = _optional_duration("slow_call_duration", slow_call_duration, allow_zero=True)
-        slow_call_rate_threshold = _fraction("slow_call_rate_threshold", slow_call_rate_threshold)
-        if window_type not in ("count", "time"):
-            raise ValueError(f"window_type must be 'count' or 'time', got {window_type!r}")
-        window_size = _positive_int("window_size", window_size)
-        minimum_calls = _positive_int("minimum_calls", minimum_calls)
-        open_time = _open_duration(open_duration)
-        open_jitter = _number("open_jitter", open_jitter)
-        if not 0.0 <= open_jitter <= 1.0:
-            raise ValueError(f"open_jitter must be between 0 and 1, got {open_jitter!r}")
-        half_open_max_calls = _positive_int("half_open_max_calls", half_open_max_calls)
-        max_wait = _optional_duration("half_open_max_wait", half_open_max_wait, allow_zero=False)
-        self._records = _exception_filter("record", record)
-        self._ignores = _exception_filter("ignore", ignore)
-        if record_result is not None and not callable(record_result):
-            raise TypeError(f"record_result must be a callable or None, got {record_result!r}")
-        self._record_result = record_result
+        failure_rate_threshold = _FAILURE_RATE(failure_rate_threshold)
+        slow = _SLOW_CALL_DURATION(slow_call_duration)
+        slow_call_rate_threshold = _SLOW_CALL_RATE(slow_call_rate_threshold)
+        window_type = _WINDOW_TYPE(window_type)  # type: ignore[assignment]
+        window_size = _WINDOW_SIZE(window_size)
+        minimum_calls = _MINIMUM_CALLS(minimum_calls)
+        open_time = _OPEN_DURATION(open_duration)
+        if not callable(open_time):
+            open_time = _constant(open_time)
+        open_jitter = _OPEN_JITTER(open_jitter)
+        half_open_max_calls = _HALF_OPEN_MAX_CALLS(half_open_max_calls)
+        max_wait = _HALF_OPEN_MAX_WAIT(half_open_max_wait)
+        self._records = _matcher(_RECORD(record))
+        self._ignores = _matcher(_IGNORE(ignore))
+        self._record_result: Callable[[Any], bool] | None = _RECORD_RESULT(record_result)
         self._notes_outcome = record_result is not None  # a rejected result: "failure"
         self._id = id(self)  # tags our own rejections (``Policy._own``)
-        if not callable(clock):
-            raise TypeError(f"clock must be a callable returning seconds, got {clock!r}")
-        _number("clock()", clock())
-        self._clock = clock
-        rand = _random_source(rng)
+        self._clock = _CLOCK(clock)
+        rand = _RNG(rng)
 
         window: Window
         if window_type == "count":
@@ -633,124 +722,3 @@ class CircuitBreaker(AroundPolicy):
                         to_state=after.value,
                     )
                 )
-
-
-# -- validation ------------------------------------------------------------------------------------
-def _number(name: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a number, got {value!r}")
-    result = float(value)
-    if not math.isfinite(result):
-        raise ValueError(f"{name} must be a finite number, got {value!r}")
-    return result
-
-
-def _fraction(name: str, value: object) -> float:
-    result = _number(name, value)
-    if not 0.0 < result <= 1.0:
-        raise ValueError(f"{name} must be greater than 0 and at most 1, got {value!r}")
-    return result
-
-
-def _positive_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an integer, got {value!r}")
-    if value < 1:
-        raise ValueError(f"{name} must be at least 1, got {value!r}")
-    return int(value)
-
-
-def _optional_duration(name: str, value: object, *, allow_zero: bool) -> float | None:
-    if value is None:
-        return None
-    result = _number(name, value)
-    if result < 0 or (result == 0 and not allow_zero):
-        bound = ">= 0" if allow_zero else "> 0"
-        raise ValueError(f"{name} must be None or a number of seconds {bound}, got {value!r}")
-    return result
-
-
-def _open_duration(value: object) -> Callable[[int], float]:
-    if callable(value):
-        fn: Callable[[int], float] = value
-        first = fn(1)
-        if isinstance(first, bool) or not isinstance(first, numbers.Real):
-            raise TypeError(
-                f"open_duration callable must return seconds, got {first!r} from "
-                f"open_duration(1) ({value!r})"
-            )
-        if not math.isfinite(first) or first < 0:
-            raise ValueError(
-                f"open_duration callable must return seconds >= 0, got {first!r} from "
-                f"open_duration(1) ({value!r})"
-            )
-        return _safe_backoff(fn, float(first))
-    seconds = _number("open_duration", value)
-    if seconds < 0:
-        raise ValueError(f"open_duration must be >= 0 seconds, got {value!r}")
-    return lambda _times: seconds
-
-
-def _safe_backoff(fn: Callable[[int], float], first: float) -> Callable[[int], float]:
-    """Wrap a user backoff so a bad value can never corrupt the breaker mid-transition: it
-    falls back to the last good duration and logs the problem."""
-    last = [first]
-
-    def duration(times_opened: int) -> float:
-        try:
-            value = fn(times_opened)
-            seconds = float(value)
-            if isinstance(value, bool) or not math.isfinite(seconds) or seconds < 0:
-                raise ValueError(f"expected seconds >= 0, got {value!r}")
-        except Exception:
-            _log.exception(
-                "open_duration(%d) of a circuit breaker failed; using %ss instead",
-                times_opened,
-                last[0],
-            )
-            return last[0]
-        last[0] = seconds
-        return seconds
-
-    return duration
-
-
-def _exception_filter(name: str, value: object) -> Callable[[BaseException], bool]:
-    if isinstance(value, type):
-        value = (value,)
-    if isinstance(value, (tuple, list, frozenset, set)):
-        types = tuple(value)
-        for t in types:
-            if not (isinstance(t, type) and issubclass(t, BaseException)):
-                raise TypeError(
-                    f"{name} must be exception types or a predicate, got {value!r} "
-                    f"({t!r} is not an exception type)"
-                )
-        if not types:
-            return _never
-        return lambda error: isinstance(error, types)
-    if callable(value):
-        predicate: Callable[[BaseException], Any] = value
-        return lambda error: bool(predicate(error))
-    raise TypeError(f"{name} must be exception types or a predicate, got {value!r}")
-
-
-def _never(error: BaseException) -> bool:
-    return False
-
-
-def _random_source(rng: object) -> Callable[[], float]:
-    if rng is None:
-        return random.random
-    if isinstance(rng, type):
-        raise TypeError(f"rng must be an instance or a callable, not the class {rng!r}")
-    method = getattr(rng, "random", None)
-    if callable(method):
-        source: Callable[[], float] = method
-        return source
-    if callable(rng):
-        fn: Callable[[], float] = rng
-        return fn
-    raise TypeError(
-        f"rng must be a random.Random, a callable returning [0, 1) or None, got {rng!r}"
-    )

@@ -19,7 +19,6 @@ exactly once and no slot is ever lost.
 
 from __future__ import annotations
 
-import math
 import threading
 import time
 import weakref
@@ -28,6 +27,7 @@ from typing import Any
 
 import anyio
 
+from . import _validate as v
 from ._core.bulkhead import ADMITTED, FULL, BulkheadCore
 from ._deadline import remaining
 from ._policy import WAIT, AroundPolicy
@@ -39,24 +39,11 @@ from .telemetry._hub import STATE, Listener
 __all__ = ["Bulkhead"]
 
 
-def _check_int(param: str, value: object, minimum: int) -> int:
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise TypeError(f"{param} must be an int >= {minimum}, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{param} must be >= {minimum}, got {value!r}")
-    return value
-
-
-def _check_queue_timeout(value: object) -> float | None:
-    if value is None:
-        return None
-    if not isinstance(value, (int, float)) or isinstance(value, bool):
-        raise TypeError(f"queue_timeout must be None or a number of seconds, got {value!r}")
-    if not math.isfinite(value) or value < 0:
-        raise ValueError(
-            f"queue_timeout must be a finite number >= 0 (None waits forever), got {value!r}"
-        )
-    return float(value)
+_MAX_CONCURRENT = v.count("max_concurrent")
+_MAX_QUEUED = v.count("max_queued", minimum=0)
+_QUEUE_TIMEOUT = v.duration("queue_timeout", optional=True)
+_CLOCK = v.clock()
+_OPTIONS = v.Options(_MAX_CONCURRENT, _MAX_QUEUED, _QUEUE_TIMEOUT, v.ON_EVENT, _CLOCK)
 
 
 class Bulkhead(AroundPolicy):
@@ -84,6 +71,7 @@ class Bulkhead(AroundPolicy):
     """
 
     kind = "bulkhead"
+    options = _OPTIONS
 
     def __init__(
         self,
@@ -95,13 +83,11 @@ class Bulkhead(AroundPolicy):
         on_event: Listener | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        max_concurrent = _check_int("max_concurrent", max_concurrent, 1)
-        max_queued = _check_int("max_queued", max_queued, 0)
-        self._queue_timeout = _check_queue_timeout(queue_timeout)
-        if not callable(clock):
-            raise TypeError(f"clock must be a callable returning seconds, got {clock!r}")
+        max_concurrent = _MAX_CONCURRENT(max_concurrent)
+        max_queued = _MAX_QUEUED(max_queued)
+        self._queue_timeout = _QUEUE_TIMEOUT(queue_timeout)
+        self._clock = _CLOCK(clock)
         super().__init__(name, on_event=on_event)
-        self._clock = clock
         self._lock = threading.Lock()
         self._core: BulkheadCore[Waiter] = BulkheadCore(max_concurrent, max_queued)
         self._tel.gauge_source("bulkhead_in_flight", _in_flight_reader(self))

@@ -18,8 +18,9 @@ from typing import Any, TypeVar
 
 from typing_extensions import ParamSpec
 
-from ._policy import _NOTE, Policy, is_async_callable
-from .retry import ExceptionFilter, _exception_filter, _optional_callable, _reject_awaitable
+from . import _validate as v
+from ._policy import _NOTE, Policy
+from ._validate import is_async_callable
 from .telemetry._events import FallbackUsed
 from .telemetry._hub import STATE, Listener
 
@@ -37,6 +38,13 @@ class _Missing:
 
 
 _MISSING: Any = _Missing()
+
+
+_VALUE = v.json_value("value")
+_HANDLER = v.callback("handler")
+_ON = v.exceptions("on", exceptions_only=True)
+_ON_RESULT = v.callback("on_result")
+_OPTIONS = v.Options(_VALUE, _HANDLER, _ON, _ON_RESULT, v.ON_EVENT)
 
 
 class Fallback(Policy):
@@ -59,6 +67,7 @@ class Fallback(Policy):
     """
 
     kind = "fallback"
+    options = _OPTIONS
     _notes_outcome = True  # an answered failure is recorded as outcome "fallback"
 
     def __init__(
@@ -66,7 +75,7 @@ class Fallback(Policy):
         value: Any = _MISSING,
         *,
         handler: Callable[[Exception | None], Any] | None = None,
-        on: ExceptionFilter = (Exception,),
+        on: v.HandledFilter = (Exception,),
         on_result: Callable[[Any], bool] | None = None,
         name: str | None = None,
         on_event: Listener | None = None,
@@ -78,10 +87,9 @@ class Fallback(Policy):
                 "Fallback needs exactly one of value= and handler=, got "
                 f"value={value!r}, handler={handler!r}"
             )
-        if handler is not None and not callable(handler):
-            raise TypeError(f"handler must be callable, got {handler!r}")
-        self._on_types, self._on_pred = _exception_filter("on", on)
-        self._on_result: Callable[[Any], bool] | None = _optional_callable("on_result", on_result)
+        handler = _HANDLER(handler)
+        self._on_types, self._on_pred = _ON(on)
+        self._on_result: Callable[[Any], bool] | None = _ON_RESULT(on_result)
         self.value: Any = value if has_value else None
         """The substitute value (``None`` when a handler is used)."""
         self.handler: Callable[[Exception | None], Any] | None = handler
@@ -117,7 +125,7 @@ class Fallback(Policy):
             answer = self.value
         else:
             answer = handler(error)
-            _reject_awaitable(answer, f"Fallback {self.name!r} handler")
+            v.refuse_awaitable(answer, f"Fallback {self.name!r} handler")
         self._answered(error)
         return answer
 

@@ -42,11 +42,13 @@ import anyio.lowlevel
 from tenacity import Future, RetryCallState, Retrying, stop_after_attempt
 
 from . import _sleeping
+from . import _validate as v
 from ._deadline import _DEADLINE
-from ._policy import Policy, is_async_callable
+from ._policy import Policy
+from ._validate import is_async_callable
 from .errors import RetryExhaustedError
 from .telemetry._hub import STATE, Listener
-from .waits import _FixedWait, _seconds, wait_exponential, wait_fixed
+from .waits import _FixedWait, wait_exponential, wait_fixed
 
 _sniffio: Any
 try:  # how trio (and anything but asyncio) says it is running; trio depends on it
@@ -59,49 +61,9 @@ __all__ = ["DEFAULT_WAIT", "Attempt", "AttemptIterator", "Retry", "WaitStrategy"
 WaitStrategy = Callable[[RetryCallState], float]
 """Anything tenacity accepts as ``wait``: a callable from the retry state to seconds."""
 
-ExceptionFilter = type[Exception] | tuple[type[Exception], ...] | Callable[[Exception], bool]
-"""Exception types (one or a tuple) or a predicate ``exc -> bool``."""
 
 DEFAULT_WAIT: WaitStrategy = wait_exponential(0.1, 10.0, jitter="full")
 """Exponential backoff with full jitter from 0.1 s up to 10 s: the default ``wait``."""
-
-
-def _exception_filter(
-    param: str, value: object
-) -> tuple[tuple[type[Exception], ...], Callable[[Exception], bool] | None]:
-    """Validate an ``on=``-style argument into (types, predicate-or-None).
-
-    Only ``Exception`` subclasses are accepted: cancellation and interpreter exits
-    (``BaseException`` that are not ``Exception``) are never retried or replaced.
-    """
-    if isinstance(value, type):
-        candidates: tuple[object, ...] = (value,)
-    elif isinstance(value, (tuple, list)):
-        candidates = tuple(value)
-    elif callable(value):
-        return (), value
-    else:
-        raise TypeError(
-            f"{param} must be an exception type, a tuple of them or a predicate exc -> bool, "
-            f"got {value!r}"
-        )
-    types: list[type[Exception]] = []
-    for item in candidates:
-        if not isinstance(item, type) or not issubclass(item, BaseException):
-            raise TypeError(f"{param} must contain only exception types, got {value!r}")
-        if not issubclass(item, Exception):
-            raise ValueError(
-                f"{param} may only name Exception subclasses, got {value!r}: "
-                f"{item.__name__} is cancellation or an exit and is never handled"
-            )
-        types.append(item)
-    return tuple(types), None
-
-
-def _optional_callable(param: str, value: object) -> Callable[..., Any] | None:
-    if value is not None and not callable(value):
-        raise TypeError(f"{param} must be callable or None, got {value!r}")
-    return value
 
 
 def _add_note(error: BaseException, note: str) -> None:
@@ -123,14 +85,6 @@ def _retry_after(error: Exception | None) -> float | None:
     if math.isnan(hint) or hint <= 0:
         return None
     return float(hint)
-
-
-def _reject_awaitable(outcome: object, what: str) -> None:
-    if inspect.isawaitable(outcome):
-        close = getattr(outcome, "close", None)
-        if callable(close):
-            close()  # don't leave a never-awaited coroutine behind
-        raise TypeError(f"{what} returned an awaitable in a sync call; use an async call")
 
 
 @types.coroutine
@@ -293,6 +247,24 @@ class _Run(RetryCallState):
         raise exhausted
 
 
+def _wait_strategy(name: str, fn: Callable[..., Any]) -> WaitStrategy:
+    return fn
+
+
+_ATTEMPTS = v.count("attempts")
+_WAIT = v.seconds_or_callable(
+    "wait",
+    callable_is="a tenacity wait strategy (callable taking a RetryCallState)",
+    check_callable=_wait_strategy,
+)
+_ON = v.exceptions("on", exceptions_only=True)
+_ON_RESULT = v.callback("on_result")
+_MAX_DELAY = v.duration("max_delay", optional=True, zero=False)
+_SLEEP = v.callback("sleep")
+_CLOCK = v.clock()
+_OPTIONS = v.Options(_ATTEMPTS, _WAIT, _ON, _ON_RESULT, _MAX_DELAY, _SLEEP, v.ON_EVENT, _CLOCK)
+
+
 class Retry(Policy):
     """Run a call again after a transient failure, waiting between attempts.
 
@@ -317,6 +289,7 @@ class Retry(Policy):
     """
 
     kind = "retry"
+    options = _OPTIONS
 
     def __init__(
         self,
@@ -324,7 +297,7 @@ class Retry(Policy):
         *,
         attempts: int = 3,
         wait: float | WaitStrategy = DEFAULT_WAIT,
-        on: ExceptionFilter = (Exception,),
+        on: v.HandledFilter = (Exception,),
         on_result: Callable[[Any], bool] | None = None,
         max_delay: float | None = None,
         sleep: Callable[[float], Any] | None = None,
@@ -332,26 +305,15 @@ class Retry(Policy):
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         super().__init__(name, on_event=on_event)
-        if isinstance(attempts, bool) or not isinstance(attempts, int):
-            raise TypeError(f"attempts must be an int >= 1, got {attempts!r}")
-        if attempts < 1:
-            raise ValueError(f"attempts must be >= 1, got {attempts!r}")
-        if isinstance(wait, (int, float)) and not isinstance(wait, bool):
-            strategy: WaitStrategy = wait_fixed(_seconds("wait", wait))
-        elif callable(wait) and not isinstance(wait, type):
-            strategy = wait
-        else:
-            raise TypeError(
-                f"wait must be a number of seconds >= 0 or a tenacity wait strategy "
-                f"(callable taking a RetryCallState), got {wait!r}"
-            )
-        if max_delay is not None:
-            max_delay = _seconds("max_delay", max_delay, positive=True)
-        if not callable(clock):
-            raise TypeError(f"clock must be a callable returning seconds, got {clock!r}")
-        self._on_types, self._on_pred = _exception_filter("on", on)
-        self._on_result: Callable[[Any], bool] | None = _optional_callable("on_result", on_result)
-        self._sleep: Callable[[float], Any] | None = _optional_callable("sleep", sleep)
+        attempts = _ATTEMPTS(attempts)
+        strategy = _WAIT(wait)
+        if not callable(strategy):
+            strategy = wait_fixed(strategy)
+        max_delay = _MAX_DELAY(max_delay)
+        clock = _CLOCK(clock)
+        self._on_types, self._on_pred = _ON(on)
+        self._on_result: Callable[[Any], bool] | None = _ON_RESULT(on_result)
+        self._sleep: Callable[[float], Any] | None = _SLEEP(sleep)
         self._sleep_is_async = sleep is not None and is_async_callable(sleep)
         self._clock = clock
         self.max_attempts: int = attempts
@@ -390,7 +352,7 @@ class Retry(Policy):
         if sleep is None:
             _sleeping.sync_sleep(delay)
         else:
-            _reject_awaitable(sleep(delay), f"Retry {self.name!r} sleep=")
+            v.refuse_awaitable(sleep(delay), f"Retry {self.name!r} sleep=")
 
     async def _sleep_async(self, delay: float) -> None:
         sleep = self._sleep

@@ -32,7 +32,6 @@ the ``TimeoutExceeded`` raised names the policy whose budget ran out.
 from __future__ import annotations
 
 import contextvars
-import math
 import time
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar, Token
@@ -41,6 +40,7 @@ from typing import Any
 
 import anyio
 
+from . import _validate as v
 from ._deadline import enter_deadline, leave_deadline
 from ._policy import Policy
 from ._thread_cache import POOL as _POOL
@@ -53,12 +53,8 @@ __all__ = ["Timeout"]
 
 
 # -- the policy --------------------------------------------------------------------------------
-def _check_seconds(value: object) -> float:
-    if not isinstance(value, (int, float)) or isinstance(value, bool):
-        raise TypeError(f"seconds must be a number of seconds > 0, got {value!r}")
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"seconds must be a finite number > 0, got {value!r}")
-    return float(value)
+_SECONDS = v.duration("seconds", zero=False)
+_OPTIONS = v.Options(_SECONDS, v.ON_EVENT)
 
 
 class Timeout(Policy):
@@ -78,11 +74,12 @@ class Timeout(Policy):
     """
 
     kind = "timeout"
+    options = _OPTIONS
 
     def __init__(
         self, seconds: float, name: str | None = None, *, on_event: Listener | None = None
     ) -> None:
-        self._seconds = _check_seconds(seconds)
+        self._seconds = _SECONDS(seconds)
         super().__init__(name, on_event=on_event)
         # open `with` / `async with` blocks of this context (thread or task), innermost last
         self._frames: ContextVar[tuple[tuple[Any, Token[float | None]], ...]] = ContextVar(

@@ -28,11 +28,12 @@ one strategy object can serve any number of concurrent calls.
 
 from __future__ import annotations
 
-import math
 import random
 from typing import TYPE_CHECKING, Literal
 
 from tenacity.wait import wait_base
+
+from . import _validate as v
 
 if TYPE_CHECKING:
     from tenacity import RetryCallState
@@ -40,28 +41,17 @@ if TYPE_CHECKING:
 __all__ = ["Jitter", "wait_exponential", "wait_fixed", "wait_linear"]
 
 Jitter = Literal["full", "equal", "decorrelated"]
-_JITTERS = ("full", "equal", "decorrelated", None)
 
 
-def _seconds(param: str, value: object, *, positive: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{param} must be a number of seconds, got {value!r}")
-    seconds = float(value)
-    if math.isnan(seconds) or math.isinf(seconds):
-        raise ValueError(f"{param} must be a finite number of seconds, got {value!r}")
-    if positive and seconds <= 0:
-        raise ValueError(f"{param} must be > 0, got {value!r}")
-    if seconds < 0:
-        raise ValueError(f"{param} must be >= 0, got {value!r}")
-    return seconds
-
-
-def _rng(value: object) -> random.Random:
-    if value is None:
-        return random.Random()
-    if not isinstance(value, random.Random):
-        raise TypeError(f"rng must be a random.Random instance or None, got {value!r}")
-    return value
+_SECONDS = v.duration("seconds")
+_START = v.duration("start")
+_STEP = v.duration("step")
+_MAX = v.duration("max")
+_INITIAL_POSITIVE = v.duration("initial", zero=False)
+_MAX_POSITIVE = v.duration("max", zero=False)
+_MULTIPLIER = v.number("multiplier", minimum=1.0)
+_JITTER = v.choice("jitter", ("full", "equal", "decorrelated"))
+_RNG = v.random_generator()
 
 
 class _FixedWait(wait_base):
@@ -147,7 +137,7 @@ def wait_fixed(seconds: float) -> wait_base:
     For a dependency with a known recovery time (a lock held for a fixed lease, a rate limit
     window) where spreading retries out buys nothing.
     """
-    return _FixedWait(_seconds("seconds", seconds))
+    return _FixedWait(_SECONDS(seconds))
 
 
 def wait_linear(start: float = 0.1, step: float = 0.1, max: float = 10.0) -> wait_base:
@@ -156,9 +146,9 @@ def wait_linear(start: float = 0.1, step: float = 0.1, max: float = 10.0) -> wai
     Gentler than exponential backoff when failures are short blips, still backing off a little
     so a struggling dependency is not hit at a constant rate.
     """
-    s = _seconds("start", start)
-    st = _seconds("step", step)
-    m = _seconds("max", max)
+    s = _START(start)
+    st = _STEP(step)
+    m = _MAX(max)
     if m < s:
         raise ValueError(f"max must be >= start ({s:g}), got {max!r}")
     return _LinearWait(s, st, m)
@@ -179,13 +169,11 @@ def wait_exponential(
     failed together from retrying together. The default (full jitter, 0.1 s .. 10 s) is
     ``Retry``'s default wait.
     """
-    i = _seconds("initial", initial, positive=True)
-    m = _seconds("max", max, positive=True)
+    i = _INITIAL_POSITIVE(initial)
+    m = _MAX_POSITIVE(max)
     if m < i:
         raise ValueError(f"max must be >= initial ({i:g}), got {max!r}")
-    mult = _seconds("multiplier", multiplier)
-    if mult < 1:
-        raise ValueError(f"multiplier must be >= 1, got {multiplier!r}")
-    if jitter not in _JITTERS:
-        raise ValueError(f"jitter must be 'full', 'equal', 'decorrelated' or None, got {jitter!r}")
-    return _ExponentialWait(i, m, mult, jitter, _rng(rng))
+    mult = _MULTIPLIER(multiplier)
+    if jitter is not None:
+        _JITTER(jitter)
+    return _ExponentialWait(i, m, mult, jitter, _RNG(rng))
