@@ -126,65 +126,6 @@ class Policy:
             )
         return cast(Callable[P, R], functools.wraps(fn)(self._sync_wrapper(fn)))
 
-    # The wrappers inline the two common telemetry modes of ``_execute``, which is one frame
-    # (or one coroutine) per call: with telemetry off (``tel.plain``, cleared on every
-    # generation) they go straight to ``_call``; with metrics only (``tel.metrics_gen``, and
-    # no OpenTelemetry SDK installed meanwhile) they time the call and count it themselves.
-    # Anything else (listeners, spans) goes through ``_execute``.
-    def _sync_wrapper(self, fn: Callable[..., Any]) -> Callable[..., Any]:
-        tel = self._tel
-        notes = self._notes_outcome
-
-        def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
-            if tel.plain:
-                return self._call(fn, args, kwargs)
-            stats = tel.stats
-            if (
-                stats is None
-                or tel.metrics_gen != STATE.generation
-                or OTEL._TRACER_PROVIDER is not tel.otel_global
-            ):
-                return self._execute(fn, args, kwargs)
-            before = _NOTE.get() if notes else None
-            start = perf_counter()
-            try:
-                result = self._call(fn, args, kwargs)
-            except BaseException as exc:
-                stats.record(self._outcome_for(exc), perf_counter() - start)
-                raise
-            duration = perf_counter() - start
-            stats.record(self._noted(before) if notes else "success", duration)
-            return result
-
-        return sync_wrapper
-
-    def _async_wrapper(self, fn: Callable[..., Awaitable[Any]]) -> Callable[..., Any]:
-        tel = self._tel
-        notes = self._notes_outcome
-
-        async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-            if tel.plain:
-                return await self._acall(fn, args, kwargs)
-            stats = tel.stats
-            if (
-                stats is None
-                or tel.metrics_gen != STATE.generation
-                or OTEL._TRACER_PROVIDER is not tel.otel_global
-            ):
-                return await self._aexecute(fn, args, kwargs)
-            before = _NOTE.get() if notes else None
-            start = perf_counter()
-            try:
-                result = await self._acall(fn, args, kwargs)
-            except BaseException as exc:
-                stats.record(self._outcome_for(exc), perf_counter() - start)
-                raise
-            duration = perf_counter() - start
-            stats.record(self._noted(before) if notes else "success", duration)
-            return result
-
-        return async_wrapper
-
     def call(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
         """Run ``fn(*args, **kwargs)`` once under this policy (sync)."""
         return cast(T, self._execute(fn, args, kwargs))
@@ -244,63 +185,61 @@ class Policy:
         _NOTE.set(before)
         return note[1] if note[0] is self else "success"
 
-    # -- observed execution ------------------------------------------------------------------
-    def _execute(
-        self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> Any:
+    # -- observed execution: the decorator's wrappers and ``_execute`` -------------------------
+    # --- generated from src/resilient/_templates/policy.tmpl by tools/gen_hotpaths.py ---
+    def _async_wrapper(self, fn: Callable[..., Awaitable[Any]]) -> Callable[..., Any]:
         tel = self._tel
-        if tel.gen != STATE.generation or OTEL._TRACER_PROVIDER is not tel.otel_global:
-            tel.refresh()
-        tracer = tel.active_tracer
-        if tracer is not None:
-            return self._execute_traced(tracer, fn, args, kwargs)
-        if not tel.observing:
-            return self._call(fn, args, kwargs)
         notes = self._notes_outcome
-        before = _NOTE.get() if notes else None
-        stats = tel.stats if not tel.listeners else None  # metrics only: count it here
-        start = perf_counter()
-        try:
-            result = self._call(fn, args, kwargs)
-        except BaseException as exc:
-            if stats is not None:
-                stats.record(self._outcome_for(exc), perf_counter() - start)
-            else:
-                tel.record_call(self._outcome_for(exc), perf_counter() - start, exc, None)
-            raise
-        duration = perf_counter() - start
-        outcome = self._noted(before) if notes else "success"
-        if stats is not None:
-            stats.record(outcome, duration)
-        else:
-            tel.record_call(outcome, duration, None, None)
-        return result
 
-    def _execute_traced(
-        self,
-        tracer: Tracer,
-        fn: Callable[..., Any],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-    ) -> Any:
+        async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+            if tel.plain:
+                return await self._acall(fn, args, kwargs)
+            stats = tel.stats
+            if (
+                stats is None
+                or tel.metrics_gen != STATE.generation
+                or OTEL._TRACER_PROVIDER is not tel.otel_global
+            ):
+                return await self._aexecute(fn, args, kwargs)
+            before = _NOTE.get() if notes else None
+            start = perf_counter()
+            try:
+                result = await self._acall(fn, args, kwargs)
+            except BaseException as exc:
+                stats.record(self._outcome_for(exc), perf_counter() - start)
+                raise
+            duration = perf_counter() - start
+            stats.record(self._noted(before) if notes else "success", duration)
+            return result
+
+        return async_wrapper
+
+    def _sync_wrapper(self, fn: Callable[..., Any]) -> Callable[..., Any]:
         tel = self._tel
-        with tracer.start_as_current_span(
-            tel.span_name,
-            attributes=tel.span_attributes,
-            record_exception=False,
-            set_status_on_exception=False,
-        ) as span:
-            notes = self._notes_outcome
+        notes = self._notes_outcome
+
+        def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
+            if tel.plain:
+                return self._call(fn, args, kwargs)
+            stats = tel.stats
+            if (
+                stats is None
+                or tel.metrics_gen != STATE.generation
+                or OTEL._TRACER_PROVIDER is not tel.otel_global
+            ):
+                return self._execute(fn, args, kwargs)
             before = _NOTE.get() if notes else None
             start = perf_counter()
             try:
                 result = self._call(fn, args, kwargs)
             except BaseException as exc:
-                tel.record_call(self._outcome_for(exc), perf_counter() - start, exc, span)
+                stats.record(self._outcome_for(exc), perf_counter() - start)
                 raise
             duration = perf_counter() - start
-            tel.record_call(self._noted(before) if notes else "success", duration, None, span)
+            stats.record(self._noted(before) if notes else "success", duration)
             return result
+
+        return sync_wrapper
 
     async def _aexecute(
         self,
@@ -322,6 +261,40 @@ class Policy:
         start = perf_counter()
         try:
             result = await self._acall(fn, args, kwargs)
+        except BaseException as exc:
+            if stats is not None:
+                stats.record(self._outcome_for(exc), perf_counter() - start)
+            else:
+                tel.record_call(self._outcome_for(exc), perf_counter() - start, exc, None)
+            raise
+        duration = perf_counter() - start
+        outcome = self._noted(before) if notes else "success"
+        if stats is not None:
+            stats.record(outcome, duration)
+        else:
+            tel.record_call(outcome, duration, None, None)
+        return result
+
+    def _execute(
+        self,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> Any:
+        tel = self._tel
+        if tel.gen != STATE.generation or OTEL._TRACER_PROVIDER is not tel.otel_global:
+            tel.refresh()
+        tracer = tel.active_tracer
+        if tracer is not None:
+            return self._execute_traced(tracer, fn, args, kwargs)
+        if not tel.observing:
+            return self._call(fn, args, kwargs)
+        notes = self._notes_outcome
+        before = _NOTE.get() if notes else None
+        stats = tel.stats if not tel.listeners else None  # metrics only: count it here
+        start = perf_counter()
+        try:
+            result = self._call(fn, args, kwargs)
         except BaseException as exc:
             if stats is not None:
                 stats.record(self._outcome_for(exc), perf_counter() - start)
@@ -362,6 +335,34 @@ class Policy:
             tel.record_call(self._noted(before) if notes else "success", duration, None, span)
             return result
 
+    def _execute_traced(
+        self,
+        tracer: Tracer,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> Any:
+        tel = self._tel
+        with tracer.start_as_current_span(
+            tel.span_name,
+            attributes=tel.span_attributes,
+            record_exception=False,
+            set_status_on_exception=False,
+        ) as span:
+            notes = self._notes_outcome
+            before = _NOTE.get() if notes else None
+            start = perf_counter()
+            try:
+                result = self._call(fn, args, kwargs)
+            except BaseException as exc:
+                tel.record_call(self._outcome_for(exc), perf_counter() - start, exc, span)
+                raise
+            duration = perf_counter() - start
+            tel.record_call(self._noted(before) if notes else "success", duration, None, span)
+            return result
+
+    # --- end of generated code ---
+
 
 class AroundPolicy(Policy):
     """A policy that only decides before and after the call (breaker, bulkhead).
@@ -398,10 +399,9 @@ class AroundPolicy(Policy):
         """``_exit(permit, None, result)``: the call returned ``result``."""
         self._exit(permit, None, result)
 
+    # -- the decorator's async wrapper and ``_call``/``_acall`` --------------------------------
+    # --- generated from src/resilient/_templates/policy.tmpl by tools/gen_hotpaths.py ---
     def _async_wrapper(self, fn: Callable[..., Awaitable[Any]]) -> Callable[..., Any]:
-        # Like ``Policy._async_wrapper``, but with telemetry off the admission and release
-        # run in the wrapper itself (sync ``_enter_nowait``/``_exit_ok``), without the
-        # ``_acall`` coroutine: a coroutine level costs more than two plain calls.
         tel = self._tel
 
         async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -416,12 +416,13 @@ class AroundPolicy(Policy):
                     raise
                 self._exit_ok(permit, result)
                 return result
+            if self._notes_outcome:
+                return await self._aexecute(fn, args, kwargs)
             stats = tel.stats
             if (
                 stats is None
                 or tel.metrics_gen != STATE.generation
                 or OTEL._TRACER_PROVIDER is not tel.otel_global
-                or self._notes_outcome
             ):
                 return await self._aexecute(fn, args, kwargs)
             start = perf_counter()
@@ -434,16 +435,6 @@ class AroundPolicy(Policy):
             return result
 
         return async_wrapper
-
-    def _call(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        permit = self._enter()
-        try:
-            result = fn(*args, **kwargs)
-        except BaseException as exc:
-            self._exit(permit, exc, None)
-            raise
-        self._exit(permit, None, result)
-        return result
 
     async def _acall(
         self,
@@ -459,6 +450,23 @@ class AroundPolicy(Policy):
             raise
         self._exit(permit, None, result)
         return result
+
+    def _call(
+        self,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> Any:
+        permit = self._enter()
+        try:
+            result = fn(*args, **kwargs)
+        except BaseException as exc:
+            self._exit(permit, exc, None)
+            raise
+        self._exit(permit, None, result)
+        return result
+
+    # --- end of generated code ---
 
     # -- context managers ----------------------------------------------------------------------
     # Permits are kept on a per-context stack (threads and tasks each see their own), so one
