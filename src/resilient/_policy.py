@@ -80,12 +80,14 @@ class Policy:
     name: str
     _notes_outcome: bool = False
     """True for policies that may call ``_note_outcome`` (their executions read the note)."""
+    _counts_calls: ClassVar[bool] = True
+    """False for policies that bypass ``_execute``'s telemetry: no empty call series for them."""
 
     def __init__(self, name: str | None = None, *, on_event: Listener | None = None) -> None:
         self.name = _check_name(self.kind, name)
         if on_event is not None and not callable(on_event):
             raise TypeError(f"on_event must be callable, got {on_event!r}")
-        self._tel = PolicyTelemetry(self.kind, self.name, on_event)
+        self._tel = PolicyTelemetry(self.kind, self.name, on_event, counts_calls=self._counts_calls)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r}>"

@@ -161,7 +161,7 @@ class Bulkhead(AroundPolicy):
         self._clock = clock
         self._lock = threading.Lock()
         self._core: BulkheadCore[_Waiter] = BulkheadCore(max_concurrent, max_queued)
-        self._tel.gauge_source("bulkhead_in_flight", _in_flight_reader(self))
+        self._tel.gauge_source("resilient_bulkhead_in_flight", _in_flight_reader(self))
 
     def __repr__(self) -> str:
         core = self._core
