@@ -27,7 +27,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from . import config
+from . import _dashboard, config
 from ._registry import Registry, registry
 from .errors import ConfigError
 
@@ -242,6 +242,7 @@ def _run_config(args: argparse.Namespace) -> int:
 # -- registration ------------------------------------------------------------------------------
 COMMANDS: list[tuple[str, AddParser, Run]] = [
     ("config", _add_config_parser, _run_config),
+    ("dashboard", _dashboard.add_parser, _dashboard.run),
 ]
 """Built-in subcommands: ``(name, add_parser(subparsers) -> parser, run(args) -> int)``."""
 
