@@ -2,7 +2,8 @@
 
 Takes two scrapes of a Prometheus ``/metrics`` endpoint some seconds apart, evaluates every
 panel's PromQL the way Prometheus would over that window, and prints a Markdown page with each
-panel's current values (breaker states by name, rates per second, latency quantiles).
+panel's current values (breaker states by name, rates per second, latency quantiles) as one
+Markdown table.
 
     # two scrapes of a live service, 10 s apart
     python examples/render_dashboard.py --url http://127.0.0.1:8000/metrics --interval 10
@@ -515,7 +516,8 @@ def _mappings(panel: Mapping[str, Any]) -> dict[str, str]:
 
 @dataclass(frozen=True)
 class PanelValues:
-    """One panel's series at the second scrape, ``(legend, formatted value)`` sorted."""
+    """One panel's series at the second scrape, ``(legend, formatted value)``, sorted by
+    legend within each of the panel's queries."""
 
     row: str
     title: str
@@ -539,10 +541,9 @@ def evaluate_dashboard(
             value = evaluate(parse(substitute(target["expr"], name, window.seconds)), window)
             if isinstance(value, float):
                 value = {(): value}
-            for labels, v in sorted(value.items()):
-                series.append(
-                    (_legend(target.get("legendFormat", ""), labels), _format(v, unit, mappings))
-                )
+            legend = target.get("legendFormat", "")
+            shown = sorted((_legend(legend, labels), v) for labels, v in value.items())
+            series += [(text, _format(v, unit, mappings)) for text, v in shown]
         out.append(PanelValues(row, panel["title"], tuple(series)))
     return out
 
@@ -552,21 +553,18 @@ def _cell(text: str) -> str:
 
 
 def markdown(panels: Iterable[PanelValues], heading: str) -> str:
-    """The panels as a Markdown page: one table per panel, grouped by dashboard row."""
-    lines = [heading, ""]
-    row = None
+    """The panels as one Markdown table (panel, series, value) under ``heading``: no
+    headings of its own, so it can be pasted into a page as it is."""
+    lines = [heading, "", "| panel | series | value |", "|---|---|---|"]
     for panel in panels:
-        if panel.row != row:
-            row = panel.row
-            lines += [f"### {row}", ""]
-        lines += [f"**{panel.title}**", ""]
+        title = _cell(f"{panel.row} / {panel.title}" if panel.row else panel.title)
         if not panel.series:
-            lines += ["_no series in this window_", ""]
+            lines.append(f"| **{title}** | _no series in this window_ | |")
             continue
-        lines += ["| series | value |", "|---|---|"]
-        lines += [f"| {_cell(legend)} | {_cell(value)} |" for legend, value in panel.series]
-        lines.append("")
-    return "\n".join(lines)
+        for i, (legend, value) in enumerate(panel.series):
+            shown = f"**{title}**" if i == 0 else ""
+            lines.append(f"| {shown} | {_cell(legend)} | {_cell(value)} |")
+    return "\n".join(lines) + "\n"
 
 
 # -- sources ---------------------------------------------------------------------------------

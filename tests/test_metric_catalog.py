@@ -343,3 +343,11 @@ def test_histogram_entries_need_increasing_buckets() -> None:
 def test_unknown_names_say_where_the_catalog_is() -> None:
     with pytest.raises(KeyError, match=r"_catalog\.py"):
         spec("resilient_nothing_total")
+
+
+def test_every_catalog_entry_is_documented() -> None:
+    docs = Path(__file__).resolve().parents[1] / "docs"
+    text = (docs / "telemetry.md").read_text(encoding="utf-8")
+    text += (docs / "saga.md").read_text(encoding="utf-8")
+    missing = [m.name for m in CATALOG if f"`{m.name}" not in text]
+    assert not missing, f"not described in docs/telemetry.md or docs/saga.md: {missing}"

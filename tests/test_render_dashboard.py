@@ -244,9 +244,10 @@ def test_main_renders_two_saved_scrapes(tmp_path: Path) -> None:
     assert main([*argv, "--out", str(out), "--name", "payments"]) == 0
     page = out.read_text(encoding="utf-8")
     assert "over 10 s between two scrapes" in page
-    assert "| payments | open |" in page
+    assert "| **Circuit breakers / Breaker states** | payments | open |" in page
+    assert "|  | breaker payments: success | 3/s |" in page
+    assert "| **Retries and bulkheads / Retry attempts** | _no series in this window_ | |" in page
     assert "stock" not in page  # --name filtered it out, as Grafana's $name would
-    assert "### Circuit breakers" in page and "**Rejections by reason**" in page
 
 
 def test_main_refuses_half_given_sources(capsys: pytest.CaptureFixture[str]) -> None:
