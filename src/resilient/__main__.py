@@ -5,7 +5,8 @@
 defaults) as an aligned table, or as JSON with ``--json``; exit code 2 and the
 :class:`~resilient.ConfigError` message when the configuration is bad, so a deployment can run
 it as a pre-flight check. Without a NAME it lists the names found in the environment (and
-checks every variable of each).
+checks every variable of each). ``python -m resilient dashboard`` prints a Grafana dashboard
+for the library's metrics (``_dashboard.py``).
 
 Subcommands register in :data:`COMMANDS` (built in) and :data:`PLUGINS` (modules imported
 lazily, each exposing ``add_parser(subparsers)``; a missing module is skipped). Every

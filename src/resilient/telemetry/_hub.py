@@ -206,7 +206,7 @@ class PolicyTelemetry:
         self.kind = kind
         self.name = name
         self.on_event = on_event
-        # False for handles whose owner never executes calls (a saga, a passthrough): they
+        # False for handles whose owner never executes calls (saga, pipeline, passthrough): they
         # must not publish an always-empty resilient_call_duration_seconds series.
         self.counts_calls = counts_calls
         self.span_name = f"{kind} {name}"
