@@ -5,7 +5,8 @@
 defaults) as an aligned table, or as JSON with ``--json``; exit code 2 and the
 :class:`~resilient.ConfigError` message when the configuration is bad, so a deployment can run
 it as a pre-flight check. Without a NAME it lists the names found in the environment (and
-checks every variable of each).
+checks every variable of each). ``python -m resilient dashboard`` prints a Grafana dashboard
+for the library's metrics (``_dashboard.py``).
 
 Subcommands register in :data:`COMMANDS` (built in) and :data:`PLUGINS` (modules imported
 lazily, each exposing ``add_parser(subparsers)``; a missing module is skipped). Every
@@ -27,7 +28,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from . import _config_render, config
+from . import _config_render, _dashboard, config
 from ._registry import Registry, registry
 from .errors import ConfigError
 
@@ -242,6 +243,7 @@ def _run_config(args: argparse.Namespace) -> int:
 # -- registration ------------------------------------------------------------------------------
 COMMANDS: list[tuple[str, AddParser, Run]] = [
     ("config", _add_config_parser, _run_config),
+    ("dashboard", _dashboard.add_parser, _dashboard.run),
 ]
 """Built-in subcommands: ``(name, add_parser(subparsers) -> parser, run(args) -> int)``."""
 

@@ -71,11 +71,13 @@ class Policy:
     name: str
     _notes_outcome: bool = False
     """True for policies that may call ``_note_outcome`` (their executions read the note)."""
+    _counts_calls: ClassVar[bool] = True
+    """False for policies that bypass ``_execute``'s telemetry: no empty call series for them."""
 
     def __init__(self, name: str | None = None, *, on_event: Listener | None = None) -> None:
         self.name = _check_name(self.kind, name)
         v.ON_EVENT(on_event)
-        self._tel = PolicyTelemetry(self.kind, self.name, on_event)
+        self._tel = PolicyTelemetry(self.kind, self.name, on_event, counts_calls=self._counts_calls)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r}>"

@@ -66,6 +66,7 @@ class _Passthrough(Policy):
     ``...__ENABLED=false``: the call itself, with no telemetry of its own."""
 
     kind = "passthrough"
+    _counts_calls = False
 
     def _execute(
         self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]

@@ -90,7 +90,7 @@ class Bulkhead(AroundPolicy):
         super().__init__(name, on_event=on_event)
         self._lock = threading.Lock()
         self._core: BulkheadCore[Waiter] = BulkheadCore(max_concurrent, max_queued)
-        self._tel.gauge_source("bulkhead_in_flight", _in_flight_reader(self))
+        self._tel.gauge_source("resilient_bulkhead_in_flight", _in_flight_reader(self))
 
     def __repr__(self) -> str:
         core = self._core

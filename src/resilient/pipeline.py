@@ -23,6 +23,7 @@ class Pipeline(Policy):
     """
 
     kind = "pipeline"
+    _counts_calls = False
 
     def __init__(self, *policies: Policy, name: str | None = None) -> None:
         if not policies:

@@ -2,8 +2,8 @@
 
 Events go through a ``PolicyTelemetry("saga", name)`` handle, like every policy's, so global
 listeners, the saga's ``on_event`` and the current span all see them. The saga-specific metric
-families (SAGA.md 4.7) are registered through ``Families.extra`` so they follow the registry the
-user configured. Spans are only started when an OpenTelemetry SDK provider is set (the same
+families (SAGA.md 4.7) come from ``Families.family`` so they follow the registry the user
+configured. Spans are only started when an OpenTelemetry SDK provider is set (the same
 test ``PolicyTelemetry.tracer()`` makes), so a saga without tracing pays nothing for them.
 """
 
@@ -15,7 +15,7 @@ from typing import Any
 
 from opentelemetry import trace
 from opentelemetry.trace import Link, NonRecordingSpan, Span, SpanContext, TraceFlags
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 from ..telemetry import Listener, PolicyTelemetry, SagaEvent
 from ..telemetry._hub import STATE
@@ -23,64 +23,36 @@ from ..telemetry._prometheus import Families, families_for
 
 __all__ = ["SagaTelemetry", "parse_traceparent", "traceparent_of"]
 
-_STEP_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
-
 
 class _SagaFamilies:
-    """The saga's own metric families in one registry (created once via ``Families.extra``)."""
+    """The saga's metric families in one registry. Names, labels, help texts and buckets are
+    the catalog's (``telemetry/_catalog.py``); ``Families.family`` registers each once."""
 
-    def __init__(self, registry: CollectorRegistry) -> None:
-        self.started = Counter(
-            "resilient_saga_started", "Sagas started.", ["saga"], registry=registry
-        )
-        self.finished = Counter(
-            "resilient_saga_finished",
-            "Sagas that reached a final status.",
-            ["saga", "status"],
-            registry=registry,
-        )
-        self.step_seconds = Histogram(
-            "resilient_saga_step_seconds",
-            "Duration of one step attempt or compensation attempt.",
-            ["saga", "step", "phase", "outcome"],
-            registry=registry,
-            buckets=_STEP_BUCKETS,
-        )
-        self.in_flight = Gauge(
-            "resilient_saga_in_flight",
-            "Sagas being driven by this process.",
-            ["saga"],
-            registry=registry,
-        )
-        self.stuck = Gauge(
-            "resilient_saga_stuck",
-            "Sagas this process moved to STUCK and no operator has resolved yet.",
-            ["saga"],
-            registry=registry,
-        )
-        self.compensation_failures = Counter(
-            "resilient_saga_compensation_failures",
-            "Failed compensation attempts.",
-            ["saga", "step"],
-            registry=registry,
-        )
-        self.recovered = Counter(
-            "resilient_saga_recovered",
-            "Sagas taken over by recovery.",
-            ["saga"],
-            registry=registry,
-        )
-        self.stale_epoch = Counter(
-            "resilient_saga_stale_epoch",
-            "Log writes refused because another process took the saga over.",
-            registry=registry,
-        )
-        self.unknown_version = Counter(
-            "resilient_saga_unknown_version",
-            "Unfinished sagas skipped because their definition version is not registered.",
-            ["saga"],
-            registry=registry,
-        )
+    __slots__ = (
+        "compensation_failures",
+        "finished",
+        "in_flight",
+        "recovered",
+        "stale_epoch",
+        "started",
+        "step_seconds",
+        "stuck",
+        "total",
+        "unknown_version",
+    )
+
+    def __init__(self, families: Families) -> None:
+        family = families.family
+        self.total: Counter = family("resilient_saga_total")
+        self.started: Counter = family("resilient_saga_started_total")
+        self.finished: Counter = family("resilient_saga_finished_total")
+        self.step_seconds: Histogram = family("resilient_saga_step_seconds")
+        self.in_flight: Gauge = family("resilient_saga_in_flight")
+        self.stuck: Gauge = family("resilient_saga_stuck")
+        self.compensation_failures: Counter = family("resilient_saga_compensation_failures_total")
+        self.recovered: Counter = family("resilient_saga_recovered_total")
+        self.stale_epoch: Counter = family("resilient_saga_stale_epoch_total")
+        self.unknown_version: Counter = family("resilient_saga_unknown_version_total")
 
 
 def traceparent_of(span: Span) -> str | None:
@@ -115,22 +87,16 @@ class SagaTelemetry:
 
     def __init__(self, name: str, on_event: Listener | None) -> None:
         self.name = name
-        self.handle = PolicyTelemetry("saga", name, on_event)
+        # The saga counts its own runs (resilient_saga_total); calls are its steps' policies'.
+        self.handle = PolicyTelemetry("saga", name, on_event, counts_calls=False)
         self._gen = -1
-        self._families: Families | None = None
         self._saga: _SagaFamilies | None = None
 
     def _refresh(self) -> None:
         if self._gen == STATE.generation:
             return
         self._gen = STATE.generation
-        if STATE.metrics:
-            fams = families_for(STATE.registry)
-            self._families = fams
-            self._saga = fams.extra("saga", _SagaFamilies)
-        else:
-            self._families = None
-            self._saga = None
+        self._saga = _SagaFamilies(families_for(STATE.registry)) if STATE.metrics else None
 
     def metrics(self) -> _SagaFamilies | None:
         """The saga metric families, or ``None`` when metrics are off."""
@@ -177,9 +143,9 @@ class SagaTelemetry:
     def finished(self, status: str) -> None:
         """Count a saga reaching a final status (``resilient_saga_total`` and friends)."""
         fams = self.metrics()
-        if fams is None or self._families is None:
+        if fams is None:
             return
-        self._families.saga.labels(self.name, status).inc()
+        fams.total.labels(self.name, status).inc()
         fams.finished.labels(self.name, status).inc()
         if status == "stuck":
             fams.stuck.labels(self.name).inc()

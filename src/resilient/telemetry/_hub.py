@@ -180,6 +180,7 @@ class PolicyTelemetry:
         "_tracer",
         "_tracer_provider",
         "active_tracer",
+        "counts_calls",
         "detail",
         "gen",
         "kind",
@@ -199,10 +200,15 @@ class PolicyTelemetry:
         "tracing",
     )
 
-    def __init__(self, kind: str, name: str, on_event: Listener | None = None) -> None:
+    def __init__(
+        self, kind: str, name: str, on_event: Listener | None = None, *, counts_calls: bool = True
+    ) -> None:
         self.kind = kind
         self.name = name
         self.on_event = on_event
+        # False for handles whose owner never executes calls (saga, pipeline, passthrough): they
+        # must not publish an always-empty resilient_call_duration_seconds series.
+        self.counts_calls = counts_calls
         self.span_name = f"{kind} {name}"
         self.span_attributes: dict[str, Any] = {"resilient.policy": kind, "resilient.name": name}
         self.gen = -1
@@ -234,7 +240,9 @@ class PolicyTelemetry:
         self._families: Families | None = families_for(registry) if self.metrics else None
         self._children: dict[tuple[str, ...], Any] = {}
         self.stats = (
-            self._families.calls.stats(self.kind, self.name) if self._families is not None else None
+            self._families.calls.stats(self.kind, self.name)
+            if self._families is not None and self.counts_calls
+            else None
         )
         self.otel_global = OTEL._TRACER_PROVIDER
         self._tracer: Tracer | None = self._resolve_tracer() if self.tracing else None
@@ -281,7 +289,7 @@ class PolicyTelemetry:
         child = self._children.get(key)
         if child is None:
             assert self._families is not None
-            child = getattr(self._families, family).labels(*labels)
+            child = self._families.family(family).labels(*labels)
             self._children[key] = child
         return child
 
@@ -311,7 +319,8 @@ class PolicyTelemetry:
                 )
 
     def gauge_source(self, family: str, read: Callable[[], float]) -> None:
-        """Publish the gauge ``family`` for this policy by calling ``read`` at scrape time
+        """Publish the gauge ``family`` (its catalog name, labelled by ``name`` only) for this
+        policy by calling ``read`` at scrape time
         (re-bound when the registry changes): a gauge that moves on every call, like the
         bulkhead's in-flight count, then costs nothing per call."""
         self._gauges[family] = read
@@ -324,7 +333,7 @@ class PolicyTelemetry:
             self.refresh()
         if self._families is not None:
             for s in all_states:
-                self._child("breaker_state", self.name, s).set(1 if s == state else 0)
+                self._child("resilient_breaker_state", self.name, s).set(1 if s == state else 0)
 
     # -- events ------------------------------------------------------------------------------
     def rejected(self, reason: str, retry_after: float | None = None) -> None:

@@ -4,6 +4,11 @@ prometheus-client refuses to register a metric name twice in one registry, and u
 ``resilient`` at a fresh registry at any time (tests do, per test). So families are built lazily
 per registry and cached; label children are cached by the per-policy handle, because
 ``.labels()`` costs a dict lookup and a lock on every call otherwise.
+
+Names, label names, help texts and buckets come from the metric catalog (``_catalog.py``); this
+module only decides how each family is kept. The per-call families are plain numbers exported
+at scrape time (:class:`CallStats`, :class:`PlainCounter`); every other catalog entry is a
+standard prometheus-client counter, gauge or histogram, registered when first used.
 """
 
 from __future__ import annotations
@@ -11,34 +16,22 @@ from __future__ import annotations
 import threading
 from bisect import bisect_left
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from ._catalog import MetricSpec, spec
+
 __all__ = ["CallStats", "CounterSeries", "Families", "PlainCounter", "families_for"]
 
-# Latencies of protected calls: from sub-millisecond cache hits to multi-second timeouts.
-_DURATION_BUCKETS = (
-    0.0005,
-    0.001,
-    0.0025,
-    0.005,
-    0.01,
-    0.025,
-    0.05,
-    0.1,
-    0.25,
-    0.5,
-    1.0,
-    2.5,
-    5.0,
-    10.0,
-    30.0,
-)
+_CALLS = spec("resilient_calls_total")
+_CALL_DURATION = spec("resilient_call_duration_seconds")
+# Counted on failure paths that peers answer in about a microsecond: plain integers.
+_PLAIN_COUNTERS = frozenset({"resilient_retry_attempts_total", "resilient_rejections_total"})
 
-
+_DURATION_BUCKETS = _CALL_DURATION.buckets
 _FIRST_BOUND = _DURATION_BUCKETS[0]
 _BOUNDS_TEXT = tuple(repr(float(b)) for b in _DURATION_BUCKETS)
 
@@ -97,15 +90,9 @@ class _CallCollector(Collector):
 
     def describe(self) -> list[Metric]:
         return [
-            CounterMetricFamily(
-                "resilient_calls",
-                "Calls through a resilience policy, by outcome.",
-                labels=["policy", "name", "outcome"],
-            ),
+            CounterMetricFamily(_CALLS.family, _CALLS.help, labels=list(_CALLS.labels)),
             HistogramMetricFamily(
-                "resilient_call_duration_seconds",
-                "Time spent in a resilience policy per call, including the protected function.",
-                labels=["policy", "name"],
+                _CALL_DURATION.family, _CALL_DURATION.help, labels=list(_CALL_DURATION.labels)
             ),
         ]
 
@@ -157,10 +144,10 @@ class PlainCounter(Collector):
     same ``<name>_total`` samples (no ``_created`` series, like ``resilient_calls_total``).
     """
 
-    def __init__(self, name: str, documentation: str, labelnames: list[str]) -> None:
-        self._name = name
-        self._documentation = documentation
-        self._labelnames = labelnames
+    def __init__(self, metric: MetricSpec) -> None:
+        self._name = metric.family
+        self._documentation = metric.help
+        self._labelnames = list(metric.labels)
         self._series: dict[tuple[str, ...], CounterSeries] = {}
         self._lock = threading.Lock()
 
@@ -184,54 +171,64 @@ class PlainCounter(Collector):
         yield family
 
 
+def _standard(metric: MetricSpec, registry: CollectorRegistry) -> Any:
+    """A prometheus-client family for ``metric``, registered with ``registry``."""
+    if metric.type == "counter":
+        return Counter(metric.family, metric.help, metric.labels, registry=registry)
+    if metric.type == "gauge":
+        return Gauge(metric.family, metric.help, metric.labels, registry=registry)
+    return Histogram(
+        metric.family, metric.help, metric.labels, registry=registry, buckets=metric.buckets
+    )
+
+
 class Families:
-    """Every metric family ``resilient`` exports, bound to one registry."""
+    """Every metric family ``resilient`` exports, bound to one registry.
+
+    The per-call families (``resilient_calls_total``, ``resilient_call_duration_seconds``)
+    are registered at once, because every policy's handle needs them; every other catalog
+    entry on first use through :meth:`family`, so a scrape lists only families that some
+    live policy or saga exports.
+    """
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
         self.calls = _CallCollector()
         registry.register(self.calls)
-        self.breaker_state = Gauge(
-            "resilient_breaker_state",
-            "1 for the circuit breaker's current state, 0 for the others.",
-            ["name", "state"],
-            registry=registry,
-        )
-        self.retry_attempts = PlainCounter(
-            "resilient_retry_attempts", "Retries scheduled (attempts after the first).", ["name"]
-        )
-        registry.register(self.retry_attempts)
-        self.bulkhead_in_flight = Gauge(
-            "resilient_bulkhead_in_flight",
-            "Calls currently holding a bulkhead slot.",
-            ["name"],
-            registry=registry,
-        )
-        self.rejections = PlainCounter(
-            "resilient_rejections",
-            "Calls a policy refused without running them, by reason.",
-            ["policy", "name", "reason"],
-        )
-        registry.register(self.rejections)
-        self.saga = Counter(
-            "resilient_saga",
-            "Sagas finished, by outcome (completed, compensated, stuck).",
-            ["name", "outcome"],
-            registry=registry,
-        )
-        self._extra: dict[str, Any] = {}
-        self._extra_lock = threading.Lock()
+        self._built: dict[str, Any] = {}
+        self._lock = threading.Lock()
 
-    def extra(self, key: str, factory: Any) -> Any:
-        """A family owned by another module (the saga's), created once per registry."""
-        family = self._extra.get(key)
-        if family is None:
-            with self._extra_lock:
-                family = self._extra.get(key)
-                if family is None:
-                    family = factory(self.registry)
-                    self._extra[key] = family
-        return family
+    def family(self, name: str) -> Any:
+        """The family scraped as ``name`` (a catalog name, e.g. ``resilient_breaker_state``),
+        built and registered on first use; its ``.labels(...)`` take the catalog's label
+        order. ``KeyError`` for a name the catalog does not list."""
+        found = self._built.get(name)
+        if found is None:
+            with self._lock:
+                found = self._built.get(name)
+                if found is None:
+                    found = self._build(spec(name))
+                    self._built[name] = found
+        return found
+
+    def _build(self, metric: MetricSpec) -> Any:
+        if metric in (_CALLS, _CALL_DURATION):
+            raise ValueError(f"{metric.name} is kept per policy: use Families.calls")
+        if metric.name in _PLAIN_COUNTERS:
+            counter = PlainCounter(metric)
+            self.registry.register(counter)
+            return counter
+        return _standard(metric, self.registry)
+
+    @property
+    def retry_attempts(self) -> PlainCounter:
+        """``resilient_retry_attempts_total{name}``."""
+        return cast(PlainCounter, self.family("resilient_retry_attempts_total"))
+
+    @property
+    def rejections(self) -> PlainCounter:
+        """``resilient_rejections_total{policy,name,reason}``."""
+        return cast(PlainCounter, self.family("resilient_rejections_total"))
 
 
 _cache: dict[int, Families] = {}

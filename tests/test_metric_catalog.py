@@ -1,0 +1,353 @@
+"""The metric catalog and what the library really exports agree, in both directions.
+
+Each scenario drives one policy kind (or a saga, or a pipeline of everything) against a fresh
+``CollectorRegistry`` and reads the scrape back. It must export exactly the catalog families
+whose ``policies`` include the kinds it ran, each sample with exactly the catalog's labels,
+type and help text, and nothing that is not in the catalog. Together the scenarios cover
+every catalog entry, so an entry nobody exports fails too.
+"""
+
+from __future__ import annotations
+
+import gc
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+import resilient as rs
+from resilient.saga.testing import CrashPoint, SimulatedCrash, crash_at
+from resilient.telemetry import configure_telemetry, reset_telemetry
+from resilient.telemetry._catalog import CATALOG, MetricSpec, by_name, spec
+from resilient.testing import FakeClock
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+
+
+@pytest.fixture
+def registry() -> Iterator[CollectorRegistry]:
+    reg = CollectorRegistry()
+    configure_telemetry(registry=reg, metrics=True, tracing=False)
+    try:
+        yield reg
+    finally:
+        reset_telemetry()
+
+
+# -- the scenarios ------------------------------------------------------------------------------
+def _breaker() -> None:
+    breaker = rs.CircuitBreaker("cat-breaker", window_size=2, minimum_calls=2)
+
+    @breaker
+    def fail() -> None:
+        raise ConnectionError("down")
+
+    for _ in range(2):
+        with pytest.raises(ConnectionError):
+            fail()
+    with pytest.raises(rs.CircuitOpenError):
+        fail()
+
+
+def _bulkhead() -> None:
+    bulkhead = rs.Bulkhead("cat-bulkhead", max_concurrent=1)
+    assert bulkhead.call(lambda: 1) == 1
+    with bulkhead, pytest.raises(rs.BulkheadFullError):
+        bulkhead.call(lambda: 2)
+
+
+def _retry() -> None:
+    answers: list[Any] = [ConnectionError("once"), "ok"]
+
+    @rs.Retry("cat-retry", attempts=2, wait=0)
+    def flaky() -> str:
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return str(answer)
+
+    assert flaky() == "ok"
+
+
+def _timeout() -> None:
+    assert rs.Timeout(5.0, name="cat-timeout").call(lambda: 1) == 1
+
+
+def _fallback() -> None:
+    def fail() -> int:
+        raise ConnectionError("down")
+
+    assert rs.Fallback(value=7, name="cat-fallback").call(fail) == 7
+
+
+def _sync_pipeline() -> None:
+    answers: list[Any] = [ConnectionError("once"), "ok"]
+
+    def flaky() -> str:
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return str(answer)
+
+    pipe = rs.pipeline(rs.Retry("cat-pipe", wait=0), rs.Timeout(5.0, name="cat-pipe"))
+    assert pipe.call(flaky) == "ok"
+
+
+def _crash_under(saga: rs.Saga, saga_id: str, step: str) -> None:
+    with crash_at(CrashPoint.AFTER_STEP_RECORDED, step):
+        try:
+            saga.run_sync({}, saga_id=saga_id)
+        except SimulatedCrash:
+            return  # not pytest.raises: its ExceptionInfo would keep the saga's frames alive
+    pytest.fail("the armed crash point did not fire")
+
+
+def _crash_under_old_version(store: rs.SagaStore, clock: FakeClock) -> None:
+    # In a frame of its own so nothing references the v1 definition once this returns: the
+    # process "restarted" without it.
+    old = rs.Saga("cat-versioned", store=store, clock=clock)
+    old.add_step("only", lambda ctx: "done")
+    _crash_under(old, "v1-run", "only")
+
+
+def _saga() -> None:
+    clock = FakeClock()
+    store = rs.InMemorySagaStore()
+
+    def build() -> rs.Saga:
+        saga = rs.Saga("cat-saga", store=store, clock=clock)
+        saga.add_step("reserve", lambda ctx: "reserved", compensate=lambda ctx, done: None)
+
+        def charge(ctx: rs.SagaContext) -> str:
+            if ctx.data.get("decline"):
+                raise ConnectionError("payments down")
+            return "charged"
+
+        saga.add_step("charge", charge)
+        return saga
+
+    saga = build()
+    saga.run_sync({}, saga_id="done")  # completed
+    with pytest.raises(rs.SagaFailed):  # compensated, under the default compensation policy
+        saga.run_sync({"decline": True}, saga_id="declined")
+
+    _crash_under(saga, "crashed", "reserve")  # recovered by "another process"
+    clock.advance(31.0)
+    assert build().recover_sync().outcomes == {"crashed": rs.SagaStatus.COMPLETED}
+
+    def undo_fails(ctx: rs.SagaContext, done: Any) -> None:
+        raise ConnectionError("refund service down")
+
+    def decline(ctx: rs.SagaContext) -> str:
+        raise rs.Rejected("declined")
+
+    stuck = rs.Saga("cat-stuck", store=store, clock=clock)  # default policy sleeps on clock
+    stuck.add_step("reserve", lambda ctx: "reserved", compensate=undo_fails)
+    stuck.add_step("charge", decline)
+    with pytest.raises(rs.SagaStuck):
+        stuck.run_sync({}, saga_id="stuck")
+
+    _crash_under_old_version(store, clock)
+    gc.collect()
+    clock.advance(31.0)
+    newer = rs.Saga("cat-versioned", store=store, clock=clock, version=2)
+    newer.add_step("only", lambda ctx: "done")
+    assert "v1-run" in newer.recover_sync().skipped
+
+
+async def _async_everything() -> None:
+    answers: list[Any] = [ConnectionError("once"), "ok"]
+
+    async def flaky() -> str:
+        await anyio.lowlevel.checkpoint()
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return str(answer)
+
+    breaker = rs.CircuitBreaker("cat-async")
+    pipe = rs.pipeline(
+        rs.Fallback(value="fallback", name="cat-async"),
+        rs.Retry("cat-async", wait=0, on=(ConnectionError,)),
+        breaker,
+        rs.Timeout(5.0, name="cat-async"),
+        rs.Bulkhead("cat-async", max_concurrent=2),
+    )
+    assert await pipe.acall(flaky) == "ok"
+    breaker.force_open()
+    assert await pipe.acall(flaky) == "fallback"  # rejected by the breaker, then answered
+
+
+_ALL_CALL_KINDS = {"breaker", "bulkhead", "retry", "timeout", "fallback"}
+SCENARIOS: dict[str, tuple[Callable[[], None], set[str]]] = {
+    "breaker": (_breaker, {"breaker"}),
+    "bulkhead": (_bulkhead, {"bulkhead"}),
+    "retry": (_retry, {"retry"}),
+    "timeout": (_timeout, {"timeout"}),
+    "fallback": (_fallback, {"fallback"}),
+    "pipeline": (_sync_pipeline, {"retry", "timeout"}),  # a pipeline adds no series
+    "saga": (_saga, {"saga", "saga_compensation"}),
+}
+
+
+# -- reading a scrape back ----------------------------------------------------------------------
+def _catalog_name(family_name: str, family_type: str) -> str:
+    return family_name + "_total" if family_type == "counter" else family_name
+
+
+def _sample_names(metric: MetricSpec) -> set[str]:
+    """The sample names prometheus-client may write for ``metric``; ``_created`` is its
+    creation timestamp of counters and histograms (OpenMetrics counts it in the family)."""
+    if metric.type == "counter":
+        return {metric.name, metric.family + "_created"}
+    if metric.type == "histogram":
+        return {metric.name + s for s in ("_bucket", "_sum", "_count", "_created")}
+    return {metric.name}
+
+
+def _check_exported(registry: CollectorRegistry, kinds: set[str]) -> None:
+    exported: dict[str, set[str]] = {}  # catalog name -> policy label values seen
+    for family in registry.collect():
+        name = _catalog_name(family.name, family.type)
+        assert name in by_name(), f"{name} is exported but not in the metric catalog"
+        metric = spec(name)
+        assert family.type == metric.type, f"{name}: exported as {family.type}"
+        assert family.documentation == metric.help, f"{name}: help text differs"
+        if not family.samples:
+            continue
+        exported[name] = set()
+        for sample in family.samples:
+            assert sample.name in _sample_names(metric), f"{sample.name} is not a {name} sample"
+            labels = set(sample.labels) - ({"le"} if sample.name.endswith("_bucket") else set())
+            assert labels == set(metric.labels), (
+                f"{sample.name}{sample.labels}: the catalog says labels {metric.labels}"
+            )
+            if "policy" in sample.labels:
+                exported[name].add(sample.labels["policy"])
+    expected = {m.name for m in CATALOG if set(m.policies) & kinds}
+    assert set(exported) == expected, (
+        f"running {sorted(kinds)} exported {sorted(exported)}; "
+        f"the catalog expects {sorted(expected)}"
+    )
+    for name, policies in exported.items():
+        assert policies <= kinds & set(spec(name).policies), (
+            f"{name} has series for policy kinds {sorted(policies)}; ran {sorted(kinds)}"
+        )
+    # What Prometheus parses from the text format: catalog families and their _created gauges.
+    text = generate_latest(registry).decode()
+    known = {m.family for m in CATALOG} | {m.name for m in CATALOG}
+    created = {m.family + "_created" for m in CATALOG if m.type != "gauge"}
+    for family in text_string_to_metric_families(text):
+        assert family.name in known | created, f"{family.name} in the scrape is not in the catalog"
+
+
+@pytest.mark.parametrize("scenario", sorted(SCENARIOS))
+def test_each_policy_kind_exports_exactly_its_catalog_families(
+    scenario: str, registry: CollectorRegistry
+) -> None:
+    run, kinds = SCENARIOS[scenario]
+    run()
+    _check_exported(registry, kinds)
+
+
+@pytest.mark.anyio
+async def test_async_pipeline_of_every_policy_exports_their_families(
+    registry: CollectorRegistry,
+) -> None:
+    await _async_everything()
+    _check_exported(registry, _ALL_CALL_KINDS)
+
+
+def test_the_scenarios_cover_every_catalog_entry() -> None:
+    ran = set().union(*(kinds for _, kinds in SCENARIOS.values()))
+    for metric in CATALOG:
+        assert set(metric.policies) <= ran | {"saga_compensation"}, metric.name
+        assert set(metric.policies) & ran, f"no scenario exports {metric.name}"
+
+
+def test_labels_with_listed_values_match_the_library() -> None:
+    states = spec("resilient_breaker_state").values_of("state")
+    assert states == tuple(s.value for s in rs.BreakerState)
+
+
+def test_breaker_publishes_every_listed_state(registry: CollectorRegistry) -> None:
+    rs.CircuitBreaker("cat-states")
+    seen = {
+        s.labels["state"]
+        for family in registry.collect()
+        for s in family.samples
+        if family.name == "resilient_breaker_state"
+    }
+    assert seen == set(spec("resilient_breaker_state").values_of("state"))
+
+
+def test_catalog_imports_nothing_but_the_standard_library() -> None:
+    # Loaded by path, without importing the resilient package (whose imports are not the
+    # catalog's business): the catalog alone must not pull in prometheus-client or OTel.
+    code = (
+        "import importlib.util, sys\n"
+        f"path = {str(SRC / 'resilient' / 'telemetry' / '_catalog.py')!r}\n"
+        "s = importlib.util.spec_from_file_location('catalog', path)\n"
+        "m = importlib.util.module_from_spec(s)\n"
+        "sys.modules['catalog'] = m\n"
+        "s.loader.exec_module(m)\n"
+        "assert len(m.CATALOG) > 0\n"
+        "bad = [n for n in sys.modules if n.split('.')[0] in "
+        "('prometheus_client', 'opentelemetry', 'resilient')]\n"
+        "assert not bad, bad\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"name": "calls_total"}, "starting with 'resilient_'"),
+        ({"name": "resilient_calls"}, "end in '_total'"),
+        ({"type": "gauge"}, "end in '_total'"),
+        ({"type": "summary"}, "counter, gauge or histogram"),
+        ({"labels": ("name", "name")}, "distinct"),
+        ({"labels": ("le",)}, "not 'le'"),
+        ({"buckets": (1.0,)}, "only histograms"),
+        ({"policies": ()}, "which policies"),
+        ({"values": (("reason", ("open",)),)}, "labels it does not have"),
+    ],
+)
+def test_malformed_entries_are_refused(kwargs: dict[str, Any], message: str) -> None:
+    fields: dict[str, Any] = {
+        "name": "resilient_things_total",
+        "type": "counter",
+        "labels": ("name",),
+        "help": "Things.",
+        "policies": ("breaker",),
+    }
+    fields.update(kwargs)
+    with pytest.raises(ValueError, match=message):
+        MetricSpec(**fields)
+
+
+def test_histogram_entries_need_increasing_buckets() -> None:
+    with pytest.raises(ValueError, match="strictly increasing"):
+        MetricSpec("resilient_x_seconds", "histogram", (), "X.", ("breaker",), buckets=(2.0, 1.0))
+    with pytest.raises(ValueError, match="sample suffix"):
+        MetricSpec("resilient_x_count", "histogram", (), "X.", ("breaker",), buckets=(1.0,))
+
+
+def test_unknown_names_say_where_the_catalog_is() -> None:
+    with pytest.raises(KeyError, match=r"_catalog\.py"):
+        spec("resilient_nothing_total")
+
+
+def test_every_catalog_entry_is_documented() -> None:
+    docs = Path(__file__).resolve().parents[1] / "docs"
+    text = (docs / "telemetry.md").read_text(encoding="utf-8")
+    text += (docs / "saga.md").read_text(encoding="utf-8")
+    missing = [m.name for m in CATALOG if f"`{m.name}" not in text]
+    assert not missing, f"not described in docs/telemetry.md or docs/saga.md: {missing}"
