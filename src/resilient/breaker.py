@@ -380,77 +380,9 @@ class CircuitBreaker(AroundPolicy):
         if changes:
             self._publish(changes, gen)
 
-    # -- AroundPolicy ----------------------------------------------------------------------------
-    # ``_call``/``_acall`` inline the lock-free paths of ``_enter`` (admission while CLOSED,
-    # rejection while OPEN) and report a success through ``BreakerCore.succeed_fast``: the
-    # happy path is a few attribute reads, one clock read and one short lock section, in
-    # three Python frames; a rejection raises from ``_call`` itself.
-    #
-    # Lock-free rejection while OPEN: the core would refuse with exactly this hint.
-    # ``open_until`` only ever belongs to the current or an earlier opening (a transition
-    # writes the state first), and an earlier opening's end is already past when the breaker
-    # re-opens, so a racing transition cannot make us reject a call the breaker would admit
-    # at the instant we read the state. Lock-free admission while CLOSED: if a transition
-    # raced with us, the permit's generation is already outdated and its outcome is ignored.
-    def _sync_wrapper(self, fn: Callable[..., Any]) -> Callable[..., Any]:
-        # The decorator's wrapper with ``_call`` inlined for telemetry off (the breaker is
-        # the policy called most often, and an open one answers in well under a microsecond,
-        # so one frame is a large share); other modes as in ``Policy._sync_wrapper``.
-        tel = self._tel
-        core = self._core
-        clock = self._clock
-        lock = self._lock
-
-        def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
-            if tel.plain:
-                cgen = core.gen  # read before the state: see above
-                state = core.state
-                if state is _CLOSED:
-                    permit = (cgen, clock())
-                else:
-                    now = clock()
-                    wait = core.open_until - now
-                    if state is _OPEN and wait > 0.0:  # nothing to report: telemetry is off
-                        raise _open(self._id, self.name, wait)
-                    permit = self._admit(now)
-                try:
-                    result = fn(*args, **kwargs)
-                except BaseException as exc:
-                    self._exit(permit, exc, None)
-                    raise
-                if self._record_result is not None:
-                    self._exit(permit, None, result)
-                elif permit[0] >= 0:
-                    lock.acquire()
-                    try:
-                        done = core.succeed_fast(permit[0])
-                    finally:
-                        lock.release()
-                    if not done:
-                        self._complete(permit, SUCCESS, None)
-                return result
-            stats = tel.stats
-            if (
-                stats is None
-                or tel.metrics_gen != STATE.generation
-                or OTEL._TRACER_PROVIDER is not tel.otel_global
-                or self._notes_outcome
-            ):
-                return self._execute(fn, args, kwargs)
-            start = perf_counter()
-            try:
-                result = self._call(fn, args, kwargs)
-            except BaseException as exc:
-                stats.record(self._outcome_for(exc), perf_counter() - start)
-                raise
-            stats.record("success", perf_counter() - start)
-            return result
-
-        return sync_wrapper
-
+    # -- AroundPolicy: the per-call paths ------------------------------------------------------
+    # --- generated from src/resilient/_templates/breaker.tmpl by tools/gen_hotpaths.py ---
     def _async_wrapper(self, fn: Callable[..., Awaitable[Any]]) -> Callable[..., Any]:
-        # As ``_sync_wrapper``, for ``async def``: with telemetry off, no coroutine but the
-        # wrapper and the protected function.
         tel = self._tel
         core = self._core
         clock = self._clock
@@ -458,14 +390,17 @@ class CircuitBreaker(AroundPolicy):
 
         async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
             if tel.plain:
-                cgen = core.gen
+                cgen = core.gen  # read before the state: a racing transition can only make it stale
                 state = core.state
                 if state is _CLOSED:
                     permit = (cgen, clock())
                 else:
                     now = clock()
                     wait = core.open_until - now
-                    if state is _OPEN and wait > 0.0:
+                    if state is _OPEN and wait > 0.0:  # lock-free rejection: see the template
+                        handle = self._tel
+                        if not handle.quiet or handle.gen != STATE.generation:
+                            handle.rejected("open", wait)
                         raise _open(self._id, self.name, wait)
                     permit = self._admit(now)
                 try:
@@ -475,8 +410,8 @@ class CircuitBreaker(AroundPolicy):
                     raise
                 if self._record_result is not None:
                     self._exit(permit, None, result)
-                elif permit[0] >= 0:
-                    lock.acquire()
+                elif permit[0] >= 0:  # not admitted while DISABLED
+                    lock.acquire()  # not ``with``: on CPython 3.11 that costs twice as much
                     try:
                         done = core.succeed_fast(permit[0])
                     finally:
@@ -484,12 +419,13 @@ class CircuitBreaker(AroundPolicy):
                     if not done:
                         self._complete(permit, SUCCESS, None)
                 return result
+            if self._notes_outcome:
+                return await self._aexecute(fn, args, kwargs)
             stats = tel.stats
             if (
                 stats is None
                 or tel.metrics_gen != STATE.generation
                 or OTEL._TRACER_PROVIDER is not tel.otel_global
-                or self._notes_outcome
             ):
                 return await self._aexecute(fn, args, kwargs)
             start = perf_counter()
@@ -503,19 +439,122 @@ class CircuitBreaker(AroundPolicy):
 
         return async_wrapper
 
-    def _call(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    def _sync_wrapper(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        tel = self._tel
         core = self._core
-        gen = core.gen  # read before the state: a racing transition can only make it stale
+        clock = self._clock
+        lock = self._lock
+
+        def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
+            if tel.plain:
+                cgen = core.gen  # read before the state: a racing transition can only make it stale
+                state = core.state
+                if state is _CLOSED:
+                    permit = (cgen, clock())
+                else:
+                    now = clock()
+                    wait = core.open_until - now
+                    if state is _OPEN and wait > 0.0:  # lock-free rejection: see the template
+                        handle = self._tel
+                        if not handle.quiet or handle.gen != STATE.generation:
+                            handle.rejected("open", wait)
+                        raise _open(self._id, self.name, wait)
+                    permit = self._admit(now)
+                try:
+                    result = fn(*args, **kwargs)
+                except BaseException as exc:
+                    self._exit(permit, exc, None)
+                    raise
+                if self._record_result is not None:
+                    self._exit(permit, None, result)
+                elif permit[0] >= 0:  # not admitted while DISABLED
+                    lock.acquire()  # not ``with``: on CPython 3.11 that costs twice as much
+                    try:
+                        done = core.succeed_fast(permit[0])
+                    finally:
+                        lock.release()
+                    if not done:
+                        self._complete(permit, SUCCESS, None)
+                return result
+            if self._notes_outcome:
+                return self._execute(fn, args, kwargs)
+            stats = tel.stats
+            if (
+                stats is None
+                or tel.metrics_gen != STATE.generation
+                or OTEL._TRACER_PROVIDER is not tel.otel_global
+            ):
+                return self._execute(fn, args, kwargs)
+            start = perf_counter()
+            try:
+                result = self._call(fn, args, kwargs)
+            except BaseException as exc:
+                stats.record(self._outcome_for(exc), perf_counter() - start)
+                raise
+            stats.record("success", perf_counter() - start)
+            return result
+
+        return sync_wrapper
+
+    async def _acall(
+        self,
+        fn: Callable[..., Awaitable[Any]],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> Any:
+        core = self._core
+        clock = self._clock
+        lock = self._lock
+        cgen = core.gen  # read before the state: a racing transition can only make it stale
         state = core.state
         if state is _CLOSED:
-            permit = (gen, self._clock())
+            permit = (cgen, clock())
         else:
-            now = self._clock()
+            now = clock()
             wait = core.open_until - now
-            if state is _OPEN and wait > 0.0:  # lock-free rejection: see above
-                tel = self._tel
-                if not tel.quiet or tel.gen != STATE.generation:
-                    tel.rejected("open", wait)
+            if state is _OPEN and wait > 0.0:  # lock-free rejection: see the template
+                handle = self._tel
+                if not handle.quiet or handle.gen != STATE.generation:
+                    handle.rejected("open", wait)
+                raise _open(self._id, self.name, wait)
+            permit = self._admit(now)
+        try:
+            result = await fn(*args, **kwargs)
+        except BaseException as exc:
+            self._exit(permit, exc, None)
+            raise
+        if self._record_result is not None:
+            self._exit(permit, None, result)
+        elif permit[0] >= 0:  # not admitted while DISABLED
+            lock.acquire()  # not ``with``: on CPython 3.11 that costs twice as much
+            try:
+                done = core.succeed_fast(permit[0])
+            finally:
+                lock.release()
+            if not done:
+                self._complete(permit, SUCCESS, None)
+        return result
+
+    def _call(
+        self,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> Any:
+        core = self._core
+        clock = self._clock
+        lock = self._lock
+        cgen = core.gen  # read before the state: a racing transition can only make it stale
+        state = core.state
+        if state is _CLOSED:
+            permit = (cgen, clock())
+        else:
+            now = clock()
+            wait = core.open_until - now
+            if state is _OPEN and wait > 0.0:  # lock-free rejection: see the template
+                handle = self._tel
+                if not handle.quiet or handle.gen != STATE.generation:
+                    handle.rejected("open", wait)
                 raise _open(self._id, self.name, wait)
             permit = self._admit(now)
         try:
@@ -526,46 +565,7 @@ class CircuitBreaker(AroundPolicy):
         if self._record_result is not None:
             self._exit(permit, None, result)
         elif permit[0] >= 0:  # not admitted while DISABLED
-            lock = self._lock
             lock.acquire()  # not ``with``: on CPython 3.11 that costs twice as much
-            try:
-                done = core.succeed_fast(permit[0])
-            finally:
-                lock.release()
-            if not done:
-                self._complete(permit, SUCCESS, None)
-        return result
-
-    async def _acall(
-        self,
-        fn: Callable[..., Awaitable[Any]],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-    ) -> Any:
-        core = self._core
-        gen = core.gen
-        state = core.state
-        if state is _CLOSED:
-            permit = (gen, self._clock())
-        else:
-            now = self._clock()
-            wait = core.open_until - now
-            if state is _OPEN and wait > 0.0:  # lock-free rejection: see above
-                tel = self._tel
-                if not tel.quiet or tel.gen != STATE.generation:
-                    tel.rejected("open", wait)
-                raise _open(self._id, self.name, wait)
-            permit = self._admit(now)
-        try:
-            result = await fn(*args, **kwargs)
-        except BaseException as exc:
-            self._exit(permit, exc, None)
-            raise
-        if self._record_result is not None:
-            self._exit(permit, None, result)
-        elif permit[0] >= 0:
-            lock = self._lock
-            lock.acquire()
             try:
                 done = core.succeed_fast(permit[0])
             finally:
@@ -576,18 +576,23 @@ class CircuitBreaker(AroundPolicy):
 
     def _enter(self) -> Permit:
         core = self._core
-        gen = core.gen  # read before the state: a racing transition can only make it stale
+        clock = self._clock
+        cgen = core.gen  # read before the state: a racing transition can only make it stale
         state = core.state
-        if state is _CLOSED:  # lock-free admission: see above
-            return (gen, self._clock())
-        now = self._clock()
-        wait = core.open_until - now
-        if state is _OPEN and wait > 0.0:  # lock-free rejection: see above
-            tel = self._tel
-            if not tel.quiet or tel.gen != STATE.generation:
-                tel.rejected("open", wait)
-            raise _open(self._id, self.name, wait)
-        return self._admit(now)
+        if state is _CLOSED:
+            permit = (cgen, clock())
+        else:
+            now = clock()
+            wait = core.open_until - now
+            if state is _OPEN and wait > 0.0:  # lock-free rejection: see the template
+                handle = self._tel
+                if not handle.quiet or handle.gen != STATE.generation:
+                    handle.rejected("open", wait)
+                raise _open(self._id, self.name, wait)
+            permit = self._admit(now)
+        return permit
+
+    # --- end of generated code ---
 
     def _admit(self, now: float) -> Permit:
         """Admission through the core, under the lock (any state but CLOSED)."""

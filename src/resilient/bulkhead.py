@@ -126,40 +126,18 @@ class Bulkhead(AroundPolicy):
         """Callers waiting for a slot right now."""
         return self._core.queued
 
-    # -- admission -----------------------------------------------------------------------------
-    # ``_call``/``_acall`` inline ``_enter`` and ``_exit`` for the uncontended case (a free
-    # slot, nobody queued): one short lock section to take the slot, one to give it back.
-    def _call(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        core = self._core
-        lock = self._lock
-        lock.acquire()  # not ``with``: on CPython 3.11 that costs twice the lock round trip
-        try:
-            admitted = core.try_admit()
-        finally:
-            lock.release()
-        if not admitted:
-            self._wait_in_thread()
-        elif self._tel.detail or self._tel.gen != STATE.generation:
-            self._admitted(0.0)
-        try:
-            result = fn(*args, **kwargs)
-        except BaseException:
-            self._release_slot()
-            raise
-        self._release_slot()
-        return result
-
+    # -- admission: the per-call paths ----------------------------------------------------------
+    # --- generated from src/resilient/_templates/bulkhead.tmpl by tools/gen_hotpaths.py ---
     async def _acall(
         self,
         fn: Callable[..., Awaitable[Any]],
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
     ) -> Any:
-        core = self._core
         lock = self._lock
-        lock.acquire()
+        lock.acquire()  # not ``with``: on CPython 3.11 that costs twice the lock round trip
         try:
-            admitted = core.try_admit()
+            admitted = self._core.try_admit()
         finally:
             lock.release()
         if not admitted:
@@ -174,9 +152,57 @@ class Bulkhead(AroundPolicy):
         self._release_slot()
         return result
 
+    def _call(
+        self,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> Any:
+        lock = self._lock
+        lock.acquire()  # not ``with``: on CPython 3.11 that costs twice the lock round trip
+        try:
+            admitted = self._core.try_admit()
+        finally:
+            lock.release()
+        if not admitted:
+            self._wait_in_thread()
+        elif self._tel.detail or self._tel.gen != STATE.generation:
+            self._admitted(0.0)
+        try:
+            result = fn(*args, **kwargs)
+        except BaseException:
+            self._release_slot()
+            raise
+        self._release_slot()
+        return result
+
+    async def _aenter(self) -> None:
+        lock = self._lock
+        lock.acquire()  # not ``with``: on CPython 3.11 that costs twice the lock round trip
+        try:
+            admitted = self._core.try_admit()
+        finally:
+            lock.release()
+        if not admitted:
+            await self._wait_in_task()
+        elif self._tel.detail or self._tel.gen != STATE.generation:
+            self._admitted(0.0)
+
+    def _enter(self) -> None:
+        lock = self._lock
+        lock.acquire()  # not ``with``: on CPython 3.11 that costs twice the lock round trip
+        try:
+            admitted = self._core.try_admit()
+        finally:
+            lock.release()
+        if not admitted:
+            self._wait_in_thread()
+        elif self._tel.detail or self._tel.gen != STATE.generation:
+            self._admitted(0.0)
+
     def _enter_nowait(self) -> Any:
         lock = self._lock
-        lock.acquire()
+        lock.acquire()  # not ``with``: on CPython 3.11 that costs twice the lock round trip
         try:
             admitted = self._core.try_admit()
         finally:
@@ -189,32 +215,7 @@ class Bulkhead(AroundPolicy):
             raise self._reject("full", None)  # no queue to wait in
         return WAIT  # ``_aenter`` queues (or admits, if a slot was freed meanwhile)
 
-    def _exit_ok(self, permit: Any, result: Any) -> None:
-        self._release_slot()
-
-    def _enter(self) -> None:
-        lock = self._lock
-        lock.acquire()
-        try:
-            admitted = self._core.try_admit()
-        finally:
-            lock.release()
-        if admitted:
-            self._admitted(0.0)
-            return None
-        return self._wait_in_thread()
-
-    async def _aenter(self) -> None:
-        lock = self._lock
-        lock.acquire()
-        try:
-            admitted = self._core.try_admit()
-        finally:
-            lock.release()
-        if admitted:
-            self._admitted(0.0)
-            return None
-        return await self._wait_in_task()
+    # --- end of generated code ---
 
     def _wait_in_thread(self) -> None:
         if self._core.max_queued == 0:
@@ -313,6 +314,9 @@ class Bulkhead(AroundPolicy):
 
     # -- release -------------------------------------------------------------------------------
     def _exit(self, permit: Any, error: BaseException | None, result: Any) -> None:
+        self._release_slot()
+
+    def _exit_ok(self, permit: Any, result: Any) -> None:
         self._release_slot()
 
     def _release_slot(self) -> None:

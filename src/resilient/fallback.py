@@ -140,21 +140,8 @@ class Fallback(Policy):
         self._answered(error)
         return answer
 
-    def _call(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        if self._handler_is_async:
-            raise TypeError(self._sync_with_async_handler(fn))
-        try:
-            result = fn(*args, **kwargs)
-        except Exception as exc:
-            pred = self._on_pred  # does ``on`` match? (inlined: one frame less)
-            if not (isinstance(exc, self._on_types) if pred is None else pred(exc)):
-                raise
-            return self._answer(exc)
-        on_result = self._on_result
-        if on_result is not None and on_result(result):
-            return self._answer(None)
-        return result
-
+    # -- the per-call path ----------------------------------------------------------------------
+    # --- generated from src/resilient/_templates/fallback.tmpl by tools/gen_hotpaths.py ---
     async def _acall(
         self,
         fn: Callable[..., Awaitable[Any]],
@@ -175,3 +162,28 @@ class Fallback(Policy):
         if on_result is not None and on_result(result):
             return await self._aanswer(None)
         return result
+
+    def _call(
+        self,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> Any:
+        if self._handler_is_async:
+            raise TypeError(self._sync_with_async_handler(fn))
+        try:
+            result = fn(*args, **kwargs)
+        except Exception as exc:
+            pred = self._on_pred  # does ``on`` match? (inlined: one frame less)
+            if not (isinstance(exc, self._on_types) if pred is None else pred(exc)):
+                raise
+            if self.handler is None:  # a plain value: no coroutine needed to answer
+                self._answered(exc)
+                return self.value
+            return self._answer(exc)
+        on_result = self._on_result
+        if on_result is not None and on_result(result):
+            return self._answer(None)
+        return result
+
+    # --- end of generated code ---

@@ -363,43 +363,8 @@ class Retry(Policy):
         if inspect.isawaitable(outcome):
             await outcome
 
-    # -- sync --------------------------------------------------------------------------------
-    def _call(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        if self._sleep_is_async:
-            self._check_sync_sleep()
-        start = self._clock() if self.max_delay is not None else None
-        error: Exception | None
-        try:
-            result = fn(*args, **kwargs)
-        except Exception as exc:
-            pred = self._on_pred  # ``self._retryable(exc)``, inlined
-            if not (isinstance(exc, self._on_types) if pred is None else pred(exc)):
-                raise
-            error, result = exc, None
-        else:
-            on_result = self._on_result
-            if on_result is None or not on_result(result):
-                return result
-            error = None
-        # Retrying, outside the except block: later attempts must not get this error as
-        # __context__. (Inline rather than a helper method: one frame less per failed call.)
-        run = _Run(self, fn, args, kwargs, start)
-        on_result = self._on_result
-        while True:
-            self._sleep_sync(run.next_delay(error, result))
-            try:
-                result = fn(*args, **kwargs)
-            except Exception as exc:
-                pred = self._on_pred  # ``self._retryable(exc)``, inlined
-                if not (isinstance(exc, self._on_types) if pred is None else pred(exc)):
-                    raise
-                error, result = exc, None
-                continue
-            if on_result is None or not on_result(result):
-                return result
-            error = None
-
-    # -- async -------------------------------------------------------------------------------
+    # -- the per-call loop ----------------------------------------------------------------------
+    # --- generated from src/resilient/_templates/retry.tmpl by tools/gen_hotpaths.py ---
     async def _acall(
         self,
         fn: Callable[..., Awaitable[Any]],
@@ -411,7 +376,7 @@ class Retry(Policy):
         try:
             result = await fn(*args, **kwargs)
         except Exception as exc:
-            pred = self._on_pred  # ``self._retryable(exc)``, inlined
+            pred = self._on_pred
             if not (isinstance(exc, self._on_types) if pred is None else pred(exc)):
                 raise
             error, result = exc, None
@@ -420,7 +385,6 @@ class Retry(Policy):
             if on_result is None or not on_result(result):
                 return result
             error = None
-        # Retrying (inline, like the sync loop: one coroutine less per failed call).
         run = _Run(self, fn, args, kwargs, start)
         on_result = self._on_result
         while True:
@@ -429,8 +393,8 @@ class Retry(Policy):
                 await self._sleep_async(delay)
             elif _get_running_loop() is not None and (
                 # On an asyncio task? The checks ``sniffio`` makes, minus its import and task
-                # lookup (trio marks its threads in ``sniffio.thread_local``); anything
-                # unusual reads as "not asyncio" and takes anyio's generic checkpoint.
+                # lookup (trio marks its threads in ``sniffio.thread_local``); anything unusual
+                # reads as "not asyncio" and takes anyio's generic checkpoint.
                 _sniffio is None
                 or (
                     _sniffio.thread_local.name is None
@@ -443,7 +407,7 @@ class Retry(Policy):
             try:
                 result = await fn(*args, **kwargs)
             except Exception as exc:
-                pred = self._on_pred  # ``self._retryable(exc)``, inlined
+                pred = self._on_pred
                 if not (isinstance(exc, self._on_types) if pred is None else pred(exc)):
                     raise
                 error, result = exc, None
@@ -451,6 +415,46 @@ class Retry(Policy):
             if on_result is None or not on_result(result):
                 return result
             error = None
+
+    def _call(
+        self,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> Any:
+        if self._sleep_is_async:
+            self._check_sync_sleep()
+        start = self._clock() if self.max_delay is not None else None
+        error: Exception | None
+        try:
+            result = fn(*args, **kwargs)
+        except Exception as exc:
+            pred = self._on_pred
+            if not (isinstance(exc, self._on_types) if pred is None else pred(exc)):
+                raise
+            error, result = exc, None
+        else:
+            on_result = self._on_result
+            if on_result is None or not on_result(result):
+                return result
+            error = None
+        run = _Run(self, fn, args, kwargs, start)
+        on_result = self._on_result
+        while True:
+            self._sleep_sync(run.next_delay(error, result))
+            try:
+                result = fn(*args, **kwargs)
+            except Exception as exc:
+                pred = self._on_pred
+                if not (isinstance(exc, self._on_types) if pred is None else pred(exc)):
+                    raise
+                error, result = exc, None
+                continue
+            if on_result is None or not on_result(result):
+                return result
+            error = None
+
+    # --- end of generated code ---
 
     # -- inline blocks -------------------------------------------------------------------------
     def attempts(self) -> AttemptIterator:
