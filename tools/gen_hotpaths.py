@@ -8,35 +8,49 @@ async twin of every loop, which drift apart. Here each block is written once, in
 ``src/resilient/_templates/``, and this script writes the copies into marked regions of the
 policy modules (the approach of trio's ``gen_exports`` and of httpcore's ``unasync``).
 
+The generated functions all go into ONE module, ``src/resilient/_hot_paths.py`` (so the copies
+sit in one file, not in every policy module); each target class gets a small generated region
+that binds them as its methods (``_acall = _hot_paths.breaker_acall``).
+
 Template syntax (one directive per line, ``#@`` first on the line after indentation):
 
-``#@ target PATH CLASS``
-    Following methods go into the generated region of class ``CLASS`` in ``PATH`` (relative to
-    the repository root). A template may have several targets.
+``#@ target PATH CLASS PREFIX SELF``
+    Following methods are methods of class ``CLASS`` in ``PATH`` (relative to the repository
+    root); each becomes the function ``PREFIX + method name`` (``breaker`` + ``_acall``) with
+    ``self`` typed as the protocol ``SELF`` (the generated module cannot import the policy
+    module, which imports it). A template may have several targets.
+``#@ imports`` ... ``#@ end``
+    Import lines the template's code needs (merged into the generated module); a line
+    ``typing: from x import Y`` goes under ``if TYPE_CHECKING:``.
+``#@ code`` ... ``#@ end``
+    Module-level code for the generated module, typically the ``SELF`` protocols: what the
+    per-call code reads and calls on ``self``. mypy checks that the class satisfies it
+    (the binding region includes a ``_hot_self`` method returning ``self`` as ``SELF``).
 ``#@ rename old=new ...``
-    Identifier renames applied to the sync twin of every ``both`` method of this template
-    (``_acall=_call``); ``async``/``await`` are always removed.
+    Renames applied to the sync twin of every ``both`` method of this template (``_acall=_call``,
+    ``Awaitable[Any]=Any``); ``async``/``await`` are always removed.
 ``#@ snippet NAME`` ... ``#@ end``
     A block of code to reuse; not emitted by itself. Snippets of ``shared.tmpl`` can be
     inlined by every template.
 ``#@ inline NAME``
     Replaced by snippet ``NAME``, indented like the directive. Snippets may inline snippets.
 ``#@ both``
-    The next method (an ``async def``) is emitted as written and as its sync twin.
+    The next method (an ``async def``, or a ``def`` building an async closure) is emitted as
+    written and as its sync twin.
 ``#@ sync`` / ``#@ async``
     The next method is emitted once, as written.
-``#@ if async`` ... ``#@ else`` ... ``#@ endif``
+``#@ if async`` / ``#@ if sync`` ... ``#@ else`` ... ``#@ endif``
     Lines for one flavour of a ``both`` method only (``else`` is optional).
 
-In the target file the region is delimited by the lines::
+In each target file the binding region is delimited by the lines::
 
     # --- generated from src/resilient/_templates/NAME.tmpl by tools/gen_hotpaths.py ---
     # --- end of generated code ---
 
 (indented like the class body). Usage::
 
-    python tools/gen_hotpaths.py          # rewrite the regions (then ruff-formats the files)
-    python tools/gen_hotpaths.py --check  # exit 1 if a region is stale (the test suite runs it)
+    python tools/gen_hotpaths.py          # rewrite (then ruff-format) the generated code
+    python tools/gen_hotpaths.py --check  # exit 1 if anything is stale (the test suite runs it)
 """
 
 from __future__ import annotations
@@ -53,6 +67,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATES = ROOT / "src" / "resilient" / "_templates"
+OUTPUT = "src/resilient/_hot_paths.py"
 END = "# --- end of generated code ---"
 
 
@@ -66,6 +81,8 @@ class Method:
 class Target:
     path: str
     cls: str
+    prefix: str
+    self_type: str
     methods: list[Method] = field(default_factory=list)
 
 
@@ -75,6 +92,8 @@ class Template:
     targets: list[Target] = field(default_factory=list)
     renames: dict[str, str] = field(default_factory=dict)
     snippets: dict[str, list[str]] = field(default_factory=dict)
+    imports: list[str] = field(default_factory=list)
+    code: list[str] = field(default_factory=list)
 
 
 class TemplateError(Exception):
@@ -103,9 +122,22 @@ def parse(path: Path) -> Template:
         line = lines[i]
         words = _directive(line)
         if words and words[0] == "target":
-            if len(words) != 3:
-                raise TemplateError(f"{path}:{i + 1}: target needs PATH CLASS")
-            tpl.targets.append(Target(words[1], words[2]))
+            if len(words) != 5:
+                raise TemplateError(f"{path}:{i + 1}: target needs PATH CLASS PREFIX SELF")
+            tpl.targets.append(Target(*words[1:5]))
+            i += 1
+        elif words and words[0] == "code":
+            i += 1
+            while _directive(lines[i]) != ["end"]:
+                tpl.code.append(lines[i])
+                i += 1
+            i += 1
+        elif words and words[0] == "imports":
+            i += 1
+            while _directive(lines[i]) != ["end"]:
+                if lines[i].strip():
+                    tpl.imports.append(lines[i].strip())
+                i += 1
             i += 1
         elif words and words[0] == "rename":
             for pair in words[1:]:
@@ -197,9 +229,13 @@ def _unasync(lines: list[str], renames: dict[str, str]) -> list[str]:
     return out
 
 
-def render_methods(tpl: Template, target: Target) -> list[str]:
-    """The methods of ``target``, ready to indent into the class body."""
-    out: list[str] = []
+_DEF = re.compile(r"^(async def |def )(\w+)\(")
+_SELF = re.compile(r"\bself\b(?=\s*[,)])")
+
+
+def render_functions(tpl: Template, target: Target) -> list[tuple[str, list[str]]]:
+    """``(method name, function lines)`` for every method of ``target``, both flavours."""
+    out: list[tuple[str, list[str]]] = []
     for method in target.methods:
         body = _expand(method.lines, tpl.snippets)
         flavours = [True, False] if method.flavour == "both" else [method.flavour == "async"]
@@ -207,10 +243,16 @@ def render_methods(tpl: Template, target: Target) -> list[str]:
             lines = _flavour(body, is_async)
             if method.flavour == "both" and not is_async:
                 lines = _unasync(lines, tpl.renames)
-            out.extend(lines)
-            out.append("")
-    while out and not out[-1]:
-        out.pop()
+            match = _DEF.match(lines[0])
+            if match is None:
+                raise TemplateError(f"{tpl.name}: a method must start with def: {lines[0]!r}")
+            name = match.group(2)
+            lines[0] = _DEF.sub(lambda m: f"{m.group(1)}{target.prefix}{name}(", lines[0])
+            at = next((n for n in range(min(3, len(lines))) if _SELF.search(lines[n])), None)
+            if at is None:
+                raise TemplateError(f"{tpl.name}: {name} has no self parameter")
+            lines[at] = _SELF.sub(f"self: {target.self_type}", lines[at], count=1)
+            out.append((name, lines))
     return out
 
 
@@ -218,8 +260,8 @@ def _begin(name: str) -> str:
     return f"# --- generated from src/resilient/_templates/{name}.tmpl by tools/gen_hotpaths.py ---"
 
 
-def apply(text: str, tpl: Template, target: Target) -> str:
-    """``text`` with the region of ``target`` replaced by freshly generated methods."""
+def bind(text: str, tpl: Template, target: Target, names: list[str]) -> str:
+    """``text`` with the binding region of ``target`` rewritten for ``names``."""
     lines = text.splitlines()
     begin = _begin(tpl.name)
     class_at = next(
@@ -234,9 +276,57 @@ def apply(text: str, tpl: Template, target: Target) -> str:
     if end is None:
         raise TemplateError(f"{target.path}: the generated region of {target.cls} has no end")
     indent = lines[start][: len(lines[start]) - len(lines[start].lstrip())]
-    body = [indent + x if x else "" for x in render_methods(tpl, target)]
+    body = [f"{indent}{name} = _hot_paths.{target.prefix}{name}" for name in names]
+    body += [
+        "",
+        f"{indent}def _hot_self(self) -> _hot_paths.{target.self_type}:",
+        f'{indent}    """For the type checker: this class provides what its per-call code uses."""',
+        f"{indent}    return self",
+    ]
     new = [*lines[: start + 1], *body, lines[end], *lines[end + 1 :]]
     return "\n".join(new) + "\n"
+
+
+_MODULE_DOC = '''"""The policies' per-call code, GENERATED by tools/gen_hotpaths.py: do not edit.
+
+Edit the templates in ``src/resilient/_templates/`` and run ``python tools/gen_hotpaths.py``;
+a test fails when this file is stale. Each function is one method of one policy class, bound
+there in a generated region (``_acall = _hot_paths.breaker_acall``); why the code is written
+out in full, and twice (``def`` and ``async def``), is explained in the generator.
+"""
+
+from __future__ import annotations
+'''
+
+
+def module_text(templates: list[Template]) -> str:
+    imports: list[str] = []
+    checking: list[str] = []
+    code: list[str] = []
+    functions: list[str] = []
+    exported: list[str] = []
+    for tpl in templates:
+        for line in tpl.imports:
+            if line.startswith("typing:"):
+                checking.append(line.removeprefix("typing:").strip())
+            else:
+                imports.append(line)
+        if tpl.code:
+            code.append("\n".join(tpl.code).strip("\n"))
+        for target in tpl.targets:
+            exported.append(target.self_type)
+            for name, lines in render_functions(tpl, target):
+                exported.append(f"{target.prefix}{name}")
+                functions.append("\n".join(lines))
+    out = [_MODULE_DOC]
+    out.extend(dict.fromkeys(imports))
+    if checking:
+        out.append("from typing import TYPE_CHECKING\n\nif TYPE_CHECKING:")
+        out.extend("    " + x for x in dict.fromkeys(checking))
+    out.append("\n__all__ = [" + ", ".join(f'"{n}"' for n in sorted(exported)) + "]\n")
+    for block in [*code, *functions]:
+        out.append("\n" + block + "\n")
+    return "\n".join(out) + "\n"
 
 
 def _ruff() -> str:
@@ -247,20 +337,25 @@ def _ruff() -> str:
 
 
 def generate() -> dict[str, str]:
-    """Every target file's new content (formatted), by path relative to the root."""
-    texts: dict[str, str] = {}
-    templates = [parse(path) for path in sorted(TEMPLATES.glob("*.tmpl"))]
-    shared = {}
+    """The generated module's and every target file's new content (formatted), by path
+    relative to the root."""
+    # policy.tmpl first: its protocols are the bases of the others'
+    paths = sorted(TEMPLATES.glob("*.tmpl"), key=lambda p: (p.stem != "policy", p.stem))
+    templates = [parse(path) for path in paths]
+    shared: dict[str, list[str]] = {}
     for tpl in templates:
         if tpl.name == "shared":
             shared = tpl.snippets
+    texts: dict[str, str] = {}
     for tpl in templates:
         tpl.snippets = {**shared, **tpl.snippets}
         for target in tpl.targets:
             current = texts.get(target.path)
             if current is None:
                 current = (ROOT / target.path).read_text(encoding="utf-8")
-            texts[target.path] = apply(current, tpl, target)
+            names = [name for name, _ in render_functions(tpl, target)]
+            texts[target.path] = bind(current, tpl, target, names)
+    texts[OUTPUT] = module_text(templates)
     with tempfile.TemporaryDirectory() as tmp:
         files = []
         for rel, text in texts.items():
@@ -268,10 +363,13 @@ def generate() -> dict[str, str]:
             out.parent.mkdir(parents=True, exist_ok=True)
             out.write_text(text, encoding="utf-8")
             files.append(str(out))
+        config = ["--config", str(ROOT / "pyproject.toml")]
+        generated = str(Path(tmp) / OUTPUT)
         subprocess.run(
-            [_ruff(), "format", "--quiet", "--config", str(ROOT / "pyproject.toml"), *files],
-            check=True,
+            [_ruff(), "check", "--quiet", "--fix", "--select", "I,F401", *config, generated],
+            check=False,
         )
+        subprocess.run([_ruff(), "format", "--quiet", *config, *files], check=True)
         return {rel: (Path(tmp) / rel).read_text(encoding="utf-8") for rel in texts}
 
 
@@ -282,7 +380,7 @@ def main(argv: list[str] | None = None) -> int:
     stale = []
     for rel, text in generate().items():
         path = ROOT / rel
-        old = path.read_text(encoding="utf-8")
+        old = path.read_text(encoding="utf-8") if path.exists() else ""
         if old == text:
             continue
         stale.append(rel)

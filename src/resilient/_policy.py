@@ -14,21 +14,22 @@ import itertools
 import threading
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
-from time import perf_counter
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, cast
 
 from typing_extensions import ParamSpec
 
+from . import _hot_paths
 from . import _validate as v
+from ._outcomes import NOTE, WAIT
 from ._validate import check_name, is_async_callable
 from .config import Configurable, build_from_env
 from .errors import ORIGIN as _ORIGIN
 from .errors import PolicyRejectedError, TimeoutExceeded
-from .telemetry._hub import OTEL, STATE, Listener, PolicyTelemetry
+from .telemetry._hub import STATE, Listener, PolicyTelemetry
 
 if TYPE_CHECKING:
-    from opentelemetry.trace import Tracer
+    pass
 
 __all__ = ["AroundPolicy", "Policy", "is_async_callable"]
 
@@ -37,17 +38,8 @@ R = TypeVar("R")
 T = TypeVar("T")
 PolicyT = TypeVar("PolicyT", bound="Policy")
 
-WAIT: Any = object()
-"""Returned by ``AroundPolicy._enter_nowait``: this caller has to wait for admission."""
-
 _names = itertools.count(1)
 _names_lock = threading.Lock()
-
-# The last outcome note, ``(policy, outcome)``: a driving policy that answers without raising
-# but wants another outcome recorded ("fallback") sets it; the execution of that policy
-# compares it with the value it read when it began (``Policy._noted``). Two reads per call
-# instead of a set/reset pair, and only for policies whose ``_notes_outcome`` is true.
-_NOTE: ContextVar[tuple[Policy, str] | None] = ContextVar("resilient_outcome", default=None)
 
 
 def _check_name(kind: str, name: object) -> str:
@@ -174,194 +166,31 @@ class Policy:
         when something records outcomes."""
         tel = self._tel
         if not tel.quiet or tel.gen != STATE.generation:
-            _NOTE.set((self, outcome))
+            NOTE.set((self, outcome))
 
-    def _noted(self, before: tuple[Policy, str] | None) -> str:
+    def _noted(self, before: tuple[object, str] | None) -> str:
         """The outcome of an execution that returned: ``"success"`` unless this policy noted
         another one since ``before`` (the note read when the execution began) was current.
         A note is consumed (the variable goes back to ``before``), so an enclosing execution
         of the same policy never sees it, and a note by another policy is never ours."""
-        note = _NOTE.get()
+        note = NOTE.get()
         if note is before or note is None:
             return "success"
-        _NOTE.set(before)
+        NOTE.set(before)
         return note[1] if note[0] is self else "success"
 
     # -- observed execution: the decorator's wrappers and ``_execute`` -------------------------
     # --- generated from src/resilient/_templates/policy.tmpl by tools/gen_hotpaths.py ---
-    def _async_wrapper(self, fn: Callable[..., Awaitable[Any]]) -> Callable[..., Any]:
-        tel = self._tel
-        notes = self._notes_outcome
+    _async_wrapper = _hot_paths.policy_async_wrapper
+    _sync_wrapper = _hot_paths.policy_sync_wrapper
+    _aexecute = _hot_paths.policy_aexecute
+    _execute = _hot_paths.policy_execute
+    _aexecute_traced = _hot_paths.policy_aexecute_traced
+    _execute_traced = _hot_paths.policy_execute_traced
 
-        async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-            if tel.plain:
-                return await self._acall(fn, args, kwargs)
-            stats = tel.stats
-            if (
-                stats is None
-                or tel.metrics_gen != STATE.generation
-                or OTEL._TRACER_PROVIDER is not tel.otel_global
-            ):
-                return await self._aexecute(fn, args, kwargs)
-            before = _NOTE.get() if notes else None
-            start = perf_counter()
-            try:
-                result = await self._acall(fn, args, kwargs)
-            except BaseException as exc:
-                stats.record(self._outcome_for(exc), perf_counter() - start)
-                raise
-            duration = perf_counter() - start
-            stats.record(self._noted(before) if notes else "success", duration)
-            return result
-
-        return async_wrapper
-
-    def _sync_wrapper(self, fn: Callable[..., Any]) -> Callable[..., Any]:
-        tel = self._tel
-        notes = self._notes_outcome
-
-        def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
-            if tel.plain:
-                return self._call(fn, args, kwargs)
-            stats = tel.stats
-            if (
-                stats is None
-                or tel.metrics_gen != STATE.generation
-                or OTEL._TRACER_PROVIDER is not tel.otel_global
-            ):
-                return self._execute(fn, args, kwargs)
-            before = _NOTE.get() if notes else None
-            start = perf_counter()
-            try:
-                result = self._call(fn, args, kwargs)
-            except BaseException as exc:
-                stats.record(self._outcome_for(exc), perf_counter() - start)
-                raise
-            duration = perf_counter() - start
-            stats.record(self._noted(before) if notes else "success", duration)
-            return result
-
-        return sync_wrapper
-
-    async def _aexecute(
-        self,
-        fn: Callable[..., Awaitable[Any]],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-    ) -> Any:
-        tel = self._tel
-        if tel.gen != STATE.generation or OTEL._TRACER_PROVIDER is not tel.otel_global:
-            tel.refresh()
-        tracer = tel.active_tracer
-        if tracer is not None:
-            return await self._aexecute_traced(tracer, fn, args, kwargs)
-        if not tel.observing:
-            return await self._acall(fn, args, kwargs)
-        notes = self._notes_outcome
-        before = _NOTE.get() if notes else None
-        stats = tel.stats if not tel.listeners else None  # metrics only: count it here
-        start = perf_counter()
-        try:
-            result = await self._acall(fn, args, kwargs)
-        except BaseException as exc:
-            if stats is not None:
-                stats.record(self._outcome_for(exc), perf_counter() - start)
-            else:
-                tel.record_call(self._outcome_for(exc), perf_counter() - start, exc, None)
-            raise
-        duration = perf_counter() - start
-        outcome = self._noted(before) if notes else "success"
-        if stats is not None:
-            stats.record(outcome, duration)
-        else:
-            tel.record_call(outcome, duration, None, None)
-        return result
-
-    def _execute(
-        self,
-        fn: Callable[..., Any],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-    ) -> Any:
-        tel = self._tel
-        if tel.gen != STATE.generation or OTEL._TRACER_PROVIDER is not tel.otel_global:
-            tel.refresh()
-        tracer = tel.active_tracer
-        if tracer is not None:
-            return self._execute_traced(tracer, fn, args, kwargs)
-        if not tel.observing:
-            return self._call(fn, args, kwargs)
-        notes = self._notes_outcome
-        before = _NOTE.get() if notes else None
-        stats = tel.stats if not tel.listeners else None  # metrics only: count it here
-        start = perf_counter()
-        try:
-            result = self._call(fn, args, kwargs)
-        except BaseException as exc:
-            if stats is not None:
-                stats.record(self._outcome_for(exc), perf_counter() - start)
-            else:
-                tel.record_call(self._outcome_for(exc), perf_counter() - start, exc, None)
-            raise
-        duration = perf_counter() - start
-        outcome = self._noted(before) if notes else "success"
-        if stats is not None:
-            stats.record(outcome, duration)
-        else:
-            tel.record_call(outcome, duration, None, None)
-        return result
-
-    async def _aexecute_traced(
-        self,
-        tracer: Tracer,
-        fn: Callable[..., Awaitable[Any]],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-    ) -> Any:
-        tel = self._tel
-        with tracer.start_as_current_span(
-            tel.span_name,
-            attributes=tel.span_attributes,
-            record_exception=False,
-            set_status_on_exception=False,
-        ) as span:
-            notes = self._notes_outcome
-            before = _NOTE.get() if notes else None
-            start = perf_counter()
-            try:
-                result = await self._acall(fn, args, kwargs)
-            except BaseException as exc:
-                tel.record_call(self._outcome_for(exc), perf_counter() - start, exc, span)
-                raise
-            duration = perf_counter() - start
-            tel.record_call(self._noted(before) if notes else "success", duration, None, span)
-            return result
-
-    def _execute_traced(
-        self,
-        tracer: Tracer,
-        fn: Callable[..., Any],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-    ) -> Any:
-        tel = self._tel
-        with tracer.start_as_current_span(
-            tel.span_name,
-            attributes=tel.span_attributes,
-            record_exception=False,
-            set_status_on_exception=False,
-        ) as span:
-            notes = self._notes_outcome
-            before = _NOTE.get() if notes else None
-            start = perf_counter()
-            try:
-                result = self._call(fn, args, kwargs)
-            except BaseException as exc:
-                tel.record_call(self._outcome_for(exc), perf_counter() - start, exc, span)
-                raise
-            duration = perf_counter() - start
-            tel.record_call(self._noted(before) if notes else "success", duration, None, span)
-            return result
+    def _hot_self(self) -> _hot_paths.PolicySelf:
+        """For the type checker: this class provides what its per-call code uses."""
+        return self
 
     # --- end of generated code ---
 
@@ -403,70 +232,13 @@ class AroundPolicy(Policy):
 
     # -- the decorator's async wrapper and ``_call``/``_acall`` --------------------------------
     # --- generated from src/resilient/_templates/policy.tmpl by tools/gen_hotpaths.py ---
-    def _async_wrapper(self, fn: Callable[..., Awaitable[Any]]) -> Callable[..., Any]:
-        tel = self._tel
+    _async_wrapper = _hot_paths.around_async_wrapper
+    _acall = _hot_paths.around_acall
+    _call = _hot_paths.around_call
 
-        async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-            if tel.plain:
-                permit = self._enter_nowait()
-                if permit is WAIT:
-                    permit = await self._aenter()
-                try:
-                    result = await fn(*args, **kwargs)
-                except BaseException as exc:
-                    self._exit(permit, exc, None)
-                    raise
-                self._exit_ok(permit, result)
-                return result
-            if self._notes_outcome:
-                return await self._aexecute(fn, args, kwargs)
-            stats = tel.stats
-            if (
-                stats is None
-                or tel.metrics_gen != STATE.generation
-                or OTEL._TRACER_PROVIDER is not tel.otel_global
-            ):
-                return await self._aexecute(fn, args, kwargs)
-            start = perf_counter()
-            try:
-                result = await self._acall(fn, args, kwargs)
-            except BaseException as exc:
-                stats.record(self._outcome_for(exc), perf_counter() - start)
-                raise
-            stats.record("success", perf_counter() - start)
-            return result
-
-        return async_wrapper
-
-    async def _acall(
-        self,
-        fn: Callable[..., Awaitable[Any]],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-    ) -> Any:
-        permit = await self._aenter()
-        try:
-            result = await fn(*args, **kwargs)
-        except BaseException as exc:
-            self._exit(permit, exc, None)
-            raise
-        self._exit(permit, None, result)
-        return result
-
-    def _call(
-        self,
-        fn: Callable[..., Any],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-    ) -> Any:
-        permit = self._enter()
-        try:
-            result = fn(*args, **kwargs)
-        except BaseException as exc:
-            self._exit(permit, exc, None)
-            raise
-        self._exit(permit, None, result)
-        return result
+    def _hot_self(self) -> _hot_paths.AroundSelf:
+        """For the type checker: this class provides what its per-call code uses."""
+        return self
 
     # --- end of generated code ---
 

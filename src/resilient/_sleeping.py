@@ -9,10 +9,20 @@ from __future__ import annotations
 
 import threading
 import time
+import types
+from collections.abc import Generator
+from typing import Any
 
 import anyio
 
-__all__ = ["async_sleep", "instant", "set_instant", "sync_sleep"]
+SNIFFIO: Any
+try:  # how trio (and anything but asyncio) says it is running; trio depends on it
+    import sniffio as SNIFFIO
+except ImportError:  # pragma: no cover - without sniffio, anyio assumes asyncio too
+    SNIFFIO = None
+
+
+__all__ = ["SNIFFIO", "async_sleep", "instant", "set_instant", "sleep0", "sync_sleep"]
 
 _instant_depth = 0
 _lock = threading.Lock()
@@ -41,3 +51,10 @@ def sync_sleep(seconds: float) -> None:
 async def async_sleep(seconds: float) -> None:
     """``anyio.sleep`` (asyncio and trio) unless waits are instant (then a checkpoint)."""
     await anyio.sleep(0 if _instant_depth else max(0.0, seconds))
+
+
+@types.coroutine
+def sleep0() -> Generator[None, None, None]:
+    """asyncio's own zero-length sleep (what ``asyncio.sleep(0)`` awaits): a bare ``yield``
+    makes the running task go round the event loop once."""
+    yield

@@ -20,11 +20,11 @@ import math
 import numbers
 import threading
 import time
-from collections.abc import Awaitable, Callable
-from time import perf_counter
+from collections.abc import Callable
 from types import TracebackType
 from typing import Any, Literal, NamedTuple, Protocol
 
+from . import _hot_paths
 from . import _validate as v
 from ._core.breaker import (
     CANCELLED,
@@ -42,7 +42,7 @@ from ._policy import AroundPolicy
 from .errors import CircuitOpenError
 from .errors import _circuit_open as _open
 from .telemetry._events import BreakerStateChanged, CallIgnored, CallSlow
-from .telemetry._hub import OTEL, STATE, Listener
+from .telemetry._hub import STATE, Listener
 
 __all__ = ["BreakerMetrics", "BreakerState", "CircuitBreaker"]
 
@@ -382,215 +382,15 @@ class CircuitBreaker(AroundPolicy):
 
     # -- AroundPolicy: the per-call paths ------------------------------------------------------
     # --- generated from src/resilient/_templates/breaker.tmpl by tools/gen_hotpaths.py ---
-    def _async_wrapper(self, fn: Callable[..., Awaitable[Any]]) -> Callable[..., Any]:
-        tel = self._tel
-        core = self._core
-        clock = self._clock
-        lock = self._lock
+    _async_wrapper = _hot_paths.breaker_async_wrapper
+    _sync_wrapper = _hot_paths.breaker_sync_wrapper
+    _acall = _hot_paths.breaker_acall
+    _call = _hot_paths.breaker_call
+    _enter = _hot_paths.breaker_enter
 
-        async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-            if tel.plain:
-                cgen = core.gen  # read before the state: a racing transition can only make it stale
-                state = core.state
-                if state is _CLOSED:
-                    permit = (cgen, clock())
-                else:
-                    now = clock()
-                    wait = core.open_until - now
-                    if state is _OPEN and wait > 0.0:  # lock-free rejection: see the template
-                        handle = self._tel
-                        if not handle.quiet or handle.gen != STATE.generation:
-                            handle.rejected("open", wait)
-                        raise _open(self._id, self.name, wait)
-                    permit = self._admit(now)
-                try:
-                    result = await fn(*args, **kwargs)
-                except BaseException as exc:
-                    self._exit(permit, exc, None)
-                    raise
-                if self._record_result is not None:
-                    self._exit(permit, None, result)
-                elif permit[0] >= 0:  # not admitted while DISABLED
-                    lock.acquire()  # not ``with``: on CPython 3.11 that costs twice as much
-                    try:
-                        done = core.succeed_fast(permit[0])
-                    finally:
-                        lock.release()
-                    if not done:
-                        self._complete(permit, SUCCESS, None)
-                return result
-            if self._notes_outcome:
-                return await self._aexecute(fn, args, kwargs)
-            stats = tel.stats
-            if (
-                stats is None
-                or tel.metrics_gen != STATE.generation
-                or OTEL._TRACER_PROVIDER is not tel.otel_global
-            ):
-                return await self._aexecute(fn, args, kwargs)
-            start = perf_counter()
-            try:
-                result = await self._acall(fn, args, kwargs)
-            except BaseException as exc:
-                stats.record(self._outcome_for(exc), perf_counter() - start)
-                raise
-            stats.record("success", perf_counter() - start)
-            return result
-
-        return async_wrapper
-
-    def _sync_wrapper(self, fn: Callable[..., Any]) -> Callable[..., Any]:
-        tel = self._tel
-        core = self._core
-        clock = self._clock
-        lock = self._lock
-
-        def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
-            if tel.plain:
-                cgen = core.gen  # read before the state: a racing transition can only make it stale
-                state = core.state
-                if state is _CLOSED:
-                    permit = (cgen, clock())
-                else:
-                    now = clock()
-                    wait = core.open_until - now
-                    if state is _OPEN and wait > 0.0:  # lock-free rejection: see the template
-                        handle = self._tel
-                        if not handle.quiet or handle.gen != STATE.generation:
-                            handle.rejected("open", wait)
-                        raise _open(self._id, self.name, wait)
-                    permit = self._admit(now)
-                try:
-                    result = fn(*args, **kwargs)
-                except BaseException as exc:
-                    self._exit(permit, exc, None)
-                    raise
-                if self._record_result is not None:
-                    self._exit(permit, None, result)
-                elif permit[0] >= 0:  # not admitted while DISABLED
-                    lock.acquire()  # not ``with``: on CPython 3.11 that costs twice as much
-                    try:
-                        done = core.succeed_fast(permit[0])
-                    finally:
-                        lock.release()
-                    if not done:
-                        self._complete(permit, SUCCESS, None)
-                return result
-            if self._notes_outcome:
-                return self._execute(fn, args, kwargs)
-            stats = tel.stats
-            if (
-                stats is None
-                or tel.metrics_gen != STATE.generation
-                or OTEL._TRACER_PROVIDER is not tel.otel_global
-            ):
-                return self._execute(fn, args, kwargs)
-            start = perf_counter()
-            try:
-                result = self._call(fn, args, kwargs)
-            except BaseException as exc:
-                stats.record(self._outcome_for(exc), perf_counter() - start)
-                raise
-            stats.record("success", perf_counter() - start)
-            return result
-
-        return sync_wrapper
-
-    async def _acall(
-        self,
-        fn: Callable[..., Awaitable[Any]],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-    ) -> Any:
-        core = self._core
-        clock = self._clock
-        lock = self._lock
-        cgen = core.gen  # read before the state: a racing transition can only make it stale
-        state = core.state
-        if state is _CLOSED:
-            permit = (cgen, clock())
-        else:
-            now = clock()
-            wait = core.open_until - now
-            if state is _OPEN and wait > 0.0:  # lock-free rejection: see the template
-                handle = self._tel
-                if not handle.quiet or handle.gen != STATE.generation:
-                    handle.rejected("open", wait)
-                raise _open(self._id, self.name, wait)
-            permit = self._admit(now)
-        try:
-            result = await fn(*args, **kwargs)
-        except BaseException as exc:
-            self._exit(permit, exc, None)
-            raise
-        if self._record_result is not None:
-            self._exit(permit, None, result)
-        elif permit[0] >= 0:  # not admitted while DISABLED
-            lock.acquire()  # not ``with``: on CPython 3.11 that costs twice as much
-            try:
-                done = core.succeed_fast(permit[0])
-            finally:
-                lock.release()
-            if not done:
-                self._complete(permit, SUCCESS, None)
-        return result
-
-    def _call(
-        self,
-        fn: Callable[..., Any],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-    ) -> Any:
-        core = self._core
-        clock = self._clock
-        lock = self._lock
-        cgen = core.gen  # read before the state: a racing transition can only make it stale
-        state = core.state
-        if state is _CLOSED:
-            permit = (cgen, clock())
-        else:
-            now = clock()
-            wait = core.open_until - now
-            if state is _OPEN and wait > 0.0:  # lock-free rejection: see the template
-                handle = self._tel
-                if not handle.quiet or handle.gen != STATE.generation:
-                    handle.rejected("open", wait)
-                raise _open(self._id, self.name, wait)
-            permit = self._admit(now)
-        try:
-            result = fn(*args, **kwargs)
-        except BaseException as exc:
-            self._exit(permit, exc, None)
-            raise
-        if self._record_result is not None:
-            self._exit(permit, None, result)
-        elif permit[0] >= 0:  # not admitted while DISABLED
-            lock.acquire()  # not ``with``: on CPython 3.11 that costs twice as much
-            try:
-                done = core.succeed_fast(permit[0])
-            finally:
-                lock.release()
-            if not done:
-                self._complete(permit, SUCCESS, None)
-        return result
-
-    def _enter(self) -> Permit:
-        core = self._core
-        clock = self._clock
-        cgen = core.gen  # read before the state: a racing transition can only make it stale
-        state = core.state
-        if state is _CLOSED:
-            permit = (cgen, clock())
-        else:
-            now = clock()
-            wait = core.open_until - now
-            if state is _OPEN and wait > 0.0:  # lock-free rejection: see the template
-                handle = self._tel
-                if not handle.quiet or handle.gen != STATE.generation:
-                    handle.rejected("open", wait)
-                raise _open(self._id, self.name, wait)
-            permit = self._admit(now)
-        return permit
+    def _hot_self(self) -> _hot_paths.BreakerSelf:
+        """For the type checker: this class provides what its per-call code uses."""
+        return self
 
     # --- end of generated code ---
 

@@ -22,15 +22,16 @@ from __future__ import annotations
 import threading
 import time
 import weakref
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 import anyio
 
+from . import _hot_paths
 from . import _validate as v
 from ._core.bulkhead import ADMITTED, FULL, BulkheadCore
 from ._deadline import remaining
-from ._policy import WAIT, AroundPolicy
+from ._policy import AroundPolicy
 from ._waiters import TaskWaiter, ThreadWaiter, Waiter
 from .errors import _bulkhead_full
 from .telemetry._events import BulkheadAdmitted, BulkheadQueued, BulkheadRejected
@@ -128,92 +129,15 @@ class Bulkhead(AroundPolicy):
 
     # -- admission: the per-call paths ----------------------------------------------------------
     # --- generated from src/resilient/_templates/bulkhead.tmpl by tools/gen_hotpaths.py ---
-    async def _acall(
-        self,
-        fn: Callable[..., Awaitable[Any]],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-    ) -> Any:
-        lock = self._lock
-        lock.acquire()  # not ``with``: on CPython 3.11 that costs twice the lock round trip
-        try:
-            admitted = self._core.try_admit()
-        finally:
-            lock.release()
-        if not admitted:
-            await self._wait_in_task()
-        elif self._tel.detail or self._tel.gen != STATE.generation:
-            self._admitted(0.0)
-        try:
-            result = await fn(*args, **kwargs)
-        except BaseException:
-            self._release_slot()
-            raise
-        self._release_slot()
-        return result
+    _acall = _hot_paths.bulkhead_acall
+    _call = _hot_paths.bulkhead_call
+    _aenter = _hot_paths.bulkhead_aenter
+    _enter = _hot_paths.bulkhead_enter
+    _enter_nowait = _hot_paths.bulkhead_enter_nowait
 
-    def _call(
-        self,
-        fn: Callable[..., Any],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-    ) -> Any:
-        lock = self._lock
-        lock.acquire()  # not ``with``: on CPython 3.11 that costs twice the lock round trip
-        try:
-            admitted = self._core.try_admit()
-        finally:
-            lock.release()
-        if not admitted:
-            self._wait_in_thread()
-        elif self._tel.detail or self._tel.gen != STATE.generation:
-            self._admitted(0.0)
-        try:
-            result = fn(*args, **kwargs)
-        except BaseException:
-            self._release_slot()
-            raise
-        self._release_slot()
-        return result
-
-    async def _aenter(self) -> None:
-        lock = self._lock
-        lock.acquire()  # not ``with``: on CPython 3.11 that costs twice the lock round trip
-        try:
-            admitted = self._core.try_admit()
-        finally:
-            lock.release()
-        if not admitted:
-            await self._wait_in_task()
-        elif self._tel.detail or self._tel.gen != STATE.generation:
-            self._admitted(0.0)
-
-    def _enter(self) -> None:
-        lock = self._lock
-        lock.acquire()  # not ``with``: on CPython 3.11 that costs twice the lock round trip
-        try:
-            admitted = self._core.try_admit()
-        finally:
-            lock.release()
-        if not admitted:
-            self._wait_in_thread()
-        elif self._tel.detail or self._tel.gen != STATE.generation:
-            self._admitted(0.0)
-
-    def _enter_nowait(self) -> Any:
-        lock = self._lock
-        lock.acquire()  # not ``with``: on CPython 3.11 that costs twice the lock round trip
-        try:
-            admitted = self._core.try_admit()
-        finally:
-            lock.release()
-        if admitted:
-            if self._tel.detail or self._tel.gen != STATE.generation:
-                self._admitted(0.0)
-            return None
-        if self._core.max_queued == 0:
-            raise self._reject("full", None)  # no queue to wait in
-        return WAIT  # ``_aenter`` queues (or admits, if a slot was freed meanwhile)
+    def _hot_self(self) -> _hot_paths.BulkheadSelf:
+        """For the type checker: this class provides what its per-call code uses."""
+        return self
 
     # --- end of generated code ---
 

@@ -13,13 +13,15 @@ never replaced by the fallback: the caller asked to stop, not for an answer.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 from typing_extensions import ParamSpec
 
+from . import _hot_paths
 from . import _validate as v
-from ._policy import _NOTE, Policy
+from ._outcomes import NOTE
+from ._policy import Policy
 from ._validate import is_async_callable
 from .telemetry._events import FallbackUsed
 from .telemetry._hub import STATE, Listener
@@ -115,7 +117,7 @@ class Fallback(Policy):
     def _answered(self, error: Exception | None) -> None:
         tel = self._tel
         if not tel.quiet or tel.gen != STATE.generation:
-            _NOTE.set((self, "fallback"))  # ``self._note_outcome("fallback")``, inlined
+            NOTE.set((self, "fallback"))  # ``self._note_outcome("fallback")``, inlined
         if (tel.detail or tel.gen != STATE.generation) and tel.wants_events():
             tel.emit(FallbackUsed(policy=self.kind, name=self.name, error=error))
 
@@ -142,48 +144,11 @@ class Fallback(Policy):
 
     # -- the per-call path ----------------------------------------------------------------------
     # --- generated from src/resilient/_templates/fallback.tmpl by tools/gen_hotpaths.py ---
-    async def _acall(
-        self,
-        fn: Callable[..., Awaitable[Any]],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-    ) -> Any:
-        try:
-            result = await fn(*args, **kwargs)
-        except Exception as exc:
-            pred = self._on_pred  # does ``on`` match? (inlined: one frame less)
-            if not (isinstance(exc, self._on_types) if pred is None else pred(exc)):
-                raise
-            if self.handler is None:  # a plain value: no coroutine needed to answer
-                self._answered(exc)
-                return self.value
-            return await self._aanswer(exc)
-        on_result = self._on_result
-        if on_result is not None and on_result(result):
-            return await self._aanswer(None)
-        return result
+    _acall = _hot_paths.fallback_acall
+    _call = _hot_paths.fallback_call
 
-    def _call(
-        self,
-        fn: Callable[..., Any],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-    ) -> Any:
-        if self._handler_is_async:
-            raise TypeError(self._sync_with_async_handler(fn))
-        try:
-            result = fn(*args, **kwargs)
-        except Exception as exc:
-            pred = self._on_pred  # does ``on`` match? (inlined: one frame less)
-            if not (isinstance(exc, self._on_types) if pred is None else pred(exc)):
-                raise
-            if self.handler is None:  # a plain value: no coroutine needed to answer
-                self._answered(exc)
-                return self.value
-            return self._answer(exc)
-        on_result = self._on_result
-        if on_result is not None and on_result(result):
-            return self._answer(None)
-        return result
+    def _hot_self(self) -> _hot_paths.FallbackSelf:
+        """For the type checker: this class provides what its per-call code uses."""
+        return self
 
     # --- end of generated code ---

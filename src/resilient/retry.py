@@ -27,34 +27,21 @@ measure ``max_delay`` with the real clock and re-raise through ``concurrent.futu
 
 from __future__ import annotations
 
-import contextlib
 import inspect
-import math
-import sys
 import time
-import types
-from asyncio import _get_running_loop
-from collections.abc import Awaitable, Callable, Generator
+from collections.abc import Callable
 from types import TracebackType
-from typing import Any, NoReturn
+from typing import Any
 
-import anyio.lowlevel
-from tenacity import Future, RetryCallState, Retrying, stop_after_attempt
+from tenacity import RetryCallState, Retrying, stop_after_attempt
 
-from . import _sleeping
+from . import _hot_paths, _sleeping
 from . import _validate as v
-from ._deadline import _DEADLINE
 from ._policy import Policy
+from ._retry_state import RetryRun
 from ._validate import is_async_callable
-from .errors import RetryExhaustedError
-from .telemetry._hub import STATE, Listener
-from .waits import _FixedWait, wait_exponential, wait_fixed
-
-_sniffio: Any
-try:  # how trio (and anything but asyncio) says it is running; trio depends on it
-    import sniffio as _sniffio
-except ImportError:  # pragma: no cover - without sniffio, anyio assumes asyncio too
-    _sniffio = None
+from .telemetry._hub import Listener
+from .waits import wait_exponential, wait_fixed
 
 __all__ = ["DEFAULT_WAIT", "Attempt", "AttemptIterator", "Retry", "WaitStrategy"]
 
@@ -64,187 +51,6 @@ WaitStrategy = Callable[[RetryCallState], float]
 
 DEFAULT_WAIT: WaitStrategy = wait_exponential(0.1, 10.0, jitter="full")
 """Exponential backoff with full jitter from 0.1 s up to 10 s: the default ``wait``."""
-
-
-def _add_note(error: BaseException, note: str) -> None:
-    if sys.version_info >= (3, 11):
-        error.add_note(note)
-    else:  # pragma: no cover - exercised on Python 3.10 only
-        notes = getattr(error, "__notes__", None)
-        if isinstance(notes, list):
-            notes.append(note)
-        else:
-            with contextlib.suppress(AttributeError, TypeError):
-                setattr(error, "__notes__", [note])  # noqa: B010 - no such attribute in 3.10
-
-
-def _retry_after(error: Exception | None) -> float | None:
-    hint = getattr(error, "retry_after", None) if error is not None else None
-    if isinstance(hint, bool) or not isinstance(hint, (int, float)):
-        return None
-    if math.isnan(hint) or hint <= 0:
-        return None
-    return float(hint)
-
-
-@types.coroutine
-def _sleep0() -> Generator[None, None, None]:
-    """asyncio's own zero-length sleep (what ``asyncio.sleep(0)`` awaits): a bare ``yield``
-    makes the running task go round the event loop once."""
-    yield
-
-
-# ``_Run.__init__`` sets tenacity's fields itself (one frame and a property call less per
-# failed call) only while they are exactly the ones this tenacity's ``RetryCallState`` has.
-_INLINE_INIT = set(vars(RetryCallState(Retrying(), None, (), {}))) == {
-    "start_time",
-    "retry_object",
-    "fn",
-    "args",
-    "kwargs",
-    "attempt_number",
-    "outcome",
-    "outcome_timestamp",
-    "idle_for",
-    "next_action",
-    "upcoming_sleep",
-}
-
-
-class _Run(RetryCallState):
-    """The retry state of ONE call (or one ``attempts()`` loop), never shared: a genuine
-    ``tenacity.RetryCallState`` (what wait strategies receive) plus the decision logic.
-
-    It records a failed attempt and answers "sleep this long" or gives up by raising; the
-    caller does the sleeping (sync or async) and the calling.
-
-    ``outcome`` is built only when read. tenacity records every failed attempt as a
-    ``tenacity.Future`` (a ``concurrent.futures.Future``: a ``threading.Condition`` and its
-    lock, ~1.6 us), but stop and wait strategies that only look at ``attempt_number`` (all of
-    ``resilient.waits``, tenacity's ``wait_fixed``/``wait_exponential``/...) never read it. So a
-    recorded attempt keeps its value, and the ``outcome`` property builds the Future on first
-    access, with the attempt number it had when recorded: a strategy (or ``repr``) that reads
-    it sees exactly what tenacity would have given it.
-    """
-
-    def __init__(
-        self,
-        policy: Retry,
-        fn: Callable[..., Any] | None,
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        start: float | None,
-    ) -> None:
-        self._pending: tuple[Any, bool, int] | None = None
-        self._outcome: Future | None = None
-        if _INLINE_INIT:  # tenacity's ``__init__`` inlined (its fields checked at import)
-            self.start_time = time.monotonic()
-            self.retry_object = policy._controller
-            self.fn = fn  # type: ignore[assignment]  # tenacity types it as its TypeVar
-            self.args = args
-            self.kwargs = kwargs
-            self.attempt_number = 1
-            self.outcome_timestamp = None
-            self.idle_for = 0.0
-            self.next_action = None
-            self.upcoming_sleep = 0.0
-        else:  # pragma: no cover - a tenacity whose call state has other fields
-            super().__init__(policy._controller, fn, args, kwargs)
-        self._policy = policy
-        self._start = start
-
-    @property
-    def outcome(self) -> Future | None:
-        """The last attempt's outcome as a ``tenacity.Future`` (built on first access)."""
-        fut = self._outcome
-        if fut is None and self._pending is not None:
-            value, failed, attempt = self._pending
-            fut = self._outcome = Future.construct(attempt, value, failed)
-            self._pending = None
-        return fut
-
-    @outcome.setter
-    def outcome(self, value: Future | None) -> None:
-        self._outcome = value
-        self._pending = None
-
-    def set_exception(
-        self, exc_info: tuple[type[BaseException], BaseException, TracebackType | None]
-    ) -> None:
-        """Record a failed attempt (its Future is built when read)."""
-        self._outcome = None
-        self._pending = (exc_info[1], True, self.attempt_number)
-        self.outcome_timestamp = time.monotonic()
-
-    def set_result(self, val: Any) -> None:
-        """Record an attempt's result (its Future is built when read)."""
-        self._outcome = None
-        self._pending = (val, False, self.attempt_number)
-        self.outcome_timestamp = time.monotonic()
-
-    def prepare_for_next_attempt(self) -> None:
-        """tenacity's ``prepare_for_next_attempt``, without going through the property."""
-        self._outcome = self._pending = None
-        self.outcome_timestamp = None
-        self.attempt_number += 1
-        self.next_action = None
-
-    def next_delay(self, error: Exception | None, result: Any) -> float:
-        """Record the attempt that just failed (``error``, or a ``result`` to retry on) and
-        return the seconds to wait before the next one; raise to give up."""
-        p = self._policy
-        attempt = self.attempt_number
-        self._outcome = None  # ``set_exception``/``set_result``, inlined
-        self._pending = (result, False, attempt) if error is None else (error, True, attempt)
-        self.outcome_timestamp = time.monotonic()
-        if attempt >= p.max_attempts:  # ``stop_after_attempt(attempts)``, inlined
-            self._give_up(error, result, "no attempts left")
-        wait = p.wait
-        # A number given as ``wait`` is a ``_FixedWait``: read it instead of calling it.
-        delay = wait.seconds if type(wait) is _FixedWait else max(0.0, float(wait(self)))
-        if error is not None and getattr(error, "retry_after", None) is not None:
-            hint = _retry_after(error)
-            if hint is not None and hint > delay:
-                delay = hint
-        if not math.isfinite(delay):
-            self._give_up(error, result, f"the next wait would be {delay} s")
-        if p.max_delay is not None and self._start is not None:
-            spent = p._clock() - self._start
-            if spent + delay > p.max_delay:
-                self._give_up(
-                    error,
-                    result,
-                    f"waiting {delay:.3f} s more would exceed max_delay={p.max_delay:g} s "
-                    f"({spent:.3f} s spent)",
-                )
-        deadline = _DEADLINE.get()  # ``remaining()``, inlined: None outside any Timeout
-        if deadline is not None:
-            left = max(0.0, deadline - time.monotonic())
-            if delay >= left:
-                self._give_up(
-                    error,
-                    result,
-                    f"waiting {delay:.3f} s would pass the enclosing deadline ({left:.3f} s left)",
-                )
-        self.upcoming_sleep = delay
-        self.idle_for += delay
-        self.prepare_for_next_attempt()
-        tel = p._tel
-        if not tel.quiet or tel.gen != STATE.generation:
-            tel.retry_scheduled(attempt, delay, error)
-        return delay
-
-    def _give_up(self, error: Exception | None, result: Any, reason: str) -> NoReturn:
-        p = self._policy
-        attempts = self.attempt_number
-        if error is not None:
-            _add_note(
-                error, f"resilient: retry {p.name!r} gave up after {attempts} attempt(s): {reason}"
-            )
-            raise error
-        exhausted = RetryExhaustedError(p.name, attempts, result)
-        _add_note(exhausted, f"resilient: {reason}")
-        raise exhausted
 
 
 def _wait_strategy(name: str, fn: Callable[..., Any]) -> WaitStrategy:
@@ -365,94 +171,12 @@ class Retry(Policy):
 
     # -- the per-call loop ----------------------------------------------------------------------
     # --- generated from src/resilient/_templates/retry.tmpl by tools/gen_hotpaths.py ---
-    async def _acall(
-        self,
-        fn: Callable[..., Awaitable[Any]],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-    ) -> Any:
-        start = self._clock() if self.max_delay is not None else None
-        error: Exception | None
-        try:
-            result = await fn(*args, **kwargs)
-        except Exception as exc:
-            pred = self._on_pred
-            if not (isinstance(exc, self._on_types) if pred is None else pred(exc)):
-                raise
-            error, result = exc, None
-        else:
-            on_result = self._on_result
-            if on_result is None or not on_result(result):
-                return result
-            error = None
-        run = _Run(self, fn, args, kwargs, start)
-        on_result = self._on_result
-        while True:
-            delay = run.next_delay(error, result)
-            if delay > 0.0 or self._sleep is not None:
-                await self._sleep_async(delay)
-            elif _get_running_loop() is not None and (
-                # On an asyncio task? The checks ``sniffio`` makes, minus its import and task
-                # lookup (trio marks its threads in ``sniffio.thread_local``); anything unusual
-                # reads as "not asyncio" and takes anyio's generic checkpoint.
-                _sniffio is None
-                or (
-                    _sniffio.thread_local.name is None
-                    and _sniffio.current_async_library_cvar.get() is None
-                )
-            ):
-                await _sleep0()  # a zero wait still goes round the loop: no starving it
-            else:
-                await anyio.lowlevel.checkpoint()
-            try:
-                result = await fn(*args, **kwargs)
-            except Exception as exc:
-                pred = self._on_pred
-                if not (isinstance(exc, self._on_types) if pred is None else pred(exc)):
-                    raise
-                error, result = exc, None
-                continue
-            if on_result is None or not on_result(result):
-                return result
-            error = None
+    _acall = _hot_paths.retry_acall
+    _call = _hot_paths.retry_call
 
-    def _call(
-        self,
-        fn: Callable[..., Any],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-    ) -> Any:
-        if self._sleep_is_async:
-            self._check_sync_sleep()
-        start = self._clock() if self.max_delay is not None else None
-        error: Exception | None
-        try:
-            result = fn(*args, **kwargs)
-        except Exception as exc:
-            pred = self._on_pred
-            if not (isinstance(exc, self._on_types) if pred is None else pred(exc)):
-                raise
-            error, result = exc, None
-        else:
-            on_result = self._on_result
-            if on_result is None or not on_result(result):
-                return result
-            error = None
-        run = _Run(self, fn, args, kwargs, start)
-        on_result = self._on_result
-        while True:
-            self._sleep_sync(run.next_delay(error, result))
-            try:
-                result = fn(*args, **kwargs)
-            except Exception as exc:
-                pred = self._on_pred
-                if not (isinstance(exc, self._on_types) if pred is None else pred(exc)):
-                    raise
-                error, result = exc, None
-                continue
-            if on_result is None or not on_result(result):
-                return result
-            error = None
+    def _hot_self(self) -> _hot_paths.RetrySelf:
+        """For the type checker: this class provides what its per-call code uses."""
+        return self
 
     # --- end of generated code ---
 
@@ -538,7 +262,7 @@ class AttemptIterator:
     def __init__(self, policy: Retry) -> None:
         self._policy = policy
         self._current: Attempt | None = None
-        self._run: _Run | None = None
+        self._run: RetryRun | None = None
         self._done = False
         self._start: float | None = None
 
@@ -552,7 +276,7 @@ class AttemptIterator:
             self._done = True
             return None
         if self._run is None:
-            self._run = _Run(self._policy, None, (), {}, self._start)
+            self._run = RetryRun(self._policy, None, (), {}, self._start)
         error, result = current._error, current._result
         current._error = None  # the iterator no longer needs it; don't keep tracebacks alive
         try:
