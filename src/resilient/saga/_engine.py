@@ -46,7 +46,9 @@ from ..errors import (
     UnknownSagaVersion,
 )
 from ..telemetry import Listener
-from . import testing as _testing
+from ._crash import ARMED as _ARMED
+from ._crash import ENV_ARMED as _CRASH_ENV
+from ._crash import CrashPoint, maybe_crash
 from ._memory import InMemorySagaStore
 from ._model import (
     UNFINISHED,
@@ -67,16 +69,10 @@ from ._model import (
 )
 from ._store import BlockingSagaStore, SagaStore
 from ._telemetry import SagaTelemetry, traceparent_of
-from .testing import CrashPoint, maybe_crash
 
 __all__ = ["DeadlineExceeded", "RecoveryReport", "Saga", "SagaInterrupted", "Step"]
 
 _log = logging.getLogger("resilient.saga")
-
-# The crash-point test hooks, read on the hot path without a function call: the live list
-# ``crash_at`` fills (mutated in place, never rebound) and whether the env variable armed one.
-_ARMED = _testing._armed
-_CRASH_ENV = _testing._ENV_TARGET is not None
 
 R = TypeVar("R")  # what calling a step returns (a coroutine for an async step)
 T = TypeVar("T")  # the result a step records (awaited)
