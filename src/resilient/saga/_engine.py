@@ -22,10 +22,10 @@ import threading
 import time
 import uuid
 import weakref
-from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterable
 from contextlib import AbstractContextManager
 from types import MappingProxyType
-from typing import Any, Generic, Protocol, TypeVar, cast, overload
+from typing import Any, TypeVar, cast, overload
 
 import anyio
 import anyio.abc
@@ -34,7 +34,7 @@ import anyio.to_thread
 
 from .. import _sleeping
 from .._config_parse import config_error, parse_duration
-from .._policy import Policy, is_async_callable
+from .._policy import Policy
 from ..errors import (
     IdempotencyConflict,
     Rejected,
@@ -49,6 +49,7 @@ from ..telemetry import Listener
 from ._crash import ARMED as _ARMED
 from ._crash import ENV_ARMED as _CRASH_ENV
 from ._crash import CrashPoint, maybe_crash
+from ._definition import Step, _Definition, _StepDecorator, _StepDef, _Steps
 from ._memory import InMemorySagaStore
 from ._model import (
     UNFINISHED,
@@ -65,7 +66,6 @@ from ._model import (
     encode,
     error_info,
     payload,
-    steps_hash,
 )
 from ._store import BlockingSagaStore, SagaStore
 from ._telemetry import SagaTelemetry, traceparent_of
@@ -74,11 +74,7 @@ __all__ = ["DeadlineExceeded", "RecoveryReport", "Saga", "SagaInterrupted", "Ste
 
 _log = logging.getLogger("resilient.saga")
 
-R = TypeVar("R")  # what calling a step returns (a coroutine for an async step)
 T = TypeVar("T")  # the result a step records (awaited)
-U = TypeVar("U")
-V = TypeVar("V")
-_IN_DOUBT = ("retry", "compensate", "escalate")
 _ON_RECOVERY = ("resume", "compensate")
 _STUCK_IN_DOUBT = "in_doubt"
 _STUCK_COMPENSATION = "compensation_failed"
@@ -102,147 +98,6 @@ class SagaInterrupted(ResilienceError):
 class DeadlineExceeded(TimeoutExceeded):
     """The saga's deadline passed before its pivot: it was compensated. (After the pivot a
     passed deadline is only recorded; the saga still finishes forward.)"""
-
-
-# -- definitions ---------------------------------------------------------------------------------
-@dataclasses.dataclass
-class _StepDef:
-    name: str
-    fn: Callable[..., Any]
-    policy: Policy | None
-    pivot: bool
-    retriable: bool
-    in_doubt: str
-    compensate: Callable[..., Any] | None = None
-    compensate_policy: Policy | None = None
-
-
-class Step(Generic[R, T]):
-    """What ``@saga.step`` returns: the step's function (still callable as before) plus
-    ``.compensate`` to attach its compensation.
-
-    Generic so type checkers follow the step: ``R`` is what calling it returns (a coroutine
-    for an ``async def`` step) and ``T`` the result the saga records (the awaited value),
-    which is what the compensation receives as ``done`` (``T | None``).
-    """
-
-    __slots__ = ("_def", "_saga")
-
-    def __init__(self, saga: Saga, sdef: _StepDef) -> None:
-        self._saga = saga
-        self._def = sdef
-
-    @property
-    def name(self) -> str:
-        """The step's name (unique within its saga)."""
-        return self._def.name
-
-    def __call__(self, ctx: SagaContext, /) -> R:
-        result: R = self._def.fn(ctx)
-        return result
-
-    def __repr__(self) -> str:
-        return f"<Step {self._saga.name}.{self.name}>"
-
-    @overload
-    def compensate(
-        self, fn: Callable[[SagaContext, T | None], U], /, *, policy: Policy | None = None
-    ) -> Callable[[SagaContext, T | None], U]: ...
-
-    @overload
-    def compensate(
-        self, fn: None = None, /, *, policy: Policy | None = None
-    ) -> _CompensationDecorator[T]: ...
-
-    def compensate(
-        self,
-        fn: Callable[[SagaContext, T | None], U] | None = None,
-        /,
-        *,
-        policy: Policy | None = None,
-    ) -> Callable[[SagaContext, T | None], U] | _CompensationDecorator[T]:
-        """Attach the compensation ``fn(ctx, done)`` (``def`` or ``async def``); ``done`` is the
-        step's result, or ``None`` when its outcome is unknown. ``policy`` retries it (default:
-        the saga's generous compensation retry). Usable bare (``@step.compensate``) or called
-        (``@step.compensate(policy=...)``); returns ``fn`` unchanged."""
-
-        def attach(f: Callable[[SagaContext, T | None], V]) -> Callable[[SagaContext, T | None], V]:
-            self._saga._set_compensation(self._def, f, policy)
-            return f
-
-        if fn is not None:
-            return attach(fn)
-        return attach
-
-
-class _CompensationDecorator(Protocol[T]):
-    """What ``step.compensate(policy=...)`` returns: a decorator taking ``fn(ctx, done)``
-    whose ``done`` accepts the step's result or ``None``, and returning ``fn`` as it was."""
-
-    def __call__(
-        self, fn: Callable[[SagaContext, T | None], U], /
-    ) -> Callable[[SagaContext, T | None], U]: ...
-
-
-class _StepDecorator(Protocol):
-    """What ``saga.step(...)`` returns when called with options: a decorator that turns
-    ``fn(ctx)`` into a :class:`Step`, typed for ``def`` and ``async def`` alike."""
-
-    @overload
-    def __call__(
-        self, fn: Callable[[SagaContext], Coroutine[Any, Any, T]], /
-    ) -> Step[Coroutine[Any, Any, T], T]: ...
-
-    @overload
-    def __call__(self, fn: Callable[[SagaContext], T], /) -> Step[T, T]: ...
-
-
-@dataclasses.dataclass(frozen=True)
-class _Definition:
-    steps: tuple[_StepDef, ...]
-    index: dict[str, int]
-    pivot_idx: int | None  # the point of no return (-1: the first step is already past it)
-    hash: str
-    is_async: frozenset[tuple[str, str]]  # (step, phase) whose function is async
-    async_step: str | None  # the first step with an async function (run_sync refuses it)
-
-    def forward_only(self, idx: int) -> bool:
-        """Steps after the pivot only go forward (retried until they succeed)."""
-        return self.pivot_idx is not None and idx > self.pivot_idx
-
-
-def _freeze(steps: Sequence[_StepDef]) -> _Definition:
-    pivot_idx: int | None = None
-    for i, s in enumerate(steps):
-        if s.pivot:
-            pivot_idx = i
-            break
-    if pivot_idx is None:
-        for i, s in enumerate(steps):
-            if s.retriable:
-                pivot_idx = i - 1  # the step before the first retriable one is the pivot
-                break
-    is_async = frozenset(
-        (s.name, phase)
-        for s in steps
-        for phase, f in (("forward", s.fn), ("compensate", s.compensate))
-        if f is not None and is_async_callable(f)
-    )
-    return _Definition(
-        steps=tuple(steps),
-        index={s.name: i for i, s in enumerate(steps)},
-        pivot_idx=pivot_idx,
-        hash=steps_hash([s.name for s in steps]),
-        is_async=is_async,
-        async_step=next(
-            (
-                s.name
-                for s in steps
-                if (s.name, "forward") in is_async or (s.name, "compensate") in is_async
-            ),
-            None,
-        ),
-    )
 
 
 _NOVALUE: Any = object()
@@ -1561,8 +1416,7 @@ class Saga:
         self._real_clock = clock is None
         self.node_id = node_id or _default_node_id()
         self._tel = SagaTelemetry(name, on_event)
-        self._steps: list[_StepDef] = []
-        self._frozen: _Definition | None = None
+        self._steps = _Steps(name)
         self._compensation_policy: Policy = compensation_policy or _CompensationRetry(self)
         self._drivers: set[_AsyncDriver] = set()
         self._stopping = False
@@ -1574,7 +1428,7 @@ class Saga:
             _REGISTRY.add(self)
 
     def __repr__(self) -> str:
-        return f"<Saga {self.definition!r} steps={[s.name for s in self._steps]}>"
+        return f"<Saga {self.definition!r} steps={list(self.steps)}>"
 
     @property
     def definition(self) -> str:
@@ -1584,7 +1438,7 @@ class Saga:
     @property
     def steps(self) -> tuple[str, ...]:
         """The step names, in order."""
-        return tuple(s.name for s in self._steps)
+        return self._steps.names()
 
     # -- definition -----------------------------------------------------------------------------
     @overload
@@ -1651,11 +1505,7 @@ class Saga:
         """
 
         def add(f: Callable[[SagaContext], Any]) -> Step[Any, Any]:
-            if not callable(f):
-                raise TypeError(f"a saga step must be callable, got {f!r}")
-            step_name = name if name is not None else getattr(f, "__name__", None)
-            sdef = self._add(step_name, f, policy, pivot, retriable, in_doubt)
-            return Step(self, sdef)
+            return self._steps.step(f, name, policy, pivot, retriable, in_doubt)
 
         if fn is not None:
             return add(fn)
@@ -1676,10 +1526,10 @@ class Saga:
         """Builder form of :meth:`step` (returns the saga, so calls chain)."""
         if not callable(fn):
             raise TypeError(f"fn of step {name!r} must be callable, got {fn!r}")
-        sdef = self._add(name, fn, policy, pivot, retriable, in_doubt)
+        sdef = self._steps.add(name, fn, policy, pivot, retriable, in_doubt)
         if compensate is not None:
             try:
-                self._set_compensation(sdef, compensate, compensate_policy)
+                self._steps.set_compensation(sdef, compensate, compensate_policy)
             except BaseException:
                 self._steps.remove(sdef)
                 raise
@@ -1687,76 +1537,8 @@ class Saga:
             raise ValueError(f"step {name!r}: compensate_policy given without compensate")
         return self
 
-    def _add(
-        self,
-        name: object,
-        fn: Callable[..., Any],
-        policy: object,
-        pivot: bool,
-        retriable: bool,
-        in_doubt: str,
-    ) -> _StepDef:
-        if self._frozen is not None:
-            raise RuntimeError(f"saga {self.name!r} already ran; its steps can no longer change")
-        if not isinstance(name, str) or not name or ":" in name:
-            raise ValueError(f"step name must be a non-empty string without ':', got {name!r}")
-        if policy is not None and not isinstance(policy, Policy):
-            raise TypeError(f"policy of step {name!r} must be a resilient Policy, got {policy!r}")
-        if in_doubt not in _IN_DOUBT:
-            raise ValueError(
-                f"in_doubt of step {name!r} must be one of {_IN_DOUBT}, got {in_doubt!r}"
-            )
-        if any(s.name == name for s in self._steps):
-            raise ValueError(f"duplicate step name {name!r} in saga {self.name!r}")
-        if pivot and retriable:
-            raise ValueError(f"step {name!r} cannot be both the pivot and retriable")
-        first_pivot = next((s.name for s in self._steps if s.pivot), None)
-        if pivot and first_pivot is not None:
-            raise ValueError(
-                f"saga {self.name!r} already has a pivot step ({first_pivot!r}); "
-                f"step {name!r} cannot be a second one"
-            )
-        retriable_before = next((s.name for s in self._steps if s.retriable), None)
-        if retriable_before is not None and not retriable:
-            what = "the pivot" if pivot else "a non-retriable step"
-            raise ValueError(
-                f"retriable step {retriable_before!r} would come before {what} {name!r}: "
-                "retriable steps must come last, after the pivot"
-            )
-        sdef = _StepDef(name, fn, policy, bool(pivot), bool(retriable), in_doubt)
-        self._steps.append(sdef)
-        return sdef
-
-    def _set_compensation(self, sdef: _StepDef, fn: object, policy: object) -> None:
-        if self._frozen is not None:
-            raise RuntimeError(f"saga {self.name!r} already ran; its steps can no longer change")
-        if not callable(fn):
-            raise TypeError(f"compensation of step {sdef.name!r} must be callable, got {fn!r}")
-        if policy is not None and not isinstance(policy, Policy):
-            raise TypeError(
-                f"policy of the compensation of {sdef.name!r} must be a Policy, got {policy!r}"
-            )
-        if sdef.compensate is not None:
-            raise ValueError(f"step {sdef.name!r} already has a compensation")
-        if sdef.retriable:
-            raise ValueError(
-                f"retriable step {sdef.name!r} cannot have a compensation: it is never compensated"
-            )
-        idx = self._steps.index(sdef)
-        if any(s.pivot for s in self._steps[:idx]):
-            raise ValueError(
-                f"step {sdef.name!r} comes after the pivot and is never compensated; "
-                "it cannot have a compensation"
-            )
-        sdef.compensate = cast(Callable[..., Any], fn)
-        sdef.compensate_policy = policy
-
     def _definition(self) -> _Definition:
-        if self._frozen is None:
-            if not self._steps:
-                raise ValueError(f"saga {self.name!r} has no steps")
-            self._frozen = _freeze(self._steps)
-        return self._frozen
+        return self._steps.freeze()
 
     def _forward_delay(self, rounds: int) -> float:
         return float(min(self._forward_cap, self._forward_base * (2**rounds)))
@@ -1948,7 +1730,8 @@ class Saga:
     def run_sync(self, data: Any = None, saga_id: str | None = None) -> SagaResult:
         """Blocking twin of :meth:`run` for sync steps: needs no event loop (call it from any
         thread). Every step and compensation must be a plain ``def``."""
-        if self._frozen is None or self._frozen.async_step is not None:
+        frozen = self._steps.frozen
+        if frozen is None or frozen.async_step is not None:
             self._require_sync("run_sync", "run")
         store = self._blocking_store
         new = self._new(data, saga_id)
