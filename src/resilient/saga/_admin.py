@@ -25,20 +25,12 @@ from ._model import (
     SagaSummary,
     payload,
 )
+from ._replay import replay
 
 if TYPE_CHECKING:
-    from ._engine import Saga, _Append, _Op, _Outcome, _Run, _State
+    from ._engine import Saga, _Append, _Op, _Outcome, _Run
 
 __all__ = ["SagaAdmin", "admin_events"]
-
-
-def _state_of(rec: SagaRecord) -> _State:
-    from ._engine import _State
-
-    st = _State()
-    for ev in rec.events:
-        st.apply(ev)
-    return st
 
 
 def _stuck_event(rec: SagaRecord) -> SagaLogEvent | None:
@@ -54,7 +46,7 @@ def admin_events(
     """The log events and new status for an operator ``action`` on ``rec``; ValueError when
     the action makes no sense for the saga's state. (``abort``'s pivot check needs the
     definition and is done by :class:`SagaAdmin`.)"""
-    st = _state_of(rec)
+    st = replay(rec.events)
     now = time.time()
     if action == "retry":
         if rec.status != SagaStatus.STUCK:
