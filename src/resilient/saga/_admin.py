@@ -28,7 +28,8 @@ from ._model import (
 from ._replay import replay
 
 if TYPE_CHECKING:
-    from ._engine import Saga, _Append, _Op, _Outcome, _Run
+    from ._engine import Saga
+    from ._protocol import _Append, _Op, _Outcome, _Run
 
 __all__ = ["SagaAdmin", "admin_events"]
 
@@ -165,7 +166,7 @@ class SagaAdmin:
         return await self._act_async(saga_id, "abort", None, note)
 
     def _plan(self, rec: SagaRecord, action: str, step: str | None, note: str | None) -> Any:
-        from ._engine import _Append
+        from ._protocol import _Append
 
         events, status = admin_events(rec, action, step=step, note=note)
         return _Append(events, status)
@@ -182,7 +183,8 @@ class SagaAdmin:
     def _act_sync(
         self, saga_id: str, action: str, step: str | None, note: str | None
     ) -> SagaResult:
-        from ._engine import _blocking, _result, _Run, _SyncDriver
+        from ._engine import _blocking, _SyncDriver
+        from ._protocol import _result, _Run
 
         saga = self._saga
         saga._require_sync(f"admin.{action}", f"admin.a{action}", all_versions=True)
@@ -206,7 +208,8 @@ class SagaAdmin:
     async def _act_async(
         self, saga_id: str, action: str, step: str | None, note: str | None
     ) -> SagaResult:
-        from ._engine import _AsyncDriver, _result, _Run
+        from ._engine import _AsyncDriver
+        from ._protocol import _result, _Run
 
         saga = self._saga
         store = saga.store
