@@ -108,9 +108,7 @@ class SagaAdmin:
         self, status: SagaStatus | str | None = None, limit: int = 100
     ) -> builtins.list[SagaSummary]:
         """Sagas of this name (any version), newest first, optionally of one status."""
-        from ._engine import _blocking
-
-        return list(_blocking(self._saga.store).query_sync(self._filter(status, limit)))
+        return list(self._saga._blocking_store.query_sync(self._filter(status, limit)))
 
     async def alist(
         self, status: SagaStatus | str | None = None, limit: int = 100
@@ -124,9 +122,8 @@ class SagaAdmin:
 
     def timeline(self, saga_id: str) -> builtins.list[SagaLogEvent]:
         """The saga's whole log, oldest first (KeyError for an unknown id)."""
-        from ._engine import _blocking
-
-        return list(self._require(_blocking(self._saga.store).load_sync(saga_id), saga_id).events)
+        store = self._saga._blocking_store
+        return list(self._require(store.load_sync(saga_id), saga_id).events)
 
     async def atimeline(self, saga_id: str) -> builtins.list[SagaLogEvent]:
         """Async twin of :meth:`timeline`."""
@@ -183,12 +180,12 @@ class SagaAdmin:
     def _act_sync(
         self, saga_id: str, action: str, step: str | None, note: str | None
     ) -> SagaResult:
-        from ._engine import _blocking, _SyncDriver
+        from ._drivers import _SyncDriver
         from ._protocol import _result, _Run
 
         saga = self._saga
         saga._require_sync(f"admin.{action}", f"admin.a{action}", all_versions=True)
-        store = _blocking(saga.store)
+        store = saga._blocking_store
         rec = self._require(store.load_sync(saga_id), saga_id)
         owner = saga._check_driveable(rec)
         self._plan(rec, action, step, note)  # validate before fencing anyone out
@@ -208,7 +205,7 @@ class SagaAdmin:
     async def _act_async(
         self, saga_id: str, action: str, step: str | None, note: str | None
     ) -> SagaResult:
-        from ._engine import _AsyncDriver
+        from ._drivers import _AsyncDriver
         from ._protocol import _result, _Run
 
         saga = self._saga
