@@ -12,8 +12,10 @@ from __future__ import annotations
 import builtins
 import time
 from collections.abc import Generator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from ._drivers import _AsyncDriver, _SyncDriver
+from ._host import SagaHost
 from ._model import (
     UNFINISHED,
     LogKind,
@@ -25,11 +27,8 @@ from ._model import (
     SagaSummary,
     payload,
 )
+from ._protocol import _Append, _Op, _Outcome, _result, _Run
 from ._replay import replay
-
-if TYPE_CHECKING:
-    from ._engine import Saga
-    from ._protocol import _Append, _Op, _Outcome, _Run
 
 __all__ = ["SagaAdmin", "admin_events"]
 
@@ -100,7 +99,7 @@ class SagaAdmin:
     once and return its new :class:`SagaResult` (they do not raise SagaFailed/SagaStuck).
     """
 
-    def __init__(self, saga: Saga) -> None:
+    def __init__(self, saga: SagaHost) -> None:
         self._saga = saga
 
     # -- reading --------------------------------------------------------------------------------
@@ -162,9 +161,7 @@ class SagaAdmin:
         """Async twin of :meth:`abort`."""
         return await self._act_async(saga_id, "abort", None, note)
 
-    def _plan(self, rec: SagaRecord, action: str, step: str | None, note: str | None) -> Any:
-        from ._protocol import _Append
-
+    def _plan(self, rec: SagaRecord, action: str, step: str | None, note: str | None) -> _Append:
         events, status = admin_events(rec, action, step=step, note=note)
         return _Append(events, status)
 
@@ -180,9 +177,6 @@ class SagaAdmin:
     def _act_sync(
         self, saga_id: str, action: str, step: str | None, note: str | None
     ) -> SagaResult:
-        from ._drivers import _SyncDriver
-        from ._protocol import _result, _Run
-
         saga = self._saga
         saga._require_sync(f"admin.{action}", f"admin.a{action}", all_versions=True)
         store = saga._blocking_store
@@ -205,9 +199,6 @@ class SagaAdmin:
     async def _act_async(
         self, saga_id: str, action: str, step: str | None, note: str | None
     ) -> SagaResult:
-        from ._drivers import _AsyncDriver
-        from ._protocol import _result, _Run
-
         saga = self._saga
         store = saga.store
         rec = self._require(await store.load(saga_id), saga_id)

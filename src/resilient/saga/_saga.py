@@ -1,13 +1,11 @@
-"""The saga engine: definitions, the write-ahead core, and its async and sync drivers.
+"""The :class:`Saga` class: what users define and call, on top of the engine's parts.
 
-The core (:class:`_Run.script`) is a generator that decides what to do next from the saga's log
-and yields operations (:class:`_Append`, :class:`_Invoke`, :class:`_Sleep`); it does no I/O and
-never sleeps. Two small drivers execute those operations: one with ``await`` (asyncio and trio
-through anyio, store calls off the event loop, cancellation handling, lease heartbeat task) and
-one with plain calls (``run_sync``: no event loop, usable from any thread). So the protocol of
-SAGA.md 2.2 (what is written before and after each step, and what recovery does with it) is
-written exactly once, and the live state is always what replaying the log would give: the
-drivers apply each event to the state only after the store accepted it.
+A saga is built from steps (``_definition.py``); ``run``/``run_sync`` create its log in the
+store and drive the sans-IO script (``_protocol.py``) with the async or the blocking driver
+(``_drivers.py``, leases in ``_lease.py``); ``recover`` finishes sagas whose process died
+(``_recovery.py``); ``saga.admin`` acts for an operator (``_admin.py``). This module holds the
+options (with their environment overrides), idempotent starts on ``saga_id``, shutdown, the
+recovery loop that also hosts detached runs, and the default compensation policy.
 """
 
 from __future__ import annotations
@@ -20,34 +18,28 @@ import threading
 import time
 import uuid
 import weakref
-from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterable
+from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar, cast, overload
 
 import anyio
 import anyio.abc
 import anyio.lowlevel
-import anyio.to_thread
 
-from .. import _sleeping
 from .._config_parse import config_error, parse_duration
 from .._policy import Policy
-from ..errors import (
-    IdempotencyConflict,
-    StaleEpoch,
-    UnknownSagaVersion,
-)
+from ..errors import IdempotencyConflict, UnknownSagaVersion
 from ..telemetry import Listener
+from ._admin import SagaAdmin
+from ._compensation import _CompensationRetry
 from ._definition import Step, _Definition, _StepDecorator, _Steps
 from ._drivers import _AsyncDriver, _SyncDriver
-from ._errors import DeadlineExceeded, SagaInterrupted
+from ._errors import SagaInterrupted
 from ._host import Stoppable
 from ._memory import InMemorySagaStore
 from ._model import (
-    UNFINISHED,
     LogKind,
     NewSaga,
     SagaContext,
-    SagaFilter,
     SagaLogEvent,
     SagaRecord,
     SagaResult,
@@ -55,18 +47,20 @@ from ._model import (
     digest,
     encode,
 )
-from ._protocol import (
-    _SCALARS,
-    _Op,
-    _Outcome,
-    _Run,
-    _unwrap,
+from ._protocol import _SCALARS, _Run, _unwrap
+from ._recovery import (
+    RecoveryReport,
+    drive_claimed_async,
+    drive_claimed_sync,
+    recovery_pass,
+    recovery_pass_sync,
 )
 from ._replay import _NOVALUE
 from ._store import BlockingSagaStore, SagaStore, as_blocking
 from ._telemetry import SagaTelemetry, traceparent_of
+from ._url import store_from_env
 
-__all__ = ["DeadlineExceeded", "RecoveryReport", "Saga", "SagaInterrupted", "Step"]
+__all__ = ["Saga"]
 
 _log = logging.getLogger("resilient.saga")
 
@@ -74,67 +68,7 @@ T = TypeVar("T")  # the result a step records (awaited)
 _ON_RECOVERY = ("resume", "compensate")
 
 
-# -- default compensation policy -----------------------------------------------------------------
-class _CompensationRetry(Policy):
-    """The default policy of compensations: generous capped exponential backoff (an undo must
-    be given every chance before the saga is declared STUCK)."""
-
-    kind = "saga_compensation"
-
-    def __init__(self, saga: Saga, attempts: int = 10, base: float = 0.5, cap: float = 30.0):
-        super().__init__(f"{saga.name}.compensation")
-        self._saga_ref = weakref.ref(saga)
-        self.attempts = attempts
-        self.base = base
-        self.cap = cap
-
-    def _delay(self, n: int) -> float:
-        return float(min(self.cap, self.base * (2 ** (n - 1))))
-
-    def _call(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        n = 1
-        while True:
-            try:
-                return fn(*args, **kwargs)
-            except Exception:
-                if n >= self.attempts:
-                    raise
-            saga = self._saga_ref()
-            sleep = getattr(saga._clock, "sleep", None) if saga is not None else None
-            (sleep or _sleeping.sync_sleep)(self._delay(n))
-            n += 1
-
-    async def _acall(
-        self,
-        fn: Callable[..., Awaitable[Any]],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-    ) -> Any:
-        n = 1
-        while True:
-            try:
-                return await fn(*args, **kwargs)
-            except Exception:
-                if n >= self.attempts:
-                    raise
-            saga = self._saga_ref()
-            asleep = getattr(saga._clock, "asleep", None) if saga is not None else None
-            await (asleep or _sleeping.async_sleep)(self._delay(n))
-            n += 1
-
-
-# -- the public class ----------------------------------------------------------------------------
-@dataclasses.dataclass
-class RecoveryReport:
-    """What one ``recover()`` pass did: final status per saga it drove (``None`` when the run
-    stopped without finishing, e.g. a retriable step waits for ``next_attempt_at``), the sagas
-    it skipped and why, and the sagas another process took over mid-way (stale epoch)."""
-
-    outcomes: dict[str, SagaStatus | None] = dataclasses.field(default_factory=dict)
-    skipped: dict[str, BaseException] = dataclasses.field(default_factory=dict)
-    stale: list[str] = dataclasses.field(default_factory=list)
-
-
+# -- options ------------------------------------------------------------------------------------
 _REGISTRY: weakref.WeakSet[Saga] = weakref.WeakSet()
 _REGISTRY_LOCK = threading.Lock()
 
@@ -222,8 +156,6 @@ class Saga:
         lease = _env_seconds(ENV_LEASE_SECONDS, lease)
         recovery_interval = _env_seconds(ENV_RECOVERY_INTERVAL, recovery_interval)
         if store is None:
-            from ._url import store_from_env
-
             store = store_from_env() or InMemorySagaStore()
         elif not isinstance(store, (BlockingSagaStore, SagaStore)):
             raise TypeError(f"store must be a SagaStore, got {store!r}")
@@ -254,9 +186,7 @@ class Saga:
         self._compensation_policy: Policy = compensation_policy or _CompensationRetry(self)
         self._drivers: set[Stoppable] = set()
         self._stopping = False
-        self._host: _Host | None = None
-        from ._admin import SagaAdmin
-
+        self._host: _LoopHost | None = None
         self.admin = SagaAdmin(self)
         with _REGISTRY_LOCK:
             _REGISTRY.add(self)
@@ -554,7 +484,7 @@ class Saga:
                     self.node_id, self._clock(), self.lease, 1, saga_id=rec.id
                 )
                 if got:
-                    return _unwrap(await owner._drive_claimed_async(got[0], detached), rec.id)
+                    return _unwrap(await drive_claimed_async(owner, got[0], detached), rec.id)
             await anyio.sleep(delay)
             delay = min(delay * 2, 0.25)
             loaded = await self.store.load(rec.id)
@@ -592,7 +522,7 @@ class Saga:
                 owner._require_sync("run_sync", "run")
                 got = store.claim_sync(self.node_id, self._clock(), self.lease, 1, saga_id=rec.id)
                 if got:
-                    return _unwrap(owner._drive_claimed_sync(got[0]), rec.id)
+                    return _unwrap(drive_claimed_sync(owner, got[0]), rec.id)
             time.sleep(delay)
             delay = min(delay * 2, 0.25)
             rec = store.load_sync(rec.id)
@@ -613,113 +543,16 @@ class Saga:
             fams.started.labels(self.name).inc()
 
     # -- recovery ---------------------------------------------------------------------------------
-    def _recovery_script(self, run: _Run) -> Generator[_Op, Any, _Outcome]:
-        if run.record.recoveries > self.max_recoveries and not run.state.status.finished:
-            return run.stuck_max_recoveries()
-        return run.script()
-
-    async def _drive_claimed_async(self, rec: SagaRecord, detached: bool = False) -> _Outcome:
-        run = _Run(self, rec, recovering=True)
-        return await _AsyncDriver(run, detached).drive(self._recovery_script(run))
-
-    def _drive_claimed_sync(self, rec: SagaRecord) -> _Outcome:
-        run = _Run(self, rec, recovering=True)
-        return _SyncDriver(run).drive(self._recovery_script(run))
-
-    def _candidates(
-        self, rows: Iterable[Any], seen: set[str], report: RecoveryReport
-    ) -> list[tuple[str, Saga]]:
-        out = []
-        versions: dict[str, Saga] = {}
-        for s in self._versions():  # this object first: it wins over older registrations
-            versions.setdefault(s.definition, s)
-        now = self._clock()
-        for row in rows:
-            if row.id in seen or row.lease_until >= now or row.next_attempt_at > now:
-                continue
-            seen.add(row.id)
-            saga = versions.get(row.definition)
-            if saga is None:
-                err: UnknownSagaVersion = UnknownSagaVersion(row.id, row.definition)
-            elif saga._definition().hash != row.steps_hash:
-                err = UnknownSagaVersion(
-                    row.id,
-                    row.definition,
-                    f"saga {row.id!r} was started under {row.definition!r} with other steps "
-                    f"than the registered {saga.steps}; bump the version when changing steps",
-                )
-            else:
-                out.append((row.id, saga))
-                continue
-            report.skipped[row.id] = err
-            _log.warning("saga recovery skipped: %s", err)
-            fams = self._tel.metrics()
-            if fams is not None:
-                fams.unknown_version.labels(self.name).inc()
-        return out
-
     async def recover(self) -> RecoveryReport:
         """Finish every unfinished saga of this name whose lease expired (crashed process),
         in this or any registered version: "resume" continues forward (an in-doubt step is
         re-invoked with the same idempotency key), "compensate" rolls pre-pivot sagas back.
         Sagas of unregistered versions are skipped and left untouched."""
-        report = RecoveryReport()
-        seen: set[str] = set()
-        while True:
-            rows = await self.store.query(
-                SagaFilter(name=self.name, statuses=UNFINISHED, limit=1000)
-            )
-            found = False
-            for saga_id, saga in self._candidates(rows, seen, report):
-                got = await self.store.claim(
-                    self.node_id,
-                    self._clock(),
-                    self.lease,
-                    1,
-                    definitions=[saga.definition],
-                    saga_id=saga_id,
-                )
-                if not got:
-                    continue
-                found = True
-                try:
-                    outcome = await saga._drive_claimed_async(got[0])
-                except StaleEpoch:
-                    report.stale.append(saga_id)
-                    continue
-                report.outcomes[saga_id] = outcome.status
-            if not found:
-                return report
+        return await recovery_pass(self)
 
     def recover_sync(self) -> RecoveryReport:
         """Blocking twin of :meth:`recover` (sync steps, no event loop needed)."""
-        self._require_sync("recover_sync", "recover", all_versions=True)
-        store = self._blocking_store
-        report = RecoveryReport()
-        seen: set[str] = set()
-        while True:
-            rows = store.query_sync(SagaFilter(name=self.name, statuses=UNFINISHED, limit=1000))
-            found = False
-            for saga_id, saga in self._candidates(rows, seen, report):
-                got = store.claim_sync(
-                    self.node_id,
-                    self._clock(),
-                    self.lease,
-                    1,
-                    definitions=[saga.definition],
-                    saga_id=saga_id,
-                )
-                if not got:
-                    continue
-                found = True
-                try:
-                    outcome = saga._drive_claimed_sync(got[0])
-                except StaleEpoch:
-                    report.stale.append(saga_id)
-                    continue
-                report.outcomes[saga_id] = outcome.status
-            if not found:
-                return report
+        return recovery_pass_sync(self)
 
     # -- the recovery loop -----------------------------------------------------------------------
     def _interval(self, interval: float | None) -> float:
@@ -738,7 +571,7 @@ class Saga:
         unfinished for the next pass (here or in another process)."""
         every = self._interval(interval)
         async with anyio.create_task_group() as tg:
-            host = _Host(tg, threading.get_ident())
+            host = _LoopHost(tg, threading.get_ident())
             self._host = host
             try:
                 while not self._stopping:
@@ -779,7 +612,7 @@ class Saga:
 
 
 @dataclasses.dataclass(frozen=True)
-class _Host:
+class _LoopHost:
     """The task group of a running ``run_recovery_loop`` (it also hosts detached runs)."""
 
     tg: anyio.abc.TaskGroup
