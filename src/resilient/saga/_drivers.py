@@ -21,7 +21,6 @@ from ._errors import SagaInterrupted
 from ._lease import KEEPER, heartbeat
 from ._model import SagaContext, SagaStatus
 from ._protocol import (
-    _NO_SPAN,
     _Append,
     _DeadlineSignal,
     _FencedSignal,
@@ -56,17 +55,11 @@ class _AsyncDriver:
 
     async def drive(self, script: Generator[_Op, Any, _Outcome]) -> _Outcome:
         run = self.run
-        tel = self.saga._tel
-        fams = tel.metrics() if run.reporting else None
-        if fams is not None:
-            fams.in_flight.labels(tel.name).inc()
-        span = (
-            tel.root_span(run.id, run.record.trace_context if run.recovering else None)
-            if run.reporting
-            else _NO_SPAN
-        )
+        in_flight = run.in_flight()
+        if in_flight is not None:
+            in_flight.inc()
         try:
-            with span:
+            with run.root_span():
                 error: BaseException | None = None
                 outcome: _Outcome | None = None
                 self.saga._drivers.add(self)
@@ -105,8 +98,8 @@ class _AsyncDriver:
                     with anyio.CancelScope(shield=True):
                         await self.store.release(run.id, self.saga.node_id, run.epoch)
         finally:
-            if fams is not None:
-                fams.in_flight.labels(tel.name).dec()
+            if in_flight is not None:
+                in_flight.dec()
         if self._cancel is not None:
             raise self._cancel
         if (self._shutdown or self.detached) and outcome.status is None:
@@ -199,10 +192,7 @@ class _AsyncDriver:
                         result = await anyio.to_thread.run_sync(fn, *args)
                 except Exception as exc:
                     await self._append_in_attempt(run.attempt_failed(op, c, exc, t0))
-                    signal = run.signal(op, exc)
-                    if signal is exc:
-                        raise
-                    raise signal from exc
+                    run.reraise(op, exc)
             run.observe(op, "success", t0)
             return result
 
@@ -242,18 +232,12 @@ class _SyncDriver:
     def drive(self, script: Generator[_Op, Any, _Outcome]) -> _Outcome:
         run = self.run
         saga = self.saga
-        tel = saga._tel
-        fams = tel.metrics() if run.reporting else None
-        if fams is not None:
-            fams.in_flight.labels(tel.name).inc()
+        in_flight = run.in_flight()
+        if in_flight is not None:
+            in_flight.inc()
         lease = KEEPER.hold(run)
-        span = (
-            tel.root_span(run.id, run.record.trace_context if run.recovering else None)
-            if run.reporting
-            else _NO_SPAN
-        )
         try:
-            with span:
+            with run.root_span():
                 gen = script
                 send = gen.send
                 value: Any = None
@@ -281,8 +265,8 @@ class _SyncDriver:
                         value = self._exec(op)
         finally:
             KEEPER.drop(lease)
-            if fams is not None:
-                fams.in_flight.labels(tel.name).dec()
+            if in_flight is not None:
+                in_flight.dec()
 
     def _exec(self, op: _Op) -> Any:
         if isinstance(op, _Append):
@@ -331,20 +315,14 @@ class _SyncDriver:
                     return fn(*args)
                 except Exception as exc:
                     self._append_in_attempt(run.attempt_failed(op, c, exc, 0.0))
-                    signal = run.signal(op, exc)
-                    if signal is exc:
-                        raise
-                    raise signal from exc
+                    run.reraise(op, exc)
             t0 = time.perf_counter()
             with run.span(op, c):
                 try:
                     result = fn(*args)
                 except Exception as exc:
                     self._append_in_attempt(run.attempt_failed(op, c, exc, t0))
-                    signal = run.signal(op, exc)
-                    if signal is exc:
-                        raise
-                    raise signal from exc
+                    run.reraise(op, exc)
             run.observe(op, "success", t0)
             return result
 

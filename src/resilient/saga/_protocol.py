@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Generator
 from contextlib import AbstractContextManager
 from types import MappingProxyType
-from typing import Any, cast
+from typing import Any, NoReturn, cast
 
 from .._policy import Policy
 from ..errors import Rejected, SagaFailed, SagaStuck, StaleEpoch
@@ -226,6 +226,21 @@ class _Run:
                 fams.recovered.labels(tel.name).inc()
             tel.emit("recovered", sid)
 
+    def in_flight(self) -> Any:
+        """The in-flight gauge a drive counts itself in (None: metrics are off)."""
+        if not self.reporting:
+            return None
+        tel = self.saga._tel
+        fams = tel.metrics()
+        return None if fams is None else fams.in_flight.labels(tel.name)
+
+    def root_span(self) -> AbstractContextManager[Any]:
+        """The saga's span around one drive (a recovery links it to the starting trace)."""
+        if not self.reporting:
+            return _NO_SPAN
+        trace_context = self.record.trace_context if self.recovering else None
+        return self.saga._tel.root_span(self.id, trace_context)
+
     # -- one attempt, as both drivers run it ----------------------------------------------------
     def begin_attempt(self, op: _Invoke, ctx: SagaContext) -> _Append:
         """Before an attempt: number it, stop on a passed deadline, and return the STARTED
@@ -274,11 +289,12 @@ class _Run:
         return self.failed(op.step, op.phase, ctx.attempt, error)
 
     @staticmethod
-    def signal(op: _Invoke, error: Exception) -> BaseException:
-        """What to raise through the policy: a step's "no" must not be retried."""
+    def reraise(op: _Invoke, error: Exception) -> NoReturn:
+        """Re-raise an attempt's ``error`` (being handled) through the step's policy: as it
+        is, or a step's "no" as a signal no policy retries."""
         if op.phase == "forward" and isinstance(error, Rejected):
-            return _RejectedSignal(error)
-        return error
+            raise _RejectedSignal(error) from error
+        raise  # we are called from the attempt's ``except`` block: this re-raises ``error``
 
     def failed(self, step: _StepDef, phase: str, attempt: int, error: BaseException) -> _Append:
         if phase == "forward":

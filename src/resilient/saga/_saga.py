@@ -43,18 +43,11 @@ from ._model import (
     SagaLogEvent,
     SagaRecord,
     SagaResult,
-    SagaStatus,
     digest,
     encode,
 )
 from ._protocol import _SCALARS, _Run, _unwrap
-from ._recovery import (
-    RecoveryReport,
-    drive_claimed_async,
-    drive_claimed_sync,
-    recovery_pass,
-    recovery_pass_sync,
-)
+from ._recovery import RecoveryReport, join, perform_async, perform_sync, recovery_pass
 from ._replay import _NOVALUE
 from ._store import BlockingSagaStore, SagaStore, as_blocking
 from ._telemetry import SagaTelemetry, traceparent_of
@@ -400,14 +393,16 @@ class Saga:
             ]
         return [self, *others]
 
-    def _waits_suspended(self, rec: SagaRecord) -> bool:
-        """A SUSPENDED saga not due yet: a duplicate start reports it instead of waiting
-        (possibly hours) for its ``next_attempt_at``."""
-        return rec.status is SagaStatus.SUSPENDED and rec.next_attempt_at > self._clock()
-
-    def _poll_due(self, rec: SagaRecord) -> bool:
-        now = self._clock()
-        return rec.lease_until < now and rec.next_attempt_at <= now
+    def _started(self, rec: SagaRecord, data: Any) -> _Run:
+        """The run of a saga this call just created (``data``, the caller's input, is reused
+        when JSON would give it back unchanged)."""
+        run = _Run(self, rec, recovering=False, data=data if type(data) in _SCALARS else _NOVALUE)
+        if run.reporting:
+            self._tel.emit("saga_started", run.id)
+            fams = self._tel.metrics()
+            if fams is not None:
+                fams.started.labels(self.name).inc()
+        return run
 
     async def run(
         self, data: Any = None, saga_id: str | None = None, *, detach: bool = False
@@ -462,34 +457,11 @@ class Saga:
         new = self._new(data, saga_id)
         created = await self.store.create(new)
         if created.created:
-            run = _Run(
-                self,
-                created.record,
-                recovering=False,
-                data=data if type(data) in _SCALARS else _NOVALUE,
-            )
-            if run.reporting:
-                self._tel.emit("saga_started", run.id)
-                self._count_started()
+            run = self._started(created.record, data)
             return _unwrap(await _AsyncDriver(run, detached).drive(run.script()), run.id)
         rec = created.record
         self._check_existing(new, rec)
-        delay = 0.005
-        while True:
-            if rec.status.finished or self._waits_suspended(rec):
-                return _unwrap(_Run(self, rec, recovering=False).outcome(replayed=True), rec.id)
-            if self._poll_due(rec):
-                owner = self._check_driveable(rec)
-                got = await self.store.claim(
-                    self.node_id, self._clock(), self.lease, 1, saga_id=rec.id
-                )
-                if got:
-                    return _unwrap(await drive_claimed_async(owner, got[0], detached), rec.id)
-            await anyio.sleep(delay)
-            delay = min(delay * 2, 0.25)
-            loaded = await self.store.load(rec.id)
-            assert loaded is not None
-            rec = loaded
+        return _unwrap(await perform_async(self, join(self, rec, detached=detached)), rec.id)
 
     def run_sync(self, data: Any = None, saga_id: str | None = None) -> SagaResult:
         """Blocking twin of :meth:`run` for sync steps: needs no event loop (call it from any
@@ -501,31 +473,11 @@ class Saga:
         new = self._new(data, saga_id)
         created = store.create_sync(new)
         if created.created:
-            run = _Run(
-                self,
-                created.record,
-                recovering=False,
-                data=data if type(data) in _SCALARS else _NOVALUE,
-            )
-            if run.reporting:
-                self._tel.emit("saga_started", run.id)
-                self._count_started()
+            run = self._started(created.record, data)
             return _unwrap(_SyncDriver(run).drive(run.script()), run.id)
         rec = created.record
         self._check_existing(new, rec)
-        delay = 0.005
-        while True:
-            if rec.status.finished or self._waits_suspended(rec):
-                return _unwrap(_Run(self, rec, recovering=False).outcome(replayed=True), rec.id)
-            if self._poll_due(rec):
-                owner = self._check_driveable(rec)
-                owner._require_sync("run_sync", "run")
-                got = store.claim_sync(self.node_id, self._clock(), self.lease, 1, saga_id=rec.id)
-                if got:
-                    return _unwrap(drive_claimed_sync(owner, got[0]), rec.id)
-            time.sleep(delay)
-            delay = min(delay * 2, 0.25)
-            rec = store.load_sync(rec.id)
+        return _unwrap(perform_sync(self, join(self, rec, sync=True)), rec.id)
 
     def _require_sync(self, what: str, instead: str, *, all_versions: bool = False) -> None:
         """Blocking drivers cannot await: refuse async steps up front (not mid-saga)."""
@@ -537,22 +489,18 @@ class Saga:
                     f"is async; use `await ...{instead}(...)`"
                 )
 
-    def _count_started(self) -> None:
-        fams = self._tel.metrics()
-        if fams is not None:
-            fams.started.labels(self.name).inc()
-
     # -- recovery ---------------------------------------------------------------------------------
     async def recover(self) -> RecoveryReport:
         """Finish every unfinished saga of this name whose lease expired (crashed process),
         in this or any registered version: "resume" continues forward (an in-doubt step is
         re-invoked with the same idempotency key), "compensate" rolls pre-pivot sagas back.
         Sagas of unregistered versions are skipped and left untouched."""
-        return await recovery_pass(self)
+        return await perform_async(self, recovery_pass(self))
 
     def recover_sync(self) -> RecoveryReport:
         """Blocking twin of :meth:`recover` (sync steps, no event loop needed)."""
-        return recovery_pass_sync(self)
+        self._require_sync("recover_sync", "recover", all_versions=True)
+        return perform_sync(self, recovery_pass(self))
 
     # -- the recovery loop -----------------------------------------------------------------------
     def _interval(self, interval: float | None) -> float:
