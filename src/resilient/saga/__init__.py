@@ -15,7 +15,8 @@ from __future__ import annotations
 from ..errors import StaleEpoch, UnknownSagaVersion
 from ._admin import SagaAdmin
 from ._barrier import barrier
-from ._engine import DeadlineExceeded, RecoveryReport, Saga, SagaInterrupted, Step
+from ._definition import Step
+from ._errors import DeadlineExceeded, SagaInterrupted
 from ._memory import InMemorySagaStore
 from ._model import (
     CreateResult,
@@ -31,6 +32,8 @@ from ._model import (
     SagaSummary,
 )
 from ._postgres import PostgresSagaStore
+from ._recovery import RecoveryReport
+from ._saga import Saga
 from ._sqlite import SQLiteSagaStore
 from ._store import BlockingSagaStore, SagaStore
 from ._url import store_from_url

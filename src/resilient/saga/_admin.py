@@ -12,8 +12,10 @@ from __future__ import annotations
 import builtins
 import time
 from collections.abc import Generator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from ._drivers import _AsyncDriver, _SyncDriver
+from ._host import SagaHost
 from ._model import (
     UNFINISHED,
     LogKind,
@@ -25,20 +27,10 @@ from ._model import (
     SagaSummary,
     payload,
 )
-
-if TYPE_CHECKING:
-    from ._engine import Saga, _Append, _Op, _Outcome, _Run, _State
+from ._protocol import _Append, _Op, _Outcome, _result, _Run
+from ._replay import replay
 
 __all__ = ["SagaAdmin", "admin_events"]
-
-
-def _state_of(rec: SagaRecord) -> _State:
-    from ._engine import _State
-
-    st = _State()
-    for ev in rec.events:
-        st.apply(ev)
-    return st
 
 
 def _stuck_event(rec: SagaRecord) -> SagaLogEvent | None:
@@ -54,7 +46,7 @@ def admin_events(
     """The log events and new status for an operator ``action`` on ``rec``; ValueError when
     the action makes no sense for the saga's state. (``abort``'s pivot check needs the
     definition and is done by :class:`SagaAdmin`.)"""
-    st = _state_of(rec)
+    st = replay(rec.events)
     now = time.time()
     if action == "retry":
         if rec.status != SagaStatus.STUCK:
@@ -107,7 +99,7 @@ class SagaAdmin:
     once and return its new :class:`SagaResult` (they do not raise SagaFailed/SagaStuck).
     """
 
-    def __init__(self, saga: Saga) -> None:
+    def __init__(self, saga: SagaHost) -> None:
         self._saga = saga
 
     # -- reading --------------------------------------------------------------------------------
@@ -115,9 +107,7 @@ class SagaAdmin:
         self, status: SagaStatus | str | None = None, limit: int = 100
     ) -> builtins.list[SagaSummary]:
         """Sagas of this name (any version), newest first, optionally of one status."""
-        from ._engine import _blocking
-
-        return list(_blocking(self._saga.store).query_sync(self._filter(status, limit)))
+        return list(self._saga._blocking_store.query_sync(self._filter(status, limit)))
 
     async def alist(
         self, status: SagaStatus | str | None = None, limit: int = 100
@@ -131,9 +121,8 @@ class SagaAdmin:
 
     def timeline(self, saga_id: str) -> builtins.list[SagaLogEvent]:
         """The saga's whole log, oldest first (KeyError for an unknown id)."""
-        from ._engine import _blocking
-
-        return list(self._require(_blocking(self._saga.store).load_sync(saga_id), saga_id).events)
+        store = self._saga._blocking_store
+        return list(self._require(store.load_sync(saga_id), saga_id).events)
 
     async def atimeline(self, saga_id: str) -> builtins.list[SagaLogEvent]:
         """Async twin of :meth:`timeline`."""
@@ -172,9 +161,7 @@ class SagaAdmin:
         """Async twin of :meth:`abort`."""
         return await self._act_async(saga_id, "abort", None, note)
 
-    def _plan(self, rec: SagaRecord, action: str, step: str | None, note: str | None) -> Any:
-        from ._engine import _Append
-
+    def _plan(self, rec: SagaRecord, action: str, step: str | None, note: str | None) -> _Append:
         events, status = admin_events(rec, action, step=step, note=note)
         return _Append(events, status)
 
@@ -190,11 +177,9 @@ class SagaAdmin:
     def _act_sync(
         self, saga_id: str, action: str, step: str | None, note: str | None
     ) -> SagaResult:
-        from ._engine import _blocking, _result, _Run, _SyncDriver
-
         saga = self._saga
         saga._require_sync(f"admin.{action}", f"admin.a{action}", all_versions=True)
-        store = _blocking(saga.store)
+        store = saga._blocking_store
         rec = self._require(store.load_sync(saga_id), saga_id)
         owner = saga._check_driveable(rec)
         self._plan(rec, action, step, note)  # validate before fencing anyone out
@@ -214,8 +199,6 @@ class SagaAdmin:
     async def _act_async(
         self, saga_id: str, action: str, step: str | None, note: str | None
     ) -> SagaResult:
-        from ._engine import _AsyncDriver, _result, _Run
-
         saga = self._saga
         store = saga.store
         rec = self._require(await store.load(saga_id), saga_id)

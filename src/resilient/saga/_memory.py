@@ -7,6 +7,7 @@ tests written against it behave the same on SQLite. A ``threading.Lock`` guards 
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections.abc import Sequence
@@ -25,6 +26,9 @@ from ._model import (
 from ._store import BlockingSagaStore, is_progress
 
 __all__ = ["InMemorySagaStore"]
+
+# a summary is a row's fields of that name (the row holds every field of a record)
+_SUMMARY_FIELDS = tuple(f.name for f in dataclasses.fields(SagaSummary))
 
 
 class _Row:
@@ -96,19 +100,7 @@ class _Row:
         )
 
     def summary(self) -> SagaSummary:
-        return SagaSummary(
-            id=self.id,
-            definition=self.definition,
-            steps_hash=self.steps_hash,
-            status=self.status,
-            epoch=self.epoch,
-            owner=self.owner,
-            lease_until=self.lease_until,
-            next_attempt_at=self.next_attempt_at,
-            recoveries=self.recoveries,
-            created_at=self.created_at,
-            updated_at=self.updated_at,
-        )
+        return SagaSummary(**{name: getattr(self, name) for name in _SUMMARY_FIELDS})
 
 
 class InMemorySagaStore(BlockingSagaStore):

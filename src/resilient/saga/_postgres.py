@@ -42,11 +42,14 @@ from ._model import (
 from ._sql_rows import (
     RECORD_COLUMNS,
     SUMMARY_COLUMNS,
+    AppendShape,
+    append_sets,
+    append_update,
     insert_params,
     record_from_row,
     summary_from_row,
 )
-from ._store import BlockingSagaStore, is_progress
+from ._store import BlockingSagaStore
 
 if TYPE_CHECKING:
     import psycopg
@@ -107,17 +110,9 @@ def _schema_sql(t: str) -> list[str]:
 
 
 @functools.cache
-def _update_sql(t: str, status: bool, finished: bool, next_attempt: bool, progress: bool) -> str:
+def _update_sql(t: str, shape: AppendShape) -> str:
     """The fenced row update of one append (cached: 16 variants per schema at most)."""
-    sets = ["last_seq = last_seq + %s", "updated_at = %s"]
-    if status:
-        sets.append("status = %s")
-    if finished:
-        sets.append("owner = NULL, lease_until = 0")
-    if next_attempt:
-        sets.append("next_attempt_at = %s")
-    if progress:
-        sets.append("recoveries = 0")
+    sets = ["last_seq = last_seq + %s", "updated_at = %s", *append_sets(shape, "%s")]
     fence = "WHERE id = %s AND epoch = %s RETURNING last_seq"
     return f"UPDATE {t}sagas SET {', '.join(sets)} {fence}"
 
@@ -380,19 +375,9 @@ class PostgresSagaStore(BlockingSagaStore):
         now = time.time()
         if status is not None:
             status = SagaStatus(status)
-        sql = _update_sql(
-            self._t,
-            status is not None,
-            status is not None and status.finished,
-            next_attempt_at is not None,
-            is_progress(events),
-        )
-        args: list[Any] = [len(events), now]
-        if status is not None:
-            args.append(status.value)
-        if next_attempt_at is not None:
-            args.append(next_attempt_at)
-        args += [saga_id, epoch]
+        shape, params = append_update(events, status, next_attempt_at)
+        sql = _update_sql(self._t, shape)
+        args = [len(events), now, *params, saga_id, epoch]
         with self._conn() as conn, conn.transaction():
             row = conn.execute(sql, args).fetchone()
             if row is None:

@@ -7,27 +7,34 @@ be added to one backend and silently missed by the other.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
 from ._model import NewSaga, SagaLogEvent, SagaRecord, SagaStatus, SagaSummary
+from ._store import is_progress
 
 __all__ = [
     "RECORD_COLUMNS",
     "SUMMARY_COLUMNS",
+    "AppendShape",
+    "append_sets",
+    "append_update",
     "insert_params",
     "record_from_row",
     "summary_from_row",
 ]
 
-RECORD_COLUMNS = (
-    "id, definition, steps_hash, status, epoch, owner, lease_until, next_attempt_at, deadline, "
-    "recoveries, input, input_hash, trace_context, created_at, updated_at"
-)
-SUMMARY_COLUMNS = (
-    "id, definition, steps_hash, status, epoch, owner, lease_until, "
-    "next_attempt_at, recoveries, created_at, updated_at"
-)
+# The columns are the dataclasses' fields, in their order: a row selected with them maps to a
+# record or a summary by name, and a field added to one cannot be missed by the other.
+_RECORD_FIELDS = tuple(f.name for f in dataclasses.fields(SagaRecord) if f.name != "events")
+_SUMMARY_FIELDS = tuple(f.name for f in dataclasses.fields(SagaSummary))
+RECORD_COLUMNS = ", ".join(_RECORD_FIELDS)
+SUMMARY_COLUMNS = ", ".join(_SUMMARY_FIELDS)
+
+# What an append's UPDATE of the saga row sets besides last_seq and updated_at: status,
+# finished (the lease is released), next attempt, progress (the recovery count is reset).
+AppendShape = tuple[bool, bool, bool, bool]
 
 
 def insert_params(rec: NewSaga) -> tuple[Any, ...]:
@@ -52,38 +59,50 @@ def insert_params(rec: NewSaga) -> tuple[Any, ...]:
 
 def record_from_row(row: Sequence[Any], events: tuple[SagaLogEvent, ...]) -> SagaRecord:
     """A :class:`SagaRecord` from a row selected with :data:`RECORD_COLUMNS`."""
-    return SagaRecord(
-        id=row[0],
-        definition=row[1],
-        steps_hash=row[2],
-        status=SagaStatus(row[3]),
-        epoch=row[4],
-        owner=row[5],
-        lease_until=row[6],
-        next_attempt_at=row[7],
-        deadline=row[8],
-        recoveries=row[9],
-        input=row[10],
-        input_hash=row[11],
-        trace_context=row[12],
-        created_at=row[13],
-        updated_at=row[14],
-        events=events,
-    )
+    return SagaRecord(**_fields(_RECORD_FIELDS, row), events=events)
 
 
-def summary_from_row(r: Sequence[Any]) -> SagaSummary:
+def summary_from_row(row: Sequence[Any]) -> SagaSummary:
     """A :class:`SagaSummary` from a row selected with :data:`SUMMARY_COLUMNS`."""
-    return SagaSummary(
-        id=r[0],
-        definition=r[1],
-        steps_hash=r[2],
-        status=SagaStatus(r[3]),
-        epoch=r[4],
-        owner=r[5],
-        lease_until=r[6],
-        next_attempt_at=r[7],
-        recoveries=r[8],
-        created_at=r[9],
-        updated_at=r[10],
+    return SagaSummary(**_fields(_SUMMARY_FIELDS, row))
+
+
+def _fields(names: tuple[str, ...], row: Sequence[Any]) -> dict[str, Any]:
+    values = dict(zip(names, row, strict=True))
+    values["status"] = SagaStatus(values["status"])
+    return values
+
+
+def append_update(
+    events: Sequence[SagaLogEvent], status: SagaStatus | None, next_attempt_at: float | None
+) -> tuple[AppendShape, list[Any]]:
+    """What appending ``events`` changes in the saga row: the shape of the UPDATE (its SQL is
+    built once per shape, with :func:`append_sets`) and the parameters its SET clauses take."""
+    shape = (
+        status is not None,
+        status is not None and status.finished,
+        next_attempt_at is not None,
+        is_progress(events),
     )
+    params: list[Any] = []
+    if status is not None:
+        params.append(status.value)
+    if next_attempt_at is not None:
+        params.append(next_attempt_at)
+    return shape, params
+
+
+def append_sets(shape: AppendShape, param: str) -> list[str]:
+    """The SET clauses of an append's UPDATE of ``shape`` (after ``last_seq`` and
+    ``updated_at``); ``param`` is the dialect's placeholder."""
+    status, finished, next_attempt, progress = shape
+    sets = []
+    if status:
+        sets.append(f"status = {param}")
+    if finished:
+        sets.append("owner = NULL, lease_until = 0")
+    if next_attempt:
+        sets.append(f"next_attempt_at = {param}")
+    if progress:
+        sets.append("recoveries = 0")
+    return sets

@@ -35,11 +35,14 @@ from ._model import (
 from ._sql_rows import (
     RECORD_COLUMNS,
     SUMMARY_COLUMNS,
+    AppendShape,
+    append_sets,
+    append_update,
     insert_params,
     record_from_row,
     summary_from_row,
 )
-from ._store import BlockingSagaStore, is_progress
+from ._store import BlockingSagaStore
 
 __all__ = ["SQLiteSagaStore"]
 
@@ -90,17 +93,9 @@ _INSERT_EVENT = (
 
 
 @functools.cache
-def _update_sql(status: bool, finished: bool, next_attempt: bool, progress: bool) -> str:
+def _update_sql(shape: AppendShape) -> str:
     """The row update of one append (cached: 16 variants at most)."""
-    sets = ["last_seq = ?", "updated_at = ?"]
-    if status:
-        sets.append("status = ?")
-    if finished:
-        sets.append("owner = NULL, lease_until = 0")
-    if next_attempt:
-        sets.append("next_attempt_at = ?")
-    if progress:
-        sets.append("recoveries = 0")
+    sets = ["last_seq = ?", "updated_at = ?", *append_sets(shape, "?")]
     return f"UPDATE sagas SET {', '.join(sets)} WHERE id = ?"
 
 
@@ -264,19 +259,8 @@ class SQLiteSagaStore(BlockingSagaStore):
             if row[0] != epoch:
                 raise StaleEpoch(saga_id, epoch, row[0])
             last = self._insert_events(conn, saga_id, row[1], events, now)
-            sql = _update_sql(
-                status is not None,
-                status is not None and status.finished,
-                next_attempt_at is not None,
-                is_progress(events),
-            )
-            args: list[Any] = [last, now]
-            if status is not None:
-                args.append(status.value)
-            if next_attempt_at is not None:
-                args.append(next_attempt_at)
-            args.append(saga_id)
-            conn.execute(sql, args)
+            shape, params = append_update(events, status, next_attempt_at)
+            conn.execute(_update_sql(shape), [last, now, *params, saga_id])
 
     def claim_sync(
         self,

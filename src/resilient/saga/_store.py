@@ -13,6 +13,7 @@ import abc
 from collections.abc import Sequence
 from typing import Any, Protocol, runtime_checkable
 
+import anyio
 import anyio.to_thread
 
 from ._model import (
@@ -26,7 +27,7 @@ from ._model import (
     SagaSummary,
 )
 
-__all__ = ["BlockingSagaStore", "SagaStore", "is_progress"]
+__all__ = ["BlockingSagaStore", "SagaStore", "as_blocking", "is_progress"]
 
 
 def is_progress(events: Sequence[SagaLogEvent]) -> bool:
@@ -213,3 +214,25 @@ class BlockingSagaStore(abc.ABC):
         """See :meth:`SagaStore.query`."""
         result: list[SagaSummary] = await self._run(self.query_sync, filt)
         return result
+
+
+class _Bridge:
+    """Blocking calls on a store that only has the async protocol (no running loop needed)."""
+
+    def __init__(self, store: SagaStore) -> None:
+        self._store = store
+
+    def __getattr__(self, name: str) -> Any:
+        if not name.endswith("_sync"):
+            raise AttributeError(name)
+        method = getattr(self._store, name[: -len("_sync")])
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            return anyio.run(lambda: method(*args, **kwargs))
+
+        return call
+
+
+def as_blocking(store: SagaStore | BlockingSagaStore) -> Any:
+    """``store``'s ``*_sync`` methods: the store itself when it has them, else a bridge."""
+    return store if isinstance(store, BlockingSagaStore) else _Bridge(store)

@@ -7,50 +7,20 @@
   :class:`SimulatedCrash` instead, for fast in-process tests.
 * :class:`Ledger` is a participant's view of effects: a separate SQLite file with one row per
   idempotency key (unique), so a test counts *effects*, not calls, and can prove exactly-once.
+
+The crash points themselves live with the engine (``_crash.py``); this module only arms them.
 """
 
 from __future__ import annotations
 
-import enum
 import os
 import sqlite3
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from ._crash import ENV_CRASH_AT, CrashPoint, SimulatedCrash, arm, disarm
+
 __all__ = ["ENV_CRASH_AT", "CrashPoint", "Ledger", "SimulatedCrash", "crash_at"]
-
-ENV_CRASH_AT = "RESILIENT_SAGA_CRASH_AT"
-
-
-class CrashPoint(str, enum.Enum):
-    """The places the engine can be made to die, in the order they happen for one step."""
-
-    BEFORE_STEP_STARTED = "BEFORE_STEP_STARTED"
-    AFTER_STEP_STARTED = "AFTER_STEP_STARTED"
-    AFTER_STEP_EFFECT = "AFTER_STEP_EFFECT"
-    AFTER_STEP_RECORDED = "AFTER_STEP_RECORDED"
-    AFTER_COMPENSATING_FLIP = "AFTER_COMPENSATING_FLIP"
-    AFTER_COMP_STARTED = "AFTER_COMP_STARTED"
-    AFTER_COMP_EFFECT = "AFTER_COMP_EFFECT"
-    AFTER_COMP_RECORDED = "AFTER_COMP_RECORDED"
-
-
-class SimulatedCrash(BaseException):
-    """Raised at an armed crash point in-process: the engine stops dead (no further writes,
-    no compensation, lease kept), exactly as if the process had been killed there.
-
-    A ``BaseException`` so neither retry policies nor the saga treat it as a step failure.
-    """
-
-    def __init__(self, point: CrashPoint, step: str | None) -> None:
-        super().__init__(f"simulated crash at {point.value}:{step}")
-        self.point = point
-        self.step = step
-
-
-_armed: list[list[object]] = []  # [point, step or None, remaining times]
-_armed_lock = threading.Lock()
 
 
 @contextmanager
@@ -60,46 +30,11 @@ def crash_at(point: CrashPoint | str, step: str | None = None, *, times: int = 1
     cp = CrashPoint(point)
     if not isinstance(times, int) or times < 1:
         raise ValueError(f"times must be an int >= 1, got {times!r}")
-    entry: list[object] = [cp, step, times]
-    with _armed_lock:
-        _armed.append(entry)
+    entry = arm(cp, step, times)
     try:
         yield
     finally:
-        with _armed_lock:
-            if entry in _armed:
-                _armed.remove(entry)
-
-
-def _env_target() -> tuple[str, str | None] | None:
-    spec = os.environ.get(ENV_CRASH_AT)
-    if not spec:
-        return None
-    point, _, step = spec.partition(":")
-    CrashPoint(point)  # an unknown point is a test bug: fail loudly
-    return point, (step or None)
-
-
-# Read once, when the engine is imported: crash tests set the variable before starting the
-# child process, and the hot path then costs one global read per crash point.
-_ENV_TARGET = _env_target()
-
-
-def maybe_crash(point: CrashPoint, step: str | None) -> None:
-    """Called by the engine at every crash point; a no-op unless one is armed."""
-    if _armed:
-        with _armed_lock:
-            for entry in _armed:
-                if entry[0] is point and entry[1] in (None, step):
-                    remaining = int(entry[2]) - 1  # type: ignore[call-overload]
-                    if remaining <= 0:
-                        _armed.remove(entry)
-                    else:
-                        entry[2] = remaining
-                    raise SimulatedCrash(point, step)
-    target = _ENV_TARGET
-    if target is not None and target[0] == point.value and target[1] in (None, step):
-        os._exit(137)
+        disarm(entry)
 
 
 class Ledger:

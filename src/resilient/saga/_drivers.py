@@ -1,0 +1,346 @@
+"""The two drivers that execute a run's operations (``_protocol.py``): :class:`_AsyncDriver`
+with ``await`` (asyncio and trio through anyio: store calls off the event loop, cancellation
+that rolls back, a lease heartbeat task, shutdown) and :class:`_SyncDriver` with plain blocking
+calls (``run_sync``: no event loop, usable from any thread; its lease is renewed by the
+process-wide keeper thread). Each runs a step's attempts under the step's policy and turns how
+they ended into a :class:`_StepOutcome` for the script.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Generator
+from typing import Any, cast
+
+import anyio
+import anyio.to_thread
+
+from .. import _sleeping
+from ..errors import StaleEpoch
+from ._errors import SagaInterrupted
+from ._lease import KEEPER, heartbeat
+from ._model import SagaContext, SagaStatus
+from ._protocol import (
+    _Append,
+    _DeadlineSignal,
+    _FencedSignal,
+    _Invoke,
+    _Op,
+    _Outcome,
+    _RejectedSignal,
+    _Run,
+    _StepOutcome,
+)
+
+
+class _AsyncDriver:
+    """Executes a run's operations with ``await`` (asyncio or trio)."""
+
+    def __init__(self, run: _Run, detached: bool = False) -> None:
+        self.run = run
+        self.saga = run.saga
+        self.store = run.saga.store
+        self.detached = detached  # a cancellation is the host shutting down, not an abort
+        self._cancel: BaseException | None = None
+        self._lost = False
+        self._step_scope: anyio.CancelScope | None = None
+        self._shutdown = False
+        self._own: anyio.CancelScope | None = None
+
+    def stop(self) -> None:
+        """Runner shutdown: stop at once, without compensating (called in the loop's thread)."""
+        self._shutdown = True
+        if self._own is not None:
+            self._own.cancel()
+
+    async def drive(self, script: Generator[_Op, Any, _Outcome]) -> _Outcome:
+        run = self.run
+        in_flight = run.in_flight()
+        if in_flight is not None:
+            in_flight.inc()
+        try:
+            with run.root_span():
+                error: BaseException | None = None
+                outcome: _Outcome | None = None
+                self.saga._drivers.add(self)
+                try:
+                    with anyio.CancelScope() as own:
+                        self._own = own
+                        if self.saga._stopping:
+                            own.cancel()
+                        async with anyio.create_task_group() as tg:
+                            # The heartbeat gets a scope of its own: cancelling the group's
+                            # scope would cancel the *caller's* task too, and on asyncio the
+                            # CancelledError thrown into it stays referenced by the event
+                            # loop until the caller next yields; on 3.12+ its traceback's
+                            # frames keep their ``f_back`` (this frame, the caller's frames,
+                            # the Saga) alive that long.
+                            beat = anyio.CancelScope()
+                            tg.start_soon(heartbeat, run, beat, self._lease_lost)
+                            try:
+                                outcome = await self._loop(script)
+                            except anyio.get_cancelled_exc_class():
+                                raise
+                            except BaseException as exc:  # re-raised below, not as a group
+                                error = exc
+                            finally:
+                                beat.cancel()
+                finally:
+                    self.saga._drivers.discard(self)
+                if error is not None:
+                    try:
+                        raise error
+                    finally:  # break the frame <-> traceback cycle (no wait for the gc)
+                        error = None
+                if outcome is None:  # our own scope was cancelled: shutdown
+                    outcome = _Outcome(None, dict(run.state.results))
+                if outcome.status is None or outcome.status is SagaStatus.SUSPENDED:
+                    with anyio.CancelScope(shield=True):
+                        await self.store.release(run.id, self.saga.node_id, run.epoch)
+        finally:
+            if in_flight is not None:
+                in_flight.dec()
+        if self._cancel is not None:
+            raise self._cancel
+        if (self._shutdown or self.detached) and outcome.status is None:
+            raise SagaInterrupted(run.id)
+        return outcome
+
+    async def _loop(self, gen: Generator[_Op, Any, _Outcome]) -> _Outcome:
+        value: Any = None
+        cancelled = anyio.get_cancelled_exc_class()
+        while True:
+            try:
+                op = gen.send(value)
+            except StopIteration as stop:
+                return cast(_Outcome, stop.value)
+            shield = self._cancel is not None or self.run.state.phase == "compensating"
+            try:
+                with anyio.CancelScope(shield=shield):
+                    value = await self._exec(op)
+            except cancelled as exc:
+                if shield:  # pragma: no cover - a shielded scope is never cancelled from outside
+                    raise
+                if self._shutdown or self.detached:  # not an abort: leave it for the next runner
+                    gen.close()
+                    return _Outcome(None, dict(self.run.state.results))
+                self._cancel = exc
+                gen.close()
+                gen = self.run.abort_script(exc)
+                value = None
+
+    async def _exec(self, op: _Op) -> Any:
+        if isinstance(op, _Append):
+            await self._append(op)
+            return None
+        if isinstance(op, _Invoke):
+            return await self._invoke(op)
+        await self._sleep_until(op.until)
+        return None
+
+    async def _append(self, op: _Append) -> None:
+        run = self.run
+        try:
+            await self.store.append(run.id, run.epoch, op.events, op.status, op.next_attempt_at)
+        except StaleEpoch:
+            self.saga._count_stale()
+            raise
+        run.applied(op)
+
+    async def _append_in_attempt(self, op: _Append) -> None:
+        """``_append`` from inside a step's policy: a fence becomes a signal no policy handles."""
+        try:
+            await self._append(op)
+        except StaleEpoch as exc:
+            raise _FencedSignal(exc) from exc
+
+    async def _sleep_until(self, until: float) -> None:
+        clock = self.saga._clock
+        asleep = getattr(clock, "asleep", None)
+        left = until - clock()
+        if left <= 0:
+            return
+        if asleep is not None:
+            await asleep(left)
+        else:
+            await _sleeping.async_sleep(left)
+
+    def _lease_lost(self) -> None:
+        """The heartbeat found the lease taken: stop the step in flight (a fenced-out run
+        must not go on; the drive then raises StaleEpoch)."""
+        self._lost = True
+        if self._step_scope is not None:
+            self._step_scope.cancel()
+
+    async def _invoke(self, op: _Invoke) -> _StepOutcome:
+        run = self.run
+        step, phase = op.step, op.phase
+        fn = run.function(step, phase)
+        is_async = (step.name, phase) in run.defn.is_async
+        ctx = run.context(step, phase)
+
+        async def attempt(c: SagaContext) -> Any:
+            await self._append_in_attempt(run.begin_attempt(op, c))
+            run.attempt_started(op)
+            args = run.call_args(step, phase, c)
+            t0 = time.perf_counter()
+            with run.span(op, c):
+                try:
+                    if is_async:
+                        result = await fn(*args)
+                    else:
+                        result = await anyio.to_thread.run_sync(fn, *args)
+                except Exception as exc:
+                    await self._append_in_attempt(run.attempt_failed(op, c, exc, t0))
+                    run.reraise(op, exc)
+            run.observe(op, "success", t0)
+            return result
+
+        policy = run.policy(step, phase)
+        left = run.deadline_guard(op)
+        with anyio.CancelScope() as scope:
+            if left is not None and self.saga._real_clock:
+                scope.deadline = anyio.current_time() + max(0.0, left)
+            self._step_scope = scope
+            try:
+                if policy is None:
+                    value = await attempt(ctx)
+                else:
+                    value = await policy.acall(attempt, ctx)
+            except _FencedSignal as fenced:
+                raise fenced.error from None
+            except (_RejectedSignal, _DeadlineSignal, Exception) as exc:
+                return _outcome_of(exc)
+            finally:
+                self._step_scope = None
+        if scope.cancelled_caught:
+            if self._lost:
+                raise StaleEpoch(run.id, run.epoch)
+            return _StepOutcome("deadline")
+        return _StepOutcome("ok", value)
+
+
+class _SyncDriver:
+    """Executes a run's operations with plain blocking calls (no event loop needed)."""
+
+    def __init__(self, run: _Run) -> None:
+        self.run = run
+        self.saga = run.saga
+        self.store = run.saga._blocking_store
+        self._store_append = self.store.append_sync
+
+    def drive(self, script: Generator[_Op, Any, _Outcome]) -> _Outcome:
+        run = self.run
+        saga = self.saga
+        in_flight = run.in_flight()
+        if in_flight is not None:
+            in_flight.inc()
+        lease = KEEPER.hold(run)
+        try:
+            with run.root_span():
+                gen = script
+                send = gen.send
+                value: Any = None
+                while True:
+                    if lease.lost:
+                        raise StaleEpoch(run.id, run.epoch)
+                    if saga._stopping:
+                        gen.close()
+                        self.store.release_sync(run.id, saga.node_id, run.epoch)
+                        raise SagaInterrupted(run.id)
+                    try:
+                        op = send(value)
+                    except StopIteration as stop:
+                        outcome = cast(_Outcome, stop.value)
+                        if outcome.status is SagaStatus.SUSPENDED:
+                            self.store.release_sync(run.id, saga.node_id, run.epoch)
+                        return outcome
+                    kind = type(op)
+                    if kind is _Append:
+                        self._append(op)  # type: ignore[arg-type]
+                        value = None
+                    elif kind is _Invoke:
+                        value = self._invoke(op)  # type: ignore[arg-type]
+                    else:
+                        value = self._exec(op)
+        finally:
+            KEEPER.drop(lease)
+            if in_flight is not None:
+                in_flight.dec()
+
+    def _exec(self, op: _Op) -> Any:
+        if isinstance(op, _Append):
+            self._append(op)
+            return None
+        if isinstance(op, _Invoke):
+            return self._invoke(op)
+        clock = self.saga._clock
+        left = op.until - clock()
+        if left > 0:
+            sleep = getattr(clock, "sleep", None)
+            if sleep is not None:
+                sleep(left)
+            else:
+                _sleeping.sync_sleep(left)
+        return None
+
+    def _append(self, op: _Append) -> None:
+        run = self.run
+        try:
+            self._store_append(run.id, run.epoch, op.events, op.status, op.next_attempt_at)
+        except StaleEpoch:
+            self.saga._count_stale()
+            raise
+        run.applied(op)
+
+    def _append_in_attempt(self, op: _Append) -> None:
+        """``_append`` from inside a step's policy: a fence becomes a signal no policy handles."""
+        try:
+            self._append(op)
+        except StaleEpoch as exc:
+            raise _FencedSignal(exc) from exc
+
+    def _invoke(self, op: _Invoke) -> _StepOutcome:
+        run = self.run
+        step, phase = op.step, op.phase
+        fn = run.function(step, phase)
+        reporting = run.reporting
+
+        def attempt(c: SagaContext) -> Any:
+            self._append_in_attempt(run.begin_attempt(op, c))
+            run.attempt_started(op)
+            args = run.call_args(step, phase, c)
+            if not reporting:  # the common case: no span, no timing
+                try:
+                    return fn(*args)
+                except Exception as exc:
+                    self._append_in_attempt(run.attempt_failed(op, c, exc, 0.0))
+                    run.reraise(op, exc)
+            t0 = time.perf_counter()
+            with run.span(op, c):
+                try:
+                    result = fn(*args)
+                except Exception as exc:
+                    self._append_in_attempt(run.attempt_failed(op, c, exc, t0))
+                    run.reraise(op, exc)
+            run.observe(op, "success", t0)
+            return result
+
+        policy = run.policy(step, phase)
+        ctx = run.context(step, phase)
+        try:
+            value = attempt(ctx) if policy is None else policy.call(attempt, ctx)
+        except _FencedSignal as fenced:
+            raise fenced.error from None
+        except (_RejectedSignal, _DeadlineSignal, Exception) as exc:
+            return _outcome_of(exc)
+        return _StepOutcome("ok", value)
+
+
+def _outcome_of(exc: BaseException) -> _StepOutcome:
+    """How an invocation that raised (after its policy) ended, for the core."""
+    if isinstance(exc, _RejectedSignal):
+        return _StepOutcome("rejected", error=exc.error)
+    if isinstance(exc, _DeadlineSignal):
+        return _StepOutcome("deadline")
+    return _StepOutcome("failed", error=exc)
