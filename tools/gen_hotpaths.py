@@ -30,7 +30,8 @@ Template syntax (one directive per line, ``#@`` first on the line after indentat
     Renames applied to the sync twin of every ``both`` method of this template (``_acall=_call``,
     ``Awaitable[Any]=Any``); ``async``/``await`` are always removed.
 ``#@ snippet NAME`` ... ``#@ end``
-    A block of code to reuse; not emitted by itself. Snippets of ``shared.tmpl`` can be
+    A block of code to reuse; not emitted by itself. Snippets of
+    ``src/resilient/telemetry/per_call.tmpl`` (the telemetry mode check of one call) can be
     inlined by every template.
 ``#@ inline NAME``
     Replaced by snippet ``NAME``, indented like the directive. Snippets may inline snippets.
@@ -67,6 +68,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATES = ROOT / "src" / "resilient" / "_templates"
+# Snippets any template may inline; the telemetry mode check lives with the telemetry.
+SHARED = [ROOT / "src" / "resilient" / "telemetry" / "per_call.tmpl"]
 OUTPUT = "src/resilient/_hot_paths.py"
 END = "# --- end of generated code ---"
 
@@ -343,9 +346,8 @@ def generate() -> dict[str, str]:
     paths = sorted(TEMPLATES.glob("*.tmpl"), key=lambda p: (p.stem != "policy", p.stem))
     templates = [parse(path) for path in paths]
     shared: dict[str, list[str]] = {}
-    for tpl in templates:
-        if tpl.name == "shared":
-            shared = tpl.snippets
+    for path in sorted(SHARED):
+        shared.update(parse(path).snippets)
     texts: dict[str, str] = {}
     for tpl in templates:
         tpl.snippets = {**shared, **tpl.snippets}
