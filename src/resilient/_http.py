@@ -83,7 +83,7 @@ def parse_retry_after(value: str, now: float) -> float | None:
     """
     text = value.strip()
     if text.isascii() and text.isdigit():
-        return float(int(text))
+        return float(text)  # absurdly many digits give inf: a retry then gives up at once
     try:
         moment = email.utils.parsedate_to_datetime(text)
     except (TypeError, ValueError, IndexError, OverflowError):
@@ -106,7 +106,10 @@ def retry_after_header(error: BaseException, default: int) -> str:
     with: the error's ``retry_after`` hint when it has a usable one, else ``default``."""
     hint = getattr(error, "retry_after", None)
     if isinstance(hint, (int, float)) and not isinstance(hint, bool):
-        seconds = float(hint)
+        try:
+            seconds = float(hint)
+        except OverflowError:  # an int too large for a float: no usable hint
+            return str(default)
         if math.isfinite(seconds) and seconds > 0:
             return str(max(1, math.ceil(seconds)))
     return str(default)

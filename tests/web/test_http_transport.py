@@ -178,6 +178,17 @@ def test_encoded_failure_body_is_decoded_once(mode: str) -> None:
     assert (response.status_code, response.text) == (503, "try later")
 
 
+def test_successful_responses_stream_through_unread() -> None:
+    upstream = Upstream((200, {}))
+    transport = ResilientTransport(rs.CircuitBreaker(), transport=httpx.MockTransport(upstream))
+    with httpx.Client(transport=transport) as c:
+        with c.stream("GET", "http://svc/") as response:
+            (stream,) = upstream.streams
+            assert not stream.closed  # the transport neither buffered nor closed it
+            assert response.read() == b"200 #1"
+        assert stream.closed
+
+
 # -- Retry-After -------------------------------------------------------------------------------
 def test_retry_after_seconds_feed_the_wait(mode: str) -> None:
     waits: list[float] = []
