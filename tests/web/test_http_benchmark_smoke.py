@@ -1,5 +1,9 @@
-"""benchmarks/http.py runs end to end (tiny blocks, no timing assertions): a script nobody runs
-rots silently. Its checks (each contender reaches the server once per request) still apply."""
+"""benchmarks/http_transport.py runs end to end (tiny blocks, no timing assertions): a script
+nobody runs rots silently. Its checks (each contender reaches the server once per request)
+still apply.
+
+(The script is not called ``http.py``: in the benchmarks directory, first on ``sys.path`` for
+every script there, that name would hide the standard library's ``http`` package.)"""
 
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "http.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "http_transport.py"
 
 
 def test_http_benchmark_runs(tmp_path: Path) -> None:

@@ -20,30 +20,26 @@ under 5% of the request's own cost.
 
 Usage::
 
-    python benchmarks/http.py            # full run (a minute or two)
-    python benchmarks/http.py --quick    # tiny blocks (smoke test)
-    python benchmarks/http.py --output benchmarks/results-http.json
+    python benchmarks/http_transport.py            # full run (a minute or two)
+    python benchmarks/http_transport.py --quick    # tiny blocks (smoke test)
+    python benchmarks/http_transport.py --output benchmarks/results-http.json
 """
 
 from __future__ import annotations
 
+import argparse
 import os
+import socket
 import sys
+import threading
+import time
+from typing import Any
 
-# This file is named like the standard library's ``http`` package, and a script's directory
-# comes first on ``sys.path``: move it to the end before anything imports ``http.cookiejar``.
-_HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE] + [_HERE]
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import argparse  # noqa: E402
-import socket  # noqa: E402
-import threading  # noqa: E402
-import time  # noqa: E402
-from typing import Any  # noqa: E402
-
-import httpx  # noqa: E402
-import uvicorn  # noqa: E402
-from _harness import (  # noqa: E402
+import httpx
+import uvicorn
+from _harness import (  # the harness sits next to this script
     Contender,
     Counter,
     Runner,
@@ -56,9 +52,9 @@ from _harness import (  # noqa: E402
     write_json,
 )
 
-import resilient as rs  # noqa: E402
-from resilient import presets  # noqa: E402
-from resilient.httpx import AsyncResilientTransport, ResilientTransport  # noqa: E402
+import resilient as rs
+from resilient import presets
+from resilient.httpx import AsyncResilientTransport, ResilientTransport
 
 BODY = b"ok"
 
