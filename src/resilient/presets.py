@@ -4,16 +4,15 @@ Every service calling another over HTTP needs the same four things, in the same 
 most hand-wired versions get one of them wrong (a retry outside the total budget, a breaker
 that counts 404s, a per-attempt timeout missing). ``http(name)`` builds them once:
 
-============================  =================================================================
-total ``Timeout`` 30 s        the caller's budget for the request, retries and waits included
-``Retry`` 3 attempts          exponential backoff with full jitter (0.1 s .. 10 s), transient
-                              failures only (:func:`resilient.httpx.is_transient`), honouring
-                              ``Retry-After``; the transport never repeats a non-idempotent
-                              request
-``CircuitBreaker``            opens at 10% failures over a 30 s time window, once it saw 20
-                              calls; counts transient failures only
-attempt ``Timeout`` 10 s      one attempt's budget, so a stalled attempt leaves time to retry
-============================  =================================================================
+- a total ``Timeout`` of 30 s: the caller's budget for the request, retries and waits
+  included;
+- a ``Retry`` of 3 attempts with exponential backoff and full jitter (0.1 s .. 10 s), for
+  transient failures only (:func:`resilient.httpx.is_transient`), honouring ``Retry-After``;
+  the transport never repeats a non-idempotent request;
+- a ``CircuitBreaker`` opening at 10% failures over a 30 s time window once it saw 20 calls,
+  counting transient failures only;
+- an attempt ``Timeout`` of 10 s: one attempt's budget, so a stalled attempt leaves time to
+  retry.
 
 Every field can be tuned by the environment, named after ``name`` (env wins over the code's
 overrides, which win over the preset's defaults, which win over the library's):
@@ -31,6 +30,7 @@ through :class:`resilient.httpx.ResilientTransport`.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal, overload
 
 from . import config
@@ -48,18 +48,22 @@ if TYPE_CHECKING:
 
 __all__ = ["HTTP_DEFAULTS", "attempt_name", "http", "http_client"]
 
-HTTP_DEFAULTS: Mapping[str, Mapping[str, Any]] = {
-    "timeout": {"seconds": 30.0},
-    "retry": {"attempts": 3, "wait": DEFAULT_WAIT, "on": is_transient},
-    "breaker": {
-        "failure_rate_threshold": 0.1,
-        "window_type": "time",
-        "window_size": 30,
-        "minimum_calls": 20,
-        "record": is_transient,
-    },
-    "attempt_timeout": {"seconds": 10.0},
-}
+HTTP_DEFAULTS: Mapping[str, Mapping[str, Any]] = MappingProxyType(
+    {
+        "timeout": MappingProxyType({"seconds": 30.0}),
+        "retry": MappingProxyType({"attempts": 3, "wait": DEFAULT_WAIT, "on": is_transient}),
+        "breaker": MappingProxyType(
+            {
+                "failure_rate_threshold": 0.1,
+                "window_type": "time",
+                "window_size": 30,
+                "minimum_calls": 20,
+                "record": is_transient,
+            }
+        ),
+        "attempt_timeout": MappingProxyType({"seconds": 10.0}),
+    }
+)
 """The preset's code defaults per member (what :func:`http`'s overrides are merged into)."""
 
 _MEMBERS: tuple[tuple[str, type[Policy]], ...] = (
