@@ -43,6 +43,7 @@ bench: $(BENCH_STAMP)
 	$(BIN)/python benchmarks/compare.py
 	$(BIN)/python benchmarks/scaling.py
 	$(BIN)/python benchmarks/saga.py
+	$(BIN)/python benchmarks/http_transport.py
 
 clean:
 	rm -rf $(VENV) build dist .mypy_cache .ruff_cache .pytest_cache site

@@ -19,6 +19,7 @@ from typing import Any, NoReturn, Protocol
 from tenacity import Future, RetryCallState, Retrying
 
 from ._deadline import _DEADLINE
+from ._no_retry import NO_RETRY
 from .errors import RetryExhaustedError
 from .telemetry._hub import STATE, PolicyTelemetry
 from .waits import _FixedWait
@@ -171,6 +172,9 @@ class RetryRun(RetryCallState):
         self.outcome_timestamp = time.monotonic()
         if attempt >= p.max_attempts:  # ``stop_after_attempt(attempts)``, inlined
             self._give_up(error, result, "no attempts left")
+        forbidden = NO_RETRY.get()  # the caller said this call must not be repeated
+        if forbidden is not None:
+            self._give_up(error, result, forbidden)
         wait = p.wait
         # A number given as ``wait`` is a ``_FixedWait``: read it instead of calling it.
         delay = wait.seconds if type(wait) is _FixedWait else max(0.0, float(wait(self)))
