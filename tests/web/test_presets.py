@@ -13,7 +13,7 @@ import pytest
 import resilient as rs
 from resilient import presets
 from resilient._http import StatusFailure
-from resilient._windows import TimeWindow
+from resilient._core.sliding_windows import TimeWindow
 from resilient.httpx import AsyncResilientTransport, ResilientTransport, is_transient
 
 
