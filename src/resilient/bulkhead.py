@@ -73,6 +73,7 @@ class Bulkhead(AroundPolicy):
 
     kind = "bulkhead"
     options = _OPTIONS
+    _stateful = True
 
     def __init__(
         self,
