@@ -13,6 +13,7 @@ import functools
 import itertools
 import logging
 import threading
+import types
 import weakref
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
@@ -131,8 +132,25 @@ class Policy:
         if self._sync_refusal is not None:
             raise TypeError(self._sync_refusal)
 
+    _repr_settings: ClassVar[tuple[str, ...]] = ()
+    """The settings ``repr`` shows (the ones an operator checks first)."""
+    _settings: types.MappingProxyType[str, Any] = types.MappingProxyType({})
+
     def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self.name!r}>"
+        shown = " ".join(f"{key}={self._settings[key]!r}" for key in self._repr_settings)
+        return f"<{type(self).__name__} {self.name!r}{' ' if shown else ''}{shown}>"
+
+    @property
+    def settings(self) -> types.MappingProxyType[str, Any]:
+        """The effective configuration, read-only: every constructor option with the value this
+        policy runs with (after checks, environment overrides and defaults), keyed by the
+        option's name, so a user can check that ``RESILIENT__...`` took effect without the
+        CLI. The same names ``from_env`` and ``python -m resilient config`` use."""
+        return self._settings
+
+    def _settle(self, **values: Any) -> None:
+        """Record the effective value of each option (called at the end of ``__init__``)."""
+        self._settings = types.MappingProxyType(values)
 
     @classmethod
     def from_env(cls: type[PolicyT], name: str, /, **code_defaults: Any) -> PolicyT:

@@ -302,9 +302,30 @@ class CircuitBreaker(AroundPolicy):
             half_open_max_wait=max_wait,
         )
         self._tel.breaker_state(BreakerState.CLOSED.value, _ALL_STATES)
+        self._settle(
+            failure_rate_threshold=failure_rate_threshold,
+            slow_call_duration=slow,
+            slow_call_rate_threshold=slow_call_rate_threshold,
+            window_type=window_type,
+            window_size=window_size,
+            minimum_calls=self._core.minimum_calls,
+            open_duration=open_duration if callable(open_duration) else open_time(1),
+            open_jitter=open_jitter,
+            half_open_max_calls=half_open_max_calls,
+            half_open_max_wait=max_wait,
+            record=record,
+            ignore=ignore,
+            record_result=record_result,
+            clock=self._clock,
+            on_event=on_event,
+            rng=rng,
+        )
+
+    _repr_settings = ("failure_rate_threshold", "window_type", "window_size", "open_duration")
 
     def __repr__(self) -> str:
-        return f"<CircuitBreaker {self.name!r} {self._core.state.value}>"
+        shown = " ".join(f"{key}={self._settings[key]!r}" for key in self._repr_settings)
+        return f"<CircuitBreaker {self.name!r} {self._core.state.value} {shown}>"
 
     def _renamed(self) -> None:
         with self._gauge_lock:

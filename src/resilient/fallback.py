@@ -104,6 +104,9 @@ class Fallback(Policy):
         """The substitute function, or ``None`` when a value is used."""
         self._handler_is_async = handler is not None and is_async_callable(handler)
         self._on_pred_async = self._on_pred is not None and is_async_callable(self._on_pred)
+        self._settle(
+            value=self.value, handler=handler, on=on, on_result=on_result, on_event=on_event
+        )
         self._on_result_async = on_result is not None and is_async_callable(on_result)
         async_only = [
             f"{what} ({fn!r})"

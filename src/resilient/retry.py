@@ -159,11 +159,21 @@ class Retry(Policy):
         # Configuration only (tenacity's RetryCallState needs a controller to point at); the
         # per-call state is a fresh RetryCallState built inside each failing call.
         self._controller = Retrying(stop=self._stop, wait=strategy, reraise=True, name=self.name)
+        self._settle(
+            attempts=attempts,
+            wait=strategy,
+            on=on,
+            on_result=on_result,
+            max_delay=max_delay,
+            sleep=sleep,
+            on_event=on_event,
+            clock=clock,
+        )
 
     def __repr__(self) -> str:
         return (
             f"<Retry {self.name!r} attempts={self.max_attempts} wait={self.wait!r} "
-            f"max_delay={self.max_delay!r}>"
+            f"max_delay={self.max_delay!r} on={self._settings['on']!r}>"
         )
 
     # -- classification ----------------------------------------------------------------------

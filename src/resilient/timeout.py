@@ -89,6 +89,7 @@ class Timeout(Policy):
         self._frames: ContextVar[tuple[tuple[Any, Token[float | None]], ...]] = ContextVar(
             f"resilient.timeout.{self.name}.frames", default=()
         )
+        self._settle(seconds=self._seconds, on_event=on_event)
 
     def __repr__(self) -> str:
         return f"<Timeout {self.name!r} {self._seconds:g}s>"
