@@ -13,11 +13,12 @@ order of the kinds given; ``RESILIENT__PAYMENTS__RETRY__ENABLED=false`` leaves t
 from __future__ import annotations
 
 import threading
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any, cast
 
 from . import config
 from ._policy import Policy
+from ._types import Args, AsyncFn, Fn, Kwargs
 from .breaker import CircuitBreaker
 from .bulkhead import Bulkhead
 from .errors import ConfigError
@@ -68,29 +69,14 @@ class _Passthrough(Policy):
     kind = "passthrough"
     _counts_calls = False
 
-    def _execute(
-        self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> Any:
+    def _execute(self, fn: Fn, args: Args, kwargs: Kwargs) -> Any:
         return fn(*args, **kwargs)
 
-    async def _aexecute(
-        self,
-        fn: Callable[..., Awaitable[Any]],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-    ) -> Any:
+    async def _aexecute(self, fn: AsyncFn, args: Args, kwargs: Kwargs) -> Any:
         return await fn(*args, **kwargs)
 
-    def _call(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        return fn(*args, **kwargs)
-
-    async def _acall(
-        self,
-        fn: Callable[..., Awaitable[Any]],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-    ) -> Any:
-        return await fn(*args, **kwargs)
+    _call = _execute
+    _acall = _aexecute
 
 
 class Registry:
@@ -255,24 +241,6 @@ registry = Registry()
 """The process-wide default registry (``rs.registry``)."""
 
 
-def policy(
-    name: str,
-    /,
-    *kinds: str,
-    fallback: _Defaults | None = None,
-    retry: _Defaults | None = None,
-    breaker: _Defaults | None = None,
-    timeout: _Defaults | None = None,
-    bulkhead: _Defaults | None = None,
-) -> Pipeline:
-    """``@rs.policy("payments", "retry", "breaker", "timeout")``: the named pipeline from the
-    default :data:`registry` (see :meth:`Registry.policy`)."""
-    return registry.policy(
-        name,
-        *kinds,
-        fallback=fallback,
-        retry=retry,
-        breaker=breaker,
-        timeout=timeout,
-        bulkhead=bulkhead,
-    )
+policy = registry.policy
+"""``@rs.policy("payments", "retry", "breaker", "timeout")``: the named pipeline from the
+default :data:`registry` (see :meth:`Registry.policy`)."""
