@@ -105,7 +105,7 @@ def _environ(environ: Mapping[str, str] | None) -> Mapping[str, str]:
 
 
 def _kind_hint(word: str) -> str:
-    """"did you mean" for a policy kind: a close spelling of a kind, or a word of a class
+    """The "did you mean" of a policy kind: a close spelling of a kind, or a word of a class
     name (``circuit`` -> ``breaker``, from ``CircuitBreaker``)."""
     hint = _did_you_mean(word, list(_KINDS), "{!r}")
     if hint:
