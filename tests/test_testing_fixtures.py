@@ -55,6 +55,8 @@ def test_the_default_clock_is_resolved_at_construction() -> None:
         assert outside._clock is time.monotonic
     assert inside._clock is clock  # ...and one built inside keeps the fake one
     assert option(time.monotonic) is time.monotonic and option(None) is time.monotonic
+    # clock=None means the default clock for every policy, as the round-2 signatures have it
+    assert rs.Retry(clock=None)._clock is time.monotonic  # type: ignore[arg-type]
 
 
 def test_resilient_clock_drives_the_policies_the_test_builds(resilient_clock: FakeClock) -> None:
