@@ -45,6 +45,7 @@ def _kind_class(kind: str) -> type[Policy]:
 
 
 _Defaults = Mapping[str, Any]
+_Snapshot = tuple[dict[tuple[str, str], Policy], dict[tuple[str, str], dict[str, Any]]]
 
 
 def _same_defaults(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
@@ -177,6 +178,20 @@ class Registry:
         with self._lock:
             self._policies.clear()
             self._defaults.clear()
+
+    # -- test isolation (``resilient.testing``) ---------------------------------------------
+    def _snapshot(self) -> _Snapshot:
+        """The registered policies and their code defaults as they are now."""
+        with self._lock:
+            return dict(self._policies), dict(self._defaults)
+
+    def _restore(self, snapshot: _Snapshot) -> None:
+        """Back to ``snapshot``: policies registered since are forgotten, policies forgotten
+        since (``clear()``) come back. The instances themselves are untouched."""
+        policies, defaults = snapshot
+        with self._lock:
+            self._policies = dict(policies)
+            self._defaults = dict(defaults)
 
     # -- named pipelines -------------------------------------------------------------------
     def policy(

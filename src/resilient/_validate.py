@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
+from . import _clock
 from ._config_parse import (
     BOOL_HELP,
     DURATION_HELP,
@@ -359,10 +360,17 @@ def callback(name: str, *, optional: bool = True) -> Option[Any]:
 
 
 def clock(name: str = "clock") -> Option[Callable[[], float]]:
-    """A zero-argument callable returning monotonic seconds; called once to check that."""
+    """A zero-argument callable returning monotonic seconds; called once to check that.
+
+    The default (``time.monotonic``, or ``None``) resolves to :func:`resilient._clock.default`
+    at construction: the real clock, or the fake one a test installed
+    (``resilient.testing.fake_clock()``, the ``resilient_clock`` pytest fixture). A clock
+    passed explicitly is always kept."""
     what = "a callable returning seconds"
 
     def check(name: str, value: object) -> Callable[[], float]:
+        if _clock.is_default(value):
+            return _clock.default()
         if not callable(value):
             raise _bad_type(name, what, value)
         fn: Callable[[], float] = value
