@@ -20,7 +20,12 @@ import pytest
 SRC = Path(__file__).resolve().parent.parent / "src" / "resilient"
 
 TESTING_MODULES = frozenset(
-    {"resilient.testing", "resilient.saga.testing", "resilient.pytest_plugin"}
+    {
+        "resilient.testing",
+        "resilient.testing._helpers",
+        "resilient.testing.pytest_plugin",
+        "resilient.saga.testing",
+    }
 )
 
 

@@ -154,7 +154,7 @@ def test_fixtures_work_and_clean_up_in_each_async_style(
 
 def test_the_plugin_is_registered_as_pytest11_resilient() -> None:
     found = {ep.name: ep.value for ep in entry_points(group="pytest11")}
-    assert found.get("resilient") == "resilient.pytest_plugin"
+    assert found.get("resilient") == "resilient.testing.pytest_plugin"
 
 
 def test_opting_out_removes_the_fixtures(pytester: pytest.Pytester) -> None:
@@ -178,11 +178,14 @@ def test_loading_the_plugin_imports_nothing_beyond_the_package() -> None:
         import sys
         import pytest, resilient
         before = set(sys.modules)
-        import resilient.pytest_plugin
+        import resilient.testing.pytest_plugin
         print(sorted(set(sys.modules) - before))
         """
     )
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
     )
-    assert out.stdout.strip() == "['resilient.pytest_plugin']"
+    assert (
+        out.stdout.strip()
+        == "['resilient.testing', 'resilient.testing._helpers', 'resilient.testing.pytest_plugin']"
+    )

@@ -30,8 +30,8 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:
-    from ._registry import Registry
-    from .testing import BreakerControl, FakeClock
+    from .._registry import Registry
+    from ._helpers import BreakerControl, FakeClock
 
 __all__ = ["breaker_control", "instant_retries", "isolated_registry", "resilient_clock"]
 
@@ -40,7 +40,7 @@ __all__ = ["breaker_control", "instant_retries", "isolated_registry", "resilient
 def resilient_clock() -> Iterator[FakeClock]:
     """A fake clock (starting at 0.0) for every policy the test builds without ``clock=``;
     library waits advance it instead of sleeping. Move time with ``advance(seconds)``."""
-    from .testing import fake_clock
+    from ._helpers import fake_clock
 
     with fake_clock() as clock:
         yield clock
@@ -49,7 +49,7 @@ def resilient_clock() -> Iterator[FakeClock]:
 @pytest.fixture
 def instant_retries() -> Iterator[None]:
     """Every wait the library starts (retry backoff) returns at once during the test."""
-    from .testing import instant_retries as instant
+    from ._helpers import instant_retries as instant
 
     with instant():
         yield
@@ -59,7 +59,7 @@ def instant_retries() -> Iterator[None]:
 def breaker_control() -> Iterator[BreakerControl]:
     """``force_open(name)``, ``force_closed(name)``, ``reset(name)`` on the named breakers
     (or breaker instances); every breaker touched is reset when the test ends."""
-    from .testing import breaker_control as control
+    from ._helpers import breaker_control as control
 
     with control() as handle:
         yield handle
@@ -70,7 +70,7 @@ def isolated_registry() -> Iterator[Registry]:
     """``rs.registry`` with the test's own named policies and fresh telemetry; policies
     registered during the test are forgotten after it, earlier ones are reset before and
     after it."""
-    from .testing import isolated_registry as isolated
+    from ._helpers import isolated_registry as isolated
 
     with isolated() as registry:
         yield registry

@@ -1,16 +1,5 @@
-"""Helpers for testing code that uses ``resilient``: a fake clock, instant retries, breaker
-control and an isolated registry.
-
-Every time-dependent policy takes ``clock=``; pass a :class:`FakeClock` and move time with
-:meth:`FakeClock.advance` instead of sleeping, or let :func:`fake_clock` hand one to every
-policy the code under test builds. :func:`instant_retries` makes every wait the library starts
-(retry backoff) return at once, so a user's test of "retries three times" does not spend
-seconds in backoff. :func:`breaker_control` opens and closes named breakers on demand, and
-:func:`isolated_registry` gives a test its own named policies and telemetry.
-
-Each helper is a context manager that puts back what it changed on exit; the pytest plugin
-(:mod:`resilient.pytest_plugin`) offers each as a fixture.
-"""
+"""The implementation of :mod:`resilient.testing` (see its docstring); the pytest plugin
+(:mod:`resilient.testing.pytest_plugin`) imports it directly."""
 
 from __future__ import annotations
 
@@ -19,11 +8,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
-from . import _clock, _sleeping
+from .. import _clock, _sleeping
 
 if TYPE_CHECKING:
-    from ._registry import Registry
-    from .breaker import CircuitBreaker
+    from .._registry import Registry
+    from ..breaker import CircuitBreaker
 
 __all__ = [
     "BreakerControl",
@@ -98,7 +87,7 @@ def fake_clock(clock: FakeClock | None = None) -> Iterator[FakeClock]:
     Process-wide like :func:`instant_retries`; with both active, waits are zero-length and the
     clock does not move.
     """
-    from ._registry import registry
+    from .._registry import registry
 
     clock = FakeClock() if clock is None else clock
     snapshot = registry._snapshot()
@@ -139,8 +128,8 @@ def isolated_registry(registry: Registry | None = None) -> Iterator[Registry]:
     """
     from prometheus_client import CollectorRegistry
 
-    from ._registry import registry as default_registry
-    from .telemetry import _hub, _prometheus
+    from .._registry import registry as default_registry
+    from ..telemetry import _hub, _prometheus
 
     reg = default_registry if registry is None else registry
     snapshot = reg._snapshot()
@@ -178,7 +167,7 @@ class BreakerControl:
         """The breaker ``target`` names (or ``target`` itself), without changing it."""
         if isinstance(target, str):
             return _named_breaker(target, self._registry)
-        from .breaker import CircuitBreaker
+        from ..breaker import CircuitBreaker
 
         if not isinstance(target, CircuitBreaker):
             raise TypeError(f"target must be a breaker name or a CircuitBreaker, got {target!r}")
@@ -229,8 +218,8 @@ def breaker_control(registry: Registry | None = None) -> Iterator[BreakerControl
 
 
 def _named_breaker(name: str, registry: Registry | None) -> CircuitBreaker:
-    from ._registry import registry as default_registry
-    from .breaker import CircuitBreaker
+    from .._registry import registry as default_registry
+    from ..breaker import CircuitBreaker
 
     reg = default_registry if registry is None else registry
     found = reg.get(name, CircuitBreaker.kind)
