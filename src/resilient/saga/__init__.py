@@ -12,10 +12,11 @@ most once (epoch-fenced); an effect happens exactly once when the participant ho
 
 from __future__ import annotations
 
-from ..errors import StaleEpoch, UnknownSagaVersion
+from ..errors import SagaStoreUnavailable, StaleEpoch, UnknownSagaVersion
 from ._admin import SagaAdmin
 from ._barrier import barrier
 from ._definition import Step
+from ._durability import Durability
 from ._errors import DeadlineExceeded, SagaInterrupted
 from ._memory import InMemorySagaStore
 from ._model import (
@@ -35,13 +36,14 @@ from ._postgres import PostgresSagaStore
 from ._recovery import RecoveryReport
 from ._saga import Saga
 from ._sqlite import SQLiteSagaStore
-from ._store import BlockingSagaStore, SagaStore
+from ._store import BlockingSagaStore, SagaStore, store_health
 from ._url import store_from_url
 
 __all__ = [
     "BlockingSagaStore",
     "CreateResult",
     "DeadlineExceeded",
+    "Durability",
     "InMemorySagaStore",
     "LogKind",
     "NewSaga",
@@ -59,10 +61,12 @@ __all__ = [
     "SagaResult",
     "SagaStatus",
     "SagaStore",
+    "SagaStoreUnavailable",
     "SagaSummary",
     "StaleEpoch",
     "Step",
     "UnknownSagaVersion",
     "barrier",
     "store_from_url",
+    "store_health",
 ]
