@@ -79,6 +79,7 @@ OUTCOME_HEADER = "Saga-Ledger-Outcome"
 _UNDO = ":undo"
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")
 _POOL = 4  # idle connections kept
+_COMPENSATED = ("undone", "tombstone")
 
 Effect = Callable[["LedgerCall"], Any]
 _Scope = MutableMapping[str, Any]
@@ -486,7 +487,9 @@ class ParticipantLedger:
         with db.locked(fkey) as (conn, row):
             state, result, undo_result, seen = row if row is not None else (None,) * 4
             if epoch is not None and seen is not None and epoch < seen:
-                return LedgerOutcome("stale", phase, fkey, None, seen)
+                # a fenced-out caller; "late" says more when its step was compensated already
+                kind = "late" if phase == "forward" and state in _COMPENSATED else "stale"
+                return LedgerOutcome(kind, phase, fkey, None, seen)
             top = seen if epoch is None else epoch if seen is None else max(seen, epoch)
 
             def record(new_state: str, res: Any, undo_res: Any) -> None:
@@ -502,7 +505,7 @@ class ParticipantLedger:
                     return outcome("repeat", _decode(result))
                 if state == "rejected":
                     return outcome("rejected", _decode(result))
-                if state in ("undone", "tombstone"):
+                if state in _COMPENSATED:
                     return outcome("late")
                 call = LedgerCall(conn, fkey, phase, epoch, body)
                 try:
