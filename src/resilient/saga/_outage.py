@@ -141,7 +141,7 @@ class OutageGuard:
         that an earlier attempt of this operation failed: it may have committed before the
         connection broke, so a write must check before applying itself again."""
         start = time.monotonic()
-        failed = False
+        first: BaseException | None = None
         if not self._outage:
             try:
                 return fn(False, *args)
@@ -149,8 +149,8 @@ class OutageGuard:
                 if not self._transient(exc):
                     raise self._unavailable(operation, saga_id, start, exc) from exc
                 self._begin(exc)
-                failed = True
-        return self._ride_out(operation, saga_id, fn, args, start, failed)
+                first = exc
+        return self._ride_out(operation, saga_id, fn, args, start, first)
 
     def call_once(self, operation: str, saga_id: str | None, fn: Callable[..., T], *args: Any) -> T:
         """``fn(False, *args)`` once (through the breaker while an outage is under way): for
@@ -176,12 +176,13 @@ class OutageGuard:
         fn: Callable[..., T],
         args: tuple[Any, ...],
         start: float,
-        failed: bool,
+        first: BaseException | None,
     ) -> T:
         left = self.timeout - (time.monotonic() - start)
         if left <= 0:
-            raise self._unavailable(operation, saga_id, start, None)
-        retried = [failed]
+            raise self._unavailable(operation, saga_id, start, first) from first
+        retried = [first is not None]
+        last: list[BaseException] = [] if first is None else [first]  # the last driver error
 
         def attempt() -> T:
             again = retried[0]
@@ -189,6 +190,7 @@ class OutageGuard:
             try:
                 return fn(again, *args)
             except self._driver_errors as exc:
+                last[:] = [exc]
                 if self._transient(exc):
                     self._begin(exc)
                 raise
@@ -197,7 +199,9 @@ class OutageGuard:
         try:
             result = self._policy.call(attempt)
         except self._give_up as exc:
-            raise self._unavailable(operation, saga_id, start, exc) from exc
+            # the cause is what the database said, not the breaker's or the clock's verdict
+            cause = exc if isinstance(exc, self._driver_errors) or not last else last[0]
+            raise self._unavailable(operation, saga_id, start, exc) from cause
         finally:
             leave_deadline(token)
         self._end()
