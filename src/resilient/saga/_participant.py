@@ -602,10 +602,9 @@ class LedgerEndpoint:
                 raise ValueError(f"{EPOCH_HEADER} must be >= 0, got {epoch_text!r}")
             raw = b"".join(chunks)
             body = json.loads(raw) if raw.strip() else None
-        except ValueError:
-            if not key:
-                exc = ValueError(f"missing {IDEMPOTENCY_HEADER} header")
-            await _respond(send, 400, {"error": str(exc)}, "invalid")
+        except ValueError as exc:
+            problem = f"missing {IDEMPOTENCY_HEADER} header" if not key else str(exc)
+            await _respond(send, 400, {"error": problem}, "invalid")
             return
         done = await anyio.to_thread.run_sync(
             functools.partial(self.ledger._call, self.phase, key, self.effect, epoch, body)
