@@ -81,6 +81,13 @@ _PING_AFTER_IDLE = 2.0
 _APPLICATION_NAME = "resilient-saga"  # shown in pg_stat_activity, for operators
 _DEFAULT_CONNECT_TIMEOUT = 10
 _MIN_CONNECT_TIMEOUT = 2  # libpq (and psycopg) never wait less for a connection
+_TCP_DEFAULTS = {
+    "keepalives": 1,
+    "keepalives_idle": 10,
+    "keepalives_interval": 5,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 30_000,  # ms of unacknowledged data before the connection is dropped
+}
 _SETTINGS_SQL = "SELECT current_setting('synchronous_commit'), current_setting('fsync')"
 
 _COLUMNS = RECORD_COLUMNS
@@ -228,6 +235,11 @@ class PostgresSagaStore(BlockingSagaStore):
             self._connect_timeout = given if given > 0 else float(_DEFAULT_CONNECT_TIMEOUT)
         if "application_name" not in params:
             self._connect_kw["application_name"] = _APPLICATION_NAME
+        # a server that vanishes without closing its connections (a partition, a dead host)
+        # must not hold an operation forever: TCP keepalives and a user timeout notice it
+        for key, value in _TCP_DEFAULTS.items():
+            if key not in params:
+                self._connect_kw[key] = value
         self._where = " ".join(
             f"{k}={params[k]}" for k in ("host", "port", "dbname") if params.get(k) is not None
         )
