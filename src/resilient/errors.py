@@ -404,7 +404,12 @@ class SagaStoreUnavailable(ResilienceError):
         what = f" ({operation}: {reason})" if operation and reason else f" ({reason or operation})"
         if what == " ()":
             what = ""
-        if saga_id is None:
+        if saga_id is not None and operation == "create":
+            after = (
+                "the saga may or may not have been started; calling "
+                f"run(data, saga_id={saga_id!r}) again starts it or finishes it"
+            )
+        elif saga_id is None:
             after = (
                 "every saga in it is durable up to its last record; the next recovery pass "
                 "(saga.recover() or run_recovery_loop()) carries on once the store is back"

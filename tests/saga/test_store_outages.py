@@ -637,3 +637,5 @@ def test_store_unavailable_error() -> None:
 
     copy = pickle.loads(pickle.dumps(error))
     assert (copy.saga_id, copy.operation, str(copy)) == ("o-1", "append", text)
+    unsure = str(rs.SagaStoreUnavailable("o-2", "<store>", "create", 1.0, "refused"))
+    assert "may or may not have been started" in unsure and "saga_id='o-2'" in unsure

@@ -492,11 +492,14 @@ class ParticipantLedger:
                 return LedgerOutcome(kind, phase, fkey, None, seen)
             top = seen if epoch is None else epoch if seen is None else max(seen, epoch)
 
+            wrote: list[str] = []
+
             def record(new_state: str, res: Any, undo_res: Any) -> None:
                 db.write(conn, fkey, (new_state, res, undo_res, top, time.time()))
+                wrote.append(new_state)
 
             def outcome(kind: str, value: Any = None) -> LedgerOutcome:
-                if kind not in ("applied", "rejected", "null_undo") and top != seen:
+                if not wrote and top != seen:
                     record(state, result, undo_result)  # remember the newer epoch
                 return LedgerOutcome(kind, phase, fkey, value, top)
 

@@ -36,7 +36,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from .._deadline import remaining
-from ..errors import StaleEpoch
+from ..errors import StaleEpoch, _mask_secrets
 from ._durability import Durability, postgres_durability
 from ._model import (
     UNFINISHED,
@@ -219,7 +219,9 @@ class PostgresSagaStore(BlockingSagaStore):
         try:
             params = self._pg.conninfo.conninfo_to_dict(dsn)
         except self._pg.ProgrammingError as err:
-            raise ValueError(f"dsn is not a valid PostgreSQL connection string: {err}") from None
+            raise ValueError(
+                f"dsn is not a valid PostgreSQL connection string: {_mask_secrets(str(err))}"
+            ) from None
         self.dsn = dsn
         self.schema = schema
         self.pool_size = pool_size
