@@ -208,7 +208,7 @@ def test_store_url_whose_server_never_answers_is_unavailable_within_the_bound(
             store_from_url(url)
         elapsed = time.monotonic() - started
     error = info.value
-    assert elapsed < 3.0 + SLACK and error.waited <= 3.0 + 0.5
+    assert elapsed < 3.0 + SLACK and error.waited <= 3.0 + 1.0
     assert isinstance(error, rs.ResilienceError) and error.saga_id is None
     assert error.operation == "connect" and "timeout" in error.reason.lower()
     assert "s3cret" not in str(error) and "s3cret" not in repr(error)
@@ -311,7 +311,7 @@ async def test_database_gone_mid_run_is_unavailable_then_running_again_finishes(
         elapsed = time.monotonic() - started
         error = info.value
         assert error.saga_id == "cut-1" and error.operation == "append"
-        assert error.waited <= 3.0 + 0.5 and elapsed < 3.0 + SLACK
+        assert error.waited <= 3.0 + 1.0 and elapsed < 3.0 + SLACK
         text = str(error)
         assert "durable up to its last record" in text and "run(data, saga_id='cut-1')" in text
         assert "s3cret" not in text

@@ -130,6 +130,26 @@ class LedgerOutcome:
         """True when this very call ran the effect."""
         return self.kind == "applied"
 
+    def http(self, rejected_status: int = 422) -> tuple[int, Any]:
+        """The HTTP status and JSON body the ledger's endpoints answer with, for a handler
+        of your own that calls :meth:`ParticipantLedger.aforward` / ``aundo``: 201 and the
+        result (applied), 200 and the recorded result (repeat, null undo: ``None``),
+        ``rejected_status`` and ``{"error": ...}`` (rejected), 409 (late, stale)."""
+        if self.kind == "applied":
+            return 201, self.result
+        if self.kind in ("repeat", "null_undo"):
+            return 200, self.result
+        if self.kind == "rejected":
+            return rejected_status, self.result
+        if self.kind == "late":
+            message = f"{self.key!r} was compensated before this call arrived: nothing done"
+        else:
+            message = (
+                f"{self.key!r}: this call carries an older epoch than one already seen "
+                f"({self.epoch}): it comes from a process that was fenced out; nothing done"
+            )
+        return 409, {"error": message, "outcome": self.kind}
+
 
 @dataclasses.dataclass(frozen=True)
 class LedgerEntry:
@@ -612,24 +632,8 @@ class LedgerEndpoint:
         done = await anyio.to_thread.run_sync(
             functools.partial(self.ledger._call, self.phase, key, self.effect, epoch, body)
         )
-        status, payload = self._answer(done)
+        status, payload = done.http(self.rejected_status)
         await _respond(send, status, payload, done.kind)
-
-    def _answer(self, done: LedgerOutcome) -> tuple[int, Any]:
-        if done.kind == "applied":
-            return 201, done.result
-        if done.kind in ("repeat", "null_undo"):
-            return 200, done.result
-        if done.kind == "rejected":
-            return self.rejected_status, done.result
-        if done.kind == "late":
-            message = f"{done.key!r} was compensated before this call arrived: nothing done"
-        else:
-            message = (
-                f"{done.key!r}: this call carries an older epoch than one already seen "
-                f"({done.epoch}): it comes from a process that was fenced out; nothing done"
-            )
-        return 409, {"error": message, "outcome": done.kind}
 
 
 async def _respond(send: _Send, status: int, payload: Any, outcome: str) -> None:
