@@ -19,7 +19,9 @@ import pytest
 
 SRC = Path(__file__).resolve().parent.parent / "src" / "resilient"
 
-TESTING_MODULES = frozenset({"resilient.testing", "resilient.saga.testing"})
+TESTING_MODULES = frozenset(
+    {"resilient.testing", "resilient.saga.testing", "resilient.pytest_plugin"}
+)
 
 
 def _module_names(root: Path) -> dict[str, Path]:

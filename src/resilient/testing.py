@@ -1,9 +1,15 @@
-"""Helpers for testing code that uses ``resilient``: a fake clock and instant retries.
+"""Helpers for testing code that uses ``resilient``: a fake clock, instant retries, breaker
+control and an isolated registry.
 
 Every time-dependent policy takes ``clock=``; pass a :class:`FakeClock` and move time with
-:meth:`FakeClock.advance` instead of sleeping. :func:`instant_retries` makes every wait the
-library starts (retry backoff) return at once, so a user's test of "retries three times" does
-not spend seconds in backoff.
+:meth:`FakeClock.advance` instead of sleeping, or let :func:`fake_clock` hand one to every
+policy the code under test builds. :func:`instant_retries` makes every wait the library starts
+(retry backoff) return at once, so a user's test of "retries three times" does not spend
+seconds in backoff. :func:`breaker_control` opens and closes named breakers on demand, and
+:func:`isolated_registry` gives a test its own named policies and telemetry.
+
+Each helper is a context manager that puts back what it changed on exit; the pytest plugin
+(:mod:`resilient.pytest_plugin`) offers each as a fixture.
 """
 
 from __future__ import annotations
@@ -13,13 +19,22 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
-from . import _sleeping
+from . import _clock, _sleeping
 
 if TYPE_CHECKING:
     from ._registry import Registry
     from .breaker import CircuitBreaker
 
-__all__ = ["FakeClock", "force_open", "instant_retries", "reset_breaker"]
+__all__ = [
+    "BreakerControl",
+    "FakeClock",
+    "breaker_control",
+    "fake_clock",
+    "force_open",
+    "instant_retries",
+    "isolated_registry",
+    "reset_breaker",
+]
 
 
 class FakeClock:
@@ -68,6 +83,149 @@ def instant_retries() -> Iterator[None]:
         yield
     finally:
         _sleeping.set_instant(False)
+
+
+@contextmanager
+def fake_clock(clock: FakeClock | None = None) -> Iterator[FakeClock]:
+    """Inside this block, every policy built without an explicit ``clock=`` uses ``clock`` (a
+    new :class:`FakeClock` at 0.0 when not given), and every wait the library starts on its
+    own (retry backoff) advances it instead of sleeping: ``clock.sleeps`` lists the waits.
+
+    The clock is chosen when a policy is built, so policies that already exist (created at
+    import time, say) keep the real one; build the policy inside the block or pass
+    ``clock=``. Named policies first registered inside the block hold the fake clock, so the
+    default registry forgets them on exit (the next test gets a fresh one with the real clock).
+    Process-wide like :func:`instant_retries`; with both active, waits are zero-length and the
+    clock does not move.
+    """
+    from ._registry import registry
+
+    clock = FakeClock() if clock is None else clock
+    snapshot = registry._snapshot()
+    previous = _clock.install(clock)
+    try:
+        yield clock
+    finally:
+        _clock.install(previous)
+        registry._restore(snapshot)
+
+
+def _reset_stateful(registry: Registry) -> None:
+    """Every named policy that keeps state between calls (a ``reset()`` method, like a
+    breaker's) back to its initial state."""
+    for policy in registry:
+        reset = getattr(policy, "reset", None)
+        if callable(reset):
+            reset()
+
+
+@contextmanager
+def isolated_registry(registry: Registry | None = None) -> Iterator[Registry]:
+    """A test's own named policies and telemetry, inside this block.
+
+    The registry (``rs.registry`` unless ``registry`` is given) stays the same object, so code
+    that reads ``rs.registry``, calls ``rs.policy(...)`` or kept a reference to the registry
+    at import time all see the isolated contents. Policies registered before the block stay
+    registered (a function decorated at import time holds those very instances, and a test
+    that opens ``payments`` must open the breaker that function uses) but are reset to a clean
+    state (breakers CLOSED with an empty window) when the block starts and again when it ends;
+    policies registered inside the block are forgotten on exit, as is anything
+    ``registry.clear()`` did inside it.
+
+    Telemetry starts fresh: no listeners, metrics into a new ``prometheus_client``
+    ``CollectorRegistry`` (so counts do not pile up in the global one); the metrics/tracing
+    switches and the tracer provider stay as configured. On exit the previous listeners,
+    registry and settings come back, whatever the test configured meanwhile.
+    """
+    from prometheus_client import CollectorRegistry
+
+    from ._registry import registry as default_registry
+    from .telemetry import _hub, _prometheus
+
+    reg = default_registry if registry is None else registry
+    snapshot = reg._snapshot()
+    _reset_stateful(reg)  # before the switch: the session's own telemetry sees the reset
+    metrics = CollectorRegistry()
+    saved = _hub.isolate(metrics)
+    try:
+        yield reg
+    finally:
+        reg._restore(snapshot)
+        _hub.restore_state(saved)
+        _prometheus.forget_families(metrics)
+        _reset_stateful(reg)
+
+
+class BreakerControl:
+    """Force circuit breakers open or closed for a test, and put back every breaker it
+    touched when the test ends (:meth:`restore`).
+
+    Breakers are named (looked up in the registry, ``rs.registry`` by default, at the moment
+    of the call, so an :func:`isolated_registry` is honoured) or given as instances. A name
+    nobody registered raises ``LookupError`` listing the registered breakers: forcing open a
+    breaker the code under test never uses would make a test pass for the wrong reason.
+    """
+
+    def __init__(self, registry: Registry | None = None) -> None:
+        self._registry = registry
+        self._touched: dict[int, CircuitBreaker] = {}
+
+    def __repr__(self) -> str:
+        names = sorted(b.name for b in self._touched.values())
+        return f"<BreakerControl touched={names!r}>"
+
+    def breaker(self, target: str | CircuitBreaker) -> CircuitBreaker:
+        """The breaker ``target`` names (or ``target`` itself), without changing it."""
+        if isinstance(target, str):
+            return _named_breaker(target, self._registry)
+        from .breaker import CircuitBreaker
+
+        if not isinstance(target, CircuitBreaker):
+            raise TypeError(f"target must be a breaker name or a CircuitBreaker, got {target!r}")
+        return target
+
+    def _touch(self, target: str | CircuitBreaker) -> CircuitBreaker:
+        found = self.breaker(target)
+        self._touched.setdefault(id(found), found)
+        return found
+
+    def force_open(self, target: str | CircuitBreaker) -> CircuitBreaker:
+        """Reject every call through the breaker (``CircuitOpenError``, state FORCED_OPEN):
+        how the code behaves when that dependency is cut off. Returns the breaker."""
+        found = self._touch(target)
+        found.force_open()
+        return found
+
+    def force_closed(self, target: str | CircuitBreaker) -> CircuitBreaker:
+        """Admit every call and record nothing (state DISABLED): the breaker stays out of the
+        way however many calls fail, so a test can drive failures through it. Returns the
+        breaker."""
+        found = self._touch(target)
+        found.disable()
+        return found
+
+    def reset(self, target: str | CircuitBreaker) -> CircuitBreaker:
+        """Back to CLOSED with an empty window, e.g. after a test opened it by failing calls.
+        Returns the breaker."""
+        found = self._touch(target)
+        found.reset()
+        return found
+
+    def restore(self) -> None:
+        """Reset every breaker this control forced or reset (CLOSED, empty window)."""
+        touched, self._touched = self._touched, {}
+        for found in touched.values():
+            found.reset()
+
+
+@contextmanager
+def breaker_control(registry: Registry | None = None) -> Iterator[BreakerControl]:
+    """A :class:`BreakerControl` whose breakers are reset when the block ends."""
+    control = BreakerControl(registry)
+    try:
+        yield control
+    finally:
+        control.restore()
 
 
 def _named_breaker(name: str, registry: Registry | None) -> CircuitBreaker:

@@ -40,7 +40,7 @@ from private_pg import PrivateServer, problem
 import resilient as rs
 from resilient.saga import LogKind, SagaStatus, store_from_url, store_health
 from resilient.saga.testing import Ledger
-from resilient.testing import FakeClock
+from resilient.testing import FakeClock, fake_clock
 
 DSN = os.environ.get("RESILIENT_TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 SLACK = 3.0  # scheduling on a loaded 2-core machine; the bound itself is the guard's promise
@@ -391,14 +391,19 @@ def _when(condition: Callable[[], bool], then: Callable[[], None]) -> threading.
     return thread
 
 
+@pytest.mark.parametrize("fake", [False, True], ids=["real-clock", "fake-default-clock"])
 def test_sqlite_lock_outlasting_busy_timeout_is_waited_out(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, fake: bool
 ) -> None:
-    store = rs.SQLiteSagaStore(tmp_path / "s.db", busy_timeout=0.05, outage_timeout=60)
+    # a test's fake default clock (resilient.testing.fake_clock) must not freeze the store's
+    # own backoff and breaker: an outage happens in real time
+    with fake_clock() if fake else contextlib.nullcontext():
+        store = rs.SQLiteSagaStore(tmp_path / "s.db", busy_timeout=0.05, outage_timeout=20)
     saga = three_steps(store)
     holder = _lock(tmp_path / "s.db")
-    # the lock is released only once the store has met it (busy past its busy_timeout)
-    release = _when(lambda: not store.health()["available"], lambda: holder.execute("COMMIT"))
+    # the lock is released only once it has opened the store's breaker (five operations
+    # busy past busy_timeout): the breaker's trial call then finds the file free
+    release = _when(lambda: store.health()["breaker"] == "open", lambda: holder.execute("COMMIT"))
     result = saga.run_sync({"order": 1}, saga_id="locked-1")
     release.join()
     assert result.status is SagaStatus.COMPLETED

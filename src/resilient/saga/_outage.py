@@ -52,6 +52,13 @@ _BREAKERS: weakref.WeakValueDictionary[str, CircuitBreaker] = weakref.WeakValueD
 _BREAKERS_LOCK = threading.Lock()
 
 
+def _real_time() -> float:
+    """``time.monotonic``, under another name: a store outage happens in real time, so the
+    store's policies keep real clocks even while a test installs a fake default clock
+    (``resilient.testing.fake_clock()``), which would otherwise freeze their backoff."""
+    return time.monotonic()
+
+
 class OutOfTime(Exception):
     """Raised by a store's own code when what is left of ``outage_timeout`` cannot fit one
     more attempt (a PostgreSQL connection attempt needs 2 s): give up now, within the bound."""
@@ -80,6 +87,7 @@ def _shared_breaker(target: str, transient: Callable[[BaseException], bool]) -> 
                 half_open_max_calls=1,
                 record=transient,
                 ignore=(OutOfTime,),
+                clock=_real_time,
             )
             _BREAKERS[target] = breaker
         return breaker
@@ -120,6 +128,7 @@ class OutageGuard:
             on=self._retryable,
             max_delay=timeout,
             sleep=time.sleep,  # a real outage: never made instant by testing.instant_retries
+            clock=_real_time,
         )
         self._policy: Pipeline = pipeline(self.retry, self.breaker)
         self._lock = threading.Lock()

@@ -36,6 +36,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from .._deadline import remaining
+from .._types import Args
 from ..errors import StaleEpoch, _mask_secrets
 from ._durability import Durability, postgres_durability
 from ._model import (
@@ -415,9 +416,7 @@ class PostgresSagaStore(BlockingSagaStore):
     def _record(row: Sequence[Any], events: tuple[SagaLogEvent, ...]) -> SagaRecord:
         return record_from_row(row, events)
 
-    def _events(
-        self, conn: psycopg.Connection[tuple[Any, ...]], saga_id: str
-    ) -> tuple[SagaLogEvent, ...]:
+    def _events(self, conn: psycopg.Connection[Args], saga_id: str) -> tuple[SagaLogEvent, ...]:
         rows = conn.execute(self._q_events, (saga_id,)).fetchall()
         return tuple(SagaLogEvent(*row) for row in rows)
 
