@@ -9,7 +9,13 @@ Same schema and behaviour as the SQLite store (``sagas`` + ``saga_events``, an i
   never wait for each other nor claim the same saga, and bumps ``epoch`` in the same statement;
 * ``load`` reads the row and its log in one ``REPEATABLE READ`` snapshot;
 * the schema is created idempotently (``CREATE ... IF NOT EXISTS``) under an advisory lock, so
-  instances starting together do not race on the catalog; nothing is created when it exists.
+  instances starting together do not race on the catalog; nothing is created when it exists;
+* a server restart or failover is ridden out (``_outage.OutageGuard``: Retry and a circuit
+  breaker for up to ``outage_timeout`` seconds per operation, each connection attempt bounded
+  by what is left), then reported as ``SagaStoreUnavailable``: no psycopg exception leaves the
+  store. A write retried after its connection broke checks whether it committed first;
+* ``synchronous_commit`` and ``fsync`` are read when the store connects (and again after a
+  connection broke), reported as ``store.durability`` and warned about once when off.
 
 The driver is psycopg 3, imported only when a store is built, so ``import resilient`` never
 needs it (``pip install resilient-patterns[postgres]``). Calls are blocking (psycopg's sync
@@ -21,6 +27,7 @@ operation is one transaction on one connection, never shared mid-flight.
 from __future__ import annotations
 
 import functools
+import logging
 import math
 import threading
 import time
@@ -28,8 +35,10 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
+from .._deadline import remaining
 from .._types import Args
-from ..errors import StaleEpoch
+from ..errors import StaleEpoch, _mask_secrets
+from ._durability import Durability, postgres_durability
 from ._model import (
     UNFINISHED,
     CreateResult,
@@ -40,6 +49,7 @@ from ._model import (
     SagaStatus,
     SagaSummary,
 )
+from ._outage import DEFAULT_OUTAGE_TIMEOUT, OutageGuard, OutOfTime, check_outage_timeout
 from ._sql_rows import (
     RECORD_COLUMNS,
     SUMMARY_COLUMNS,
@@ -47,15 +57,18 @@ from ._sql_rows import (
     append_sets,
     append_update,
     insert_params,
+    inserted_by,
     record_from_row,
     summary_from_row,
 )
-from ._store import BlockingSagaStore
+from ._store import BlockingSagaStore, track
 
 if TYPE_CHECKING:
     import psycopg
 
 __all__ = ["PostgresSagaStore"]
+
+_log = logging.getLogger("resilient.saga.store")
 
 _INSTALL_HINT = (
     "PostgresSagaStore needs the psycopg 3 driver: pip install 'resilient-patterns[postgres]'"
@@ -68,6 +81,15 @@ _SCHEMA_LOCK_KEY = 0x7265_7369_6C69_656E
 _PING_AFTER_IDLE = 2.0
 _APPLICATION_NAME = "resilient-saga"  # shown in pg_stat_activity, for operators
 _DEFAULT_CONNECT_TIMEOUT = 10
+_MIN_CONNECT_TIMEOUT = 2  # libpq (and psycopg) never wait less for a connection
+_TCP_DEFAULTS = {
+    "keepalives": 1,
+    "keepalives_idle": 10,
+    "keepalives_interval": 5,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 30_000,  # ms of unacknowledged data before the connection is dropped
+}
+_SETTINGS_SQL = "SELECT current_setting('synchronous_commit'), current_setting('fsync')"
 
 _COLUMNS = RECORD_COLUMNS
 _S_COLUMNS = ", ".join(f"s.{c.strip()}" for c in _COLUMNS.split(","))
@@ -114,7 +136,9 @@ def _schema_sql(t: str) -> list[str]:
 def _update_sql(t: str, shape: AppendShape) -> str:
     """The fenced row update of one append (cached: 16 variants per schema at most)."""
     sets = ["last_seq = last_seq + %s", "updated_at = %s", *append_sets(shape, "%s")]
-    fence = "WHERE id = %s AND epoch = %s RETURNING last_seq"
+    # ``updated_at <> stamp``: a retry of an append that did commit changes nothing (and then
+    # finds its own stamp on the row, see append_sync)
+    fence = "WHERE id = %s AND epoch = %s AND updated_at <> %s RETURNING last_seq"
     return f"UPDATE {t}sagas SET {', '.join(sets)} {fence}"
 
 
@@ -130,6 +154,18 @@ def _quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+def _transient_for(pg: Any) -> Any:
+    """The psycopg errors worth waiting out: the connection failed or broke, the server is
+    starting or shutting down, a serialization failure, or a read-only server (a failover
+    still in progress)."""
+    kinds = (pg.OperationalError, pg.InterfaceError, pg.errors.ReadOnlySqlTransaction)
+
+    def transient(exc: BaseException) -> bool:
+        return isinstance(exc, kinds)
+
+    return transient
+
+
 class PostgresSagaStore(BlockingSagaStore):
     """Sagas in PostgreSQL at ``dsn`` (a ``postgresql://`` URL or a libpq ``key=value``
     string): survives crashes and is shared by every process and host that can reach the
@@ -141,6 +177,11 @@ class PostgresSagaStore(BlockingSagaStore):
     ``connect_timeout`` bounds each new connection in seconds (default: the DSN's own
     ``connect_timeout``, else 10; libpq alone would wait forever). Connections are tagged
     ``application_name=resilient-saga`` unless the DSN names one.
+
+    ``outage_timeout`` (seconds, default 30) is how long one operation rides out a server
+    that does not answer (restart, failover) before raising :class:`rs.SagaStoreUnavailable`;
+    building the store connects, so an unreachable server raises it from the constructor.
+    ``durability`` tells what the server's ``synchronous_commit`` and ``fsync`` promise.
     """
 
     def __init__(
@@ -150,6 +191,7 @@ class PostgresSagaStore(BlockingSagaStore):
         schema: str | None = None,
         pool_size: int = 4,
         connect_timeout: float | None = None,
+        outage_timeout: float = DEFAULT_OUTAGE_TIMEOUT,
     ) -> None:
         if not isinstance(dsn, str) or not dsn.strip():
             raise ValueError(f"dsn must be a non-empty connection string, got {dsn!r}")
@@ -173,22 +215,34 @@ class PostgresSagaStore(BlockingSagaStore):
                 )
             if not connect_timeout > 0 or math.isinf(connect_timeout):
                 raise ValueError(f"connect_timeout must be > 0 and finite, got {connect_timeout!r}")
+        self.outage_timeout = check_outage_timeout(outage_timeout)
         self._pg = _import_psycopg()
         try:
             params = self._pg.conninfo.conninfo_to_dict(dsn)
         except self._pg.ProgrammingError as err:
-            raise ValueError(f"dsn is not a valid PostgreSQL connection string: {err}") from None
+            raise ValueError(
+                f"dsn is not a valid PostgreSQL connection string: {_mask_secrets(str(err))}"
+            ) from None
         self.dsn = dsn
         self.schema = schema
         self.pool_size = pool_size
         # explicit argument > the DSN's own connect_timeout > 10 s (libpq would wait forever)
         self._connect_kw: dict[str, Any] = {"autocommit": True}
         if connect_timeout is not None:
-            self._connect_kw["connect_timeout"] = max(1, math.ceil(connect_timeout))
-        elif "connect_timeout" not in params:
-            self._connect_kw["connect_timeout"] = _DEFAULT_CONNECT_TIMEOUT
+            self._connect_timeout = float(max(1, math.ceil(connect_timeout)))
+        else:
+            try:
+                given = float(params.get("connect_timeout") or 0)
+            except ValueError:
+                given = 0.0
+            self._connect_timeout = given if given > 0 else float(_DEFAULT_CONNECT_TIMEOUT)
         if "application_name" not in params:
             self._connect_kw["application_name"] = _APPLICATION_NAME
+        # a server that vanishes without closing its connections (a partition, a dead host)
+        # must not hold an operation forever: TCP keepalives and a user timeout notice it
+        for key, value in _TCP_DEFAULTS.items():
+            if key not in params:
+                self._connect_kw[key] = value
         self._where = " ".join(
             f"{k}={params[k]}" for k in ("host", "port", "dbname") if params.get(k) is not None
         )
@@ -196,6 +250,11 @@ class PostgresSagaStore(BlockingSagaStore):
         self._idle: list[tuple[psycopg.Connection[tuple[Any, ...]], float]] = []
         self._lock = threading.Lock()
         self._closed = False
+        self._last_stamp = 0.0
+        self._check_settings = True  # read the durability settings on the next connection
+        self._warned: str | None = None
+        self.durability: Durability = postgres_durability("unknown", "unknown")
+        """What the server's settings promise (read when connecting; see docs/saga.md)."""
         self._q_saga = f"SELECT {_COLUMNS} FROM {self._t}sagas WHERE id = %s"
         self._q_events = (
             f"SELECT {_EVENT_COLUMNS} FROM {self._t}saga_events WHERE saga_id = %s ORDER BY seq"
@@ -204,20 +263,77 @@ class PostgresSagaStore(BlockingSagaStore):
             f"INSERT INTO {self._t}saga_events (saga_id, {_EVENT_COLUMNS}) "
             "VALUES (%s, %s, %s, %s, %s, %s, %s)"
         )
+        self._guard = OutageGuard(
+            repr(self),
+            f"postgres {self._where or 'default'}",
+            self.outage_timeout,
+            _transient_for(self._pg),
+            (self._pg.Error,),
+        )
         try:
-            self._ensure_schema()
+            self._guard.call("connect", None, self._ensure_schema)
         except BaseException:
             self.close()
             raise
+        track(self)
 
     def __repr__(self) -> str:
         schema = "" if self.schema is None else f" schema={self.schema!r}"
         return f"<PostgresSagaStore {self._where or 'default'}{schema}>"
 
+    def health(self) -> dict[str, Any]:
+        """A JSON-ready snapshot: the store, what its settings promise, whether it answers."""
+        return {
+            "store": repr(self),
+            "kind": "postgres",
+            "durability": self.durability.as_dict(),
+            **self._guard.health(),
+        }
+
+    def _stamp(self) -> float:
+        """``updated_at`` of one append: wall time, strictly increasing in this store, so a
+        retried append can tell whether its earlier attempt committed."""
+        now = time.time()
+        if now <= self._last_stamp:
+            now = math.nextafter(self._last_stamp, math.inf)
+        self._last_stamp = now
+        return now
+
     # -- connections ----------------------------------------------------------------------------
     def _connect(self) -> psycopg.Connection[tuple[Any, ...]]:
-        conn: psycopg.Connection[tuple[Any, ...]] = self._pg.connect(self.dsn, **self._connect_kw)
+        """A new connection, its wait bounded by ``connect_timeout`` and by what is left of
+        the operation's ``outage_timeout`` (none is started that could not finish in it)."""
+        timeout = min(self._connect_timeout, self.outage_timeout)
+        left = remaining()
+        if left is not None:
+            if left < _MIN_CONNECT_TIMEOUT:
+                raise OutOfTime(f"{left:.1f}s left, a connection attempt needs 2s")
+            timeout = min(timeout, left)
+        conn: psycopg.Connection[tuple[Any, ...]] = self._pg.connect(
+            self.dsn,
+            connect_timeout=max(_MIN_CONNECT_TIMEOUT, math.floor(timeout)),
+            **self._connect_kw,
+        )
+        if self._check_settings:
+            try:
+                self._read_settings(conn)
+            except BaseException:
+                conn.close()
+                raise
         return conn
+
+    def _read_settings(self, conn: psycopg.Connection[tuple[Any, ...]]) -> None:
+        """Read ``synchronous_commit`` and ``fsync`` as this store's sessions see them (the
+        DSN's options and role settings included) and warn once when they weaken
+        durability."""
+        row = conn.execute(_SETTINGS_SQL).fetchone()
+        sync_commit, fsync = (str(v) for v in row) if row is not None else ("unknown",) * 2
+        self.durability = postgres_durability(sync_commit, fsync)
+        self._check_settings = False
+        warning = self.durability.warning
+        if warning is not None and warning != self._warned:
+            self._warned = warning
+            _log.warning("%r: %s", self, warning)
 
     def _borrow(self) -> psycopg.Connection[tuple[Any, ...]]:
         """The most recently used idle connection, or a new one. A connection idle for more
@@ -236,6 +352,7 @@ class PostgresSagaStore(BlockingSagaStore):
                 conn.execute("")
             except self._pg.Error:
                 conn.close()
+                self._check_settings = True  # the server may have restarted with others
                 continue
             return conn
         return self._connect()
@@ -262,6 +379,8 @@ class PostgresSagaStore(BlockingSagaStore):
                 if not self._closed and len(self._idle) < self.pool_size:
                     self._idle.append((conn, time.monotonic()))
                     return
+        elif conn.broken:
+            self._check_settings = True  # the server may have restarted with other settings
         conn.close()
 
     def close(self) -> None:
@@ -272,7 +391,7 @@ class PostgresSagaStore(BlockingSagaStore):
         for conn, _ in idle:
             conn.close()
 
-    def _ensure_schema(self) -> None:
+    def _ensure_schema(self, retried: bool) -> None:
         """Create the schema and tables unless they all exist (then no DDL and no lock, so a
         role without CREATE rights can use tables an administrator made)."""
         names = [f"{self._t}sagas", f"{self._t}saga_events", f"{self._t}sagas_due"]
@@ -337,8 +456,14 @@ class PostgresSagaStore(BlockingSagaStore):
                 cur.executemany(self._q_insert_event, rows)  # pipelined: one round trip
 
     # -- protocol ---------------------------------------------------------------------------------
+    # Each operation is one transaction, run by the outage guard: ``retried`` is True when an
+    # earlier attempt of the same operation failed (maybe after its COMMIT went through).
     def create_sync(self, rec: NewSaga) -> CreateResult:
         """Insert-if-absent on ``rec.id`` (``ON CONFLICT DO NOTHING``) in one transaction."""
+        result: CreateResult = self._guard.call("create", rec.id, self._create, rec)
+        return result
+
+    def _create(self, retried: bool, rec: NewSaga) -> CreateResult:
         with self._conn() as conn, conn.transaction():
             cur = conn.execute(
                 f"INSERT INTO {self._t}sagas ({_COLUMNS}, last_seq) "
@@ -351,12 +476,19 @@ class PostgresSagaStore(BlockingSagaStore):
                 row = conn.execute(self._q_saga, (rec.id,)).fetchone()
                 if row is None:  # pragma: no cover - sagas are never deleted
                     raise RuntimeError(f"saga {rec.id!r} vanished during create")
-                return CreateResult(False, self._record(row, self._events(conn, rec.id)))
+                existing = self._record(row, self._events(conn, rec.id))
+                if retried and inserted_by(rec, existing):
+                    return CreateResult(True, existing)  # our earlier attempt committed
+                return CreateResult(False, existing)
             self._insert_events(conn, rec.id, 0, rec.events, rec.now)
         return CreateResult(True, rec.created_record())  # what was inserted, not re-read
 
     def load_sync(self, saga_id: str) -> SagaRecord | None:
         """The saga and its log, read in one snapshot."""
+        result: SagaRecord | None = self._guard.call("load", saga_id, self._load, saga_id)
+        return result
+
+    def _load(self, retried: bool, saga_id: str) -> SagaRecord | None:
         with self._conn() as conn, conn.transaction():
             conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             row = conn.execute(self._q_saga, (saga_id,)).fetchone()
@@ -370,21 +502,41 @@ class PostgresSagaStore(BlockingSagaStore):
         status: SagaStatus | None = None,
         next_attempt_at: float | None = None,
     ) -> None:
-        """Append in one transaction, fenced by ``UPDATE ... WHERE epoch = %s``."""
-        now = time.time()
+        """Append in one transaction, fenced by ``UPDATE ... WHERE epoch = %s``.
+
+        Every append stamps the row's ``updated_at`` with a value unique to it: a retry after
+        a broken connection whose COMMIT did go through finds its own stamp and appends
+        nothing a second time."""
         if status is not None:
             status = SagaStatus(status)
+        self._guard.call(
+            "append", saga_id, self._append, saga_id, epoch, events, status, next_attempt_at,
+            self._stamp(),
+        )  # fmt: skip
+
+    def _append(
+        self,
+        retried: bool,
+        saga_id: str,
+        epoch: int,
+        events: Sequence[SagaLogEvent],
+        status: SagaStatus | None,
+        next_attempt_at: float | None,
+        now: float,
+    ) -> None:
         shape, params = append_update(events, status, next_attempt_at)
         sql = _update_sql(self._t, shape)
-        args = [len(events), now, *params, saga_id, epoch]
+        args = [len(events), now, *params, saga_id, epoch, now]
         with self._conn() as conn, conn.transaction():
             row = conn.execute(sql, args).fetchone()
             if row is None:
                 found = conn.execute(
-                    f"SELECT epoch FROM {self._t}sagas WHERE id = %s", (saga_id,)
+                    f"SELECT epoch, updated_at FROM {self._t}sagas WHERE id = %s", (saga_id,)
                 ).fetchone()
                 if found is None:
                     raise KeyError(f"no saga {saga_id!r} in this store")
+                if found[0] == epoch and found[1] == now:
+                    return  # an earlier attempt of this append committed
                 raise StaleEpoch(saga_id, epoch, found[0])
             # the UPDATE holds the row lock until commit: nobody else numbers these events
             self._insert_events(conn, saga_id, row[0] - len(events), events, now)
@@ -401,6 +553,21 @@ class PostgresSagaStore(BlockingSagaStore):
     ) -> list[SagaRecord]:
         """Claim due sagas with ``FOR UPDATE SKIP LOCKED``: concurrent claimers (and writers
         holding a row) are skipped, not waited for, and never get the same saga."""
+        result: list[SagaRecord] = self._guard.call(
+            "claim", saga_id, self._claim, owner, now, lease_s, limit, definitions, saga_id
+        )
+        return result
+
+    def _claim(
+        self,
+        retried: bool,
+        owner: str,
+        now: float,
+        lease_s: float,
+        limit: int,
+        definitions: Sequence[str] | None,
+        saga_id: str | None,
+    ) -> list[SagaRecord]:
         where = ["status = ANY(%s)", "lease_until < %s", "next_attempt_at <= %s"]
         args: list[Any] = [_UNFINISHED, now, now]
         if definitions is not None:
@@ -425,6 +592,14 @@ class PostgresSagaStore(BlockingSagaStore):
 
     def take_sync(self, saga_id: str, owner: str, now: float, lease_s: float) -> SagaRecord | None:
         """Operator takeover of ``saga_id`` (any status, any lease; waits for a writer)."""
+        result: SagaRecord | None = self._guard.call(
+            "take", saga_id, self._take, saga_id, owner, now, lease_s
+        )
+        return result
+
+    def _take(
+        self, retried: bool, saga_id: str, owner: str, now: float, lease_s: float
+    ) -> SagaRecord | None:
         with self._conn() as conn, conn.transaction():
             row = conn.execute(
                 f"UPDATE {self._t}sagas SET owner = %s, lease_until = %s, epoch = epoch + 1 "
@@ -435,6 +610,15 @@ class PostgresSagaStore(BlockingSagaStore):
 
     def renew_sync(self, saga_id: str, owner: str, epoch: int, lease_until: float) -> bool:
         """Extend the lease while ``owner`` holds ``saga_id`` at ``epoch`` (one statement)."""
+        # once: the heartbeat renews again at its next tick (see OutageGuard.call_once)
+        result: bool = self._guard.call_once(
+            "renew", saga_id, self._renew, saga_id, owner, epoch, lease_until
+        )
+        return result
+
+    def _renew(
+        self, retried: bool, saga_id: str, owner: str, epoch: int, lease_until: float
+    ) -> bool:
         with self._conn() as conn:
             cur = conn.execute(
                 f"UPDATE {self._t}sagas SET lease_until = %s "
@@ -445,6 +629,10 @@ class PostgresSagaStore(BlockingSagaStore):
 
     def release_sync(self, saga_id: str, owner: str, epoch: int) -> None:
         """Drop the lease (no-op unless ``owner`` holds it at ``epoch``)."""
+        # once: a lease that cannot be given back runs out by itself
+        self._guard.call_once("release", saga_id, self._release, saga_id, owner, epoch)
+
+    def _release(self, retried: bool, saga_id: str, owner: str, epoch: int) -> None:
         with self._conn() as conn:
             conn.execute(
                 f"UPDATE {self._t}sagas SET owner = NULL, lease_until = 0 "
@@ -454,6 +642,10 @@ class PostgresSagaStore(BlockingSagaStore):
 
     def query_sync(self, filt: SagaFilter) -> list[SagaSummary]:
         """Matching sagas, most recently updated first."""
+        result: list[SagaSummary] = self._guard.call("query", filt.saga_id, self._query, filt)
+        return result
+
+    def _query(self, retried: bool, filt: SagaFilter) -> list[SagaSummary]:
         where: list[str] = []
         args: list[Any] = []
         if filt.name is not None:
