@@ -29,7 +29,13 @@ __all__ = ["CallStats", "CounterSeries", "Families", "PlainCounter", "families_f
 _CALLS = spec("resilient_calls_total")
 _CALL_DURATION = spec("resilient_call_duration_seconds")
 # Counted on failure paths that peers answer in about a microsecond: plain integers.
-_PLAIN_COUNTERS = frozenset({"resilient_retry_attempts_total", "resilient_rejections_total"})
+_PLAIN_COUNTERS = frozenset(
+    {
+        "resilient_retry_attempts_total",
+        "resilient_rejections_total",
+        "resilient_hedge_attempts_total",
+    }
+)
 
 _DURATION_BUCKETS = _CALL_DURATION.buckets
 _FIRST_BOUND = _DURATION_BUCKETS[0]
@@ -224,6 +230,11 @@ class Families:
     def retry_attempts(self) -> PlainCounter:
         """``resilient_retry_attempts_total{name}``."""
         return cast(PlainCounter, self.family("resilient_retry_attempts_total"))
+
+    @property
+    def hedge_attempts(self) -> PlainCounter:
+        """``resilient_hedge_attempts_total{name}``."""
+        return cast(PlainCounter, self.family("resilient_hedge_attempts_total"))
 
     @property
     def rejections(self) -> PlainCounter:
