@@ -29,7 +29,7 @@ import math
 import threading
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import anyio
 
@@ -38,10 +38,25 @@ from ._deadline import current_deadline
 from ._thread_cache import POOL
 from ._timers import Cancellable, TimerClock, call_later, spawn_detached
 
-if TYPE_CHECKING:
-    from .hedge import Hedge
+__all__ = ["AsyncRace", "Hedge", "ThreadRace", "fire_asyncio", "fire_trio"]
 
-__all__ = ["AsyncRace", "ThreadRace", "fire_asyncio", "fire_trio"]
+
+class Hedge(Protocol):
+    """What a race uses of its :class:`resilient.Hedge` (this module sits below it)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def max_hedged(self) -> int: ...
+    @property
+    def _clock(self) -> Callable[[], float]: ...
+    @property
+    def _timer_clock(self) -> TimerClock | None: ...
+    def _expected_latency(self) -> float | None: ...
+    def _record(self, seconds: float) -> None: ...
+    def _handled(self, error: BaseException) -> bool: ...
+    def _hedge_started(self, attempt: int) -> None: ...
+    def _hedge_finished(self, winner: int, attempts: int) -> None: ...
 
 _INTERRUPT = "resilient hedge: another attempt answered first"
 

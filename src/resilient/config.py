@@ -311,7 +311,7 @@ def resolve(
         if spec.in_constructor:
             if fv.source in ("env", "code"):
                 kwargs[spec.name] = fv.value
-        else:
+        if spec.name == ENABLED:  # the pseudo-field, or a policy's own switch (chaos)
             enabled = bool(fv.value)
     return ResolvedPolicy(cls, name, tuple(values), kwargs, enabled)
 
