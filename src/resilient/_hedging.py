@@ -413,12 +413,15 @@ class ThreadRace:
         self.error: BaseException | None = None
         self.fatal: BaseException | None = None
         self.first_latency: float | None = None
+        self.first_done = False
 
     def report(self, number: int, answered: bool, result: Any, error: BaseException | None) -> None:
         with self.cond:
             core = self.core
             if number == 1:
-                self.first_latency = self.policy._clock() - self.start
+                self.first_done = True
+                if answered:
+                    self.first_latency = self.policy._clock() - self.start
             if answered:
                 if core.answered(number) and self.fatal is None:
                     self.result = result
@@ -487,8 +490,10 @@ class ThreadRace:
         finally:
             if timer is not None:
                 timer.cancel()
-        if self.first_latency is not None and self.core.winner == 1:
+        if self.first_latency is not None:
             policy._record(self.first_latency)
+        elif self.core.winner and not self.first_done:  # censored: it ran at least this long
+            policy._record(clock() - self.start)
         policy._hedge_finished(self.core.winner, self.core.started)
         if self.fatal is not None:
             raise self.fatal

@@ -228,8 +228,7 @@ class Hedge(Policy):
             if timer is not None:
                 timer.cancel()
             if not box:
-                if self._percentile is not None:
-                    self._record(clock() - start)
+                self._record(clock() - start)
                 return result
             race = box[0]
             if race.interrupted:  # the attempt swallowed our interruption: take it back
@@ -258,8 +257,7 @@ class Hedge(Policy):
         if timer_ is not None:
             timer_.cancel()
         if not box:
-            if self._percentile is not None:
-                self._record(clock() - start)
+            self._record(clock() - start)
             return result
         if result is _UNSET:
             return await self._interrupted(box[0], start)
