@@ -4,8 +4,9 @@
 :class:`AsyncRace` when a second attempt is due (the delay passed without an answer, or the
 first attempt failed). From then on the race is driven from the event loop's thread by three
 kinds of events, all handled here: a timer (the next attempt is due), a detached attempt
-ending (:func:`_attempt`), and the caller's inline attempt ending. The pure decisions — when
-the next attempt is due, whether it may start, who won — are :class:`~resilient._core.hedge.HedgeRace`'s.
+ending (:func:`_attempt`), and the caller's inline attempt ending. The pure decisions (when
+the next attempt is due, whether it may start, who won) are those of
+:class:`~resilient._core.hedge.HedgeRace`.
 
 No attempt outlives the call: every detached attempt runs in its own ``anyio.CancelScope``;
 when the race is decided (or the caller is cancelled) every other attempt's scope is
@@ -58,6 +59,7 @@ class Hedge(Protocol):
     def _hedge_started(self, attempt: int) -> None: ...
     def _hedge_finished(self, winner: int, attempts: int) -> None: ...
 
+
 _INTERRUPT = "resilient hedge: another attempt answered first"
 
 
@@ -75,6 +77,7 @@ class AsyncRace:
     __slots__ = (
         "_all_done",
         "_changed",
+        "args",
         "context",
         "core",
         "deadline",
@@ -82,11 +85,10 @@ class AsyncRace:
         "expected",
         "fatal",
         "fn",
-        "args",
-        "kwargs",
         "inline_running",
         "interrupt",
         "interrupted",
+        "kwargs",
         "live",
         "loop",
         "policy",

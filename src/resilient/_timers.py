@@ -23,6 +23,7 @@ before it returns, so no attempt outlives the call.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import heapq
 import itertools
@@ -192,10 +193,9 @@ def call_later(
         deliver = in_loop_thread(loop)
 
         def fire() -> None:
-            try:
+            # a RuntimeError: the loop is gone, so nobody waits for this timer any more
+            with contextlib.suppress(RuntimeError):
                 deliver(callback, *args)
-            except RuntimeError:  # the loop is gone: nobody waits for this timer any more
-                pass
 
         return clock.call_at(clock() + delay, fire)
     if loop is not None:

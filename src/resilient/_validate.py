@@ -312,9 +312,14 @@ def delay_or_percentile(name: str) -> Option[float | str]:
     def check(name: str, value: object) -> float | str:
         if isinstance(value, str):
             text = value.strip()
-            if len(text) > 1 and text[0] in "pP" and text[1:].replace(".", "", 1).isdigit():
-                if 0.0 < float(text[1:]) < 100.0:
-                    return "p" + text[1:]
+            digits = text[1:]
+            if (
+                len(text) > 1
+                and text[0] in "pP"
+                and digits.replace(".", "", 1).isdigit()
+                and 0.0 < float(digits) < 100.0
+            ):
+                return "p" + digits
             raise _bad_value(
                 name, "a percentile between p0 and p100 (exclusive) such as 'p95' or 'p99.9'",
                 value,

@@ -365,4 +365,3 @@ class Result(ChaosPolicy):
         if self._on and self._hit():
             return self._answer()
         return await fn(*args, **kwargs)
-

@@ -178,12 +178,10 @@ class Hedge(Policy):
     def _call(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         if NO_RETRY.get() is not None:  # not repeatable: never duplicated
             return fn(*args, **kwargs)
-        race = ThreadRace(
-            self, fn, args, kwargs, start=self._clock(), delay=self.current_delay()
-        )
+        race = ThreadRace(self, fn, args, kwargs, start=self._clock(), delay=self.current_delay())
         return race.run()
 
-    # -- async: the first attempt inline ------------------------------------------------------------
+    # -- async: the first attempt inline ----------------------------------------------------------
     async def _acall(
         self,
         fn: Callable[..., Awaitable[Any]],

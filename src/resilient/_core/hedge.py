@@ -42,7 +42,7 @@ GROWTH = 1.1
 """Ratio between consecutive bucket edges: the estimate's worst relative error."""
 
 _LOG_GROWTH = math.log(GROWTH)
-_BUCKETS = int(math.ceil(math.log(HIGHEST / LOWEST) / _LOG_GROWTH)) + 1
+_BUCKETS = math.ceil(math.log(HIGHEST / LOWEST) / _LOG_GROWTH) + 1
 _EDGES = tuple(min(HIGHEST, LOWEST * GROWTH**i) for i in range(_BUCKETS))
 """``_EDGES[i]`` is the upper edge of bucket ``i`` (bucket 0 holds everything <= LOWEST)."""
 
@@ -67,7 +67,7 @@ def bucket_of(seconds: float) -> int:
         return 0
     if seconds >= HIGHEST:
         return _BUCKETS - 1
-    index = int(math.ceil(math.log(seconds / LOWEST) / _LOG_GROWTH))
+    index = math.ceil(math.log(seconds / LOWEST) / _LOG_GROWTH)
     # float rounding may put a value that sits on an edge one bucket off: settle it exactly
     if index > 0 and seconds <= _EDGES[index - 1]:
         index -= 1
