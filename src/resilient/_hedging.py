@@ -39,7 +39,7 @@ from ._deadline import current_deadline
 from ._thread_cache import POOL
 from ._timers import Cancellable, TimerClock, call_later, spawn_detached
 
-__all__ = ["AsyncRace", "Hedge", "ThreadRace", "fire_asyncio", "fire_trio"]
+__all__ = ["AsyncRace", "Hedge", "ThreadRace", "fire"]
 
 
 class Hedge(Protocol):
@@ -321,43 +321,23 @@ def _on_timer(race: AsyncRace) -> None:
         race.advance()
 
 
-def fire_asyncio(
+def fire(
     policy: Hedge,
     box: list[AsyncRace],
     fn: Callable[..., Awaitable[Any]],
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
-    task: asyncio.Task[Any],
-    start: float,
-    delay: float,
-) -> None:
-    """The first hedge timer of an asyncio call fired: build the race, start attempt 2. Runs
-    in a copy of the caller's context (``loop.call_at`` copies it)."""
-    loop = task.get_loop()
-    race = AsyncRace(
-        policy, fn, args, kwargs, start=start, delay=delay, loop=loop,
-        context=contextvars.copy_context(), interrupt=task.cancel,
-    )  # fmt: skip
-    box.append(race)
-    race.core.due_now = True
-    race.advance()
-
-
-def fire_trio(
-    policy: Hedge,
-    box: list[AsyncRace],
-    fn: Callable[..., Awaitable[Any]],
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
-    scope: Any,
+    inline: Any,
     start: float,
     delay: float,
     context: contextvars.Context,
 ) -> None:
-    """The first hedge timer of a trio call fired (or an injected clock's, on asyncio with
-    ``scope`` a task): build the race, start attempt 2."""
-    loop = scope.get_loop() if isinstance(scope, asyncio.Task) else None
-    interrupt = scope.cancel
+    """The first hedge timer of a call fired: build the race (in the box the caller looks
+    in when its inline attempt ends) and start attempt 2. ``inline`` is what interrupts the
+    inline attempt: the caller's asyncio task, or its trio cancel scope; ``context`` is a copy
+    of the caller's context, taken when the call began."""
+    loop = inline.get_loop() if isinstance(inline, asyncio.Task) else None
+    interrupt = inline.cancel
     race = AsyncRace(
         policy, fn, args, kwargs, start=start, delay=delay, loop=loop, context=context,
         interrupt=interrupt,

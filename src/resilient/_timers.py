@@ -4,11 +4,16 @@ A hedge runs its first attempt inline — in the caller's own task, creating no 
 and must still start a second attempt when ``delay`` passes without an answer. That takes a
 callback at a given time while the caller is busy awaiting, which anyio does not offer:
 
-* **asyncio** has one: ``loop.call_at`` (the hedge calls it directly on its fast path).
-* **trio** has none (only cancel-scope deadlines), so one *timer service* per ``trio.run``, a
-  system task, sleeps until the earliest timer of a heap; a new earlier timer moves the
-  service's deadline. Cancelled timers are dropped lazily and the heap is compacted when they
-  are the majority, as asyncio does with its own timer heap.
+* **asyncio** has ``loop.call_at``, but a handle per call (a Python object, a context copy,
+  a push on the loop's heap, a cancel) costs more than the rest of a hedge's happy path.
+* **trio** has none at all (only cancel-scope deadlines).
+
+So each event loop gets one *timer queue*: a heap of our timers, with ONE loop-level wake-up
+for its earliest entry (an asyncio ``call_at`` handle; on trio the deadline of one system
+task's cancel scope). Setting a timer is a heap push, and the loop is only touched when the new
+timer is due before the current wake-up — never, with one fixed delay. Cancelling only marks
+the entry; cancelled entries are dropped when they reach the head, and the heap is compacted
+when they are the majority (as asyncio does with its own heap).
 * an **injected clock** offering ``call_at(when, callback)`` (``resilient.testing.FakeClock``)
   replaces both: the callback runs when the clock is advanced past ``when`` and is handed to
   the loop's thread, so tests move time by hand and never sleep.
@@ -29,19 +34,20 @@ import heapq
 import itertools
 import logging
 import math
+import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
-
-from ._sleeping import SNIFFIO
 
 __all__ = [
     "Cancellable",
     "TimerClock",
     "asyncio_loop",
+    "asyncio_timers",
     "call_later",
     "in_loop_thread",
     "spawn_detached",
     "timer_clock",
+    "trio_timers",
 ]
 
 _log = logging.getLogger("resilient")
@@ -67,23 +73,15 @@ def timer_clock(clock: object) -> TimerClock | None:
 
 
 def asyncio_loop() -> asyncio.AbstractEventLoop | None:
-    """The running asyncio loop when the current task is an asyncio one, else ``None`` (trio,
-    or a thread without a loop). The checks ``sniffio`` makes, minus its import and lookup."""
-    loop = asyncio._get_running_loop()
-    if loop is None:
-        return None
-    if SNIFFIO is not None and (
-        SNIFFIO.thread_local.name is not None
-        or SNIFFIO.current_async_library_cvar.get() not in (None, "asyncio")
-    ):
-        return None
-    return loop
+    """The running asyncio loop, or ``None`` (trio, or a thread without a loop): trio does
+    not set asyncio's running loop, so this one C call tells the two apart."""
+    return asyncio._get_running_loop()
 
 
-# -- trio's timer service -----------------------------------------------------------------------
-class _TrioTimer(list):  # type: ignore[type-arg]
-    """``[when, sequence, callback, args, service]``: a heap entry that can cancel itself
-    (a list, so the heap compares ``when`` then the unique sequence number, never callbacks)."""
+# -- one timer queue per event loop -----------------------------------------------------------
+class _Timer(list):  # type: ignore[type-arg]
+    """``[when, sequence, callback, args, queue]``: a heap entry that can cancel itself (a
+    list, so the heap compares ``when`` then the unique sequence number, never callbacks)."""
 
     __slots__ = ()
 
@@ -93,22 +91,29 @@ class _TrioTimer(list):  # type: ignore[type-arg]
             self[4].cancelled_one()
 
 
-class _TrioTimers:
-    """One trio run's timers, served by one system task (see the module docstring)."""
+class _TimerQueue:
+    """The timers of one event loop, woken by ONE loop-level wake-up at a time.
+
+    Setting a timer is a heap push; cancelling it only marks it (a timer cancelled long
+    before it is due costs nothing more). The loop is asked to wake up (``_arm``) only when a
+    new timer is due before the current wake-up: with one fixed hedge delay, new timers are
+    never earlier than the head, so a call that answers in time never touches the loop."""
 
     def __init__(self) -> None:
-        self.heap: list[_TrioTimer] = []
+        self.heap: list[_Timer] = []
         self.cancelled = 0
-        self.scope: Any = None  # the service's sleeping scope, while it sleeps
+        self.armed = math.inf  # when the loop will next wake us
         self._sequence = itertools.count()
 
     def call_at(self, when: float, callback: Callable[..., object], args: tuple[Any, ...]) -> Any:
-        entry = _TrioTimer((when, next(self._sequence), callback, args, self))
+        entry = _Timer((when, next(self._sequence), callback, args, self))
         heapq.heappush(self.heap, entry)
-        scope = self.scope
-        if scope is not None and self.heap[0] is entry and when < scope.deadline:
-            scope.deadline = when
+        if when < self.armed:
+            self._arm(when)
         return entry
+
+    def _arm(self, when: float) -> None:
+        raise NotImplementedError  # pragma: no cover - each loop kind wakes up its own way
 
     def cancelled_one(self) -> None:
         self.cancelled += 1
@@ -118,38 +123,103 @@ class _TrioTimers:
             heapq.heapify(heap)
             self.cancelled = 0
 
+    def run_due(self, now: float) -> float:
+        """Run every timer due at ``now`` (in time order); returns when the next is due."""
+        heap = self.heap
+        while heap:
+            head = heap[0]
+            callback = head[2]
+            if callback is None:
+                heapq.heappop(heap)
+                self.cancelled -= 1
+                continue
+            if head[0] > now:
+                return float(head[0])
+            heapq.heappop(heap)
+            head[2] = None
+            try:
+                callback(*head[3])
+            except Exception:  # a timer must never take the others down
+                _log.exception("resilient: a timer callback raised")
+        return math.inf
+
+
+class _AsyncioTimers(_TimerQueue):
+    """asyncio: the wake-up is one ``loop.call_at`` handle, moved only to an earlier time."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__()
+        self.loop = loop
+        self.handle: asyncio.TimerHandle | None = None
+        # asyncio runs a handle up to its clock resolution early: count that as due
+        self.slack = float(getattr(loop, "_clock_resolution", 0.0))
+
+    def _arm(self, when: float) -> None:
+        if self.handle is not None:
+            self.handle.cancel()
+        self.armed = when
+        self.handle = self.loop.call_at(when, self._wake)
+
+    def _wake(self) -> None:
+        self.handle = None
+        self.armed = math.inf
+        due = self.run_due(self.loop.time() + self.slack)
+        if due < self.armed:
+            self._arm(due)
+
+
+_ASYNCIO_TIMERS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _AsyncioTimers] = (
+    weakref.WeakKeyDictionary()
+)
+_last_asyncio: tuple[object, _AsyncioTimers | None] = (None, None)
+
+
+def asyncio_timers(loop: asyncio.AbstractEventLoop) -> _TimerQueue:
+    """The timer queue of ``loop`` (made on first use)."""
+    global _last_asyncio
+    last_loop, timers = _last_asyncio
+    if last_loop is loop and timers is not None:
+        return timers
+    timers = _ASYNCIO_TIMERS.get(loop)
+    if timers is None:
+        timers = _ASYNCIO_TIMERS[loop] = _AsyncioTimers(loop)
+    _last_asyncio = (loop, timers)
+    return timers
+
+
+class _TrioTimers(_TimerQueue):
+    """trio: the wake-up is the deadline of one system task's cancel scope."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scope: Any = None  # the service's sleeping scope, while it sleeps
+
+    def _arm(self, when: float) -> None:
+        self.armed = when
+        if self.scope is not None:
+            self.scope.deadline = when
+
     async def serve(self) -> None:
         import trio
 
-        heap = self.heap
         while True:
-            while heap and heap[0][2] is None:
-                heapq.heappop(heap)
-                self.cancelled -= 1
-            with trio.CancelScope(deadline=heap[0][0] if heap else math.inf) as scope:
+            with trio.CancelScope(deadline=self.armed) as scope:
                 self.scope = scope
                 try:
                     await trio.sleep_forever()
                 finally:
                     self.scope = None
-            now = trio.current_time()
-            while heap and heap[0][0] <= now:
-                entry = heapq.heappop(heap)
-                callback, args = entry[2], entry[3]
-                if callback is None:
-                    self.cancelled -= 1
-                    continue
-                entry[2] = None
-                try:
-                    callback(*args)
-                except Exception:  # a timer must never take the service down
-                    _log.exception("resilient: a timer callback raised")
+            self.armed = math.inf
+            due = self.run_due(trio.current_time())
+            if due < self.armed:
+                self.armed = due
 
 
 _TRIO_TIMERS: Any = None  # trio.lowlevel.RunVar, made on first use (trio is imported lazily)
 
 
-def _trio_timers() -> _TrioTimers:
+def trio_timers() -> _TimerQueue:
+    """The timer queue of the current ``trio.run`` (its service task started on first use)."""
     global _TRIO_TIMERS
     import trio
 
@@ -199,11 +269,11 @@ def call_later(
 
         return clock.call_at(clock() + delay, fire)
     if loop is not None:
-        return loop.call_at(loop.time() + delay, callback, *args)
+        handle: Cancellable = asyncio_timers(loop).call_at(loop.time() + delay, callback, args)
+        return handle
     import trio
 
-    timers = _trio_timers()
-    handle: Cancellable = timers.call_at(trio.current_time() + delay, callback, args)
+    handle = trio_timers().call_at(trio.current_time() + delay, callback, args)
     return handle
 
 

@@ -30,7 +30,6 @@ in and does the starting, waiting and cancelling itself. Two pieces:
 from __future__ import annotations
 
 import math
-from array import array
 
 __all__ = ["GROWTH", "HIGHEST", "LOWEST", "HedgeRace", "LatencyWindow", "parse_percentile"]
 
@@ -42,6 +41,10 @@ GROWTH = 1.1
 """Ratio between consecutive bucket edges: the estimate's worst relative error."""
 
 _LOG_GROWTH = math.log(GROWTH)
+_INV_LOG_GROWTH = 1.0 / _LOG_GROWTH
+_INV_LOWEST = 1.0 / LOWEST
+_log = math.log
+_ceil = math.ceil
 _BUCKETS = math.ceil(math.log(HIGHEST / LOWEST) / _LOG_GROWTH) + 1
 _EDGES = tuple(min(HIGHEST, LOWEST * GROWTH**i) for i in range(_BUCKETS))
 """``_EDGES[i]`` is the upper edge of bucket ``i`` (bucket 0 holds everything <= LOWEST)."""
@@ -67,7 +70,7 @@ def bucket_of(seconds: float) -> int:
         return 0
     if seconds >= HIGHEST:
         return _BUCKETS - 1
-    index = math.ceil(math.log(seconds / LOWEST) / _LOG_GROWTH)
+    index = _ceil(_log(seconds * _INV_LOWEST) * _INV_LOG_GROWTH)
     # float rounding may put a value that sits on an edge one bucket off: settle it exactly
     if index > 0 and seconds <= _EDGES[index - 1]:
         index -= 1
@@ -92,7 +95,7 @@ class LatencyWindow:
             raise ValueError(f"size and refresh must be >= 1, got {size!r} and {refresh!r}")
         self.size = size
         self.refresh = refresh
-        self._ring = array("H", bytes(2 * size))  # bucket index of each sample in the window
+        self._ring = [0] * size  # bucket index of each sample in the window
         self._counts = [0] * _BUCKETS
         self._pos = 0
         self._filled = 0
@@ -105,19 +108,27 @@ class LatencyWindow:
 
     def add(self, seconds: float) -> None:
         """Count one latency; the oldest leaves once the window is full. O(1)."""
-        index = bucket_of(seconds)
+        self.add_bucket(bucket_of(seconds))
+
+    def add_bucket(self, index: int) -> None:
+        """:meth:`add` for a latency already turned into its bucket (``bucket_of``), so a
+        front end can do the arithmetic outside its lock."""
         pos = self._pos
+        ring = self._ring
+        counts = self._counts
         if self._filled == self.size:
-            self._counts[self._ring[pos]] -= 1
+            counts[ring[pos]] -= 1
         else:
             self._filled += 1
-        self._ring[pos] = index
-        self._counts[index] += 1
-        self._pos = pos + 1 if pos + 1 < self.size else 0
-        self._since += 1
-        if self._since >= self.refresh:
-            self._since = 0
+        ring[pos] = index
+        counts[index] += 1
+        pos += 1
+        self._pos = 0 if pos == self.size else pos
+        since = self._since + 1
+        if since >= self.refresh:
+            since = 0
             self._cached.clear()
+        self._since = since
 
     def percentile(self, q: float, warmup: int = 20) -> float | None:
         """The ``q``-th percentile (``0 < q < 100``) of the window, or ``None`` while it
