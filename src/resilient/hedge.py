@@ -39,9 +39,9 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import threading
-from contextvars import copy_context
 import time
 from collections.abc import Awaitable, Callable
+from contextvars import copy_context
 from typing import Any
 
 from opentelemetry import trace
