@@ -247,6 +247,23 @@ async def test_cancelling_the_caller_before_any_hedge_leaves_no_timer(clock: Fak
     assert replicas.started == [1]
 
 
+@pytest.mark.anyio
+async def test_a_timer_delivered_after_the_answer_starts_nothing(clock: FakeClock) -> None:
+    # the clock fires the hedge's timer while the first attempt is answering; the timer only
+    # reaches the loop after the call has returned: no attempt may start without a caller
+    hedge = rs.Hedge(delay=0.1, clock=clock)
+    started: list[int] = []
+
+    async def replica() -> str:
+        started.append(len(started) + 1)
+        clock.advance(0.1)  # no await after this: the caller sees the answer first
+        return "first"
+
+    assert await hedge.acall(replica) == "first"
+    await anyio.wait_all_tasks_blocked()
+    assert started == [1]
+
+
 # -- more behaviour -----------------------------------------------------------------------------
 @pytest.mark.anyio
 async def test_happy_path_starts_no_hedge(clock: FakeClock, registry: CollectorRegistry) -> None:

@@ -236,6 +236,43 @@ def trio_timers() -> _TimerQueue:
 
 
 # -- the generic entry points -----------------------------------------------------------------
+class _ClockTimer:
+    """A timer on an injected clock, delivered to the loop's thread. The clock may fire from
+    any thread, and its callback reaches the loop only later: cancelling marks the timer, and
+    the delivery checks the mark in the loop's thread, so a timer cancelled meanwhile (the
+    call it was for has ended) never runs."""
+
+    __slots__ = ("_args", "_callback", "_deliver", "_timer", "cancelled")
+
+    def __init__(
+        self,
+        clock: TimerClock,
+        delay: float,
+        callback: Callable[..., object],
+        args: tuple[Any, ...],
+        deliver: Callable[..., object],
+    ) -> None:
+        self._callback = callback
+        self._args = args
+        self._deliver = deliver
+        self.cancelled = False
+        self._timer = clock.call_at(clock() + delay, self._fire)
+
+    def _fire(self) -> None:
+        # a RuntimeError: the loop is gone, so nobody waits for this timer any more
+        with contextlib.suppress(RuntimeError):
+            self._deliver(self._run)
+
+    def _run(self) -> None:
+        if not self.cancelled:
+            self.cancelled = True
+            self._callback(*self._args)
+
+    def cancel(self) -> None:
+        self.cancelled = True
+        self._timer.cancel()
+
+
 def in_loop_thread(loop: asyncio.AbstractEventLoop | None) -> Callable[..., object]:
     """A function that runs ``callback(*args)`` soon in the current event loop's thread, from
     any thread (for callbacks of an injected clock, which may be advanced from anywhere)."""
@@ -260,14 +297,7 @@ def call_later(
     """Run ``callback(*args)`` in the event loop's thread ``delay`` seconds from now: on the
     injected ``clock`` when given, else on ``loop`` (asyncio) or trio's timer service."""
     if clock is not None:
-        deliver = in_loop_thread(loop)
-
-        def fire() -> None:
-            # a RuntimeError: the loop is gone, so nobody waits for this timer any more
-            with contextlib.suppress(RuntimeError):
-                deliver(callback, *args)
-
-        return clock.call_at(clock() + delay, fire)
+        return _ClockTimer(clock, delay, callback, args, in_loop_thread(loop))
     if loop is not None:
         handle: Cancellable = asyncio_timers(loop).call_at(loop.time() + delay, callback, args)
         return handle
