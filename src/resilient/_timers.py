@@ -51,6 +51,7 @@ __all__ = [
 ]
 
 _log = logging.getLogger("resilient")
+_heappush = heapq.heappush
 
 
 class Cancellable(Protocol):
@@ -88,7 +89,10 @@ class _Timer(list):  # type: ignore[type-arg]
     def cancel(self) -> None:
         if self[2] is not None:
             self[2] = None
-            self[4].cancelled_one()
+            queue = self[4]
+            queue.cancelled += 1
+            if queue.cancelled > 64 and queue.cancelled * 2 > len(queue.heap):
+                queue.compact()
 
 
 class _TimerQueue:
@@ -107,7 +111,7 @@ class _TimerQueue:
 
     def call_at(self, when: float, callback: Callable[..., object], args: tuple[Any, ...]) -> Any:
         entry = _Timer((when, next(self._sequence), callback, args, self))
-        heapq.heappush(self.heap, entry)
+        _heappush(self.heap, entry)
         if when < self.armed:
             self._arm(when)
         return entry
@@ -115,13 +119,12 @@ class _TimerQueue:
     def _arm(self, when: float) -> None:
         raise NotImplementedError  # pragma: no cover - each loop kind wakes up its own way
 
-    def cancelled_one(self) -> None:
-        self.cancelled += 1
+    def compact(self) -> None:
+        """Drop the cancelled timers (once they are the majority: amortised O(1) each)."""
         heap = self.heap
-        if self.cancelled > 64 and self.cancelled * 2 > len(heap):
-            heap[:] = [e for e in heap if e[2] is not None]
-            heapq.heapify(heap)
-            self.cancelled = 0
+        heap[:] = [e for e in heap if e[2] is not None]
+        heapq.heapify(heap)
+        self.cancelled = 0
 
     def run_due(self, now: float) -> float:
         """Run every timer due at ``now`` (in time order); returns when the next is due."""

@@ -47,7 +47,8 @@ from typing import Any
 from opentelemetry import trace
 
 from . import _validate as v
-from ._core.hedge import LatencyWindow, bucket_of, parse_percentile
+from ._core.hedge import LatencyWindow, parse_percentile
+from ._deadline import current_deadline
 from ._hedging import AsyncRace, ThreadRace, fire
 from ._no_retry import NO_RETRY
 from ._policy import Policy
@@ -151,18 +152,19 @@ class Hedge(Policy):
 
     def _expected_latency(self) -> float | None:
         """The median recent latency (``None`` until 20 are known): what an attempt started
-        now is expected to need, for the deadline check."""
+        now is expected to need, for the deadline check. With a fixed delay only calls made
+        under a deadline are measured (the only ones that need it): a call without one
+        reads no clock and takes no lock after its answer."""
         with self._lock:
             return self._window.percentile(50.0)
 
     def _record(self, seconds: float) -> None:
         """The first attempt's latency (its answer, or how long it ran before another
         attempt won: at least that long)."""
-        index = bucket_of(seconds)
         lock = self._lock
         lock.acquire()  # not ``with``: on CPython 3.11 that costs twice the lock round trip
         try:
-            self._window.add_bucket(index)
+            self._window.add(seconds)
         finally:
             lock.release()
 
@@ -238,7 +240,8 @@ class Hedge(Policy):
             if timer is not None:
                 timer.cancel()
             if not box:
-                self._record(clock() - start)
+                if self._percentile is not None or current_deadline() is not None:
+                    self._record(clock() - start)
                 return result
             race = box[0]
             if race.interrupted:  # the attempt swallowed our interruption: take it back
@@ -267,7 +270,8 @@ class Hedge(Policy):
         if timer_ is not None:
             timer_.cancel()
         if not box:
-            self._record(clock() - start)
+            if self._percentile is not None or current_deadline() is not None:
+                self._record(clock() - start)
             return result
         if result is _UNSET:
             return await self._interrupted(box[0], start)

@@ -107,8 +107,35 @@ class LatencyWindow:
         return self._filled
 
     def add(self, seconds: float) -> None:
-        """Count one latency; the oldest leaves once the window is full. O(1)."""
-        self.add_bucket(bucket_of(seconds))
+        """Count one latency; the oldest leaves once the window is full. O(1): one ``log``
+        and a few list updates (``bucket_of`` and ``add_bucket`` written out, since this
+        runs on every call of a hedge)."""
+        if seconds <= LOWEST:
+            index = 0
+        elif seconds >= HIGHEST:
+            index = _BUCKETS - 1
+        else:
+            index = _ceil(_log(seconds * _INV_LOWEST) * _INV_LOG_GROWTH)
+            if index > 0 and seconds <= _EDGES[index - 1]:  # float rounding on an edge
+                index -= 1
+            elif seconds > _EDGES[index]:
+                index += 1
+        pos = self._pos
+        ring = self._ring
+        counts = self._counts
+        if self._filled == self.size:
+            counts[ring[pos]] -= 1
+        else:
+            self._filled += 1
+        ring[pos] = index
+        counts[index] += 1
+        pos += 1
+        self._pos = 0 if pos == self.size else pos
+        since = self._since + 1
+        if since >= self.refresh:
+            since = 0
+            self._cached.clear()
+        self._since = since
 
     def add_bucket(self, index: int) -> None:
         """:meth:`add` for a latency already turned into its bucket (``bucket_of``), so a
