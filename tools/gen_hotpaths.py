@@ -250,7 +250,7 @@ def render_functions(tpl: Template, target: Target) -> list[tuple[str, list[str]
             if match is None:
                 raise TemplateError(f"{tpl.name}: a method must start with def: {lines[0]!r}")
             name = match.group(2)
-            lines[0] = _DEF.sub(lambda m: f"{m.group(1)}{target.prefix}{name}(", lines[0])
+            lines[0] = f"{match.group(1)}{target.prefix}{name}(" + lines[0][match.end() :]
             at = next((n for n in range(min(3, len(lines))) if _SELF.search(lines[n])), None)
             if at is None:
                 raise TemplateError(f"{tpl.name}: {name} has no self parameter")
@@ -267,9 +267,7 @@ def bind(text: str, tpl: Template, target: Target, names: list[str]) -> str:
     """``text`` with the binding region of ``target`` rewritten for ``names``."""
     lines = text.splitlines()
     begin = _begin(tpl.name)
-    class_at = next(
-        (n for n, x in enumerate(lines) if re.match(rf"class {target.cls}\b", x)), None
-    )
+    class_at = next((n for n, x in enumerate(lines) if re.match(rf"class {target.cls}\b", x)), None)
     if class_at is None:
         raise TemplateError(f"{target.path}: no class {target.cls}")
     start = next((n for n in range(class_at, len(lines)) if lines[n].strip() == begin), None)
@@ -388,7 +386,10 @@ def main(argv: list[str] | None = None) -> int:
         stale.append(rel)
         if args.check:
             diff = difflib.unified_diff(
-                old.splitlines(True), text.splitlines(True), f"{rel} (on disk)", f"{rel} (generated)"
+                old.splitlines(True),
+                text.splitlines(True),
+                f"{rel} (on disk)",
+                f"{rel} (generated)",
             )
             sys.stdout.writelines(list(diff)[:80])
         else:

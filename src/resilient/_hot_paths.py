@@ -152,12 +152,17 @@ class FallbackSelf(PolicySelf, Protocol):
     @property
     def _on_pred(self) -> Callable[[BaseException], Any] | None: ...
     @property
-    def _on_result(self) -> Callable[[Any], bool] | None: ...
+    def _on_result(self) -> Callable[[Any], Any] | None: ...
     @property
     def handler(self) -> Callable[[Exception | None], Any] | None: ...
     @property
     def value(self) -> Any: ...
-    def _sync_with_async_handler(self, fn: object) -> str: ...
+    @property
+    def _on_pred_async(self) -> bool: ...
+    @property
+    def _on_result_async(self) -> bool: ...
+    @property
+    def _sync_refusal(self) -> str | None: ...
     def _answered(self, error: Exception | None) -> None: ...
     def _answer(self, error: Exception | None) -> Any: ...
     async def _aanswer(self, error: Exception | None) -> Any: ...
@@ -175,8 +180,15 @@ class RetrySelf(PolicySelf, RetrySettings, Protocol):
     @property
     def _on_pred(self) -> Callable[[BaseException], Any] | None: ...
     @property
-    def _on_result(self) -> Callable[[Any], bool] | None: ...
-    def _check_sync_sleep(self) -> None: ...
+    def _on_result(self) -> Callable[[Any], Any] | None: ...
+    @property
+    def _on_exclude(self) -> tuple[type[BaseException], ...]: ...
+    @property
+    def _on_pred_async(self) -> bool: ...
+    @property
+    def _on_result_async(self) -> bool: ...
+    @property
+    def _sync_refusal(self) -> str | None: ...
     def _sleep_sync(self, delay: float) -> None: ...
     async def _sleep_async(self, delay: float) -> None: ...
 
@@ -748,14 +760,19 @@ async def fallback_acall(
         result = await fn(*args, **kwargs)
     except Exception as exc:
         pred = self._on_pred  # does ``on`` match? (inlined: one frame less)
-        if not (isinstance(exc, self._on_types) if pred is None else pred(exc)):
+        if pred is None:
+            if not isinstance(exc, self._on_types):
+                raise
+        elif not (await pred(exc) if self._on_pred_async else pred(exc)):
             raise
         if self.handler is None:  # a plain value: no coroutine needed to answer
             self._answered(exc)
             return self.value
         return await self._aanswer(exc)
     on_result = self._on_result
-    if on_result is not None and on_result(result):
+    if on_result is not None and (
+        await on_result(result) if self._on_result_async else on_result(result)
+    ):
         return await self._aanswer(None)
     return result
 
@@ -766,13 +783,16 @@ def fallback_call(
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
 ) -> Any:
-    if self._handler_is_async:
-        raise TypeError(self._sync_with_async_handler(fn))
+    if self._sync_refusal is not None:  # an async handler or predicate: no sync calls
+        raise TypeError(self._sync_refusal)
     try:
         result = fn(*args, **kwargs)
     except Exception as exc:
         pred = self._on_pred  # does ``on`` match? (inlined: one frame less)
-        if not (isinstance(exc, self._on_types) if pred is None else pred(exc)):
+        if pred is None:
+            if not isinstance(exc, self._on_types):
+                raise
+        elif not pred(exc):
             raise
         if self.handler is None:  # a plain value: no coroutine needed to answer
             self._answered(exc)
@@ -796,19 +816,29 @@ async def retry_acall(
         result = await fn(*args, **kwargs)
     except Exception as exc:
         pred = self._on_pred
-        if not (isinstance(exc, self._on_types) if pred is None else pred(exc)):
+        if pred is None:
+            if not isinstance(exc, self._on_types) or isinstance(exc, self._on_exclude):
+                raise
+        elif not (await pred(exc) if self._on_pred_async else pred(exc)):
             raise
         error, result = exc, None
     else:
         on_result = self._on_result
-        if on_result is None or not on_result(result):
+        bad = on_result is not None and bool(
+            await on_result(result) if self._on_result_async else on_result(result)
+        )
+        if not bad:
             return result
         error = None
     run = RetryRun(self, fn, args, kwargs, start)
     on_result = self._on_result
     while True:
         delay = run.next_delay(error, result)
-        if delay > 0.0 or self._sleep is not None:
+        if self._sleep is not None:
+            await self._sleep_async(delay)
+            # an injected sleep need not yield: a cancelled caller must not keep retrying
+            await anyio.lowlevel.checkpoint()
+        elif delay > 0.0:
             await self._sleep_async(delay)
         elif _get_running_loop() is not None and (
             # On an asyncio task? The checks ``sniffio`` makes, minus its import and task
@@ -827,11 +857,17 @@ async def retry_acall(
             result = await fn(*args, **kwargs)
         except Exception as exc:
             pred = self._on_pred
-            if not (isinstance(exc, self._on_types) if pred is None else pred(exc)):
+            if pred is None:
+                if not isinstance(exc, self._on_types) or isinstance(exc, self._on_exclude):
+                    raise
+            elif not (await pred(exc) if self._on_pred_async else pred(exc)):
                 raise
             error, result = exc, None
             continue
-        if on_result is None or not on_result(result):
+        bad = on_result is not None and bool(
+            await on_result(result) if self._on_result_async else on_result(result)
+        )
+        if not bad:
             return result
         error = None
 
@@ -842,20 +878,24 @@ def retry_call(
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
 ) -> Any:
-    if self._sleep_is_async:
-        self._check_sync_sleep()
+    if self._sync_refusal is not None:  # an async sleep or predicate: cannot serve sync calls
+        raise TypeError(self._sync_refusal)
     start = self._clock() if self.max_delay is not None else None
     error: Exception | None
     try:
         result = fn(*args, **kwargs)
     except Exception as exc:
         pred = self._on_pred
-        if not (isinstance(exc, self._on_types) if pred is None else pred(exc)):
+        if pred is None:
+            if not isinstance(exc, self._on_types) or isinstance(exc, self._on_exclude):
+                raise
+        elif not pred(exc):
             raise
         error, result = exc, None
     else:
         on_result = self._on_result
-        if on_result is None or not on_result(result):
+        bad = on_result is not None and bool(on_result(result))
+        if not bad:
             return result
         error = None
     run = RetryRun(self, fn, args, kwargs, start)
@@ -866,10 +906,14 @@ def retry_call(
             result = fn(*args, **kwargs)
         except Exception as exc:
             pred = self._on_pred
-            if not (isinstance(exc, self._on_types) if pred is None else pred(exc)):
+            if pred is None:
+                if not isinstance(exc, self._on_types) or isinstance(exc, self._on_exclude):
+                    raise
+            elif not pred(exc):
                 raise
             error, result = exc, None
             continue
-        if on_result is None or not on_result(result):
+        bad = on_result is not None and bool(on_result(result))
+        if not bad:
             return result
         error = None

@@ -221,9 +221,12 @@ class Registry:
     def __len__(self) -> int:
         return len(self._policies)
 
-    def __contains__(self, key: object) -> bool:
-        """``("payments", "breaker") in registry``."""
-        return key in self._policies
+    def __contains__(self, item: object) -> bool:
+        """``breaker in registry`` for a policy (what iterating yields), and
+        ``("payments", "breaker") in registry`` for a (name, kind) key."""
+        if isinstance(item, Policy):
+            return self._policies.get((item.name, item.kind)) is item
+        return item in self._policies
 
     def clear(self) -> None:
         """Forget every registered policy (for tests; live decorators keep their instances)."""

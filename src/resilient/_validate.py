@@ -49,6 +49,7 @@ from ._config_parse import (
 __all__ = [
     "ON_EVENT",
     "ExceptionFilter",
+    "AllExcept",
     "ExceptionTest",
     "HandledFilter",
     "Option",
@@ -87,6 +88,22 @@ predicate ``exc -> bool``."""
 HandledFilter = type[Exception] | tuple[type[Exception], ...] | Callable[[Exception], bool]
 """What ``Retry(on=)`` and ``Fallback(on=)`` accept: only ``Exception`` types (cancellation and
 exits are never retried or replaced) or a predicate ``exc -> bool``."""
+
+
+class AllExcept(tuple):  # type: ignore[type-arg]
+    """``(Exception,)``, minus the exception types in ``excluded``: a default ``on=`` that
+    reads as what it is in signatures, ``repr`` and the configuration reference."""
+
+    excluded: tuple[type[BaseException], ...]
+
+    def __new__(cls, *excluded: type[BaseException]) -> AllExcept:
+        self = super().__new__(cls, (Exception,))
+        self.excluded = excluded
+        return self
+
+    def __repr__(self) -> str:
+        return "every Exception except " + ", ".join(e.__name__ for e in self.excluded)
+
 
 ExceptionTest = tuple[tuple[type[BaseException], ...], Callable[[BaseException], Any] | None]
 """A checked exception filter: ``(types, predicate)``; the predicate, when not ``None``,

@@ -39,6 +39,7 @@ from ._core.breaker import (
 )
 from ._core.sliding_windows import CountWindow, TimeWindow, Window
 from ._policy import AroundPolicy
+from ._validate import is_async_callable
 from .errors import CircuitOpenError
 from .errors import _circuit_open as _open
 from .telemetry._events import BreakerStateChanged, CallIgnored, CallSlow
@@ -112,6 +113,18 @@ _OPTIONS = v.Options(
     v.ON_EVENT,
     _RNG,
 )
+
+
+def _refuse_async_predicate(option: str, value: object) -> None:
+    """The breaker classifies an outcome inside its bookkeeping, which never awaits (it runs
+    in ``__exit__`` and in sync code alike): an ``async def`` predicate would be a coroutine
+    object there, always true. Refused when the breaker is built."""
+    if callable(value) and not isinstance(value, type) and is_async_callable(value):
+        raise TypeError(
+            f"{option} must be a plain (sync) predicate, got the async function {value!r}: "
+            "the circuit breaker classifies outcomes without awaiting; decide from the "
+            "exception or result with a regular def"
+        )
 
 
 def _constant(seconds: float) -> Callable[[int], float]:
@@ -219,6 +232,7 @@ class CircuitBreaker(AroundPolicy):
 
     kind = "breaker"
     options = _OPTIONS
+    _stateful = True
 
     def __init__(
         self,
@@ -254,6 +268,9 @@ class CircuitBreaker(AroundPolicy):
         open_jitter = _OPEN_JITTER(open_jitter)
         half_open_max_calls = _HALF_OPEN_MAX_CALLS(half_open_max_calls)
         max_wait = _HALF_OPEN_MAX_WAIT(half_open_max_wait)
+        for option, value in (("record", record), ("ignore", ignore)):
+            _refuse_async_predicate(option, value)
+        _refuse_async_predicate("record_result", record_result)
         self._records = _matcher(_RECORD(record))
         self._ignores = _matcher(_IGNORE(ignore))
         self._record_result: Callable[[Any], bool] | None = _RECORD_RESULT(record_result)
@@ -285,9 +302,34 @@ class CircuitBreaker(AroundPolicy):
             half_open_max_wait=max_wait,
         )
         self._tel.breaker_state(BreakerState.CLOSED.value, _ALL_STATES)
+        self._settle(
+            failure_rate_threshold=failure_rate_threshold,
+            slow_call_duration=slow,
+            slow_call_rate_threshold=slow_call_rate_threshold,
+            window_type=window_type,
+            window_size=window_size,
+            minimum_calls=self._core.minimum_calls,
+            open_duration=open_duration if callable(open_duration) else open_time(1),
+            open_jitter=open_jitter,
+            half_open_max_calls=half_open_max_calls,
+            half_open_max_wait=max_wait,
+            record=record,
+            ignore=ignore,
+            record_result=record_result,
+            clock=self._clock,
+            on_event=on_event,
+            rng=rng,
+        )
+
+    _repr_settings = ("failure_rate_threshold", "window_type", "window_size", "open_duration")
 
     def __repr__(self) -> str:
-        return f"<CircuitBreaker {self.name!r} {self._core.state.value}>"
+        shown = " ".join(f"{key}={self._settings[key]!r}" for key in self._repr_settings)
+        return f"<CircuitBreaker {self.name!r} {self._core.state.value} {shown}>"
+
+    def _renamed(self) -> None:
+        with self._gauge_lock:
+            self._tel.breaker_state(self._core.state.value, _ALL_STATES)
 
     # -- state ---------------------------------------------------------------------------------
     @property

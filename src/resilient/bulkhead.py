@@ -73,6 +73,7 @@ class Bulkhead(AroundPolicy):
 
     kind = "bulkhead"
     options = _OPTIONS
+    _stateful = True
 
     def __init__(
         self,
@@ -92,12 +93,19 @@ class Bulkhead(AroundPolicy):
         self._lock = threading.Lock()
         self._core: BulkheadCore[Waiter] = BulkheadCore(max_concurrent, max_queued)
         self._tel.gauge_source("resilient_bulkhead_in_flight", _in_flight_reader(self))
+        self._settle(
+            max_concurrent=max_concurrent,
+            max_queued=max_queued,
+            queue_timeout=self._queue_timeout,
+            on_event=on_event,
+            clock=self._clock,
+        )
 
     def __repr__(self) -> str:
         core = self._core
         return (
             f"<Bulkhead {self.name!r} running={core.running}/{core.max_concurrent} "
-            f"queued={core.queued}/{core.max_queued}>"
+            f"queued={core.queued}/{core.max_queued} queue_timeout={self._queue_timeout!r}>"
         )
 
     # -- read-only view ------------------------------------------------------------------------

@@ -28,6 +28,7 @@ from __future__ import annotations
 import inspect
 import random
 import threading
+import types
 import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar
@@ -128,6 +129,14 @@ class ChaosPolicy(Policy):
     @enabled.setter
     def enabled(self, value: bool) -> None:
         self._on = _ENABLED(value)
+
+    @property
+    def settings(self) -> types.MappingProxyType[str, Any]:
+        """The effective configuration, read-only, as of now: ``rate`` and ``enabled`` are
+        read live (they change at run time), the rest as built."""
+        return types.MappingProxyType(
+            {**self._settings, "rate": self.rate, "enabled": self._on, "seed": self.seed}
+        )
 
     @property
     def rate(self) -> float:
@@ -236,6 +245,7 @@ class Fault(ChaosPolicy):
         super().__init__(name, rate=rate, seed=seed, enabled=enabled, on_event=on_event)
         self.error: Any = error
         """The ``error`` as given."""
+        self._settle(error=error, on_event=on_event)
 
     def _fault(self) -> Exception:
         error = self._make_error(f"chaos: fault injected by {self.name!r}")
@@ -288,6 +298,7 @@ class Latency(ChaosPolicy):
         """The injected wait, in seconds."""
         self._sleep: Callable[[float], Any] | None = _SLEEP(sleep)
         super().__init__(name, rate=rate, seed=seed, enabled=enabled, on_event=on_event)
+        self._settle(seconds=self.seconds, sleep=sleep, on_event=on_event)
 
     def _call(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         if not (self._on and self._hit()):
@@ -345,6 +356,7 @@ class Result(ChaosPolicy):
         self.value: Any = _VALUE(value)
         """The injected answer (the same object every time: don't mutate it)."""
         super().__init__(name, rate=rate, seed=seed, enabled=enabled, on_event=on_event)
+        self._settle(value=value, on_event=on_event)
 
     def _answer(self) -> Any:
         self._injected()

@@ -136,6 +136,13 @@ class Hedge(Policy):
         """The configured delay: seconds, or a percentile string such as ``"p95"``."""
         self._lock = threading.Lock()
         self._window = LatencyWindow(_WINDOW)
+        self._settle(
+            delay=checked,
+            max_hedged=self.max_hedged,
+            on=on,
+            on_event=on_event,
+            clock=self._clock,
+        )
 
     def __repr__(self) -> str:
         return f"<Hedge {self.name!r} delay={self.delay!r} max_hedged={self.max_hedged}>"

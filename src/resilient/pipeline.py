@@ -38,6 +38,15 @@ class Pipeline(Policy):
         inner = ", ".join(repr(p) for p in self.policies)
         return f"<Pipeline {self.name!r}: {inner}>"
 
+    def _adopt_name(self, fn: object) -> None:
+        """Decorating a function names the pipeline and its unnamed members after it, so a
+        ``pipeline(Retry(), CircuitBreaker())`` on ``charge`` reports ``retry``/``breaker``
+        series named ``charge``."""
+        super()._adopt_name(fn)
+        for member in self.policies:
+            if member._auto_named:
+                member._adopt_name(fn)
+
     def _execute(
         self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:

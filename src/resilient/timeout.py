@@ -42,6 +42,7 @@ import anyio
 
 from . import _validate as v
 from ._deadline import enter_deadline, leave_deadline
+from ._misuse import without_parentheses
 from ._policy import Policy
 from ._thread_cache import POOL as _POOL
 from ._thread_cache import Job as _Job
@@ -79,12 +80,16 @@ class Timeout(Policy):
     def __init__(
         self, seconds: float, name: str | None = None, *, on_event: Listener | None = None
     ) -> None:
+        parentheses = without_parentheses("Timeout", seconds)
+        if parentheses is not None:
+            raise parentheses
         self._seconds = _SECONDS(seconds)
         super().__init__(name, on_event=on_event)
         # open `with` / `async with` blocks of this context (thread or task), innermost last
         self._frames: ContextVar[tuple[tuple[Any, Token[float | None]], ...]] = ContextVar(
             f"resilient.timeout.{self.name}.frames", default=()
         )
+        self._settle(seconds=self._seconds, on_event=on_event)
 
     def __repr__(self) -> str:
         return f"<Timeout {self.name!r} {self._seconds:g}s>"

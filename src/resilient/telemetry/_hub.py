@@ -218,6 +218,25 @@ class PolicyTelemetry:
         _handles.add(self)
         self.refresh()
 
+    def rename(self, name: str) -> None:
+        """The policy took a new name (an unnamed policy named after the function it
+        decorates): series published under the old name are withdrawn, new ones use ``name``."""
+        old = self.name
+        families = self._families
+        if families is not None:
+            if self.counts_calls:
+                families.calls.forget(self.kind, old)
+            for family, *labels in self._children:
+                if old in labels:
+                    families.family(family).remove(*labels)
+        self.name = name
+        self.span_name = f"{self.kind} {name}"
+        self.span_attributes = {"resilient.policy": self.kind, "resilient.name": name}
+        self.gen = -1
+        self.plain = False
+        self.plain_gen = self.metrics_gen = -2
+        self.refresh()
+
     def set_on_event(self, on_event: Listener | None) -> None:
         self.on_event = on_event
         self.gen = -1

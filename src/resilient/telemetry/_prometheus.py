@@ -94,6 +94,11 @@ class _CallCollector(Collector):
                 found = self._stats.setdefault(key, CallStats())
         return found
 
+    def forget(self, kind: str, name: str) -> None:
+        """Stop exporting the policy ``kind``/``name`` (it was renamed)."""
+        with self._lock:
+            self._stats.pop((kind, name), None)
+
     def describe(self) -> list[Metric]:
         return [
             CounterMetricFamily(_CALLS.family, _CALLS.help, labels=list(_CALLS.labels)),
@@ -164,6 +169,11 @@ class PlainCounter(Collector):
             with self._lock:
                 found = self._series.setdefault(values, CounterSeries())
         return found
+
+    def remove(self, *values: str) -> None:
+        """Stop exporting the series of ``values`` (like prometheus-client's ``remove``)."""
+        with self._lock:
+            self._series.pop(values, None)
 
     def describe(self) -> list[Metric]:
         return [CounterMetricFamily(self._name, self._documentation, labels=self._labelnames)]
