@@ -360,6 +360,25 @@ def test_bad_environment_is_a_config_error_naming_the_variable(
         rs.chaos.Fault.from_env("db", rate=0.1, error=Injected)
 
 
+def test_settings_are_readable_and_follow_run_time_switches() -> None:
+    for policy in (
+        rs.chaos.Fault(rate=0.1, error=Injected, seed=3),
+        rs.chaos.Latency(rate=0.1, seconds=1.0, seed=3),
+        rs.chaos.Result(rate=0.1, value=None, seed=3),
+    ):
+        assert set(policy.settings) == set(type(policy).options)
+        assert (policy.settings["rate"], policy.settings["seed"]) == (0.1, 3)
+        policy.rate, policy.enabled = 0.5, False
+        assert (policy.settings["rate"], policy.settings["enabled"]) == (0.5, False)
+
+
+def test_latency_with_an_async_sleep_refuses_sync_calls() -> None:
+    clock = FakeClock()
+    latency = rs.chaos.Latency(rate=1.0, seconds=1.0, sleep=clock.asleep)
+    with pytest.raises(TypeError, match="async sleep"):
+        latency.call(lambda: None)
+
+
 def test_a_random_seed_is_readable_to_replay_a_run() -> None:
     fault = rs.chaos.Fault(rate=0.3, error=Injected)
     replay = rs.chaos.Fault(rate=0.3, error=Injected, seed=fault.seed)

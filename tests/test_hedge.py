@@ -609,6 +609,17 @@ def test_bad_input_names_the_option(
         rs.Hedge(**kwargs)
 
 
+def test_an_async_predicate_is_refused_and_settings_are_readable() -> None:
+    async def transient(error: Exception) -> bool:
+        return True
+
+    with pytest.raises(TypeError, match="on must be a plain"):
+        rs.Hedge(on=transient)  # type: ignore[arg-type]
+    hedge = rs.Hedge(delay="p99", max_hedged=2)
+    assert set(hedge.settings) == set(rs.Hedge.options)
+    assert (hedge.settings["delay"], hedge.settings["max_hedged"]) == ("p99", 2)
+
+
 @pytest.mark.parametrize(
     ("variable", "text"),
     [

@@ -298,6 +298,12 @@ class Latency(ChaosPolicy):
         """The injected wait, in seconds."""
         self._sleep: Callable[[float], Any] | None = _SLEEP(sleep)
         super().__init__(name, rate=rate, seed=seed, enabled=enabled, on_event=on_event)
+        if sleep is not None and v.is_async_callable(sleep):
+            self._sync_refusal = (
+                f"Latency {self.name!r} has an async sleep= ({sleep!r}) and cannot delay a "
+                "sync call: a sync caller cannot await it; pass a sync sleep or call it from "
+                "async code"
+            )
         self._settle(seconds=self.seconds, sleep=sleep, on_event=on_event)
 
     def _call(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:

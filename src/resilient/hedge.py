@@ -124,6 +124,12 @@ class Hedge(Policy):
         self.max_hedged: int = _MAX_HEDGED(max_hedged)
         """Extra attempts at most."""
         self._on_types, self._on_pred = _ON(on)
+        if self._on_pred is not None and v.is_async_callable(self._on_pred):
+            raise TypeError(
+                f"on must be a plain (sync) predicate, got the async function {on!r}: the "
+                "hedge classifies an attempt's error as it ends, without awaiting; decide "
+                "from the exception with a regular def"
+            )
         self._clock: Callable[[], float] = time.monotonic if clock is None else _CLOCK(clock)
         self._timer_clock: TimerClock | None = timer_clock(clock)
         self._percentile: float | None = None
