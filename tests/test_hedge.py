@@ -406,9 +406,13 @@ async def test_inside_retry_and_outside_the_per_attempt_timeout(clock: FakeClock
 async def test_a_hedged_attempt_gets_the_remaining_budget(clock: FakeClock) -> None:
     hedge = rs.Hedge(delay=0.1, clock=clock)
     budgets: list[float | None] = []
+    deadlines: list[float] = []
 
     async def replica() -> str:
         budgets.append(rs.remaining())
+        # enforced too: a hedged attempt is not inside the caller's cancel scope, so it
+        # gets a deadline of its own
+        deadlines.append(anyio.current_effective_deadline() - anyio.current_time())
         if len(budgets) == 1:
             clock.advance(0.1)
             await anyio.sleep_forever()
@@ -418,6 +422,7 @@ async def test_a_hedged_attempt_gets_the_remaining_budget(clock: FakeClock) -> N
         assert await hedge.acall(replica) == "hedge"
     assert len(budgets) == 2
     assert all(b is not None and 0 < b <= WAIT * 3 for b in budgets)
+    assert all(0 < d <= WAIT * 3 for d in deadlines)
 
 
 async def _warm_up(hedge: rs.Hedge, clock: FakeClock, latency: float, calls: int = 20) -> None:
@@ -646,3 +651,70 @@ def test_from_env_and_the_registry(monkeypatch: pytest.MonkeyPatch) -> None:
     pipe = registry.policy("search-hedge", "timeout", "hedge", "retry", timeout={"seconds": 1})
     assert [p.kind for p in pipe.policies] == ["retry", "hedge", "timeout"]
     assert pipe.policies[1] is hedge
+
+
+# -- the event loops' own timers (no fake clock) -------------------------------------------------
+@pytest.mark.anyio
+async def test_the_event_loops_timer_queue_starts_hedges() -> None:
+    # delay=0: the hedge is due at once, so the loop's timer queue fires on its next turn
+    replicas = Replicas("hang", "answer")
+    with anyio.fail_after(WAIT):
+        assert await rs.Hedge(delay=0).acall(replicas) == "answer 2"
+    assert sorted(replicas.ended) == [1, 2]
+
+
+@pytest.mark.anyio
+async def test_an_earlier_timer_moves_the_loops_wake_up() -> None:
+    # a hedge due in an hour is queued first; one due now must not wait behind it
+    slow_hedge, fast_hedge = rs.Hedge(delay=3600.0), rs.Hedge(delay=0)
+    late = Replicas("hang")
+    quick = Replicas("hang", "answer")
+    with anyio.fail_after(WAIT):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(slow_hedge.acall, late)
+            await anyio.wait_all_tasks_blocked()
+            assert await fast_hedge.acall(quick) == "answer 2"
+            tg.cancel_scope.cancel()
+    assert late.started == [1] and late.ended == [1]
+
+
+def test_trio_timer_service_follows_the_run_clock() -> None:
+    import trio
+    import trio.testing
+
+    async def main() -> tuple[str, float, list[int]]:
+        hedge = rs.Hedge(delay=0.05, max_hedged=2, clock=trio.current_time)
+        order: list[int] = []
+
+        async def replica() -> str:
+            order.append(len(order) + 1)
+            n = len(order)
+            await trio.sleep({1: 10.0, 2: 10.0, 3: 0.01}[n])
+            return f"answer {n}"
+
+        start = trio.current_time()
+        answer = await hedge.acall(replica)
+        return answer, trio.current_time() - start, order
+
+    answer, took, order = trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    assert answer == "answer 3" and order == [1, 2, 3]
+    assert took == pytest.approx(0.11)  # two delays, then the third attempt's 10 ms
+
+
+def test_the_timer_queue_drops_cancelled_timers() -> None:
+    from resilient._timers import _TimerQueue
+
+    class Queue(_TimerQueue):
+        def _arm(self, when: float) -> None:
+            self.armed = when
+
+    queue = Queue()
+    fired: list[int] = []
+    timers = [queue.call_at(float(i), fired.append, (i,)) for i in range(200)]
+    for timer in timers[:150]:
+        timer.cancel()
+        timer.cancel()  # idempotent
+    assert len(queue.heap) < 200  # compacted once the cancelled ones were the majority
+    assert queue.run_due(160.0) == 161.0
+    assert fired == list(range(150, 161))
+    assert queue.run_due(1e9) == float("inf") and fired[-1] == 199
