@@ -10,19 +10,23 @@ from __future__ import annotations
 
 import threading
 from asyncio import _get_running_loop
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from time import perf_counter
 from typing import TYPE_CHECKING, Any, Protocol
 
+import anyio
 import anyio.lowlevel
 
 from ._core.breaker import CLOSED as _CLOSED
 from ._core.breaker import OPEN as _OPEN
 from ._core.breaker import SUCCESS, BreakerCore, Permit
-from ._core.bulkhead import BulkheadCore
+from ._core.bulkhead import ADMITTED, BulkheadCore
+from ._deadline import remaining
 from ._outcomes import NOTE, WAIT
 from ._retry_state import RetryRun, RetrySettings
 from ._sleeping import SNIFFIO, sleep0
+from ._types import Args, AsyncFn, Fn, Kwargs
+from ._waiters import TaskWaiter, ThreadWaiter, Waiter
 from .errors import _circuit_open as _open
 from .telemetry._hub import OTEL, STATE, PolicyTelemetry
 
@@ -49,6 +53,8 @@ __all__ = [
     "bulkhead_call",
     "bulkhead_enter",
     "bulkhead_enter_nowait",
+    "bulkhead_wait_in_task",
+    "bulkhead_wait_in_thread",
     "fallback_acall",
     "fallback_call",
     "policy_aexecute",
@@ -69,29 +75,15 @@ class PolicySelf(Protocol):
     def _tel(self) -> PolicyTelemetry: ...
     @property
     def _notes_outcome(self) -> bool: ...
-    def _call(
-        self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> Any: ...
-    async def _acall(
-        self, fn: Callable[..., Awaitable[Any]], args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> Any: ...
-    def _execute(
-        self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> Any: ...
-    async def _aexecute(
-        self, fn: Callable[..., Awaitable[Any]], args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> Any: ...
-    def _execute_traced(
-        self,
-        tracer: Tracer,
-        fn: Callable[..., Any],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-    ) -> Any: ...
+    def _call(self, fn: Fn, args: Args, kwargs: Kwargs) -> Any: ...
+    async def _acall(self, fn: AsyncFn, args: Args, kwargs: Kwargs) -> Any: ...
+    def _execute(self, fn: Fn, args: Args, kwargs: Kwargs) -> Any: ...
+    async def _aexecute(self, fn: AsyncFn, args: Args, kwargs: Kwargs) -> Any: ...
+    def _execute_traced(self, tracer: Tracer, fn: Fn, args: Args, kwargs: Kwargs) -> Any: ...
     async def _aexecute_traced(
         self,
         tracer: Tracer,
-        fn: Callable[..., Awaitable[Any]],
+        fn: AsyncFn,
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
     ) -> Any: ...
@@ -135,9 +127,17 @@ class BulkheadSelf(AroundSelf, Protocol):
     def _lock(self) -> threading.Lock: ...
     @property
     def _core(self) -> BulkheadCore[Any]: ...
+    @property
+    def _clock(self) -> Callable[[], float]: ...
+    @property
+    def _queue_timeout(self) -> float | None: ...
     def _admitted(self, waited: float) -> None: ...
     def _wait_in_thread(self) -> None: ...
     async def _wait_in_task(self) -> None: ...
+    def _arrive(self, waiter: Waiter) -> int: ...
+    def _note_queued(self, position: int) -> None: ...
+    def _abandon(self, waiter: Waiter) -> None: ...
+    def _after_wait(self, waiter: Waiter, woken: bool, start: float) -> None: ...
     def _release_slot(self) -> None: ...
     def _reject(self, reason: str, waited: float | None) -> BaseException: ...
 
@@ -193,7 +193,7 @@ class RetrySelf(PolicySelf, RetrySettings, Protocol):
     async def _sleep_async(self, delay: float) -> None: ...
 
 
-def policy_async_wrapper(self: PolicySelf, fn: Callable[..., Awaitable[Any]]) -> Callable[..., Any]:
+def policy_async_wrapper(self: PolicySelf, fn: AsyncFn) -> Fn:
     tel = self._tel
     notes = self._notes_outcome
 
@@ -221,7 +221,7 @@ def policy_async_wrapper(self: PolicySelf, fn: Callable[..., Awaitable[Any]]) ->
     return async_wrapper
 
 
-def policy_sync_wrapper(self: PolicySelf, fn: Callable[..., Any]) -> Callable[..., Any]:
+def policy_sync_wrapper(self: PolicySelf, fn: Fn) -> Fn:
     tel = self._tel
     notes = self._notes_outcome
 
@@ -249,12 +249,7 @@ def policy_sync_wrapper(self: PolicySelf, fn: Callable[..., Any]) -> Callable[..
     return sync_wrapper
 
 
-async def policy_aexecute(
-    self: PolicySelf,
-    fn: Callable[..., Awaitable[Any]],
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
-) -> Any:
+async def policy_aexecute(self: PolicySelf, fn: AsyncFn, args: Args, kwargs: Kwargs) -> Any:
     tel = self._tel
     if tel.gen != STATE.generation or OTEL._TRACER_PROVIDER is not tel.otel_global:
         tel.refresh()
@@ -284,12 +279,7 @@ async def policy_aexecute(
     return result
 
 
-def policy_execute(
-    self: PolicySelf,
-    fn: Callable[..., Any],
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
-) -> Any:
+def policy_execute(self: PolicySelf, fn: Fn, args: Args, kwargs: Kwargs) -> Any:
     tel = self._tel
     if tel.gen != STATE.generation or OTEL._TRACER_PROVIDER is not tel.otel_global:
         tel.refresh()
@@ -320,11 +310,7 @@ def policy_execute(
 
 
 async def policy_aexecute_traced(
-    self: PolicySelf,
-    tracer: Tracer,
-    fn: Callable[..., Awaitable[Any]],
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
+    self: PolicySelf, tracer: Tracer, fn: AsyncFn, args: Args, kwargs: Kwargs
 ) -> Any:
     tel = self._tel
     with tracer.start_as_current_span(
@@ -347,11 +333,7 @@ async def policy_aexecute_traced(
 
 
 def policy_execute_traced(
-    self: PolicySelf,
-    tracer: Tracer,
-    fn: Callable[..., Any],
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
+    self: PolicySelf, tracer: Tracer, fn: Fn, args: Args, kwargs: Kwargs
 ) -> Any:
     tel = self._tel
     with tracer.start_as_current_span(
@@ -373,7 +355,7 @@ def policy_execute_traced(
         return result
 
 
-def around_async_wrapper(self: AroundSelf, fn: Callable[..., Awaitable[Any]]) -> Callable[..., Any]:
+def around_async_wrapper(self: AroundSelf, fn: AsyncFn) -> Fn:
     tel = self._tel
 
     async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -409,12 +391,7 @@ def around_async_wrapper(self: AroundSelf, fn: Callable[..., Awaitable[Any]]) ->
     return async_wrapper
 
 
-async def around_acall(
-    self: AroundSelf,
-    fn: Callable[..., Awaitable[Any]],
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
-) -> Any:
+async def around_acall(self: AroundSelf, fn: AsyncFn, args: Args, kwargs: Kwargs) -> Any:
     permit = await self._aenter()
     try:
         result = await fn(*args, **kwargs)
@@ -425,12 +402,7 @@ async def around_acall(
     return result
 
 
-def around_call(
-    self: AroundSelf,
-    fn: Callable[..., Any],
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
-) -> Any:
+def around_call(self: AroundSelf, fn: Fn, args: Args, kwargs: Kwargs) -> Any:
     permit = self._enter()
     try:
         result = fn(*args, **kwargs)
@@ -441,9 +413,7 @@ def around_call(
     return result
 
 
-def breaker_async_wrapper(
-    self: BreakerSelf, fn: Callable[..., Awaitable[Any]]
-) -> Callable[..., Any]:
+def breaker_async_wrapper(self: BreakerSelf, fn: AsyncFn) -> Fn:
     tel = self._tel
     core = self._core
     clock = self._clock
@@ -501,7 +471,7 @@ def breaker_async_wrapper(
     return async_wrapper
 
 
-def breaker_sync_wrapper(self: BreakerSelf, fn: Callable[..., Any]) -> Callable[..., Any]:
+def breaker_sync_wrapper(self: BreakerSelf, fn: Fn) -> Fn:
     tel = self._tel
     core = self._core
     clock = self._clock
@@ -559,12 +529,7 @@ def breaker_sync_wrapper(self: BreakerSelf, fn: Callable[..., Any]) -> Callable[
     return sync_wrapper
 
 
-async def breaker_acall(
-    self: BreakerSelf,
-    fn: Callable[..., Awaitable[Any]],
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
-) -> Any:
+async def breaker_acall(self: BreakerSelf, fn: AsyncFn, args: Args, kwargs: Kwargs) -> Any:
     core = self._core
     clock = self._clock
     lock = self._lock
@@ -599,12 +564,7 @@ async def breaker_acall(
     return result
 
 
-def breaker_call(
-    self: BreakerSelf,
-    fn: Callable[..., Any],
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
-) -> Any:
+def breaker_call(self: BreakerSelf, fn: Fn, args: Args, kwargs: Kwargs) -> Any:
     core = self._core
     clock = self._clock
     lock = self._lock
@@ -658,12 +618,7 @@ def breaker_enter(self: BreakerSelf) -> Permit:
     return permit
 
 
-async def bulkhead_acall(
-    self: BulkheadSelf,
-    fn: Callable[..., Awaitable[Any]],
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
-) -> Any:
+async def bulkhead_acall(self: BulkheadSelf, fn: AsyncFn, args: Args, kwargs: Kwargs) -> Any:
     lock = self._lock
     lock.acquire()  # not ``with``: on CPython 3.11 that costs twice the lock round trip
     try:
@@ -683,12 +638,7 @@ async def bulkhead_acall(
     return result
 
 
-def bulkhead_call(
-    self: BulkheadSelf,
-    fn: Callable[..., Any],
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
-) -> Any:
+def bulkhead_call(self: BulkheadSelf, fn: Fn, args: Args, kwargs: Kwargs) -> Any:
     lock = self._lock
     lock.acquire()  # not ``with``: on CPython 3.11 that costs twice the lock round trip
     try:
@@ -750,12 +700,50 @@ def bulkhead_enter_nowait(self: BulkheadSelf) -> Any:
     return WAIT  # ``_aenter`` queues (or admits, if a slot was freed meanwhile)
 
 
-async def fallback_acall(
-    self: FallbackSelf,
-    fn: Callable[..., Awaitable[Any]],
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
-) -> Any:
+async def bulkhead_wait_in_task(self: BulkheadSelf) -> None:
+    if self._core.max_queued == 0:
+        raise self._reject("full", None)  # no queue to wait in: no waiter to build
+    waiter = TaskWaiter()
+    start = self._clock()
+    position = self._arrive(waiter)
+    if position == ADMITTED:
+        return None
+    try:
+        self._note_queued(position)
+        if self._queue_timeout is None:
+            await waiter.event.wait()
+        else:
+            with anyio.move_on_after(self._queue_timeout):
+                await waiter.event.wait()
+        woken = waiter.event.is_set()
+    except BaseException:
+        self._abandon(waiter)
+        raise
+    self._after_wait(waiter, woken, start)
+
+
+def bulkhead_wait_in_thread(self: BulkheadSelf) -> None:
+    if self._core.max_queued == 0:
+        raise self._reject("full", None)  # no queue to wait in: no waiter to build
+    waiter = ThreadWaiter()
+    start = self._clock()
+    position = self._arrive(waiter)
+    if position == ADMITTED:
+        return None
+    try:
+        self._note_queued(position)
+        timeout = self._queue_timeout
+        budget = remaining()
+        if budget is not None and (timeout is None or budget < timeout):
+            timeout = budget
+        woken = waiter.wait(timeout)
+    except BaseException:
+        self._abandon(waiter)
+        raise
+    self._after_wait(waiter, woken, start)
+
+
+async def fallback_acall(self: FallbackSelf, fn: AsyncFn, args: Args, kwargs: Kwargs) -> Any:
     try:
         result = await fn(*args, **kwargs)
     except Exception as exc:
@@ -777,12 +765,7 @@ async def fallback_acall(
     return result
 
 
-def fallback_call(
-    self: FallbackSelf,
-    fn: Callable[..., Any],
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
-) -> Any:
+def fallback_call(self: FallbackSelf, fn: Fn, args: Args, kwargs: Kwargs) -> Any:
     if self._sync_refusal is not None:  # an async handler or predicate: no sync calls
         raise TypeError(self._sync_refusal)
     try:
@@ -804,12 +787,7 @@ def fallback_call(
     return result
 
 
-async def retry_acall(
-    self: RetrySelf,
-    fn: Callable[..., Awaitable[Any]],
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
-) -> Any:
+async def retry_acall(self: RetrySelf, fn: AsyncFn, args: Args, kwargs: Kwargs) -> Any:
     start = self._clock() if self.max_delay is not None else None
     error: Exception | None
     try:
@@ -872,12 +850,7 @@ async def retry_acall(
         error = None
 
 
-def retry_call(
-    self: RetrySelf,
-    fn: Callable[..., Any],
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
-) -> Any:
+def retry_call(self: RetrySelf, fn: Fn, args: Args, kwargs: Kwargs) -> Any:
     if self._sync_refusal is not None:  # an async sleep or predicate: cannot serve sync calls
         raise TypeError(self._sync_refusal)
     start = self._clock() if self.max_delay is not None else None

@@ -17,7 +17,6 @@ import types
 import weakref
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
-from types import TracebackType
 from typing import Any, ClassVar, TypeVar, cast
 
 from typing_extensions import ParamSpec
@@ -26,6 +25,7 @@ from . import _hot_paths
 from . import _validate as v
 from ._misuse import check_async_entry, check_decoratable, check_sync_entry, without_parentheses
 from ._outcomes import NOTE, WAIT
+from ._types import Args, AsyncFn, Exc, ExcType, Fn, Kwargs, Tb
 from ._validate import check_name, is_async_callable
 from .config import Configurable, build_from_env
 from .errors import INJECTED as _INJECTED
@@ -131,6 +131,21 @@ class Policy:
     def _renamed(self) -> None:
         """Hook for policies that keep name-derived state (e.g. published gauges)."""
 
+    def _refuse_sync_calls_if_async(self, **callables: object) -> None:
+        """Refuse sync calls when one of ``callables`` (a sleep, a handler, a predicate) is an
+        ``async def``: a sync call could not await it (in async calls it is awaited)."""
+        found = [
+            f"{option}= ({fn!r})"
+            for option, fn in callables.items()
+            if callable(fn) and not isinstance(fn, type) and is_async_callable(fn)
+        ]
+        if found:
+            self._sync_refusal = (
+                f"{self._label()} has an async {' and an async '.join(found)} and cannot serve "
+                "a sync call, which could not await it; use sync callables or call it from "
+                "async code"
+            )
+
     def _refuse_sync(self) -> None:
         """Raise ``TypeError`` when this policy cannot serve a sync call (see
         ``_sync_refusal``): before any user code runs."""
@@ -228,15 +243,10 @@ class Policy:
         return cast(T, await self._aexecute(fn, args, kwargs))
 
     # -- what subclasses implement ---------------------------------------------------------
-    def _call(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    def _call(self, fn: Fn, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         raise NotImplementedError  # pragma: no cover - every concrete policy overrides it
 
-    async def _acall(
-        self,
-        fn: Callable[..., Awaitable[Any]],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-    ) -> Any:
+    async def _acall(self, fn: AsyncFn, args: Args, kwargs: Kwargs) -> Any:
         raise NotImplementedError  # pragma: no cover - every concrete policy overrides it
 
     # -- outcome plumbing ------------------------------------------------------------------
@@ -289,11 +299,6 @@ class Policy:
     _execute = _hot_paths.policy_execute
     _aexecute_traced = _hot_paths.policy_aexecute_traced
     _execute_traced = _hot_paths.policy_execute_traced
-
-    def _hot_self(self) -> _hot_paths.PolicySelf:
-        """For the type checker: this class provides what its per-call code uses."""
-        return self
-
     # --- end of generated code ---
 
 
@@ -305,6 +310,9 @@ class AroundPolicy(Policy):
     ``_exit(permit, error, result)``. ``_exit`` runs exactly once per successful ``_enter``,
     also on cancellation (``error`` is then a ``BaseException`` that is not an ``Exception``).
     """
+
+    _block_result: Any = None
+    """What ``_exit`` gets as the result of a ``with`` block (which has none)."""
 
     def __init__(self, name: str | None = None, *, on_event: Listener | None = None) -> None:
         super().__init__(name, on_event=on_event)
@@ -337,11 +345,6 @@ class AroundPolicy(Policy):
     _async_wrapper = _hot_paths.around_async_wrapper
     _acall = _hot_paths.around_acall
     _call = _hot_paths.around_call
-
-    def _hot_self(self) -> _hot_paths.AroundSelf:
-        """For the type checker: this class provides what its per-call code uses."""
-        return self
-
     # --- end of generated code ---
 
     # -- context managers ----------------------------------------------------------------------
@@ -352,27 +355,17 @@ class AroundPolicy(Policy):
         self._held.set((*self._held.get(), permit))
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, exc_type: ExcType, exc: Exc, tb: Tb) -> None:
         held = self._held.get()
         if not held:
             raise RuntimeError(f"{self!r}: __exit__ without a matching __enter__")
         self._held.set(held[:-1])
-        self._exit(held[-1], exc, None)
+        self._exit(held[-1], exc, self._block_result)
 
     async def __aenter__(self) -> AroundPolicy:
         permit = await self._aenter()
         self._held.set((*self._held.get(), permit))
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, exc_type: ExcType, exc: Exc, tb: Tb) -> None:
         self.__exit__(exc_type, exc, tb)

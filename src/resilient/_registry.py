@@ -17,11 +17,12 @@ themselves on and off.
 from __future__ import annotations
 
 import threading
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any, cast
 
 from . import config
 from ._policy import Policy
+from ._types import Args, AsyncFn, Fn, Kwargs
 from .breaker import CircuitBreaker
 from .bulkhead import Bulkhead
 from .chaos import Fault, Latency, Result
@@ -67,6 +68,7 @@ def _kind_class(kind: str) -> type[Policy]:
 
 
 _Defaults = Mapping[str, Any]
+_Snapshot = tuple[dict[tuple[str, str], Policy], dict[tuple[str, str], dict[str, Any]]]
 
 
 def _same_defaults(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
@@ -91,29 +93,14 @@ class _Passthrough(Policy):
     kind = "passthrough"
     _counts_calls = False
 
-    def _execute(
-        self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> Any:
+    def _execute(self, fn: Fn, args: Args, kwargs: Kwargs) -> Any:
         return fn(*args, **kwargs)
 
-    async def _aexecute(
-        self,
-        fn: Callable[..., Awaitable[Any]],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-    ) -> Any:
+    async def _aexecute(self, fn: AsyncFn, args: Args, kwargs: Kwargs) -> Any:
         return await fn(*args, **kwargs)
 
-    def _call(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        return fn(*args, **kwargs)
-
-    async def _acall(
-        self,
-        fn: Callable[..., Awaitable[Any]],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-    ) -> Any:
-        return await fn(*args, **kwargs)
+    _call = _execute
+    _acall = _aexecute
 
 
 class Registry:
@@ -234,6 +221,20 @@ class Registry:
             self._policies.clear()
             self._defaults.clear()
 
+    # -- test isolation (``resilient.testing``) ---------------------------------------------
+    def _snapshot(self) -> _Snapshot:
+        """The registered policies and their code defaults as they are now."""
+        with self._lock:
+            return dict(self._policies), dict(self._defaults)
+
+    def _restore(self, snapshot: _Snapshot) -> None:
+        """Back to ``snapshot``: policies registered since are forgotten, policies forgotten
+        since (``clear()``) come back. The instances themselves are untouched."""
+        policies, defaults = snapshot
+        with self._lock:
+            self._policies = dict(policies)
+            self._defaults = dict(defaults)
+
     # -- named pipelines -------------------------------------------------------------------
     def policy(
         self,
@@ -310,32 +311,6 @@ registry = Registry()
 """The process-wide default registry (``rs.registry``)."""
 
 
-def policy(
-    name: str,
-    /,
-    *kinds: str,
-    fallback: _Defaults | None = None,
-    retry: _Defaults | None = None,
-    hedge: _Defaults | None = None,
-    breaker: _Defaults | None = None,
-    timeout: _Defaults | None = None,
-    bulkhead: _Defaults | None = None,
-    chaos_latency: _Defaults | None = None,
-    chaos_fault: _Defaults | None = None,
-    chaos_result: _Defaults | None = None,
-) -> Pipeline:
-    """``@rs.policy("payments", "retry", "breaker", "timeout")``: the named pipeline from the
-    default :data:`registry` (see :meth:`Registry.policy`)."""
-    return registry.policy(
-        name,
-        *kinds,
-        fallback=fallback,
-        retry=retry,
-        hedge=hedge,
-        breaker=breaker,
-        timeout=timeout,
-        bulkhead=bulkhead,
-        chaos_latency=chaos_latency,
-        chaos_fault=chaos_fault,
-        chaos_result=chaos_result,
-    )
+policy = registry.policy
+"""``@rs.policy("payments", "retry", "breaker", "timeout")``: the named pipeline from the
+default :data:`registry` (see :meth:`Registry.policy`)."""

@@ -25,8 +25,10 @@ import math
 import numbers
 import random
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
+from . import _clock
 from ._config_parse import (
     BOOL_HELP,
     DELAY_HELP,
@@ -121,6 +123,7 @@ def is_async_callable(fn: object) -> bool:
     return call is not None and not inspect.isfunction(fn) and inspect.iscoroutinefunction(call)
 
 
+@dataclass(frozen=True, slots=True, eq=False)
 class Option(Generic[T]):
     """One constructor option: how to check a value given in code, and how configuration
     reads it from text.
@@ -131,36 +134,20 @@ class Option(Generic[T]):
     for code-only options), ``optional`` is true when ``None`` is a legal value.
     """
 
-    __slots__ = ("_check", "accepts", "choices", "format", "name", "optional", "parser")
-
-    def __init__(
-        self,
-        name: str,
-        check: Callable[[str, object], T],
-        *,
-        format: str,
-        accepts: str,
-        parser: Parser | None,
-        optional: bool = False,
-        choices: tuple[str, ...] = (),
-    ) -> None:
-        self.name = name
-        self._check = check
-        self.format = format
-        self.accepts = accepts
-        self.parser = parser
-        self.optional = optional
-        self.choices = choices
-
-    def __repr__(self) -> str:
-        return f"<option {self.name}: {self.format}>"
+    name: str
+    check: Callable[[str, object], T] = field(repr=False)
+    format: str = field(kw_only=True)
+    accepts: str = field(kw_only=True, repr=False)
+    parser: Parser | None = field(kw_only=True, repr=False)
+    optional: bool = field(default=False, kw_only=True)
+    choices: tuple[str, ...] = field(default=(), kw_only=True)
 
     def __call__(self, value: object) -> T:
         """The checked (and normalised) value; ``TypeError``/``ValueError`` naming the option
         and the value otherwise. ``None`` passes through for optional options."""
         if value is None and self.optional:
             return None  # type: ignore[return-value]
-        return self._check(self.name, value)
+        return self.check(self.name, value)
 
 
 class Options(Mapping[str, Option[Any]]):
@@ -490,10 +477,17 @@ def callback(name: str, *, optional: bool = True) -> Option[Any]:
 
 
 def clock(name: str = "clock") -> Option[Callable[[], float]]:
-    """A zero-argument callable returning monotonic seconds; called once to check that."""
+    """A zero-argument callable returning monotonic seconds; called once to check that.
+
+    The default (``time.monotonic``, or ``None``) resolves to :func:`resilient._clock.default`
+    at construction: the real clock, or the fake one a test installed
+    (``resilient.testing.fake_clock()``, the ``resilient_clock`` pytest fixture). A clock
+    passed explicitly is always kept."""
     what = "a callable returning seconds"
 
     def check(name: str, value: object) -> Callable[[], float]:
+        if _clock.is_default(value):
+            return _clock.default()
         if not callable(value):
             raise _bad_type(name, what, value)
         fn: Callable[[], float] = value

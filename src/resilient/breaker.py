@@ -21,8 +21,7 @@ import numbers
 import threading
 import time
 from collections.abc import Callable
-from types import TracebackType
-from typing import Any, Literal, NamedTuple, Protocol
+from typing import Any, Literal, NamedTuple, Protocol, TypeVar
 
 from . import _hot_paths
 from . import _validate as v
@@ -39,6 +38,7 @@ from ._core.breaker import (
 )
 from ._core.sliding_windows import CountWindow, TimeWindow, Window
 from ._policy import AroundPolicy
+from ._types import Fn
 from ._validate import is_async_callable
 from .errors import CircuitOpenError
 from .errors import _circuit_open as _open
@@ -60,7 +60,7 @@ class _HasRandom(Protocol):
 
 
 # -- options ---------------------------------------------------------------------------------------
-def _check_backoff(name: str, fn: Callable[..., Any]) -> Callable[[int], float]:
+def _check_backoff(name: str, fn: Fn) -> Callable[[int], float]:
     """A backoff ``(times_opened) -> seconds``: called once with 1 to check it, then wrapped
     so that a bad later value can never corrupt the breaker mid-transition."""
     first = fn(1)
@@ -169,6 +169,9 @@ def _never(error: BaseException) -> bool:
     return False
 
 
+T = TypeVar("T")
+
+
 class BreakerMetrics(NamedTuple):
     """A snapshot of the breaker: its state and what its window holds right now.
 
@@ -182,6 +185,21 @@ class BreakerMetrics(NamedTuple):
     slow_calls: int
     failure_rate: float
     slow_call_rate: float
+
+
+def _snapshot(core: BreakerCore, now: float) -> BreakerMetrics:
+    state = core.poll(now)
+    core.refresh(now)
+    window = core.window
+    calls, failures, slow = window.calls, window.failures, window.slow_calls
+    return BreakerMetrics(
+        state,
+        calls,
+        failures,
+        slow,
+        failures / calls if calls else 0.0,
+        slow / calls if calls else 0.0,
+    )
 
 
 class CircuitBreaker(AroundPolicy):
@@ -233,6 +251,7 @@ class CircuitBreaker(AroundPolicy):
     kind = "breaker"
     options = _OPTIONS
     _stateful = True
+    _block_result = _NO_RESULT  # ``with breaker:`` has no result for ``record_result``
 
     def __init__(
         self,
@@ -341,51 +360,17 @@ class CircuitBreaker(AroundPolicy):
         trial overran ``half_open_max_wait`` reads as OPEN. So the value is what the next
         caller would meet, never a stale OPEN on a dashboard.
         """
-        now = self._clock()
-        with self._lock:
-            core = self._core
-            state = core.poll(now)
-            changes = core.take_changes() if core.changes else None
-            gen = core.gen
-        if changes:
-            self._publish(changes, gen)
-        return state
+        return self._locked(BreakerCore.poll)
 
     @property
     def retry_after(self) -> float | None:
         """Seconds until an OPEN breaker admits a trial call; ``None`` in any other state."""
-        now = self._clock()
-        with self._lock:
-            core = self._core
-            hint = core.retry_after(now)
-            changes = core.take_changes() if core.changes else None
-            gen = core.gen
-        if changes:
-            self._publish(changes, gen)
-        return hint
+        return self._locked(BreakerCore.retry_after)
 
     @property
     def metrics(self) -> BreakerMetrics:
         """The state and the window's call, failure and slow-call counts and rates."""
-        now = self._clock()
-        with self._lock:
-            core = self._core
-            state = core.poll(now)
-            core.refresh(now)
-            window = core.window
-            calls, failures, slow = window.calls, window.failures, window.slow_calls
-            changes = core.take_changes() if core.changes else None
-            gen = core.gen
-        if changes:
-            self._publish(changes, gen)
-        return BreakerMetrics(
-            state,
-            calls,
-            failures,
-            slow,
-            failures / calls if calls else 0.0,
-            slow / calls if calls else 0.0,
-        )
+        return self._locked(_snapshot)
 
     def force_open(self) -> None:
         """Reject every call until :meth:`reset` (e.g. during maintenance of the dependency)."""
@@ -403,24 +388,22 @@ class CircuitBreaker(AroundPolicy):
     def reset(self) -> None:
         """Back to CLOSED with an empty window and no backoff history; calls still running
         from before the reset are not recorded."""
-        now = self._clock()
-        with self._lock:
-            core = self._core
-            core.reset(now)
-            changes = core.take_changes() if core.changes else None
-            gen = core.gen
-        if changes:
-            self._publish(changes, gen)
+        self._locked(BreakerCore.reset)
 
     def _set_state(self, state: BreakerState) -> None:
+        self._locked(lambda core, now: core.set_state(state, now))
+
+    def _locked(self, operation: Callable[[BreakerCore, float], T]) -> T:
+        """Run ``operation(core, now)`` in one lock section, then publish the transitions it
+        (or a transition that was due) made, outside the lock."""
         now = self._clock()
         with self._lock:
             core = self._core
-            core.set_state(state, now)
-            changes = core.take_changes() if core.changes else None
-            gen = core.gen
-        if changes:
-            self._publish(changes, gen)
+            value = operation(core, now)
+            pending = core.take_pending() if core.changes else None
+        if pending:
+            self._publish(*pending)
+        return value
 
     # -- AroundPolicy: the per-call paths ------------------------------------------------------
     # --- generated from src/resilient/_templates/breaker.tmpl by tools/gen_hotpaths.py ---
@@ -429,11 +412,6 @@ class CircuitBreaker(AroundPolicy):
     _acall = _hot_paths.breaker_acall
     _call = _hot_paths.breaker_call
     _enter = _hot_paths.breaker_enter
-
-    def _hot_self(self) -> _hot_paths.BreakerSelf:
-        """For the type checker: this class provides what its per-call code uses."""
-        return self
-
     # --- end of generated code ---
 
     def _admit(self, now: float) -> Permit:
@@ -443,15 +421,11 @@ class CircuitBreaker(AroundPolicy):
         lock.acquire()
         try:
             decision = core.acquire(now)
-            if core.changes:
-                changes: list[Transition] | None = core.take_changes()
-                gen = core.gen
-            else:
-                changes = None
+            pending = core.take_pending() if core.changes else None
         finally:
             lock.release()
-        if changes:
-            self._publish(changes, gen)
+        if pending:
+            self._publish(*pending)
         if decision.__class__ is tuple:
             return decision
         raise self._reject(decision)  # type: ignore[arg-type]
@@ -468,26 +442,6 @@ class CircuitBreaker(AroundPolicy):
                 self._complete(permit, CANCELLED, None)  # a broken predicate must not leak
                 raise
         self._complete(permit, outcome, error)
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        held = self._held.get()
-        if not held:
-            raise RuntimeError(f"{self!r}: __exit__ without a matching __enter__")
-        self._held.set(held[:-1])
-        self._exit(held[-1], exc, _NO_RESULT)
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.__exit__(exc_type, exc, tb)
 
     # -- helpers ---------------------------------------------------------------------------------
     def _classify(self, error: BaseException | None, result: Any) -> int:
@@ -510,15 +464,11 @@ class CircuitBreaker(AroundPolicy):
         lock.acquire()  # not ``with``: on CPython 3.11 that costs twice the lock round trip
         try:
             core.complete(permit, outcome, now)
-            if core.changes:
-                changes: list[Transition] | None = core.take_changes()
-                gen = core.gen
-            else:
-                changes = None
+            pending = core.take_pending() if core.changes else None
         finally:
             lock.release()
-        if changes:
-            self._publish(changes, gen)
+        if pending:
+            self._publish(*pending)
         if outcome or self._slow is not None:
             self._report(permit, outcome, error, now)
 

@@ -25,14 +25,11 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
-import anyio
-
 from . import _hot_paths
 from . import _validate as v
 from ._core.bulkhead import ADMITTED, FULL, BulkheadCore
-from ._deadline import remaining
 from ._policy import AroundPolicy
-from ._waiters import TaskWaiter, ThreadWaiter, Waiter
+from ._waiters import Waiter
 from .errors import _bulkhead_full
 from .telemetry._events import BulkheadAdmitted, BulkheadQueued, BulkheadRejected
 from .telemetry._hub import STATE, Listener
@@ -142,53 +139,9 @@ class Bulkhead(AroundPolicy):
     _aenter = _hot_paths.bulkhead_aenter
     _enter = _hot_paths.bulkhead_enter
     _enter_nowait = _hot_paths.bulkhead_enter_nowait
-
-    def _hot_self(self) -> _hot_paths.BulkheadSelf:
-        """For the type checker: this class provides what its per-call code uses."""
-        return self
-
+    _wait_in_task = _hot_paths.bulkhead_wait_in_task
+    _wait_in_thread = _hot_paths.bulkhead_wait_in_thread
     # --- end of generated code ---
-
-    def _wait_in_thread(self) -> None:
-        if self._core.max_queued == 0:
-            raise self._reject("full", None)  # no queue to wait in: no waiter to build
-        waiter = ThreadWaiter()
-        start = self._clock()
-        position = self._arrive(waiter)
-        if position == ADMITTED:
-            return None
-        # From here on the waiter is queued: whatever interrupts us must take it out again.
-        try:
-            self._note_queued(position)
-            timeout = self._queue_timeout
-            budget = remaining()
-            if budget is not None and (timeout is None or budget < timeout):
-                timeout = budget
-            woken = waiter.wait(timeout)
-        except BaseException:
-            self._abandon(waiter)
-            raise
-        self._after_wait(waiter, woken, start)
-
-    async def _wait_in_task(self) -> None:
-        if self._core.max_queued == 0:
-            raise self._reject("full", None)  # no queue to wait in: no waiter to build
-        waiter = TaskWaiter()
-        start = self._clock()
-        position = self._arrive(waiter)
-        if position == ADMITTED:
-            return None
-        try:
-            self._note_queued(position)
-            if self._queue_timeout is None:
-                await waiter.event.wait()
-            else:
-                with anyio.move_on_after(self._queue_timeout):
-                    await waiter.event.wait()
-        except BaseException:
-            self._abandon(waiter)
-            raise
-        self._after_wait(waiter, waiter.event.is_set(), start)
 
     def _arrive(self, waiter: Waiter) -> int:
         """Take a slot (returns ``ADMITTED``) or join the queue (returns the 1-based position;

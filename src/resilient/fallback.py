@@ -108,21 +108,7 @@ class Fallback(Policy):
             value=self.value, handler=handler, on=on, on_result=on_result, on_event=on_event
         )
         self._on_result_async = on_result is not None and is_async_callable(on_result)
-        async_only = [
-            f"{what} ({fn!r})"
-            for what, fn, is_async in (
-                ("handler", handler, self._handler_is_async),
-                ("on=", on, self._on_pred_async),
-                ("on_result=", on_result, self._on_result_async),
-            )
-            if is_async
-        ]
-        if async_only:
-            self._sync_refusal = (
-                f"Fallback {self.name!r} has an async {' and an async '.join(async_only)} and "
-                "cannot protect a sync call: a sync caller cannot await it; use sync callables "
-                "or call it from async code"
-            )
+        self._refuse_sync_calls_if_async(handler=handler, on=on, on_result=on_result)
 
     def __repr__(self) -> str:
         what = f"handler={self.handler!r}" if self.handler is not None else f"value={self.value!r}"
@@ -160,9 +146,4 @@ class Fallback(Policy):
     # --- generated from src/resilient/_templates/fallback.tmpl by tools/gen_hotpaths.py ---
     _acall = _hot_paths.fallback_acall
     _call = _hot_paths.fallback_call
-
-    def _hot_self(self) -> _hot_paths.FallbackSelf:
-        """For the type checker: this class provides what its per-call code uses."""
-        return self
-
     # --- end of generated code ---

@@ -39,7 +39,6 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import threading
-import time
 from collections.abc import Awaitable, Callable
 from contextvars import copy_context
 from typing import Any
@@ -130,8 +129,9 @@ class Hedge(Policy):
                 "hedge classifies an attempt's error as it ends, without awaiting; decide "
                 "from the exception with a regular def"
             )
-        self._clock: Callable[[], float] = time.monotonic if clock is None else _CLOCK(clock)
-        self._timer_clock: TimerClock | None = timer_clock(clock)
+        # the default resolves to the clock installed by resilient.testing.fake_clock(), if any
+        self._clock: Callable[[], float] = _CLOCK(clock)
+        self._timer_clock: TimerClock | None = timer_clock(self._clock)
         self._percentile: float | None = None
         self._fixed: float | None = None
         if isinstance(checked, str):

@@ -30,7 +30,6 @@ from __future__ import annotations
 import inspect
 import time
 from collections.abc import Callable
-from types import TracebackType
 from typing import Any
 
 from tenacity import RetryCallState, Retrying, stop_after_attempt
@@ -39,6 +38,7 @@ from . import _hot_paths, _sleeping
 from . import _validate as v
 from ._policy import Policy
 from ._retry_state import RetryRun
+from ._types import Exc, ExcType, Fn, Tb
 from ._validate import is_async_callable
 from .errors import PolicyRejectedError
 from .telemetry._hub import Listener
@@ -54,7 +54,7 @@ DEFAULT_WAIT: WaitStrategy = wait_exponential(0.1, 10.0, jitter="full")
 """Exponential backoff with full jitter from 0.1 s up to 10 s: the default ``wait``."""
 
 
-def _wait_strategy(name: str, fn: Callable[..., Any]) -> WaitStrategy:
+def _wait_strategy(name: str, fn: Fn) -> WaitStrategy:
     return fn
 
 
@@ -133,21 +133,7 @@ class Retry(Policy):
         self._on_result_async = on_result is not None and is_async_callable(on_result)
         self._sleep: Callable[[float], Any] | None = _SLEEP(sleep)
         self._sleep_is_async = sleep is not None and is_async_callable(sleep)
-        async_only = [
-            f"{what}= ({fn!r})"
-            for what, fn, is_async in (
-                ("sleep", sleep, self._sleep_is_async),
-                ("on", on, self._on_pred_async),
-                ("on_result", on_result, self._on_result_async),
-            )
-            if is_async
-        ]
-        if async_only:
-            self._sync_refusal = (
-                f"Retry {self.name!r} has an async {' and an async '.join(async_only)} and "
-                "cannot serve a sync call (it could not await it); use sync callables or call "
-                "it from async code"
-            )
+        self._refuse_sync_calls_if_async(sleep=sleep, on=on, on_result=on_result)
         self._clock = clock
         self.max_attempts: int = attempts
         """Attempts per call, the first included."""
@@ -209,11 +195,6 @@ class Retry(Policy):
     # --- generated from src/resilient/_templates/retry.tmpl by tools/gen_hotpaths.py ---
     _acall = _hot_paths.retry_acall
     _call = _hot_paths.retry_call
-
-    def _hot_self(self) -> _hot_paths.RetrySelf:
-        """For the type checker: this class provides what its per-call code uses."""
-        return self
-
     # --- end of generated code ---
 
     # -- inline blocks -------------------------------------------------------------------------
@@ -283,12 +264,7 @@ class Attempt:
     def __enter__(self) -> Attempt:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> bool:
+    def __exit__(self, exc_type: ExcType, exc: Exc, tb: Tb) -> bool:
         if exc is None:
             return False
         if isinstance(exc, Exception) and self._loop._policy._retryable(exc):
@@ -300,12 +276,7 @@ class Attempt:
     async def __aenter__(self) -> Attempt:
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> bool:
+    async def __aexit__(self, exc_type: ExcType, exc: Exc, tb: Tb) -> bool:
         if exc is None:
             return False
         if isinstance(exc, Exception) and await self._loop._policy._aretryable(exc):

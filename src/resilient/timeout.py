@@ -33,9 +33,7 @@ from __future__ import annotations
 
 import contextvars
 import time
-from collections.abc import Awaitable, Callable
 from contextvars import ContextVar, Token
-from types import TracebackType
 from typing import Any
 
 import anyio
@@ -46,6 +44,7 @@ from ._misuse import without_parentheses
 from ._policy import Policy
 from ._thread_cache import POOL as _POOL
 from ._thread_cache import Job as _Job
+from ._types import Args, AsyncFn, Exc, ExcType, Fn, Kwargs, Tb
 from .errors import TimeoutExceeded
 from .telemetry._events import TimeoutHit
 from .telemetry._hub import Listener
@@ -109,7 +108,7 @@ class Timeout(Policy):
         return error
 
     # -- sync: worker thread ------------------------------------------------------------------
-    def _call(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    def _call(self, fn: Fn, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         seconds = self._seconds
         end = time.monotonic() + seconds
         _, token = enter_deadline(seconds)
@@ -126,12 +125,7 @@ class Timeout(Policy):
         raise self._expired(None)
 
     # -- async: cancel scope -------------------------------------------------------------------
-    async def _acall(
-        self,
-        fn: Callable[..., Awaitable[Any]],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-    ) -> Any:
+    async def _acall(self, fn: AsyncFn, args: Args, kwargs: Kwargs) -> Any:
         _, token = enter_deadline(self._seconds)
         caught: BaseException | None = None
         try:
@@ -155,12 +149,7 @@ class Timeout(Policy):
         self._frames.set((*self._frames.get(), (time.monotonic(), token)))
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, exc_type: ExcType, exc: Exc, tb: Tb) -> None:
         start, token = self._pop()
         leave_deadline(token)
         if exc is None and time.monotonic() - start > self._seconds:
@@ -177,12 +166,7 @@ class Timeout(Policy):
         self._frames.set((*self._frames.get(), (scope, token)))
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> bool:
+    async def __aexit__(self, exc_type: ExcType, exc: Exc, tb: Tb) -> bool:
         scope, token = self._pop()
         assert isinstance(scope, anyio.CancelScope)
         try:

@@ -28,6 +28,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
+from .._types import Args
 from ..errors import StaleEpoch
 from ._model import (
     UNFINISHED,
@@ -296,9 +297,7 @@ class PostgresSagaStore(BlockingSagaStore):
     def _record(row: Sequence[Any], events: tuple[SagaLogEvent, ...]) -> SagaRecord:
         return record_from_row(row, events)
 
-    def _events(
-        self, conn: psycopg.Connection[tuple[Any, ...]], saga_id: str
-    ) -> tuple[SagaLogEvent, ...]:
+    def _events(self, conn: psycopg.Connection[Args], saga_id: str) -> tuple[SagaLogEvent, ...]:
         rows = conn.execute(self._q_events, (saga_id,)).fetchall()
         return tuple(SagaLogEvent(*row) for row in rows)
 

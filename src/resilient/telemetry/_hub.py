@@ -33,9 +33,13 @@ if TYPE_CHECKING:
 __all__ = [
     "Listener",
     "PolicyTelemetry",
+    "SavedState",
     "add_listener",
     "configure_telemetry",
+    "isolate",
     "remove_listener",
+    "restore_state",
+    "save_state",
     "STATE",
 ]
 
@@ -127,6 +131,47 @@ def reset_telemetry() -> None:
         STATE.registry = REGISTRY
         STATE.tracer_provider = None
         _bump()
+
+
+SavedState = tuple[tuple[Listener, ...], bool, bool, "CollectorRegistry", "TracerProvider | None"]
+"""The whole configuration, as :func:`save_state` returns it."""
+
+
+def save_state() -> SavedState:
+    """The current configuration, for :func:`restore_state` (test isolation)."""
+    with _lock:
+        return (
+            STATE.listeners,
+            STATE.metrics,
+            STATE.tracing,
+            STATE.registry,
+            STATE.tracer_provider,
+        )
+
+
+def restore_state(saved: SavedState) -> None:
+    """Put back a configuration :func:`save_state` returned; every policy's cache follows."""
+    with _lock:
+        (
+            STATE.listeners,
+            STATE.metrics,
+            STATE.tracing,
+            STATE.registry,
+            STATE.tracer_provider,
+        ) = saved
+        _bump()
+
+
+def isolate(registry: CollectorRegistry) -> SavedState:
+    """Save the configuration, then start a fresh one: no listeners, metrics into
+    ``registry``; the on/off switches and the tracer provider stay (they are the session's
+    choice, not state a test leaves behind). Undo with :func:`restore_state`."""
+    saved = save_state()
+    with _lock:
+        STATE.listeners = ()
+        STATE.registry = registry
+        _bump()
+    return saved
 
 
 def _call_listener(listener: Listener, event: Event) -> None:

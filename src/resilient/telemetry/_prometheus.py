@@ -24,7 +24,14 @@ from prometheus_client.registry import Collector
 
 from ._catalog import MetricSpec, spec
 
-__all__ = ["CallStats", "CounterSeries", "Families", "PlainCounter", "families_for"]
+__all__ = [
+    "CallStats",
+    "CounterSeries",
+    "Families",
+    "PlainCounter",
+    "families_for",
+    "forget_families",
+]
 
 _CALLS = spec("resilient_calls_total")
 _CALL_DURATION = spec("resilient_call_duration_seconds")
@@ -267,3 +274,13 @@ def families_for(registry: CollectorRegistry) -> Families:
             found = Families(registry)
             _cache[id(registry)] = found
         return found
+
+
+def forget_families(registry: CollectorRegistry) -> None:
+    """Drop the families bound to ``registry`` from the cache, so a throw-away registry (one
+    per test, ``resilient.testing.isolated_registry``) is not kept alive by it. Policies still
+    holding them rebuild from the current configuration when it changes."""
+    with _cache_lock:
+        found = _cache.get(id(registry))
+        if found is not None and found.registry is registry:
+            del _cache[id(registry)]
