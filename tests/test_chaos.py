@@ -383,3 +383,12 @@ def test_a_random_seed_is_readable_to_replay_a_run() -> None:
     fault = rs.chaos.Fault(rate=0.3, error=Injected)
     replay = rs.chaos.Fault(rate=0.3, error=Injected, seed=fault.seed)
     assert _fault_positions(fault, 500) == _fault_positions(replay, 500)
+
+
+def test_injected_latency_advances_the_installed_fake_clock() -> None:
+    from resilient.testing import fake_clock
+
+    with fake_clock() as clock:
+        latency = rs.chaos.Latency(rate=1.0, seconds=0.8)
+        assert latency.call(lambda: "real") == "real"
+    assert clock.sleeps == [0.8]

@@ -718,3 +718,20 @@ def test_the_timer_queue_drops_cancelled_timers() -> None:
     assert queue.run_due(160.0) == 161.0
     assert fired == list(range(150, 161))
     assert queue.run_due(1e9) == float("inf") and fired[-1] == 199
+
+
+@pytest.mark.anyio
+async def test_a_hedge_built_inside_fake_clock_waits_on_it() -> None:
+    from resilient.testing import fake_clock
+
+    with fake_clock() as fake:
+        hedge = rs.Hedge(delay=0.1)  # no clock=: the installed fake one
+
+        async def replica() -> str:
+            if fake() == 0.0:
+                fake.advance(0.1)
+                await anyio.sleep_forever()
+            return "hedge"
+
+        assert await hedge.acall(replica) == "hedge"
+        assert fake() == 0.1
