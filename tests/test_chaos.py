@@ -372,6 +372,16 @@ def test_settings_are_readable_and_follow_run_time_switches() -> None:
         assert (policy.settings["rate"], policy.settings["enabled"]) == (0.5, False)
 
 
+def test_latency_seconds_are_settable_at_run_time() -> None:
+    clock = FakeClock()
+    latency = rs.chaos.Latency(rate=1.0, seconds=0.25, sleep=clock.sleep)
+    latency.seconds = 2.0
+    latency.call(lambda: None)
+    assert clock.sleeps == [2.0] and latency.settings["seconds"] == 2.0
+    with pytest.raises(ValueError, match="seconds"):
+        latency.seconds = -1.0
+
+
 def test_latency_with_an_async_sleep_refuses_sync_calls() -> None:
     clock = FakeClock()
     latency = rs.chaos.Latency(rate=1.0, seconds=1.0, sleep=clock.asleep)

@@ -64,7 +64,9 @@ def is_injected(error: BaseException) -> bool:
 
 
 def policies(name: str | None = None) -> list[ChaosPolicy]:
-    """Every live chaos policy (of ``name``, when given), oldest first."""
+    """Every live chaos policy (of ``name``, when given), oldest first. Live means still
+    referenced (by a decorated function, a pipeline, the registry): the list holds policies
+    weakly, so it never keeps a discarded one alive."""
     with _live_lock:
         found = sorted(_live, key=lambda p: p._serial)
     return [p for p in found if name is None or p.name == name]
@@ -294,8 +296,7 @@ class Latency(ChaosPolicy):
         sleep: Callable[[float], Any] | None = None,
         on_event: Listener | None = None,
     ) -> None:
-        self.seconds: float = _SECONDS(seconds)
-        """The injected wait, in seconds."""
+        self._seconds: float = _SECONDS(seconds)
         self._sleep: Callable[[float], Any] | None = _SLEEP(sleep)
         super().__init__(name, rate=rate, seed=seed, enabled=enabled, on_event=on_event)
         if sleep is not None and v.is_async_callable(sleep):
@@ -304,17 +305,32 @@ class Latency(ChaosPolicy):
                 "sync call: a sync caller cannot await it; pass a sync sleep or call it from "
                 "async code"
             )
-        self._settle(seconds=self.seconds, sleep=sleep, on_event=on_event)
+        self._settle(seconds=self._seconds, sleep=sleep, on_event=on_event)
+
+    @property
+    def seconds(self) -> float:
+        """The injected wait, in seconds; settable at run time (checked like the option)."""
+        return self._seconds
+
+    @seconds.setter
+    def seconds(self, value: float) -> None:
+        self._seconds = _SECONDS(value)
+
+    @property
+    def settings(self) -> types.MappingProxyType[str, Any]:
+        """As :attr:`ChaosPolicy.settings`, with ``seconds`` read live too."""
+        return types.MappingProxyType({**super().settings, "seconds": self._seconds})
 
     def _call(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         if not (self._on and self._hit()):
             return fn(*args, **kwargs)
-        self._injected(seconds=self.seconds)
+        seconds = self._seconds
+        self._injected(seconds=seconds)
         sleep = self._sleep
         if sleep is None:
-            _sleeping.sync_sleep(self.seconds)
+            _sleeping.sync_sleep(seconds)
         else:
-            v.refuse_awaitable(sleep(self.seconds), f"Latency {self.name!r} sleep=")
+            v.refuse_awaitable(sleep(seconds), f"Latency {self.name!r} sleep=")
         result = fn(*args, **kwargs)
         self._note_outcome("injected")
         return result
@@ -327,12 +343,13 @@ class Latency(ChaosPolicy):
     ) -> Any:
         if not (self._on and self._hit()):
             return await fn(*args, **kwargs)
-        self._injected(seconds=self.seconds)
+        seconds = self._seconds
+        self._injected(seconds=seconds)
         sleep = self._sleep
         if sleep is None:
-            await _sleeping.async_sleep(self.seconds)
+            await _sleeping.async_sleep(seconds)
         else:
-            outcome = sleep(self.seconds)
+            outcome = sleep(seconds)
             if inspect.isawaitable(outcome):
                 await outcome
         result = await fn(*args, **kwargs)
