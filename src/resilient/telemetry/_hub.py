@@ -482,7 +482,7 @@ class PolicyTelemetry:
 
     def hedge_attempt(self) -> None:
         """Count one hedged attempt (``resilient_hedge_attempts_total``)."""
-        if self.gen != STATE.generation or OTEL._TRACER_PROVIDER is not self.otel_global:
+        if self.gen != STATE.generation or self.otel._TRACER_PROVIDER is not self.otel_global:
             self.refresh()
         if self._families is not None:
             series = self._children.get(("hedge_attempts",))
