@@ -34,11 +34,14 @@ from ._model import (
 )
 from ._sql_rows import (
     RECORD_COLUMNS,
+    SCHEMA_VERSION,
     SUMMARY_COLUMNS,
+    UNFINISHED_SQL,
     AppendShape,
     append_sets,
     append_update,
     insert_params,
+    newer_schema,
     record_from_row,
     summary_from_row,
 )
@@ -46,8 +49,10 @@ from ._store import BlockingSagaStore
 
 __all__ = ["SQLiteSagaStore"]
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS sagas (
+# The current layout (``_sql_rows.SCHEMA_VERSION``); every statement is idempotent, so running
+# them all in one transaction also upgrades a layout-1 file in place.
+_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS sagas (
     id TEXT PRIMARY KEY,
     definition TEXT NOT NULL,
     steps_hash TEXT NOT NULL,
@@ -64,9 +69,11 @@ CREATE TABLE IF NOT EXISTS sagas (
     created_at REAL NOT NULL,
     updated_at REAL NOT NULL,
     last_seq INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS sagas_due ON sagas (status, next_attempt_at);
-CREATE TABLE IF NOT EXISTS saga_events (
+)""",
+    f"""CREATE INDEX IF NOT EXISTS sagas_unfinished ON sagas (next_attempt_at)
+    WHERE status IN {UNFINISHED_SQL}""",
+    "DROP INDEX IF EXISTS sagas_due",
+    """CREATE TABLE IF NOT EXISTS saga_events (
     saga_id TEXT NOT NULL,
     seq INTEGER NOT NULL,
     kind TEXT NOT NULL,
@@ -75,8 +82,11 @@ CREATE TABLE IF NOT EXISTS saga_events (
     payload TEXT NOT NULL,
     at REAL NOT NULL,
     PRIMARY KEY (saga_id, seq)
-) WITHOUT ROWID;
-"""
+) WITHOUT ROWID""",
+    "CREATE TABLE IF NOT EXISTS saga_schema (version INTEGER NOT NULL)",
+    "DELETE FROM saga_schema",
+    f"INSERT INTO saga_schema (version) VALUES ({SCHEMA_VERSION})",
+)
 
 _COLUMNS = RECORD_COLUMNS
 _UNFINISHED = tuple(s.value for s in UNFINISHED)
@@ -102,6 +112,24 @@ def _update_sql(shape: AppendShape) -> str:
 _DURABILITY = {"normal": "NORMAL", "power": "FULL"}
 
 
+def _schema_version(conn: sqlite3.Connection) -> int:
+    """The layout version of the file: 0 without tables, 1 for the first layout (no
+    ``saga_schema`` table)."""
+    names = {
+        r[0]
+        for r in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' "
+            "AND name IN ('sagas', 'saga_schema')"
+        )
+    }
+    if "sagas" not in names:
+        return 0
+    if "saga_schema" not in names:
+        return 1
+    row = conn.execute("SELECT max(version) FROM saga_schema").fetchone()
+    return 1 if row is None or row[0] is None else int(row[0])
+
+
 class SQLiteSagaStore(BlockingSagaStore):
     """Sagas in the SQLite file ``path``: survives crashes; shareable by processes on one
     host (for several hosts use a server database store)."""
@@ -124,7 +152,7 @@ class SQLiteSagaStore(BlockingSagaStore):
         self._all: dict[threading.Thread, sqlite3.Connection] = {}
         self._all_lock = threading.Lock()
         self._closed = False
-        self._conn().executescript(_SCHEMA)
+        self._ensure_schema()
 
     def __repr__(self) -> str:
         return f"<SQLiteSagaStore {self.path!r} durability={self.durability!r}>"
@@ -153,6 +181,20 @@ class SQLiteSagaStore(BlockingSagaStore):
             for orphan in orphans:
                 orphan.close()
         return conn
+
+    def _ensure_schema(self) -> None:
+        """Create the tables, or upgrade a file of an older layout in place (in one
+        ``BEGIN IMMEDIATE`` transaction: processes opening the file together do it once)."""
+        conn = self._conn()
+        if _schema_version(conn) == SCHEMA_VERSION:
+            return
+        with self._write() as conn:
+            found = _schema_version(conn)
+            if found > SCHEMA_VERSION:
+                raise newer_schema(repr(self.path), found)
+            if found < SCHEMA_VERSION:
+                for ddl in _SCHEMA:
+                    conn.execute(ddl)
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
@@ -273,12 +315,8 @@ class SQLiteSagaStore(BlockingSagaStore):
         saga_id: str | None = None,
     ) -> list[SagaRecord]:
         """Claim due sagas under ``BEGIN IMMEDIATE`` (one writer at a time across processes)."""
-        where = [
-            f"status IN ({', '.join('?' * len(_UNFINISHED))})",
-            "lease_until < ?",
-            "next_attempt_at <= ?",
-        ]
-        args: list[Any] = [*_UNFINISHED, now, now]
+        where = [f"status IN {UNFINISHED_SQL}", "lease_until < ?", "next_attempt_at <= ?"]
+        args: list[Any] = [now, now]
         if definitions is not None:
             if not definitions:
                 return []
