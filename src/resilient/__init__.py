@@ -24,6 +24,7 @@ from .errors import (
     ResilienceError,
     RetryExhaustedError,
     SagaFailed,
+    SagaStoreUnavailable,
     SagaStuck,
     TimeoutExceeded,
 )
@@ -83,6 +84,7 @@ __all__ = [
     "ResilienceError",
     "RetryExhaustedError",
     "SagaFailed",
+    "SagaStoreUnavailable",
     "SagaStuck",
     "TimeoutExceeded",
     "add_listener",

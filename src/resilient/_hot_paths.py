@@ -28,7 +28,8 @@ from ._sleeping import SNIFFIO, sleep0
 from ._types import Args, AsyncFn, Fn, Kwargs
 from ._waiters import TaskWaiter, ThreadWaiter, Waiter
 from .errors import _circuit_open as _open
-from .telemetry._hub import OTEL, STATE, PolicyTelemetry
+from .telemetry._hub import STATE, PolicyTelemetry
+from .telemetry._stats import FIRST_BOUND
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Tracer
@@ -204,18 +205,40 @@ def policy_async_wrapper(self: PolicySelf, fn: AsyncFn) -> Fn:
         if (
             stats is None
             or tel.metrics_gen != STATE.generation
-            or OTEL._TRACER_PROVIDER is not tel.otel_global
+            or tel.otel._TRACER_PROVIDER is not tel.otel_global
         ):
             return await self._aexecute(fn, args, kwargs)
-        before = NOTE.get() if notes else None
+        if not notes:
+            start = perf_counter()
+            try:
+                result = await self._acall(fn, args, kwargs)
+            except BaseException as exc:
+                stats.record(self._outcome_for(exc), perf_counter() - start)
+                raise
+            duration = perf_counter() - start
+            if duration <= FIRST_BOUND:
+                stats.first += 1
+            else:
+                stats.add_later(duration)
+            stats.total += duration
+            return result
+        before = NOTE.get()
         start = perf_counter()
         try:
             result = await self._acall(fn, args, kwargs)
         except BaseException as exc:
             stats.record(self._outcome_for(exc), perf_counter() - start)
             raise
+        outcome = self._noted(before)
+        if outcome != "success":
+            stats.record(outcome, perf_counter() - start)
+            return result
         duration = perf_counter() - start
-        stats.record(self._noted(before) if notes else "success", duration)
+        if duration <= FIRST_BOUND:
+            stats.first += 1
+        else:
+            stats.add_later(duration)
+        stats.total += duration
         return result
 
     return async_wrapper
@@ -232,18 +255,40 @@ def policy_sync_wrapper(self: PolicySelf, fn: Fn) -> Fn:
         if (
             stats is None
             or tel.metrics_gen != STATE.generation
-            or OTEL._TRACER_PROVIDER is not tel.otel_global
+            or tel.otel._TRACER_PROVIDER is not tel.otel_global
         ):
             return self._execute(fn, args, kwargs)
-        before = NOTE.get() if notes else None
+        if not notes:
+            start = perf_counter()
+            try:
+                result = self._call(fn, args, kwargs)
+            except BaseException as exc:
+                stats.record(self._outcome_for(exc), perf_counter() - start)
+                raise
+            duration = perf_counter() - start
+            if duration <= FIRST_BOUND:
+                stats.first += 1
+            else:
+                stats.add_later(duration)
+            stats.total += duration
+            return result
+        before = NOTE.get()
         start = perf_counter()
         try:
             result = self._call(fn, args, kwargs)
         except BaseException as exc:
             stats.record(self._outcome_for(exc), perf_counter() - start)
             raise
+        outcome = self._noted(before)
+        if outcome != "success":
+            stats.record(outcome, perf_counter() - start)
+            return result
         duration = perf_counter() - start
-        stats.record(self._noted(before) if notes else "success", duration)
+        if duration <= FIRST_BOUND:
+            stats.first += 1
+        else:
+            stats.add_later(duration)
+        stats.total += duration
         return result
 
     return sync_wrapper
@@ -251,7 +296,7 @@ def policy_sync_wrapper(self: PolicySelf, fn: Fn) -> Fn:
 
 async def policy_aexecute(self: PolicySelf, fn: AsyncFn, args: Args, kwargs: Kwargs) -> Any:
     tel = self._tel
-    if tel.gen != STATE.generation or OTEL._TRACER_PROVIDER is not tel.otel_global:
+    if tel.gen != STATE.generation or tel.otel._TRACER_PROVIDER is not tel.otel_global:
         tel.refresh()
     tracer = tel.active_tracer
     if tracer is not None:
@@ -281,7 +326,7 @@ async def policy_aexecute(self: PolicySelf, fn: AsyncFn, args: Args, kwargs: Kwa
 
 def policy_execute(self: PolicySelf, fn: Fn, args: Args, kwargs: Kwargs) -> Any:
     tel = self._tel
-    if tel.gen != STATE.generation or OTEL._TRACER_PROVIDER is not tel.otel_global:
+    if tel.gen != STATE.generation or tel.otel._TRACER_PROVIDER is not tel.otel_global:
         tel.refresh()
     tracer = tel.active_tracer
     if tracer is not None:
@@ -376,7 +421,7 @@ def around_async_wrapper(self: AroundSelf, fn: AsyncFn) -> Fn:
         if (
             stats is None
             or tel.metrics_gen != STATE.generation
-            or OTEL._TRACER_PROVIDER is not tel.otel_global
+            or tel.otel._TRACER_PROVIDER is not tel.otel_global
         ):
             return await self._aexecute(fn, args, kwargs)
         start = perf_counter()
@@ -385,7 +430,12 @@ def around_async_wrapper(self: AroundSelf, fn: AsyncFn) -> Fn:
         except BaseException as exc:
             stats.record(self._outcome_for(exc), perf_counter() - start)
             raise
-        stats.record("success", perf_counter() - start)
+        duration = perf_counter() - start
+        if duration <= FIRST_BOUND:
+            stats.first += 1
+        else:
+            stats.add_later(duration)
+        stats.total += duration
         return result
 
     return async_wrapper
@@ -456,7 +506,7 @@ def breaker_async_wrapper(self: BreakerSelf, fn: AsyncFn) -> Fn:
         if (
             stats is None
             or tel.metrics_gen != STATE.generation
-            or OTEL._TRACER_PROVIDER is not tel.otel_global
+            or tel.otel._TRACER_PROVIDER is not tel.otel_global
         ):
             return await self._aexecute(fn, args, kwargs)
         start = perf_counter()
@@ -465,7 +515,12 @@ def breaker_async_wrapper(self: BreakerSelf, fn: AsyncFn) -> Fn:
         except BaseException as exc:
             stats.record(self._outcome_for(exc), perf_counter() - start)
             raise
-        stats.record("success", perf_counter() - start)
+        duration = perf_counter() - start
+        if duration <= FIRST_BOUND:
+            stats.first += 1
+        else:
+            stats.add_later(duration)
+        stats.total += duration
         return result
 
     return async_wrapper
@@ -514,7 +569,7 @@ def breaker_sync_wrapper(self: BreakerSelf, fn: Fn) -> Fn:
         if (
             stats is None
             or tel.metrics_gen != STATE.generation
-            or OTEL._TRACER_PROVIDER is not tel.otel_global
+            or tel.otel._TRACER_PROVIDER is not tel.otel_global
         ):
             return self._execute(fn, args, kwargs)
         start = perf_counter()
@@ -523,7 +578,12 @@ def breaker_sync_wrapper(self: BreakerSelf, fn: Fn) -> Fn:
         except BaseException as exc:
             stats.record(self._outcome_for(exc), perf_counter() - start)
             raise
-        stats.record("success", perf_counter() - start)
+        duration = perf_counter() - start
+        if duration <= FIRST_BOUND:
+            stats.first += 1
+        else:
+            stats.add_later(duration)
+        stats.total += duration
         return result
 
     return sync_wrapper

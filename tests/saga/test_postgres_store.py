@@ -327,11 +327,15 @@ def test_store_validates_its_arguments() -> None:
 
 
 @pytest.mark.skipif(_NO_DRIVER, reason="psycopg is not installed")
-def test_url_of_unreachable_server_is_a_config_error_without_the_password() -> None:
-    # the CLI reports a ValueError from store_from_url as a bad --store (exit 2)
-    with pytest.raises(rs.ConfigError, match="cannot open saga store") as info:
-        store_from_url("postgresql://bob:hunter2@127.0.0.1:1/db?connect_timeout=2")
-    assert "hunter2" not in str(info.value) and "bob:***@" in str(info.value)
+def test_url_of_refusing_server_is_store_unavailable_without_the_password() -> None:
+    # the CLI reports it like a bad --store (exit 2); see test_store_outages.py for a server
+    # that never answers at all
+    with pytest.raises(rs.SagaStoreUnavailable, match="was unavailable") as info:
+        store_from_url("postgresql://bob:hunter2@127.0.0.1:1/db?connect_timeout=2&outage_timeout=2")
+    assert "hunter2" not in str(info.value) and "Connection refused" in str(info.value)
+    assert info.value.saga_id is None and info.value.operation == "connect"
+    with pytest.raises(rs.ConfigError, match="outage_timeout"):
+        store_from_url("postgresql://bob:hunter2@127.0.0.1:1/db?outage_timeout=soon")
 
 
 def test_resilient_imports_without_psycopg() -> None:

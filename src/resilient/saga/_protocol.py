@@ -22,7 +22,7 @@ from types import MappingProxyType
 from typing import Any, NoReturn, cast
 
 from .._policy import Policy
-from ..errors import Rejected, SagaFailed, SagaStuck, StaleEpoch
+from ..errors import Rejected, SagaFailed, SagaStoreUnavailable, SagaStuck, StaleEpoch
 from ._crash import ARMED, ENV_ARMED, CrashPoint, armed, maybe_crash
 from ._definition import _StepDef
 from ._errors import DeadlineExceeded
@@ -130,11 +130,13 @@ class _RejectedSignal(BaseException):
         self.error = error
 
 
-class _FencedSignal(BaseException):
-    """Carries a ``StaleEpoch`` met while logging an attempt out through the step's policy: a
-    fenced-out run must stop at once, not be retried (and slept on) by a ``Retry``."""
+class _HaltSignal(BaseException):
+    """Carries a ``StaleEpoch`` or a ``SagaStoreUnavailable`` met while logging an attempt out
+    through the step's policy: a fenced-out run, or one whose store stayed unreachable past its
+    own bounded retries, must stop at once: not be retried (and slept on) by a ``Retry``, and
+    never be taken for a failure of the step (which would start a rollback)."""
 
-    def __init__(self, error: StaleEpoch) -> None:
+    def __init__(self, error: StaleEpoch | SagaStoreUnavailable) -> None:
         super().__init__(error)
         self.error = error
 
@@ -336,7 +338,7 @@ class _Run:
         return _Append((ev,))
 
     def context(self, step: _StepDef, phase: str) -> SagaContext:
-        return SagaContext(self.id, self.data, self.results_view, step.name, 1, phase)
+        return SagaContext(self.id, self.data, self.results_view, step.name, 1, phase, self.epoch)
 
     def call_args(self, step: _StepDef, phase: str, ctx: SagaContext) -> tuple[Any, ...]:
         if phase == "forward":

@@ -24,6 +24,7 @@ __all__ = [
     "append_sets",
     "append_update",
     "insert_params",
+    "inserted_by",
     "record_from_row",
     "summary_from_row",
 ]
@@ -78,6 +79,21 @@ def insert_params(rec: NewSaga) -> tuple[Any, ...]:
         rec.now,
         rec.now,
         len(rec.events),
+    )
+
+
+def inserted_by(rec: NewSaga, existing: SagaRecord) -> bool:
+    """True when ``existing`` is exactly what inserting ``rec`` wrote, untouched since: the
+    insert committed although its connection broke before saying so. Only asked when a
+    create is retried after such a failure (a second ``run()`` of the same id by the same
+    process at the same instant would look alike, which is why it is not asked otherwise)."""
+    return (
+        existing.owner == rec.owner
+        and existing.created_at == rec.now
+        and existing.updated_at == rec.now
+        and existing.epoch == 1
+        and existing.input_hash == rec.input_hash
+        and len(existing.events) == len(rec.events)
     )
 
 

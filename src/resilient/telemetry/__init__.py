@@ -30,7 +30,6 @@ from ._hub import (
     remove_listener,
     reset_telemetry,
 )
-from ._prometheus import families_for
 
 __all__ = [
     "BreakerStateChanged",
@@ -55,3 +54,12 @@ __all__ = [
     "remove_listener",
     "reset_telemetry",
 ]
+
+
+def __getattr__(name: str) -> object:
+    # prometheus-client is imported when metrics are first needed, not with the package
+    if name == "families_for":
+        from ._prometheus import families_for
+
+        return families_for
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
