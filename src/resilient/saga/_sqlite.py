@@ -58,6 +58,7 @@ from ._sql_rows import (
     record_from_row,
     summary_from_row,
 )
+from ._sqlite_writer import GroupWriter
 from ._store import BlockingSagaStore, track
 
 __all__ = ["SQLiteSagaStore"]
@@ -197,6 +198,7 @@ class SQLiteSagaStore(BlockingSagaStore):
             _transient,
             (sqlite3.Error,),
         )
+        self._writer = GroupWriter(repr(self), self._conn, self._write)
         self._guard.call("open", None, self._open)
         track(self)
 
@@ -304,7 +306,9 @@ class SQLiteSagaStore(BlockingSagaStore):
                     conn.execute("COMMIT")
 
     def close(self) -> None:
-        """Close every connection this store opened."""
+        """Close every connection this store opened (after the writer thread's queued
+        writes)."""
+        self._writer.close()
         self._closed = True
         with self._all_lock:
             conns, self._all = self._all, {}
@@ -359,15 +363,49 @@ class SQLiteSagaStore(BlockingSagaStore):
 
     def _create(self, retried: bool, rec: NewSaga) -> CreateResult:
         with self._write() as conn:
-            cur = conn.execute(_INSERT_SAGA, insert_params(rec))
-            if cur.rowcount != 1:
-                row = conn.execute(_SELECT_SAGA, (rec.id,)).fetchone()
-                existing = self._record(conn, row)
-                if retried and inserted_by(rec, existing):
-                    return CreateResult(True, existing)
-                return CreateResult(False, existing)
-            self._insert_events(conn, rec.id, 0, rec.events, rec.now)
+            return self._create_in(conn, retried, rec)
+
+    def _create_in(self, conn: sqlite3.Connection, retried: bool, rec: NewSaga) -> CreateResult:
+        cur = conn.execute(_INSERT_SAGA, insert_params(rec))
+        if cur.rowcount != 1:
+            row = conn.execute(_SELECT_SAGA, (rec.id,)).fetchone()
+            existing = self._record(conn, row)
+            if retried and inserted_by(rec, existing):
+                return CreateResult(True, existing)
+            return CreateResult(False, existing)
+        self._insert_events(conn, rec.id, 0, rec.events, rec.now)
         return CreateResult(True, rec.created_record())  # what was inserted, not re-read
+
+    # -- async writes: through the writer thread, several per transaction ---------------------
+    async def create(self, rec: NewSaga) -> CreateResult:
+        """See :meth:`SagaStore.create` (committed by the writer thread, ``_sqlite_writer``)."""
+        result: CreateResult = await self._writer.submit(
+            lambda conn: self._create_in(conn, False, rec),
+            # on its own after a failed group transaction: as a retry (it did not commit,
+            # but a retry's check costs nothing and never inserts twice)
+            lambda: self._guard.call("create", rec.id, lambda _, r: self._create(True, r), rec),
+        )
+        return result
+
+    async def append(
+        self,
+        saga_id: str,
+        epoch: int,
+        events: Sequence[SagaLogEvent],
+        status: SagaStatus | None = None,
+        next_attempt_at: float | None = None,
+    ) -> None:
+        """See :meth:`SagaStore.append` (committed by the writer thread, ``_sqlite_writer``)."""
+        if status is not None:
+            status = SagaStatus(status)
+        stamp = self._stamp()
+        args = (saga_id, epoch, events, status, next_attempt_at, stamp)
+        await self._writer.submit(
+            lambda conn: self._append_in(conn, False, *args),
+            lambda: self._guard.call(
+                "append", saga_id, lambda _, *a: self._append(True, *a), *args
+            ),
+        )
 
     def load_sync(self, saga_id: str) -> SagaRecord | None:
         """The saga and its log, read in one snapshot."""
@@ -410,16 +448,29 @@ class SQLiteSagaStore(BlockingSagaStore):
         now: float,
     ) -> None:
         with self._write() as conn:
-            row = conn.execute(_SELECT_EPOCH, (saga_id,)).fetchone()
-            if row is None:
-                raise KeyError(f"no saga {saga_id!r} in this store")
-            if row[0] != epoch:
-                raise StaleEpoch(saga_id, epoch, row[0])
-            if retried and row[2] == now:
-                return  # the earlier attempt committed
-            last = self._insert_events(conn, saga_id, row[1], events, now)
-            shape, params = append_update(events, status, next_attempt_at)
-            conn.execute(_update_sql(shape), [last, now, *params, saga_id])
+            self._append_in(conn, retried, saga_id, epoch, events, status, next_attempt_at, now)
+
+    def _append_in(
+        self,
+        conn: sqlite3.Connection,
+        retried: bool,
+        saga_id: str,
+        epoch: int,
+        events: Sequence[SagaLogEvent],
+        status: SagaStatus | None,
+        next_attempt_at: float | None,
+        now: float,
+    ) -> None:
+        row = conn.execute(_SELECT_EPOCH, (saga_id,)).fetchone()
+        if row is None:
+            raise KeyError(f"no saga {saga_id!r} in this store")
+        if row[0] != epoch:
+            raise StaleEpoch(saga_id, epoch, row[0])
+        if retried and row[2] == now:
+            return  # the earlier attempt committed
+        last = self._insert_events(conn, saga_id, row[1], events, now)
+        shape, params = append_update(events, status, next_attempt_at)
+        conn.execute(_update_sql(shape), [last, now, *params, saga_id])
 
     def claim_sync(
         self,
