@@ -1,6 +1,7 @@
 """resilient: composable sync and async resilience policies.
 
-Circuit breaker, bulkhead, retry, timeout, fallback and saga orchestration, usable as
+Circuit breaker, bulkhead, retry, timeout, fallback, hedging, chaos injection (``rs.chaos``)
+and saga orchestration, usable as
 decorators and context managers on ``def`` and ``async def`` (asyncio and trio), composable
 with :func:`pipeline`, observable through Prometheus metrics, OpenTelemetry spans and typed
 events, and configurable from environment variables.
@@ -8,6 +9,7 @@ events, and configurable from environment variables.
 
 from __future__ import annotations
 
+from . import chaos
 from ._deadline import remaining
 from ._policy import Policy
 from ._registry import Registry, policy, registry
@@ -29,6 +31,7 @@ from .errors import (
     TimeoutExceeded,
 )
 from .fallback import Fallback
+from .hedge import Hedge
 from .pipeline import Pipeline, pipeline
 from .retry import Retry
 from .saga import (
@@ -54,6 +57,7 @@ __all__ = [
     "Bulkhead",
     "CircuitBreaker",
     "Fallback",
+    "Hedge",
     "InMemorySagaStore",
     "PostgresSagaStore",
     "Registry",
@@ -88,6 +92,7 @@ __all__ = [
     "SagaStuck",
     "TimeoutExceeded",
     "add_listener",
+    "chaos",
     "configure_telemetry",
     "pipeline",
     "remaining",

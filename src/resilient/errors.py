@@ -55,6 +55,10 @@ __all__ = [
 ORIGIN = "_resilient_origin"
 """Attribute naming the policy (by ``id``) whose own decision an error is (see ``_own``)."""
 
+INJECTED = "_resilient_injected"
+"""Attribute set (to ``True``) on an error a chaos policy raised on purpose
+(``rs.chaos.is_injected``): every policy records its outcome as ``injected``."""
+
 
 class _Arg:
     """An error attribute read from the constructor arguments (``_reduce_args[index]``)

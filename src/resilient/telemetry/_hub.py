@@ -480,6 +480,17 @@ class PolicyTelemetry:
                 )
             )
 
+    def hedge_attempt(self) -> None:
+        """Count one hedged attempt (``resilient_hedge_attempts_total``)."""
+        if self.gen != STATE.generation or self.otel._TRACER_PROVIDER is not self.otel_global:
+            self.refresh()
+        if self._families is not None:
+            series = self._children.get(("hedge_attempts",))
+            if series is None:
+                series = self._families.hedge_attempts.labels(self.name)
+                self._children["hedge_attempts",] = series
+            series.inc()
+
     def emit(self, event: Event) -> None:
         """Deliver ``event`` to the current span and every listener. (Metrics are moved by
         the dedicated methods above, so they count even when no event is built.)"""

@@ -35,7 +35,13 @@ __all__ = [
 _CALLS = spec("resilient_calls_total")
 _CALL_DURATION = spec("resilient_call_duration_seconds")
 # Counted on failure paths that peers answer in about a microsecond: plain integers.
-_PLAIN_COUNTERS = frozenset({"resilient_retry_attempts_total", "resilient_rejections_total"})
+_PLAIN_COUNTERS = frozenset(
+    {
+        "resilient_retry_attempts_total",
+        "resilient_rejections_total",
+        "resilient_hedge_attempts_total",
+    }
+)
 
 _BOUNDS_TEXT = tuple(repr(float(b)) for b in BOUNDS)
 
@@ -202,6 +208,11 @@ class Families:
     def retry_attempts(self) -> PlainCounter:
         """``resilient_retry_attempts_total{name}``."""
         return cast(PlainCounter, self.family("resilient_retry_attempts_total"))
+
+    @property
+    def hedge_attempts(self) -> PlainCounter:
+        """``resilient_hedge_attempts_total{name}``."""
+        return cast(PlainCounter, self.family("resilient_hedge_attempts_total"))
 
     @property
     def rejections(self) -> PlainCounter:
