@@ -992,7 +992,8 @@ def fallback_sync_wrapper(self: FallbackSelf, fn: Fn) -> Fn:
     def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
         error: Exception | None
         if tel.plain:
-            if self._sync_refusal is not None:  # an async handler or predicate: no sync calls
+            # an async handler or predicate: this Fallback cannot serve sync calls
+            if self._sync_refusal is not None:
                 raise TypeError(self._sync_refusal)
             try:
                 result = fn(*args, **kwargs)
@@ -1023,7 +1024,8 @@ def fallback_sync_wrapper(self: FallbackSelf, fn: Fn) -> Fn:
             return self._execute(fn, args, kwargs)
         start = perf_counter()
         try:
-            if self._sync_refusal is not None:  # an async handler or predicate: no sync calls
+            # an async handler or predicate: this Fallback cannot serve sync calls
+            if self._sync_refusal is not None:
                 raise TypeError(self._sync_refusal)
             try:
                 result = fn(*args, **kwargs)
@@ -1086,7 +1088,8 @@ async def fallback_acall(self: FallbackSelf, fn: AsyncFn, args: Args, kwargs: Kw
 
 def fallback_call(self: FallbackSelf, fn: Fn, args: Args, kwargs: Kwargs) -> Any:
     error: Exception | None
-    if self._sync_refusal is not None:  # an async handler or predicate: no sync calls
+    # an async handler or predicate: this Fallback cannot serve sync calls
+    if self._sync_refusal is not None:
         raise TypeError(self._sync_refusal)
     try:
         result = fn(*args, **kwargs)
@@ -1268,9 +1271,8 @@ def retry_sync_wrapper(self: RetrySelf, fn: Fn) -> Fn:
     def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
         error: Exception | None
         if tel.plain:
-            if (
-                self._sync_refusal is not None
-            ):  # an async sleep or predicate: cannot serve sync calls
+            # an async sleep or predicate: this Retry cannot serve sync calls
+            if self._sync_refusal is not None:
                 raise TypeError(self._sync_refusal)
             began = self._clock() if self.max_delay is not None else None
             try:
@@ -1317,9 +1319,8 @@ def retry_sync_wrapper(self: RetrySelf, fn: Fn) -> Fn:
             return self._execute(fn, args, kwargs)
         start = perf_counter()
         try:
-            if (
-                self._sync_refusal is not None
-            ):  # an async sleep or predicate: cannot serve sync calls
+            # an async sleep or predicate: this Retry cannot serve sync calls
+            if self._sync_refusal is not None:
                 raise TypeError(self._sync_refusal)
             began = self._clock() if self.max_delay is not None else None
             try:
@@ -1441,7 +1442,8 @@ async def retry_acall(self: RetrySelf, fn: AsyncFn, args: Args, kwargs: Kwargs) 
 
 def retry_call(self: RetrySelf, fn: Fn, args: Args, kwargs: Kwargs) -> Any:
     error: Exception | None
-    if self._sync_refusal is not None:  # an async sleep or predicate: cannot serve sync calls
+    # an async sleep or predicate: this Retry cannot serve sync calls
+    if self._sync_refusal is not None:
         raise TypeError(self._sync_refusal)
     began = self._clock() if self.max_delay is not None else None
     try:
