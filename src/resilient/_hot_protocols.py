@@ -13,13 +13,13 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from ._core.breaker import BreakerCore, Permit
 from ._core.bulkhead import BulkheadCore
-from ._retry_state import RetrySettings
 from ._types import Args, AsyncFn, Fn, Kwargs
 from ._waiters import Waiter
 from .telemetry._hub import PolicyTelemetry
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Tracer
+    from tenacity import RetryCallState, Retrying
 
 __all__ = ["AroundSelf", "BreakerSelf", "BulkheadSelf", "FallbackSelf", "PolicySelf", "RetrySelf"]
 
@@ -124,6 +124,25 @@ class FallbackSelf(PolicySelf, Protocol):
     def _answered(self, error: Exception | None) -> None: ...
     def _substitute(self, error: Exception | None) -> Any: ...
     async def _asubstitute(self, error: Exception | None) -> Any: ...
+
+
+class RetrySettings(Protocol):
+    """What a :class:`RetryRun` reads of the ``Retry`` it serves (its configuration)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def max_attempts(self) -> int: ...
+    @property
+    def wait(self) -> Callable[[RetryCallState], float]: ...
+    @property
+    def max_delay(self) -> float | None: ...
+    @property
+    def _clock(self) -> Callable[[], float]: ...
+    @property
+    def _tel(self) -> PolicyTelemetry: ...
+    @property
+    def _controller(self) -> Retrying: ...
 
 
 class RetrySelf(PolicySelf, RetrySettings, Protocol):

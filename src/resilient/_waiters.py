@@ -15,12 +15,9 @@ pops the longest waiter and calls ``wake()`` on it, from any thread:
 
 from __future__ import annotations
 
-import asyncio
 import sys
 import threading
 from collections.abc import Callable
-
-import anyio
 
 __all__ = ["TaskWaiter", "ThreadWaiter", "Waiter", "threadsafe_scheduler"]
 
@@ -54,6 +51,8 @@ def threadsafe_scheduler() -> Callable[[Callable[[], object]], object]:
             trio.lowlevel.current_trio_token().run_sync_soon
         )
         return schedule
+    import asyncio  # a task waits: its event loop is running, so this is loaded already
+
     return asyncio.get_running_loop().call_soon_threadsafe
 
 
@@ -63,6 +62,8 @@ class TaskWaiter:
     __slots__ = ("_schedule", "event")
 
     def __init__(self) -> None:
+        import anyio
+
         self.event = anyio.Event()
         self._schedule = threadsafe_scheduler()
 
