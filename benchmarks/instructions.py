@@ -219,7 +219,7 @@ def compare(before: dict[str, Any], after: dict[str, Any]) -> str:
         ratio = f"{r['instructions'] / b:.2f}" if b else "-"
         lines.append(
             f"| {r['policy']} | {r['kind']} | {r['mode']} | "
-            f"{b if b is not None else '-':,} | {r['instructions']:,} | {ratio} |"
+            f"{'-' if b is None else f'{b:,}'} | {r['instructions']:,} | {ratio} |"
         )
     return "\n".join(lines)
 

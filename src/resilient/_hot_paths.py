@@ -51,9 +51,11 @@ __all__ = [
     "breaker_sync_wrapper",
     "bulkhead_acall",
     "bulkhead_aenter",
+    "bulkhead_async_wrapper",
     "bulkhead_call",
     "bulkhead_enter",
     "bulkhead_enter_nowait",
+    "bulkhead_sync_wrapper",
     "bulkhead_wait_in_task",
     "bulkhead_wait_in_thread",
     "fallback_acall",
@@ -386,7 +388,34 @@ def breaker_async_wrapper(self: BreakerSelf, fn: AsyncFn) -> Fn:
             return await self._aexecute(fn, args, kwargs)
         start = perf_counter()
         try:
-            result = await self._acall(fn, args, kwargs)
+            cgen = core.gen  # read before the state: a racing transition can only make it stale
+            state = core.state
+            if state is _CLOSED:
+                permit = (cgen, clock())
+            else:
+                now = clock()
+                wait = core.open_until - now
+                if state is _OPEN and wait > 0.0:  # lock-free rejection: see the template
+                    handle = self._tel
+                    if not handle.quiet or handle.gen != STATE.generation:
+                        handle.rejected("open", wait)
+                    raise _open(self._id, self.name, wait)
+                permit = self._admit(now)
+            try:
+                result = await fn(*args, **kwargs)
+            except BaseException as exc:
+                self._exit(permit, exc, None)
+                raise
+            if self._record_result is not None:
+                self._exit(permit, None, result)
+            elif permit[0] >= 0:  # not admitted while DISABLED
+                lock.acquire()  # not ``with``: on CPython 3.11 that costs twice as much
+                try:
+                    done = core.succeed_fast(permit[0])
+                finally:
+                    lock.release()
+                if not done:
+                    self._complete(permit, SUCCESS, None)
         except BaseException as exc:
             stats.record(self._outcome_for(exc), perf_counter() - start)
             raise
@@ -449,7 +478,34 @@ def breaker_sync_wrapper(self: BreakerSelf, fn: Fn) -> Fn:
             return self._execute(fn, args, kwargs)
         start = perf_counter()
         try:
-            result = self._call(fn, args, kwargs)
+            cgen = core.gen  # read before the state: a racing transition can only make it stale
+            state = core.state
+            if state is _CLOSED:
+                permit = (cgen, clock())
+            else:
+                now = clock()
+                wait = core.open_until - now
+                if state is _OPEN and wait > 0.0:  # lock-free rejection: see the template
+                    handle = self._tel
+                    if not handle.quiet or handle.gen != STATE.generation:
+                        handle.rejected("open", wait)
+                    raise _open(self._id, self.name, wait)
+                permit = self._admit(now)
+            try:
+                result = fn(*args, **kwargs)
+            except BaseException as exc:
+                self._exit(permit, exc, None)
+                raise
+            if self._record_result is not None:
+                self._exit(permit, None, result)
+            elif permit[0] >= 0:  # not admitted while DISABLED
+                lock.acquire()  # not ``with``: on CPython 3.11 that costs twice as much
+                try:
+                    done = core.succeed_fast(permit[0])
+                finally:
+                    lock.release()
+                if not done:
+                    self._complete(permit, SUCCESS, None)
         except BaseException as exc:
             stats.record(self._outcome_for(exc), perf_counter() - start)
             raise
@@ -553,13 +609,165 @@ def breaker_enter(self: BreakerSelf) -> Permit:
     return permit
 
 
+def bulkhead_async_wrapper(self: BulkheadSelf, fn: AsyncFn) -> Fn:
+    tel = self._tel
+
+    async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+        if tel.plain:
+            if self._counter_only:
+                core = self._core
+                admitted = core.running < core.max_concurrent
+                if admitted:
+                    core.running += 1
+            else:
+                lock = self._lock
+                lock.acquire()  # not ``with``: on CPython 3.11 that costs twice the lock round trip
+                try:
+                    admitted = self._core.try_admit()
+                finally:
+                    lock.release()
+            if not admitted:
+                await self._wait_in_task()
+            elif self._tel.detail or self._tel.gen != STATE.generation:
+                self._admitted(0.0)
+            try:
+                result = await fn(*args, **kwargs)
+            except BaseException:
+                self._release_slot()
+                raise
+            self._release_slot()
+            return result
+        stats = tel.stats
+        if (
+            stats is None
+            or tel.metrics_gen != STATE.generation
+            or tel.otel._TRACER_PROVIDER is not tel.otel_global
+        ):
+            return await self._aexecute(fn, args, kwargs)
+        start = perf_counter()
+        try:
+            if self._counter_only:
+                core = self._core
+                admitted = core.running < core.max_concurrent
+                if admitted:
+                    core.running += 1
+            else:
+                lock = self._lock
+                lock.acquire()  # not ``with``: on CPython 3.11 that costs twice the lock round trip
+                try:
+                    admitted = self._core.try_admit()
+                finally:
+                    lock.release()
+            if not admitted:
+                await self._wait_in_task()
+            elif self._tel.detail or self._tel.gen != STATE.generation:
+                self._admitted(0.0)
+            try:
+                result = await fn(*args, **kwargs)
+            except BaseException:
+                self._release_slot()
+                raise
+            self._release_slot()
+        except BaseException as exc:
+            stats.record(self._outcome_for(exc), perf_counter() - start)
+            raise
+        duration = perf_counter() - start
+        if duration <= FIRST_BOUND:
+            stats.first += 1
+        else:
+            stats.add_later(duration)
+        stats.total += duration
+        return result
+
+    return async_wrapper
+
+
+def bulkhead_sync_wrapper(self: BulkheadSelf, fn: Fn) -> Fn:
+    tel = self._tel
+
+    def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
+        if tel.plain:
+            if self._counter_only:
+                core = self._core
+                admitted = core.running < core.max_concurrent
+                if admitted:
+                    core.running += 1
+            else:
+                lock = self._lock
+                lock.acquire()  # not ``with``: on CPython 3.11 that costs twice the lock round trip
+                try:
+                    admitted = self._core.try_admit()
+                finally:
+                    lock.release()
+            if not admitted:
+                self._wait_in_thread()
+            elif self._tel.detail or self._tel.gen != STATE.generation:
+                self._admitted(0.0)
+            try:
+                result = fn(*args, **kwargs)
+            except BaseException:
+                self._release_slot()
+                raise
+            self._release_slot()
+            return result
+        stats = tel.stats
+        if (
+            stats is None
+            or tel.metrics_gen != STATE.generation
+            or tel.otel._TRACER_PROVIDER is not tel.otel_global
+        ):
+            return self._execute(fn, args, kwargs)
+        start = perf_counter()
+        try:
+            if self._counter_only:
+                core = self._core
+                admitted = core.running < core.max_concurrent
+                if admitted:
+                    core.running += 1
+            else:
+                lock = self._lock
+                lock.acquire()  # not ``with``: on CPython 3.11 that costs twice the lock round trip
+                try:
+                    admitted = self._core.try_admit()
+                finally:
+                    lock.release()
+            if not admitted:
+                self._wait_in_thread()
+            elif self._tel.detail or self._tel.gen != STATE.generation:
+                self._admitted(0.0)
+            try:
+                result = fn(*args, **kwargs)
+            except BaseException:
+                self._release_slot()
+                raise
+            self._release_slot()
+        except BaseException as exc:
+            stats.record(self._outcome_for(exc), perf_counter() - start)
+            raise
+        duration = perf_counter() - start
+        if duration <= FIRST_BOUND:
+            stats.first += 1
+        else:
+            stats.add_later(duration)
+        stats.total += duration
+        return result
+
+    return sync_wrapper
+
+
 async def bulkhead_acall(self: BulkheadSelf, fn: AsyncFn, args: Args, kwargs: Kwargs) -> Any:
-    lock = self._lock
-    lock.acquire()  # not ``with``: on CPython 3.11 that costs twice the lock round trip
-    try:
-        admitted = self._core.try_admit()
-    finally:
-        lock.release()
+    if self._counter_only:
+        core = self._core
+        admitted = core.running < core.max_concurrent
+        if admitted:
+            core.running += 1
+    else:
+        lock = self._lock
+        lock.acquire()  # not ``with``: on CPython 3.11 that costs twice the lock round trip
+        try:
+            admitted = self._core.try_admit()
+        finally:
+            lock.release()
     if not admitted:
         await self._wait_in_task()
     elif self._tel.detail or self._tel.gen != STATE.generation:
@@ -574,12 +782,18 @@ async def bulkhead_acall(self: BulkheadSelf, fn: AsyncFn, args: Args, kwargs: Kw
 
 
 def bulkhead_call(self: BulkheadSelf, fn: Fn, args: Args, kwargs: Kwargs) -> Any:
-    lock = self._lock
-    lock.acquire()  # not ``with``: on CPython 3.11 that costs twice the lock round trip
-    try:
-        admitted = self._core.try_admit()
-    finally:
-        lock.release()
+    if self._counter_only:
+        core = self._core
+        admitted = core.running < core.max_concurrent
+        if admitted:
+            core.running += 1
+    else:
+        lock = self._lock
+        lock.acquire()  # not ``with``: on CPython 3.11 that costs twice the lock round trip
+        try:
+            admitted = self._core.try_admit()
+        finally:
+            lock.release()
     if not admitted:
         self._wait_in_thread()
     elif self._tel.detail or self._tel.gen != STATE.generation:
@@ -594,12 +808,18 @@ def bulkhead_call(self: BulkheadSelf, fn: Fn, args: Args, kwargs: Kwargs) -> Any
 
 
 async def bulkhead_aenter(self: BulkheadSelf) -> None:
-    lock = self._lock
-    lock.acquire()  # not ``with``: on CPython 3.11 that costs twice the lock round trip
-    try:
-        admitted = self._core.try_admit()
-    finally:
-        lock.release()
+    if self._counter_only:
+        core = self._core
+        admitted = core.running < core.max_concurrent
+        if admitted:
+            core.running += 1
+    else:
+        lock = self._lock
+        lock.acquire()  # not ``with``: on CPython 3.11 that costs twice the lock round trip
+        try:
+            admitted = self._core.try_admit()
+        finally:
+            lock.release()
     if not admitted:
         await self._wait_in_task()
     elif self._tel.detail or self._tel.gen != STATE.generation:
@@ -607,12 +827,18 @@ async def bulkhead_aenter(self: BulkheadSelf) -> None:
 
 
 def bulkhead_enter(self: BulkheadSelf) -> None:
-    lock = self._lock
-    lock.acquire()  # not ``with``: on CPython 3.11 that costs twice the lock round trip
-    try:
-        admitted = self._core.try_admit()
-    finally:
-        lock.release()
+    if self._counter_only:
+        core = self._core
+        admitted = core.running < core.max_concurrent
+        if admitted:
+            core.running += 1
+    else:
+        lock = self._lock
+        lock.acquire()  # not ``with``: on CPython 3.11 that costs twice the lock round trip
+        try:
+            admitted = self._core.try_admit()
+        finally:
+            lock.release()
     if not admitted:
         self._wait_in_thread()
     elif self._tel.detail or self._tel.gen != STATE.generation:
@@ -620,12 +846,18 @@ def bulkhead_enter(self: BulkheadSelf) -> None:
 
 
 def bulkhead_enter_nowait(self: BulkheadSelf) -> Any:
-    lock = self._lock
-    lock.acquire()  # not ``with``: on CPython 3.11 that costs twice the lock round trip
-    try:
-        admitted = self._core.try_admit()
-    finally:
-        lock.release()
+    if self._counter_only:
+        core = self._core
+        admitted = core.running < core.max_concurrent
+        if admitted:
+            core.running += 1
+    else:
+        lock = self._lock
+        lock.acquire()  # not ``with``: on CPython 3.11 that costs twice the lock round trip
+        try:
+            admitted = self._core.try_admit()
+        finally:
+            lock.release()
     if admitted:
         if self._tel.detail or self._tel.gen != STATE.generation:
             self._admitted(0.0)

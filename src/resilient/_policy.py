@@ -106,6 +106,7 @@ class Policy:
 
     def __init__(self, name: str | None = None, *, on_event: Listener | None = None) -> None:
         self._auto_named = name is None
+        self._sync_refusal = None  # an instance attribute: read on every sync call
         self.name = _check_name(type(self), name)
         v.ON_EVENT(on_event)
         self._tel = PolicyTelemetry(self.kind, self.name, on_event, counts_calls=self._counts_calls)

@@ -350,8 +350,8 @@ def test_synchronous_commit_off_is_reported_and_warned_once(
         warned = [r for r in caplog.records if "synchronous_commit=off" in r.getMessage()]
         assert len(warned) == 1 and warned[0].levelno == logging.WARNING
         # a broken connection makes the store read the settings again: same text, no new line
-        for conn, _ in weak._idle:
-            conn.close()
+        with weak._pool.connection() as conn:
+            conn.close()  # the pool replaces it: the new connection reads the settings
         weak._check_settings = True
         weak.load_sync("missing")
         assert len([r for r in caplog.records if "synchronous_commit=off" in r.getMessage()]) == 1

@@ -42,6 +42,12 @@ def _released_badly(run: _Run, error: SagaStoreUnavailable) -> None:
     _log.warning("saga %r: could not release its lease (it expires by itself): %s", run.id, error)
 
 
+def _held_lost(run: _Run, error: SagaStoreUnavailable) -> None:
+    """A shutdown could not commit a held step outcome: recovery invokes that step again
+    with its key (at least once), so the shutdown goes on; a log line, not an error."""
+    _log.warning("saga %r: a step outcome was not recorded before shutdown: %s", run.id, error)
+
+
 class _AsyncDriver:
     """Executes a run's operations with ``await`` (asyncio or trio)."""
 
@@ -56,6 +62,7 @@ class _AsyncDriver:
         self._step_scope: anyio.CancelScope | None = None
         self._shutdown = False
         self._own: anyio.CancelScope | None = None
+        self._held: list[_Append] = []  # deferred records, committed with the next write
 
     def stop(self) -> None:
         """Runner shutdown: stop at once, without compensating (called in the loop's thread)."""
@@ -126,6 +133,7 @@ class _AsyncDriver:
             try:
                 op = gen.send(value)
             except StopIteration as stop:
+                await self._flush()
                 return cast(_Outcome, stop.value)
             shield = self._cancel is not None or self.run.state.phase == "compensating"
             try:
@@ -136,6 +144,10 @@ class _AsyncDriver:
                     raise
                 if self._shutdown or self.detached:  # not an abort: leave it for the next runner
                     gen.close()
+                    try:
+                        await self._flush()
+                    except SagaStoreUnavailable as error:  # the held outcome is redone
+                        _held_lost(self.run, error)
                     return _Outcome(None, dict(self.run.state.results))
                 self._cancel = exc
                 gen.close()
@@ -148,17 +160,35 @@ class _AsyncDriver:
             return None
         if isinstance(op, _Invoke):
             return await self._invoke(op)
+        await self._flush()
         await self._sleep_until(op.until)
         return None
 
     async def _append(self, op: _Append) -> None:
         run = self.run
+        if op.defer:
+            run.held(op)
+            self._held.append(op)
+            return
+        held = self._held
+        events = op.events
+        if held:
+            self._held = []
+            events = (*(ev for h in held for ev in h.events), *events)
         try:
-            await self.store.append(run.id, run.epoch, op.events, op.status, op.next_attempt_at)
+            await self.store.append(run.id, run.epoch, events, op.status, op.next_attempt_at)
         except StaleEpoch:
             self.saga._count_stale()
             raise
+        for h in held:
+            run.released(h)
         run.applied(op)
+
+    async def _flush(self) -> None:
+        """Commit the held records on their own (before a wait, or at the end of a drive)."""
+        if self._held:
+            with anyio.CancelScope(shield=True):
+                await self._append(_Append(()))
 
     async def _append_in_attempt(self, op: _Append) -> None:
         """``_append`` from inside a step's policy: a fence or a store outage becomes a signal
@@ -196,7 +226,9 @@ class _AsyncDriver:
         ctx = run.context(step, phase)
 
         async def attempt(c: SagaContext) -> Any:
-            await self._append_in_attempt(run.begin_attempt(op, c))
+            started = run.begin_attempt(op, c)
+            if started is not None:
+                await self._append_in_attempt(started)
             run.attempt_started(op)
             args = run.call_args(step, phase, c)
             t0 = time.perf_counter()
@@ -244,6 +276,7 @@ class _SyncDriver:
         self.saga = run.saga
         self.store = run.saga._blocking_store
         self._store_append = self.store.append_sync
+        self._held: list[_Append] = []  # deferred records, committed with the next write
 
     def drive(self, script: Generator[_Op, Any, _Outcome]) -> _Outcome:
         run = self.run
@@ -262,11 +295,16 @@ class _SyncDriver:
                         raise StaleEpoch(run.id, run.epoch, lease.lost_to, heartbeat=True)
                     if saga._stopping:
                         gen.close()
+                        try:
+                            self._flush()
+                        except SagaStoreUnavailable as error:  # the held outcome is redone
+                            _held_lost(run, error)
                         self._release()
                         raise SagaInterrupted(run.id)
                     try:
                         op = send(value)
                     except StopIteration as stop:
+                        self._flush()
                         outcome = cast(_Outcome, stop.value)
                         if outcome.status is SagaStatus.SUSPENDED:
                             self._release()
@@ -297,6 +335,7 @@ class _SyncDriver:
             return None
         if isinstance(op, _Invoke):
             return self._invoke(op)
+        self._flush()
         clock = self.saga._clock
         left = op.until - clock()
         if left > 0:
@@ -309,12 +348,28 @@ class _SyncDriver:
 
     def _append(self, op: _Append) -> None:
         run = self.run
+        if op.defer:
+            run.held(op)
+            self._held.append(op)
+            return
+        held = self._held
+        events = op.events
+        if held:
+            self._held = []
+            events = (*(ev for h in held for ev in h.events), *events)
         try:
-            self._store_append(run.id, run.epoch, op.events, op.status, op.next_attempt_at)
+            self._store_append(run.id, run.epoch, events, op.status, op.next_attempt_at)
         except StaleEpoch:
             self.saga._count_stale()
             raise
+        for h in held:
+            run.released(h)
         run.applied(op)
+
+    def _flush(self) -> None:
+        """Commit the held records on their own (before a wait, or at the end of a drive)."""
+        if self._held:
+            self._append(_Append(()))
 
     def _append_in_attempt(self, op: _Append) -> None:
         """``_append`` from inside a step's policy: a fence or a store outage becomes a signal
@@ -331,7 +386,9 @@ class _SyncDriver:
         reporting = run.reporting
 
         def attempt(c: SagaContext) -> Any:
-            self._append_in_attempt(run.begin_attempt(op, c))
+            started = run.begin_attempt(op, c)
+            if started is not None:
+                self._append_in_attempt(started)
             run.attempt_started(op)
             args = run.call_args(step, phase, c)
             if not reporting:  # the common case: no span, no timing

@@ -31,6 +31,7 @@ from ..errors import IdempotencyConflict, SagaStoreUnavailable, UnknownSagaVersi
 from ..telemetry import Listener
 from ._admin import SagaAdmin
 from ._compensation import _CompensationRetry
+from ._crash import ARMED, ENV_ARMED, CrashPoint, maybe_crash
 from ._definition import Step, _Definition, _StepDecorator, _Steps
 from ._drivers import _AsyncDriver, _SyncDriver
 from ._errors import SagaInterrupted
@@ -347,6 +348,17 @@ class Saga:
 
             trace_context = traceparent_of(trace.get_current_span())
         created = SagaLogEvent(LogKind.SAGA_CREATED, None, None, "", now)
+        events: tuple[SagaLogEvent, ...] = (created,)
+        first = defn.steps[0]
+        if first.policy is None and first.in_doubt == "retry":
+            # One transaction instead of two: the first step's STARTED goes with the saga's
+            # creation, because nothing can come between them (no policy that could refuse
+            # or queue the call). A crash before the step runs leaves it "in doubt", which
+            # for in_doubt="retry" means recovery invokes it with its key: what it would do
+            # for a step never started.
+            if ARMED or ENV_ARMED:
+                maybe_crash(CrashPoint.BEFORE_STEP_STARTED, first.name)
+            events += (SagaLogEvent(LogKind.STEP_STARTED, first.name, 1, "", now),)
         return NewSaga(
             id=saga_id,
             definition=self.definition,
@@ -358,7 +370,7 @@ class Saga:
             lease_until=now + self.lease,
             now=now,
             trace_context=trace_context,
-            events=(created,),
+            events=events,
         )
 
     def _check_existing(self, new: NewSaga, rec: SagaRecord) -> None:
@@ -397,11 +409,16 @@ class Saga:
         """The run of a saga this call just created (``data``, the caller's input, is reused
         when JSON would give it back unchanged)."""
         run = _Run(self, rec, recovering=False, data=data if type(data) in _SCALARS else _NOVALUE)
+        last = rec.events[-1]
+        if last.kind == LogKind.STEP_STARTED:  # written with SAGA_CREATED (``_new``)
+            run.announced = last.step
         if run.reporting:
             self._tel.emit("saga_started", run.id)
             fams = self._tel.metrics()
             if fams is not None:
                 fams.started.labels(self.name).inc()
+            if run.announced is not None:
+                self._tel.emit("step_started", run.id, run.announced, 1)
         return run
 
     async def run(

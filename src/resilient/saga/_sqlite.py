@@ -46,21 +46,27 @@ from ._model import (
 from ._outage import DEFAULT_OUTAGE_TIMEOUT, OutageGuard, check_outage_timeout
 from ._sql_rows import (
     RECORD_COLUMNS,
+    SCHEMA_VERSION,
     SUMMARY_COLUMNS,
+    UNFINISHED_SQL,
     AppendShape,
     append_sets,
     append_update,
     insert_params,
     inserted_by,
+    newer_schema,
     record_from_row,
     summary_from_row,
 )
+from ._sqlite_writer import GroupWriter
 from ._store import BlockingSagaStore, track
 
 __all__ = ["SQLiteSagaStore"]
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS sagas (
+# The current layout (``_sql_rows.SCHEMA_VERSION``); every statement is idempotent, so running
+# them all in one transaction also upgrades a layout-1 file in place.
+_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS sagas (
     id TEXT PRIMARY KEY,
     definition TEXT NOT NULL,
     steps_hash TEXT NOT NULL,
@@ -77,9 +83,11 @@ CREATE TABLE IF NOT EXISTS sagas (
     created_at REAL NOT NULL,
     updated_at REAL NOT NULL,
     last_seq INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS sagas_due ON sagas (status, next_attempt_at);
-CREATE TABLE IF NOT EXISTS saga_events (
+)""",
+    f"""CREATE INDEX IF NOT EXISTS sagas_unfinished ON sagas (next_attempt_at)
+    WHERE status IN {UNFINISHED_SQL}""",
+    "DROP INDEX IF EXISTS sagas_due",
+    """CREATE TABLE IF NOT EXISTS saga_events (
     saga_id TEXT NOT NULL,
     seq INTEGER NOT NULL,
     kind TEXT NOT NULL,
@@ -88,8 +96,11 @@ CREATE TABLE IF NOT EXISTS saga_events (
     payload TEXT NOT NULL,
     at REAL NOT NULL,
     PRIMARY KEY (saga_id, seq)
-) WITHOUT ROWID;
-"""
+) WITHOUT ROWID""",
+    "CREATE TABLE IF NOT EXISTS saga_schema (version INTEGER NOT NULL)",
+    "DELETE FROM saga_schema",
+    f"INSERT INTO saga_schema (version) VALUES ({SCHEMA_VERSION})",
+)
 
 _COLUMNS = RECORD_COLUMNS
 _UNFINISHED = tuple(s.value for s in UNFINISHED)
@@ -131,6 +142,24 @@ def _transient(exc: BaseException) -> bool:
     return any(t in text for t in _TRANSIENT_TEXT)
 
 
+def _schema_version(conn: sqlite3.Connection) -> int:
+    """The layout version of the file: 0 without tables, 1 for the first layout (no
+    ``saga_schema`` table)."""
+    names = {
+        r[0]
+        for r in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' "
+            "AND name IN ('sagas', 'saga_schema')"
+        )
+    }
+    if "sagas" not in names:
+        return 0
+    if "saga_schema" not in names:
+        return 1
+    row = conn.execute("SELECT max(version) FROM saga_schema").fetchone()
+    return 1 if row is None or row[0] is None else int(row[0])
+
+
 class SQLiteSagaStore(BlockingSagaStore):
     """Sagas in the SQLite file ``path``: survives crashes; shareable by processes on one
     host (for several hosts use a server database store)."""
@@ -169,11 +198,12 @@ class SQLiteSagaStore(BlockingSagaStore):
             _transient,
             (sqlite3.Error,),
         )
+        self._writer = GroupWriter(repr(self), self._conn, self._write)
         self._guard.call("open", None, self._open)
         track(self)
 
     def _open(self, retried: bool) -> None:
-        self._conn().executescript(_SCHEMA)
+        self._ensure_schema()
 
     def __repr__(self) -> str:
         return f"<SQLiteSagaStore {self.path!r} durability={self.durability.mode!r}>"
@@ -221,6 +251,20 @@ class SQLiteSagaStore(BlockingSagaStore):
                 orphan.close()
         return conn
 
+    def _ensure_schema(self) -> None:
+        """Create the tables, or upgrade a file of an older layout in place (in one
+        ``BEGIN IMMEDIATE`` transaction: processes opening the file together do it once)."""
+        conn = self._conn()
+        if _schema_version(conn) == SCHEMA_VERSION:
+            return
+        with self._write() as conn:
+            found = _schema_version(conn)
+            if found > SCHEMA_VERSION:
+                raise newer_schema(repr(self.path), found)
+            if found < SCHEMA_VERSION:
+                for ddl in _SCHEMA:
+                    conn.execute(ddl)
+
     @contextmanager
     def _bounded(self, conn: sqlite3.Connection) -> Iterator[None]:
         """While an operation rides out an outage, its waits for the lock end with what is
@@ -262,7 +306,9 @@ class SQLiteSagaStore(BlockingSagaStore):
                     conn.execute("COMMIT")
 
     def close(self) -> None:
-        """Close every connection this store opened."""
+        """Close every connection this store opened (after the writer thread's queued
+        writes)."""
+        self._writer.close()
         self._closed = True
         with self._all_lock:
             conns, self._all = self._all, {}
@@ -317,15 +363,49 @@ class SQLiteSagaStore(BlockingSagaStore):
 
     def _create(self, retried: bool, rec: NewSaga) -> CreateResult:
         with self._write() as conn:
-            cur = conn.execute(_INSERT_SAGA, insert_params(rec))
-            if cur.rowcount != 1:
-                row = conn.execute(_SELECT_SAGA, (rec.id,)).fetchone()
-                existing = self._record(conn, row)
-                if retried and inserted_by(rec, existing):
-                    return CreateResult(True, existing)
-                return CreateResult(False, existing)
-            self._insert_events(conn, rec.id, 0, rec.events, rec.now)
+            return self._create_in(conn, retried, rec)
+
+    def _create_in(self, conn: sqlite3.Connection, retried: bool, rec: NewSaga) -> CreateResult:
+        cur = conn.execute(_INSERT_SAGA, insert_params(rec))
+        if cur.rowcount != 1:
+            row = conn.execute(_SELECT_SAGA, (rec.id,)).fetchone()
+            existing = self._record(conn, row)
+            if retried and inserted_by(rec, existing):
+                return CreateResult(True, existing)
+            return CreateResult(False, existing)
+        self._insert_events(conn, rec.id, 0, rec.events, rec.now)
         return CreateResult(True, rec.created_record())  # what was inserted, not re-read
+
+    # -- async writes: through the writer thread, several per transaction ---------------------
+    async def create(self, rec: NewSaga) -> CreateResult:
+        """See :meth:`SagaStore.create` (committed by the writer thread, ``_sqlite_writer``)."""
+        result: CreateResult = await self._writer.submit(
+            lambda conn: self._create_in(conn, False, rec),
+            # on its own after a failed group transaction: as a retry (it did not commit,
+            # but a retry's check costs nothing and never inserts twice)
+            lambda: self._guard.call("create", rec.id, lambda _, r: self._create(True, r), rec),
+        )
+        return result
+
+    async def append(
+        self,
+        saga_id: str,
+        epoch: int,
+        events: Sequence[SagaLogEvent],
+        status: SagaStatus | None = None,
+        next_attempt_at: float | None = None,
+    ) -> None:
+        """See :meth:`SagaStore.append` (committed by the writer thread, ``_sqlite_writer``)."""
+        if status is not None:
+            status = SagaStatus(status)
+        stamp = self._stamp()
+        args = (saga_id, epoch, events, status, next_attempt_at, stamp)
+        await self._writer.submit(
+            lambda conn: self._append_in(conn, False, *args),
+            lambda: self._guard.call(
+                "append", saga_id, lambda _, *a: self._append(True, *a), *args
+            ),
+        )
 
     def load_sync(self, saga_id: str) -> SagaRecord | None:
         """The saga and its log, read in one snapshot."""
@@ -368,16 +448,29 @@ class SQLiteSagaStore(BlockingSagaStore):
         now: float,
     ) -> None:
         with self._write() as conn:
-            row = conn.execute(_SELECT_EPOCH, (saga_id,)).fetchone()
-            if row is None:
-                raise KeyError(f"no saga {saga_id!r} in this store")
-            if row[0] != epoch:
-                raise StaleEpoch(saga_id, epoch, row[0])
-            if retried and row[2] == now:
-                return  # the earlier attempt committed
-            last = self._insert_events(conn, saga_id, row[1], events, now)
-            shape, params = append_update(events, status, next_attempt_at)
-            conn.execute(_update_sql(shape), [last, now, *params, saga_id])
+            self._append_in(conn, retried, saga_id, epoch, events, status, next_attempt_at, now)
+
+    def _append_in(
+        self,
+        conn: sqlite3.Connection,
+        retried: bool,
+        saga_id: str,
+        epoch: int,
+        events: Sequence[SagaLogEvent],
+        status: SagaStatus | None,
+        next_attempt_at: float | None,
+        now: float,
+    ) -> None:
+        row = conn.execute(_SELECT_EPOCH, (saga_id,)).fetchone()
+        if row is None:
+            raise KeyError(f"no saga {saga_id!r} in this store")
+        if row[0] != epoch:
+            raise StaleEpoch(saga_id, epoch, row[0])
+        if retried and row[2] == now:
+            return  # the earlier attempt committed
+        last = self._insert_events(conn, saga_id, row[1], events, now)
+        shape, params = append_update(events, status, next_attempt_at)
+        conn.execute(_update_sql(shape), [last, now, *params, saga_id])
 
     def claim_sync(
         self,
@@ -405,12 +498,8 @@ class SQLiteSagaStore(BlockingSagaStore):
         definitions: Sequence[str] | None,
         saga_id: str | None,
     ) -> list[SagaRecord]:
-        where = [
-            f"status IN ({', '.join('?' * len(_UNFINISHED))})",
-            "lease_until < ?",
-            "next_attempt_at <= ?",
-        ]
-        args: list[Any] = [*_UNFINISHED, now, now]
+        where = [f"status IN {UNFINISHED_SQL}", "lease_until < ?", "next_attempt_at <= ?"]
+        args: list[Any] = [now, now]
         if definitions is not None:
             if not definitions:
                 return []

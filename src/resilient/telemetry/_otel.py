@@ -27,7 +27,10 @@ _MODULE = "opentelemetry.trace"
 class _Absent:
     """Stands in for ``opentelemetry.trace`` while nothing has imported it."""
 
-    _TRACER_PROVIDER = None
+    def __init__(self) -> None:
+        # an instance attribute: read on every counted call, where a class attribute read
+        # through an instance is the interpreter's slow path
+        self._TRACER_PROVIDER = None
 
     def __repr__(self) -> str:
         return "<opentelemetry.trace not imported>"
