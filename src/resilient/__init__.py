@@ -8,6 +8,8 @@ events, and configurable from environment variables.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from ._deadline import remaining
 from ._policy import Policy
 from ._registry import Registry, policy, registry
@@ -46,6 +48,9 @@ from .telemetry import add_listener, configure_telemetry, remove_listener
 from .timeout import Timeout
 from .waits import wait_exponential, wait_fixed, wait_linear
 
+if TYPE_CHECKING:
+    from .fleet import RedisState
+
 __version__ = "0.1.0"
 
 __all__ = [
@@ -55,6 +60,7 @@ __all__ = [
     "Fallback",
     "InMemorySagaStore",
     "PostgresSagaStore",
+    "RedisState",
     "Registry",
     "Retry",
     "SQLiteSagaStore",
@@ -91,3 +97,13 @@ __all__ = [
     "remaining",
     "remove_listener",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """Names resolved on first use: ``RedisState`` imports redis-py (the ``redis`` extra),
+    which ``import resilient`` must not."""
+    if name == "RedisState":
+        from .fleet import RedisState
+
+        return RedisState
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
