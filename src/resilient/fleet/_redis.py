@@ -3,8 +3,8 @@
 One ``RedisState`` owns one redis-py client and one daemon thread, the *sync thread*, which
 every ``sync_interval`` sends each bound policy's batch and brings back the fleet's state in
 one pipelined round trip (one script call per policy). A failure asks for an early sync (at
-most one per ``sync_interval / 10``), so a breaker opened by one replica's failures opens there
-after one round trip and everywhere else at their next sync.
+most one per 5 ms, or per ``sync_interval / 10`` if shorter), so a breaker opened by one
+replica's failures opens there after one round trip and everywhere else at their next sync.
 
 Redis unreachable: the first failed exchange marks the backend down (one warning in the log,
 ``resilient_state_backend_up`` = 0 for every bound policy), every bound policy continues on
@@ -226,6 +226,9 @@ class RedisState:
         self._interval = _SYNC_INTERVAL(sync_interval)
         self._client, self._where, self._owns_client = _client_for(url_or_client)
         self._lease = max(2.0, 20 * self._interval)  # a silent replica's trials go back
+        # early syncs (after a failure) are at least this far apart: a failure storm costs a
+        # bounded number of round trips, and an opening still spreads within milliseconds
+        self._early_gap = min(0.005, self._interval / 10)
         self._backoff = wait_exponential(
             initial=self._interval, max=max(1.0, 4 * self._interval), jitter="equal"
         )
@@ -273,6 +276,7 @@ class RedisState:
         was built from a URL."""
         with self._lock:
             self._closed = True
+            self._up = False
             thread = self._thread
         self._wake_event.set()
         if thread is not None and thread is not threading.current_thread():
@@ -325,7 +329,7 @@ class RedisState:
 
     def wake(self) -> None:
         """Ask the sync thread for an exchange now (rate-limited to one per
-        ``sync_interval / 10``)."""
+        5 ms, or to one per ``sync_interval / 10`` if that is shorter)."""
         event = self._wake_event
         if not event.is_set():
             event.set()
@@ -417,7 +421,7 @@ class RedisState:
 
     def _pause(self, started: float, attempt: int) -> None:
         """Wait for the next exchange: ``sync_interval`` after the last one began, or earlier
-        when woken (never sooner than ``sync_interval / 10`` after it); while Redis is down,
+        when woken (never sooner than ``_early_gap`` after it); while Redis is down,
         the backoff delay, whatever wakes us."""
         event = self._wake_event
         if attempt:
@@ -429,7 +433,7 @@ class RedisState:
                 event.clear()
             return
         if event.wait(max(0.0, started + self._interval - time.monotonic())):
-            gap = started + self._interval / 10 - time.monotonic()
+            gap = started + self._early_gap - time.monotonic()
             if gap > 0:
                 time.sleep(gap)
         event.clear()
