@@ -29,6 +29,9 @@ REQUIRED_CODE: dict[str, dict[str, Any]] = {
     "timeout": {"seconds": 1.0},
     "bulkhead": {"max_concurrent": 4},
     "fallback": {"value": None},
+    "chaos_fault": {"rate": 0.1, "error": ConnectionError},
+    "chaos_latency": {"rate": 0.1, "seconds": 0.5},
+    "chaos_result": {"rate": 0.1, "value": None},
 }
 
 
@@ -80,6 +83,21 @@ ROUND_TRIP: dict[tuple[str, str], tuple[str, Any, Callable[[Any], Any]]] = {
     ("bulkhead", "queue_timeout"): ("2s", 2.0, lambda p: p.queue_timeout),
     ("fallback", "value"): ('{"status": "degraded"}', {"status": "degraded"}, lambda p: p.value),
     ("fallback", "on"): ("builtins.KeyError", (KeyError,), lambda p: p._on_types),
+    ("hedge", "delay"): ("p99.5", "p99.5", lambda p: p.delay),
+    ("hedge", "max_hedged"): ("2", 2, lambda p: p.max_hedged),
+    ("hedge", "on"): ("builtins.KeyError", (KeyError,), lambda p: p._on_types),
+    ("chaos_fault", "rate"): ("0.25", 0.25, lambda p: p.rate),
+    ("chaos_fault", "error"): ("builtins.KeyError", KeyError, lambda p: p.error),
+    ("chaos_fault", "seed"): ("42", 42, lambda p: p.seed),
+    ("chaos_fault", "enabled"): ("false", False, lambda p: p.enabled),
+    ("chaos_latency", "rate"): ("1", 1.0, lambda p: p.rate),
+    ("chaos_latency", "seconds"): ("250ms", 0.25, lambda p: p.seconds),
+    ("chaos_latency", "seed"): ("0x10", 16, lambda p: p.seed),
+    ("chaos_latency", "enabled"): ("yes", True, lambda p: p.enabled),
+    ("chaos_result", "rate"): ("0", 0.0, lambda p: p.rate),
+    ("chaos_result", "value"): ('{"items": []}', {"items": []}, lambda p: p.value),
+    ("chaos_result", "seed"): ("7", 7, lambda p: p.seed),
+    ("chaos_result", "enabled"): ("true", True, lambda p: p.enabled),
 }  # fmt: skip
 
 
@@ -102,7 +120,17 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 # -- coverage of the field list -----------------------------------------------------------------
 def test_every_policy_kind_is_configurable() -> None:
-    assert list(config.policy_classes()) == ["fallback", "retry", "breaker", "timeout", "bulkhead"]
+    assert list(config.policy_classes()) == [
+        "fallback",
+        "retry",
+        "hedge",
+        "breaker",
+        "timeout",
+        "bulkhead",
+        "chaos_latency",
+        "chaos_fault",
+        "chaos_result",
+    ]
 
 
 def test_every_keyword_parameter_is_parseable_or_code_only() -> None:

@@ -455,7 +455,17 @@ def test_config_of_a_name_without_variables_shows_every_kind() -> None:
     done = _cli("config", "nothing-set")
     assert done.returncode == 0, done.stderr
     kinds = {line.split()[1] for line in done.stdout.splitlines()[1:]}
-    assert kinds == {"fallback", "retry", "breaker", "timeout", "bulkhead"}
+    assert kinds == {
+        "fallback",
+        "retry",
+        "hedge",
+        "breaker",
+        "timeout",
+        "bulkhead",
+        "chaos_latency",
+        "chaos_fault",
+        "chaos_result",
+    }
     assert "fallback: not buildable from the environment alone" in done.stderr
 
 

@@ -1,6 +1,7 @@
 """resilient: composable sync and async resilience policies.
 
-Circuit breaker, bulkhead, retry, timeout, fallback and saga orchestration, usable as
+Circuit breaker, bulkhead, retry, timeout, fallback, hedging, chaos injection (``rs.chaos``)
+and saga orchestration, usable as
 decorators and context managers on ``def`` and ``async def`` (asyncio and trio), composable
 with :func:`pipeline`, observable through Prometheus metrics, OpenTelemetry spans and typed
 events, and configurable from environment variables.
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from . import chaos
 from ._deadline import remaining
 from ._policy import Policy
 from ._registry import Registry, policy, registry
@@ -26,10 +28,12 @@ from .errors import (
     ResilienceError,
     RetryExhaustedError,
     SagaFailed,
+    SagaStoreUnavailable,
     SagaStuck,
     TimeoutExceeded,
 )
 from .fallback import Fallback
+from .hedge import Hedge
 from .pipeline import Pipeline, pipeline
 from .retry import Retry
 from .saga import (
@@ -58,6 +62,7 @@ __all__ = [
     "Bulkhead",
     "CircuitBreaker",
     "Fallback",
+    "Hedge",
     "InMemorySagaStore",
     "PostgresSagaStore",
     "RedisState",
@@ -89,9 +94,11 @@ __all__ = [
     "ResilienceError",
     "RetryExhaustedError",
     "SagaFailed",
+    "SagaStoreUnavailable",
     "SagaStuck",
     "TimeoutExceeded",
     "add_listener",
+    "chaos",
     "configure_telemetry",
     "pipeline",
     "remaining",

@@ -7,7 +7,7 @@ reads or calls on ``self``.
 
 from __future__ import annotations
 
-from . import _hot_paths
+from . import _hot_protocols
 from ._policy import AroundPolicy, Policy
 from .breaker import CircuitBreaker
 from .bulkhead import Bulkhead
@@ -15,25 +15,25 @@ from .fallback import Fallback
 from .retry import Retry
 
 
-def _policy(policy: Policy) -> _hot_paths.PolicySelf:
+def _policy(policy: Policy) -> _hot_protocols.PolicySelf:
     return policy
 
 
-def _around(policy: AroundPolicy) -> _hot_paths.AroundSelf:
+def _around(policy: AroundPolicy) -> _hot_protocols.AroundSelf:
     return policy
 
 
-def _breaker(policy: CircuitBreaker) -> _hot_paths.BreakerSelf:
+def _breaker(policy: CircuitBreaker) -> _hot_protocols.BreakerSelf:
     return policy
 
 
-def _bulkhead(policy: Bulkhead) -> _hot_paths.BulkheadSelf:
+def _bulkhead(policy: Bulkhead) -> _hot_protocols.BulkheadSelf:
     return policy
 
 
-def _fallback(policy: Fallback) -> _hot_paths.FallbackSelf:
+def _fallback(policy: Fallback) -> _hot_protocols.FallbackSelf:
     return policy
 
 
-def _retry(policy: Retry) -> _hot_paths.RetrySelf:
+def _retry(policy: Retry) -> _hot_protocols.RetrySelf:
     return policy

@@ -8,38 +8,39 @@ out in full, and twice (``def`` and ``async def``), is explained in the generato
 
 from __future__ import annotations
 
-import threading
 from asyncio import _get_running_loop
-from collections.abc import Callable
 from time import perf_counter
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.lowlevel
 
 from ._core.breaker import CLOSED as _CLOSED
 from ._core.breaker import OPEN as _OPEN
-from ._core.breaker import SUCCESS, BreakerCore, Permit
-from ._core.bulkhead import ADMITTED, BulkheadCore
+from ._core.breaker import SUCCESS, Permit
+from ._core.bulkhead import ADMITTED
 from ._deadline import remaining
+from ._hot_protocols import (
+    AroundSelf,
+    BreakerSelf,
+    BulkheadSelf,
+    FallbackSelf,
+    PolicySelf,
+    RetrySelf,
+)
 from ._outcomes import NOTE, WAIT
-from ._retry_state import RetryRun, RetrySettings
+from ._retry_state import RetryRun
 from ._sleeping import SNIFFIO, sleep0
 from ._types import Args, AsyncFn, Fn, Kwargs
-from ._waiters import TaskWaiter, ThreadWaiter, Waiter
+from ._waiters import TaskWaiter, ThreadWaiter
 from .errors import _circuit_open as _open
-from .telemetry._hub import OTEL, STATE, PolicyTelemetry
+from .telemetry._hub import STATE
+from .telemetry._stats import FIRST_BOUND
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Tracer
 
 __all__ = [
-    "AroundSelf",
-    "BreakerSelf",
-    "BulkheadSelf",
-    "FallbackSelf",
-    "PolicySelf",
-    "RetrySelf",
     "around_acall",
     "around_async_wrapper",
     "around_call",
@@ -50,9 +51,11 @@ __all__ = [
     "breaker_sync_wrapper",
     "bulkhead_acall",
     "bulkhead_aenter",
+    "bulkhead_async_wrapper",
     "bulkhead_call",
     "bulkhead_enter",
     "bulkhead_enter_nowait",
+    "bulkhead_sync_wrapper",
     "bulkhead_wait_in_task",
     "bulkhead_wait_in_thread",
     "fallback_acall",
@@ -68,131 +71,6 @@ __all__ = [
 ]
 
 
-class PolicySelf(Protocol):
-    """What the shared per-call code uses of every policy."""
-
-    @property
-    def _tel(self) -> PolicyTelemetry: ...
-    @property
-    def _notes_outcome(self) -> bool: ...
-    def _call(self, fn: Fn, args: Args, kwargs: Kwargs) -> Any: ...
-    async def _acall(self, fn: AsyncFn, args: Args, kwargs: Kwargs) -> Any: ...
-    def _execute(self, fn: Fn, args: Args, kwargs: Kwargs) -> Any: ...
-    async def _aexecute(self, fn: AsyncFn, args: Args, kwargs: Kwargs) -> Any: ...
-    def _execute_traced(self, tracer: Tracer, fn: Fn, args: Args, kwargs: Kwargs) -> Any: ...
-    async def _aexecute_traced(
-        self,
-        tracer: Tracer,
-        fn: AsyncFn,
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-    ) -> Any: ...
-    def _outcome_for(self, error: BaseException) -> str: ...
-    def _noted(self, before: tuple[object, str] | None) -> str: ...
-
-
-class AroundSelf(PolicySelf, Protocol):
-    """What the per-call code of an around policy (admit, run, release) uses."""
-
-    def _enter(self) -> Any: ...
-    async def _aenter(self) -> Any: ...
-    def _enter_nowait(self) -> Any: ...
-    def _exit(self, permit: Any, error: BaseException | None, result: Any) -> None: ...
-    def _exit_ok(self, permit: Any, result: Any) -> None: ...
-
-
-class BreakerSelf(AroundSelf, Protocol):
-    """What the circuit breaker's per-call code uses."""
-
-    @property
-    def name(self) -> str: ...
-    @property
-    def _id(self) -> int: ...
-    @property
-    def _core(self) -> BreakerCore: ...
-    @property
-    def _clock(self) -> Callable[[], float]: ...
-    @property
-    def _lock(self) -> threading.Lock: ...
-    @property
-    def _record_result(self) -> Callable[[Any], bool] | None: ...
-    def _admit(self, now: float) -> Permit: ...
-    def _complete(self, permit: Permit, outcome: int, error: BaseException | None) -> None: ...
-
-
-class BulkheadSelf(AroundSelf, Protocol):
-    """What the bulkhead's per-call code uses."""
-
-    @property
-    def _lock(self) -> threading.Lock: ...
-    @property
-    def _core(self) -> BulkheadCore[Any]: ...
-    @property
-    def _clock(self) -> Callable[[], float]: ...
-    @property
-    def _queue_timeout(self) -> float | None: ...
-    def _admitted(self, waited: float) -> None: ...
-    def _wait_in_thread(self) -> None: ...
-    async def _wait_in_task(self) -> None: ...
-    def _arrive(self, waiter: Waiter) -> int: ...
-    def _note_queued(self, position: int) -> None: ...
-    def _abandon(self, waiter: Waiter) -> None: ...
-    def _after_wait(self, waiter: Waiter, woken: bool, start: float) -> None: ...
-    def _release_slot(self) -> None: ...
-    def _reject(self, reason: str, waited: float | None) -> BaseException: ...
-
-
-class FallbackSelf(PolicySelf, Protocol):
-    """What Fallback's per-call code uses."""
-
-    @property
-    def _handler_is_async(self) -> bool: ...
-    @property
-    def _on_types(self) -> tuple[type[BaseException], ...]: ...
-    @property
-    def _on_pred(self) -> Callable[[BaseException], Any] | None: ...
-    @property
-    def _on_result(self) -> Callable[[Any], Any] | None: ...
-    @property
-    def handler(self) -> Callable[[Exception | None], Any] | None: ...
-    @property
-    def value(self) -> Any: ...
-    @property
-    def _on_pred_async(self) -> bool: ...
-    @property
-    def _on_result_async(self) -> bool: ...
-    @property
-    def _sync_refusal(self) -> str | None: ...
-    def _answered(self, error: Exception | None) -> None: ...
-    def _answer(self, error: Exception | None) -> Any: ...
-    async def _aanswer(self, error: Exception | None) -> Any: ...
-
-
-class RetrySelf(PolicySelf, RetrySettings, Protocol):
-    """What Retry's per-call loop uses."""
-
-    @property
-    def _sleep_is_async(self) -> bool: ...
-    @property
-    def _sleep(self) -> Callable[[float], Any] | None: ...
-    @property
-    def _on_types(self) -> tuple[type[BaseException], ...]: ...
-    @property
-    def _on_pred(self) -> Callable[[BaseException], Any] | None: ...
-    @property
-    def _on_result(self) -> Callable[[Any], Any] | None: ...
-    @property
-    def _on_exclude(self) -> tuple[type[BaseException], ...]: ...
-    @property
-    def _on_pred_async(self) -> bool: ...
-    @property
-    def _on_result_async(self) -> bool: ...
-    @property
-    def _sync_refusal(self) -> str | None: ...
-    def _sleep_sync(self, delay: float) -> None: ...
-    async def _sleep_async(self, delay: float) -> None: ...
-
-
 def policy_async_wrapper(self: PolicySelf, fn: AsyncFn) -> Fn:
     tel = self._tel
     notes = self._notes_outcome
@@ -204,18 +82,40 @@ def policy_async_wrapper(self: PolicySelf, fn: AsyncFn) -> Fn:
         if (
             stats is None
             or tel.metrics_gen != STATE.generation
-            or OTEL._TRACER_PROVIDER is not tel.otel_global
+            or tel.otel._TRACER_PROVIDER is not tel.otel_global
         ):
             return await self._aexecute(fn, args, kwargs)
-        before = NOTE.get() if notes else None
+        if not notes:
+            start = perf_counter()
+            try:
+                result = await self._acall(fn, args, kwargs)
+            except BaseException as exc:
+                stats.record(self._outcome_for(exc), perf_counter() - start)
+                raise
+            duration = perf_counter() - start
+            if duration <= FIRST_BOUND:
+                stats.first += 1
+            else:
+                stats.add_later(duration)
+            stats.total += duration
+            return result
+        before = NOTE.get()
         start = perf_counter()
         try:
             result = await self._acall(fn, args, kwargs)
         except BaseException as exc:
             stats.record(self._outcome_for(exc), perf_counter() - start)
             raise
+        outcome = self._noted(before)
+        if outcome != "success":
+            stats.record(outcome, perf_counter() - start)
+            return result
         duration = perf_counter() - start
-        stats.record(self._noted(before) if notes else "success", duration)
+        if duration <= FIRST_BOUND:
+            stats.first += 1
+        else:
+            stats.add_later(duration)
+        stats.total += duration
         return result
 
     return async_wrapper
@@ -232,18 +132,40 @@ def policy_sync_wrapper(self: PolicySelf, fn: Fn) -> Fn:
         if (
             stats is None
             or tel.metrics_gen != STATE.generation
-            or OTEL._TRACER_PROVIDER is not tel.otel_global
+            or tel.otel._TRACER_PROVIDER is not tel.otel_global
         ):
             return self._execute(fn, args, kwargs)
-        before = NOTE.get() if notes else None
+        if not notes:
+            start = perf_counter()
+            try:
+                result = self._call(fn, args, kwargs)
+            except BaseException as exc:
+                stats.record(self._outcome_for(exc), perf_counter() - start)
+                raise
+            duration = perf_counter() - start
+            if duration <= FIRST_BOUND:
+                stats.first += 1
+            else:
+                stats.add_later(duration)
+            stats.total += duration
+            return result
+        before = NOTE.get()
         start = perf_counter()
         try:
             result = self._call(fn, args, kwargs)
         except BaseException as exc:
             stats.record(self._outcome_for(exc), perf_counter() - start)
             raise
+        outcome = self._noted(before)
+        if outcome != "success":
+            stats.record(outcome, perf_counter() - start)
+            return result
         duration = perf_counter() - start
-        stats.record(self._noted(before) if notes else "success", duration)
+        if duration <= FIRST_BOUND:
+            stats.first += 1
+        else:
+            stats.add_later(duration)
+        stats.total += duration
         return result
 
     return sync_wrapper
@@ -251,7 +173,7 @@ def policy_sync_wrapper(self: PolicySelf, fn: Fn) -> Fn:
 
 async def policy_aexecute(self: PolicySelf, fn: AsyncFn, args: Args, kwargs: Kwargs) -> Any:
     tel = self._tel
-    if tel.gen != STATE.generation or OTEL._TRACER_PROVIDER is not tel.otel_global:
+    if tel.gen != STATE.generation or tel.otel._TRACER_PROVIDER is not tel.otel_global:
         tel.refresh()
     tracer = tel.active_tracer
     if tracer is not None:
@@ -281,7 +203,7 @@ async def policy_aexecute(self: PolicySelf, fn: AsyncFn, args: Args, kwargs: Kwa
 
 def policy_execute(self: PolicySelf, fn: Fn, args: Args, kwargs: Kwargs) -> Any:
     tel = self._tel
-    if tel.gen != STATE.generation or OTEL._TRACER_PROVIDER is not tel.otel_global:
+    if tel.gen != STATE.generation or tel.otel._TRACER_PROVIDER is not tel.otel_global:
         tel.refresh()
     tracer = tel.active_tracer
     if tracer is not None:
@@ -376,7 +298,7 @@ def around_async_wrapper(self: AroundSelf, fn: AsyncFn) -> Fn:
         if (
             stats is None
             or tel.metrics_gen != STATE.generation
-            or OTEL._TRACER_PROVIDER is not tel.otel_global
+            or tel.otel._TRACER_PROVIDER is not tel.otel_global
         ):
             return await self._aexecute(fn, args, kwargs)
         start = perf_counter()
@@ -385,7 +307,12 @@ def around_async_wrapper(self: AroundSelf, fn: AsyncFn) -> Fn:
         except BaseException as exc:
             stats.record(self._outcome_for(exc), perf_counter() - start)
             raise
-        stats.record("success", perf_counter() - start)
+        duration = perf_counter() - start
+        if duration <= FIRST_BOUND:
+            stats.first += 1
+        else:
+            stats.add_later(duration)
+        stats.total += duration
         return result
 
     return async_wrapper
@@ -456,16 +383,48 @@ def breaker_async_wrapper(self: BreakerSelf, fn: AsyncFn) -> Fn:
         if (
             stats is None
             or tel.metrics_gen != STATE.generation
-            or OTEL._TRACER_PROVIDER is not tel.otel_global
+            or tel.otel._TRACER_PROVIDER is not tel.otel_global
         ):
             return await self._aexecute(fn, args, kwargs)
         start = perf_counter()
         try:
-            result = await self._acall(fn, args, kwargs)
+            cgen = core.gen  # read before the state: a racing transition can only make it stale
+            state = core.state
+            if state is _CLOSED:
+                permit = (cgen, clock())
+            else:
+                now = clock()
+                wait = core.open_until - now
+                if state is _OPEN and wait > 0.0:  # lock-free rejection: see the template
+                    handle = self._tel
+                    if not handle.quiet or handle.gen != STATE.generation:
+                        handle.rejected("open", wait)
+                    raise _open(self._id, self.name, wait)
+                permit = self._admit(now)
+            try:
+                result = await fn(*args, **kwargs)
+            except BaseException as exc:
+                self._exit(permit, exc, None)
+                raise
+            if self._record_result is not None:
+                self._exit(permit, None, result)
+            elif permit[0] >= 0:  # not admitted while DISABLED
+                lock.acquire()  # not ``with``: on CPython 3.11 that costs twice as much
+                try:
+                    done = core.succeed_fast(permit[0])
+                finally:
+                    lock.release()
+                if not done:
+                    self._complete(permit, SUCCESS, None)
         except BaseException as exc:
             stats.record(self._outcome_for(exc), perf_counter() - start)
             raise
-        stats.record("success", perf_counter() - start)
+        duration = perf_counter() - start
+        if duration <= FIRST_BOUND:
+            stats.first += 1
+        else:
+            stats.add_later(duration)
+        stats.total += duration
         return result
 
     return async_wrapper
@@ -514,16 +473,48 @@ def breaker_sync_wrapper(self: BreakerSelf, fn: Fn) -> Fn:
         if (
             stats is None
             or tel.metrics_gen != STATE.generation
-            or OTEL._TRACER_PROVIDER is not tel.otel_global
+            or tel.otel._TRACER_PROVIDER is not tel.otel_global
         ):
             return self._execute(fn, args, kwargs)
         start = perf_counter()
         try:
-            result = self._call(fn, args, kwargs)
+            cgen = core.gen  # read before the state: a racing transition can only make it stale
+            state = core.state
+            if state is _CLOSED:
+                permit = (cgen, clock())
+            else:
+                now = clock()
+                wait = core.open_until - now
+                if state is _OPEN and wait > 0.0:  # lock-free rejection: see the template
+                    handle = self._tel
+                    if not handle.quiet or handle.gen != STATE.generation:
+                        handle.rejected("open", wait)
+                    raise _open(self._id, self.name, wait)
+                permit = self._admit(now)
+            try:
+                result = fn(*args, **kwargs)
+            except BaseException as exc:
+                self._exit(permit, exc, None)
+                raise
+            if self._record_result is not None:
+                self._exit(permit, None, result)
+            elif permit[0] >= 0:  # not admitted while DISABLED
+                lock.acquire()  # not ``with``: on CPython 3.11 that costs twice as much
+                try:
+                    done = core.succeed_fast(permit[0])
+                finally:
+                    lock.release()
+                if not done:
+                    self._complete(permit, SUCCESS, None)
         except BaseException as exc:
             stats.record(self._outcome_for(exc), perf_counter() - start)
             raise
-        stats.record("success", perf_counter() - start)
+        duration = perf_counter() - start
+        if duration <= FIRST_BOUND:
+            stats.first += 1
+        else:
+            stats.add_later(duration)
+        stats.total += duration
         return result
 
     return sync_wrapper
@@ -618,13 +609,165 @@ def breaker_enter(self: BreakerSelf) -> Permit:
     return permit
 
 
+def bulkhead_async_wrapper(self: BulkheadSelf, fn: AsyncFn) -> Fn:
+    tel = self._tel
+
+    async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+        if tel.plain:
+            if self._counter_only:
+                core = self._core
+                admitted = core.running < core.max_concurrent
+                if admitted:
+                    core.running += 1
+            else:
+                lock = self._lock
+                lock.acquire()  # not ``with``: on CPython 3.11 that costs twice the lock round trip
+                try:
+                    admitted = self._core.try_admit()
+                finally:
+                    lock.release()
+            if not admitted:
+                await self._wait_in_task()
+            elif self._tel.detail or self._tel.gen != STATE.generation:
+                self._admitted(0.0)
+            try:
+                result = await fn(*args, **kwargs)
+            except BaseException:
+                self._release_slot()
+                raise
+            self._release_slot()
+            return result
+        stats = tel.stats
+        if (
+            stats is None
+            or tel.metrics_gen != STATE.generation
+            or tel.otel._TRACER_PROVIDER is not tel.otel_global
+        ):
+            return await self._aexecute(fn, args, kwargs)
+        start = perf_counter()
+        try:
+            if self._counter_only:
+                core = self._core
+                admitted = core.running < core.max_concurrent
+                if admitted:
+                    core.running += 1
+            else:
+                lock = self._lock
+                lock.acquire()  # not ``with``: on CPython 3.11 that costs twice the lock round trip
+                try:
+                    admitted = self._core.try_admit()
+                finally:
+                    lock.release()
+            if not admitted:
+                await self._wait_in_task()
+            elif self._tel.detail or self._tel.gen != STATE.generation:
+                self._admitted(0.0)
+            try:
+                result = await fn(*args, **kwargs)
+            except BaseException:
+                self._release_slot()
+                raise
+            self._release_slot()
+        except BaseException as exc:
+            stats.record(self._outcome_for(exc), perf_counter() - start)
+            raise
+        duration = perf_counter() - start
+        if duration <= FIRST_BOUND:
+            stats.first += 1
+        else:
+            stats.add_later(duration)
+        stats.total += duration
+        return result
+
+    return async_wrapper
+
+
+def bulkhead_sync_wrapper(self: BulkheadSelf, fn: Fn) -> Fn:
+    tel = self._tel
+
+    def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
+        if tel.plain:
+            if self._counter_only:
+                core = self._core
+                admitted = core.running < core.max_concurrent
+                if admitted:
+                    core.running += 1
+            else:
+                lock = self._lock
+                lock.acquire()  # not ``with``: on CPython 3.11 that costs twice the lock round trip
+                try:
+                    admitted = self._core.try_admit()
+                finally:
+                    lock.release()
+            if not admitted:
+                self._wait_in_thread()
+            elif self._tel.detail or self._tel.gen != STATE.generation:
+                self._admitted(0.0)
+            try:
+                result = fn(*args, **kwargs)
+            except BaseException:
+                self._release_slot()
+                raise
+            self._release_slot()
+            return result
+        stats = tel.stats
+        if (
+            stats is None
+            or tel.metrics_gen != STATE.generation
+            or tel.otel._TRACER_PROVIDER is not tel.otel_global
+        ):
+            return self._execute(fn, args, kwargs)
+        start = perf_counter()
+        try:
+            if self._counter_only:
+                core = self._core
+                admitted = core.running < core.max_concurrent
+                if admitted:
+                    core.running += 1
+            else:
+                lock = self._lock
+                lock.acquire()  # not ``with``: on CPython 3.11 that costs twice the lock round trip
+                try:
+                    admitted = self._core.try_admit()
+                finally:
+                    lock.release()
+            if not admitted:
+                self._wait_in_thread()
+            elif self._tel.detail or self._tel.gen != STATE.generation:
+                self._admitted(0.0)
+            try:
+                result = fn(*args, **kwargs)
+            except BaseException:
+                self._release_slot()
+                raise
+            self._release_slot()
+        except BaseException as exc:
+            stats.record(self._outcome_for(exc), perf_counter() - start)
+            raise
+        duration = perf_counter() - start
+        if duration <= FIRST_BOUND:
+            stats.first += 1
+        else:
+            stats.add_later(duration)
+        stats.total += duration
+        return result
+
+    return sync_wrapper
+
+
 async def bulkhead_acall(self: BulkheadSelf, fn: AsyncFn, args: Args, kwargs: Kwargs) -> Any:
-    lock = self._lock
-    lock.acquire()  # not ``with``: on CPython 3.11 that costs twice the lock round trip
-    try:
-        admitted = self._core.try_admit()
-    finally:
-        lock.release()
+    if self._counter_only:
+        core = self._core
+        admitted = core.running < core.max_concurrent
+        if admitted:
+            core.running += 1
+    else:
+        lock = self._lock
+        lock.acquire()  # not ``with``: on CPython 3.11 that costs twice the lock round trip
+        try:
+            admitted = self._core.try_admit()
+        finally:
+            lock.release()
     if not admitted:
         await self._wait_in_task()
     elif self._tel.detail or self._tel.gen != STATE.generation:
@@ -639,12 +782,18 @@ async def bulkhead_acall(self: BulkheadSelf, fn: AsyncFn, args: Args, kwargs: Kw
 
 
 def bulkhead_call(self: BulkheadSelf, fn: Fn, args: Args, kwargs: Kwargs) -> Any:
-    lock = self._lock
-    lock.acquire()  # not ``with``: on CPython 3.11 that costs twice the lock round trip
-    try:
-        admitted = self._core.try_admit()
-    finally:
-        lock.release()
+    if self._counter_only:
+        core = self._core
+        admitted = core.running < core.max_concurrent
+        if admitted:
+            core.running += 1
+    else:
+        lock = self._lock
+        lock.acquire()  # not ``with``: on CPython 3.11 that costs twice the lock round trip
+        try:
+            admitted = self._core.try_admit()
+        finally:
+            lock.release()
     if not admitted:
         self._wait_in_thread()
     elif self._tel.detail or self._tel.gen != STATE.generation:
@@ -659,12 +808,18 @@ def bulkhead_call(self: BulkheadSelf, fn: Fn, args: Args, kwargs: Kwargs) -> Any
 
 
 async def bulkhead_aenter(self: BulkheadSelf) -> None:
-    lock = self._lock
-    lock.acquire()  # not ``with``: on CPython 3.11 that costs twice the lock round trip
-    try:
-        admitted = self._core.try_admit()
-    finally:
-        lock.release()
+    if self._counter_only:
+        core = self._core
+        admitted = core.running < core.max_concurrent
+        if admitted:
+            core.running += 1
+    else:
+        lock = self._lock
+        lock.acquire()  # not ``with``: on CPython 3.11 that costs twice the lock round trip
+        try:
+            admitted = self._core.try_admit()
+        finally:
+            lock.release()
     if not admitted:
         await self._wait_in_task()
     elif self._tel.detail or self._tel.gen != STATE.generation:
@@ -672,12 +827,18 @@ async def bulkhead_aenter(self: BulkheadSelf) -> None:
 
 
 def bulkhead_enter(self: BulkheadSelf) -> None:
-    lock = self._lock
-    lock.acquire()  # not ``with``: on CPython 3.11 that costs twice the lock round trip
-    try:
-        admitted = self._core.try_admit()
-    finally:
-        lock.release()
+    if self._counter_only:
+        core = self._core
+        admitted = core.running < core.max_concurrent
+        if admitted:
+            core.running += 1
+    else:
+        lock = self._lock
+        lock.acquire()  # not ``with``: on CPython 3.11 that costs twice the lock round trip
+        try:
+            admitted = self._core.try_admit()
+        finally:
+            lock.release()
     if not admitted:
         self._wait_in_thread()
     elif self._tel.detail or self._tel.gen != STATE.generation:
@@ -685,12 +846,18 @@ def bulkhead_enter(self: BulkheadSelf) -> None:
 
 
 def bulkhead_enter_nowait(self: BulkheadSelf) -> Any:
-    lock = self._lock
-    lock.acquire()  # not ``with``: on CPython 3.11 that costs twice the lock round trip
-    try:
-        admitted = self._core.try_admit()
-    finally:
-        lock.release()
+    if self._counter_only:
+        core = self._core
+        admitted = core.running < core.max_concurrent
+        if admitted:
+            core.running += 1
+    else:
+        lock = self._lock
+        lock.acquire()  # not ``with``: on CPython 3.11 that costs twice the lock round trip
+        try:
+            admitted = self._core.try_admit()
+        finally:
+            lock.release()
     if admitted:
         if self._tel.detail or self._tel.gen != STATE.generation:
             self._admitted(0.0)

@@ -28,6 +28,7 @@ from ._outcomes import NOTE, WAIT
 from ._types import Args, AsyncFn, Exc, ExcType, Fn, Kwargs, Tb
 from ._validate import check_name, is_async_callable
 from .config import Configurable, build_from_env
+from .errors import INJECTED as _INJECTED
 from .errors import ORIGIN as _ORIGIN
 from .errors import PolicyRejectedError, TimeoutExceeded
 from .telemetry._hub import STATE, Listener, PolicyTelemetry
@@ -92,6 +93,10 @@ class Policy:
     """True for policies that may call ``_note_outcome`` (their executions read the note)."""
     _counts_calls: ClassVar[bool] = True
     """False for policies that bypass ``_execute``'s telemetry: no empty call series for them."""
+    _own_wrappers: ClassVar[bool] = False
+    """True for a policy that overrides ``_execute`` yet builds its decorator wrappers itself
+    (``_sync_wrapper``/``_async_wrapper``): chaos policies, whose switched-off check must be
+    the wrapper's first line."""
     _sync_refusal: str | None = None
     """Why this policy cannot serve sync calls (it holds an ``async def`` sleep, handler or
     predicate it would have to await), or ``None``."""
@@ -101,6 +106,7 @@ class Policy:
 
     def __init__(self, name: str | None = None, *, on_event: Listener | None = None) -> None:
         self._auto_named = name is None
+        self._sync_refusal = None  # an instance attribute: read on every sync call
         self.name = _check_name(type(self), name)
         v.ON_EVENT(on_event)
         self._tel = PolicyTelemetry(self.kind, self.name, on_event, counts_calls=self._counts_calls)
@@ -196,7 +202,7 @@ class Policy:
             raise TypeError(f"{self._sync_refusal} (decorating {fn!r})")
         if self._auto_named:
             self._adopt_name(fn)
-        if type(self)._execute is not Policy._execute:  # pipelines: their own _execute
+        if type(self)._execute is not Policy._execute and not self._own_wrappers:  # pipelines
             if is_async_callable(fn):
                 afn = cast(Callable[..., Awaitable[Any]], fn)
 
@@ -261,7 +267,10 @@ class Policy:
             if isinstance(error, TimeoutExceeded):
                 return "timeout"
             return "failure"
-        return "failure" if isinstance(error, Exception) else "cancelled"
+        if not isinstance(error, Exception):
+            return "cancelled"
+        # a chaos rehearsal's fault is told apart from a real one wherever it is recorded
+        return "injected" if getattr(error, _INJECTED, False) is True else "failure"
 
     def _note_outcome(self, outcome: str) -> None:
         """Record a non-default outcome for the current (successful) execution of this policy.

@@ -6,8 +6,12 @@ the environment (``Policy.from_env``) and the code's defaults, so ``payments`` m
 breaker, one bulkhead, ... wherever it is used, and operators configure it by name.
 
 ``@rs.policy("payments", "retry", "breaker", "timeout", timeout={"seconds": 2})`` builds the
-named pipeline in the usual order (fallback, retry, breaker, timeout, bulkhead) whatever the
-order of the kinds given; ``RESILIENT__PAYMENTS__RETRY__ENABLED=false`` leaves the retry out.
+named pipeline in the usual order (fallback, retry, hedge, breaker, timeout, bulkhead, then the
+chaos kinds innermost) whatever the order of the kinds given;
+``RESILIENT__PAYMENTS__RETRY__ENABLED=false`` leaves the retry out. Chaos kinds are the
+exception: their ``enabled`` is a real, run-time switch of the policy
+(``RESILIENT__PAYMENTS__CHAOS_FAULT__ENABLED=true``), so they are always members and switch
+themselves on and off.
 """
 
 from __future__ import annotations
@@ -21,8 +25,10 @@ from ._policy import Policy
 from ._types import Args, AsyncFn, Fn, Kwargs
 from .breaker import CircuitBreaker
 from .bulkhead import Bulkhead
+from .chaos import Fault, Latency, Result
 from .errors import ConfigError
 from .fallback import Fallback
+from .hedge import Hedge
 from .pipeline import Pipeline
 from .retry import Retry
 from .timeout import Timeout
@@ -30,13 +36,30 @@ from .timeout import Timeout
 __all__ = ["KINDS", "Registry", "policy", "registry"]
 
 KINDS: Mapping[str, type[Policy]] = {
-    cls.kind: cls for cls in (Fallback, Retry, CircuitBreaker, Timeout, Bulkhead)
+    cls.kind: cls
+    for cls in (
+        Fallback,
+        Retry,
+        Hedge,
+        CircuitBreaker,
+        Timeout,
+        Bulkhead,
+        Latency,
+        Fault,
+        Result,
+    )
 }
 """Every built-in policy kind and its class, in the usual pipeline order (outermost first):
 ``rs.policy`` nests members in this order, whatever order the kinds are given in. The one
 place that knows every kind; configuration learns them from here (``config.register_kinds``)."""
 
 config.register_kinds(KINDS.values())
+
+
+def _switches_itself(cls: type[Policy]) -> bool:
+    """True for kinds whose ``enabled`` is a constructor option (chaos): the switch is
+    handed to the policy instead of leaving it out of pipelines."""
+    return any(s.name == config.ENABLED and s.in_constructor for s in config.field_specs(cls))
 
 
 def _kind_class(kind: str) -> type[Policy]:
@@ -123,6 +146,25 @@ class Registry:
         ``handler`` in code (``VALUE`` may also come from the environment, as JSON)."""
         return cast(Fallback, self.obtain("fallback", name, defaults))
 
+    def hedge(self, name: str, /, **defaults: Any) -> Hedge:
+        """The hedge named ``name`` (``RESILIENT__<NAME>__HEDGE__*``)."""
+        return cast(Hedge, self.obtain("hedge", name, defaults))
+
+    def chaos_fault(self, name: str, /, **defaults: Any) -> Fault:
+        """The chaos fault injector named ``name`` (``RESILIENT__<NAME>__CHAOS_FAULT__*``);
+        needs ``rate`` and ``error`` from code or the environment."""
+        return cast(Fault, self.obtain("chaos_fault", name, defaults))
+
+    def chaos_latency(self, name: str, /, **defaults: Any) -> Latency:
+        """The chaos latency injector named ``name`` (``RESILIENT__<NAME>__CHAOS_LATENCY__*``);
+        needs ``rate`` and ``seconds``."""
+        return cast(Latency, self.obtain("chaos_latency", name, defaults))
+
+    def chaos_result(self, name: str, /, **defaults: Any) -> Result:
+        """The chaos result injector named ``name`` (``RESILIENT__<NAME>__CHAOS_RESULT__*``);
+        needs ``rate`` and ``value``."""
+        return cast(Result, self.obtain("chaos_result", name, defaults))
+
     def obtain(self, kind: str, name: str, defaults: _Defaults | None = None) -> Policy:
         """The policy of ``kind`` named ``name``, created from the environment and
         ``defaults`` on first request (the kind-specific methods call this)."""
@@ -201,24 +243,34 @@ class Registry:
         *kinds: str,
         fallback: _Defaults | None = None,
         retry: _Defaults | None = None,
+        hedge: _Defaults | None = None,
         breaker: _Defaults | None = None,
         timeout: _Defaults | None = None,
         bulkhead: _Defaults | None = None,
+        chaos_latency: _Defaults | None = None,
+        chaos_fault: _Defaults | None = None,
+        chaos_result: _Defaults | None = None,
     ) -> Pipeline:
         """The pipeline named ``name`` made of the registry's policies of ``kinds``.
 
-        Members are nested in the usual order — fallback, retry, breaker, timeout, bulkhead —
-        whatever order ``kinds`` are given in. Code defaults per kind are mappings:
+        Members are nested in the usual order — fallback, retry, hedge, breaker, timeout,
+        bulkhead, chaos_latency, chaos_fault, chaos_result — whatever order ``kinds`` are
+        given in. Code defaults per kind are mappings:
         ``policy("payments", "breaker", "timeout", breaker={"window_size": 20},
         timeout={"seconds": 2})``. A kind switched off with ``..._<KIND>__ENABLED=false`` is
         left out (and not created); with every kind off the pipeline just calls through.
+        Chaos kinds are always members: ``enabled`` switches the policy itself, at run time.
         """
         per_kind: dict[str, _Defaults | None] = {
             "fallback": fallback,
             "retry": retry,
+            "hedge": hedge,
             "breaker": breaker,
             "timeout": timeout,
             "bulkhead": bulkhead,
+            "chaos_latency": chaos_latency,
+            "chaos_fault": chaos_fault,
+            "chaos_result": chaos_result,
         }
         if not kinds:
             raise TypeError(
@@ -244,6 +296,9 @@ class Registry:
             if kind not in classes:
                 continue
             defaults = dict(per_kind.get(kind) or {})
+            if _switches_itself(cls):
+                members.append(self.obtain(kind, name, defaults))
+                continue
             code_enabled = bool(defaults.pop(config.ENABLED, True))
             if config.is_enabled(cls, name, default=code_enabled):
                 members.append(self.obtain(kind, name, defaults))

@@ -31,12 +31,16 @@ from typing import Any, Generic, TypeVar
 from . import _clock
 from ._config_parse import (
     BOOL_HELP,
+    DELAY_HELP,
     DURATION_HELP,
+    EXCEPTION_CLASS_HELP,
     EXCEPTIONS_HELP,
     Parser,
     parse_bool,
     parse_choice,
+    parse_delay,
     parse_duration,
+    parse_exception_class,
     parse_exceptions,
     parse_float,
     parse_int,
@@ -57,7 +61,9 @@ __all__ = [
     "choice",
     "clock",
     "count",
+    "delay_or_percentile",
     "duration",
+    "error_factory",
     "exception_filter",
     "exceptions",
     "flag",
@@ -68,6 +74,7 @@ __all__ = [
     "random_generator",
     "random_source",
     "refuse_awaitable",
+    "seed",
     "seconds_or_callable",
     "state_backend",
     "text",
@@ -302,7 +309,117 @@ def seconds_or_callable(
     return Option(name, check, format="duration", accepts=DURATION_HELP, parser=parse_duration)
 
 
+def delay_or_percentile(name: str) -> Option[float | str]:
+    """Seconds ``>= 0``, or ``"pNN"``: that percentile of recent latencies (``0 < NN <
+    100``, e.g. ``"p95"``, ``"p99.9"``). Percentiles come back as given (``"p95"``)."""
+    what = "a number of seconds >= 0 or a percentile string such as 'p95'"
+
+    def check(name: str, value: object) -> float | str:
+        if isinstance(value, str):
+            text = value.strip()
+            digits = text[1:]
+            if (
+                len(text) > 1
+                and text[0] in "pP"
+                and digits.replace(".", "", 1).isdigit()
+                and 0.0 < float(digits) < 100.0
+            ):
+                return "p" + digits
+            raise _bad_value(
+                name, "a percentile between p0 and p100 (exclusive) such as 'p95' or 'p99.9'",
+                value,
+            )  # fmt: skip
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise _bad_type(name, what, value)
+        return _seconds(name, value, zero=True)
+
+    return Option(name, check, format="delay", accepts=DELAY_HELP, parser=parse_delay)
+
+
+def seed(name: str = "seed") -> Option[int | None]:
+    """A whole number seeding a random sequence (any size, negative allowed), or ``None``
+    for a fresh random one."""
+
+    def check(name: str, value: object) -> int | None:
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+            raise _bad_type(name, "an int or None", value)
+        return int(value)
+
+    return Option(
+        name, check, format="integer", accepts="an integer (or none: a random seed)",
+        parser=_parse_seed, optional=True,
+    )  # fmt: skip
+
+
+def _parse_seed(text: str, variable: str) -> int:
+    from ._config_parse import config_error
+
+    stripped = text.strip()
+    try:
+        return int(stripped, 0)
+    except ValueError:
+        raise config_error(variable, text, "an integer, e.g. 42") from None
+
+
 # -- exceptions ------------------------------------------------------------------------------------
+def error_factory(name: str) -> Option[Callable[[str], Exception]]:
+    """An error to raise: an ``Exception`` instance, an ``Exception`` class, or a callable
+    returning one. Checked into a factory ``(message) -> exception``: a class is called with
+    the message, an instance is copied (each raise gets its own object, so tracebacks and
+    attributes never leak from one call to the next), a callable is called with no argument
+    — once here, to check it returns an exception. Cancellation and interpreter exits
+    (``BaseException`` only) are refused: they are not failures. From text, one exception
+    class as a dotted path."""
+    what = "an exception instance, an exception class or a callable returning an exception"
+
+    def check(name: str, value: object) -> Callable[[str], Exception]:
+        if isinstance(value, BaseException):
+            if not isinstance(value, Exception):
+                raise _bad_value(name, "an Exception (not cancellation or an exit)", value)
+            return functools.partial(_copy_exception, value)
+        if isinstance(value, type):
+            if not issubclass(value, BaseException):
+                raise _bad_type(name, what, value)
+            if not issubclass(value, Exception):
+                raise _bad_value(name, "an Exception class (not cancellation or an exit)", value)
+            cls: type[Exception] = value
+            try:
+                cls("check")
+            except Exception as exc:
+                raise ValueError(
+                    f"{name}={value!r} cannot be built from one message argument ({exc}); "
+                    "pass an instance or a factory instead"
+                ) from None
+            return cls
+        if callable(value):
+            factory: Callable[[], object] = value
+            if not isinstance(factory(), Exception):
+                raise _bad_value(name, "a callable returning an Exception", value)
+            return lambda _message: _checked(factory(), name)
+        raise _bad_type(name, what, value)
+
+    return Option(
+        name, check, format="exception", accepts=EXCEPTION_CLASS_HELP,
+        parser=parse_exception_class,
+    )  # fmt: skip
+
+
+def _copy_exception(template: Exception, _message: str) -> Exception:
+    import copy
+
+    try:
+        error = copy.copy(template)
+    except Exception:  # an exception type that cannot be copied: raise the instance itself
+        error = template
+    return error.with_traceback(None)
+
+
+def _checked(error: object, name: str) -> Exception:
+    if not isinstance(error, Exception):
+        raise TypeError(f"{name} factory returned {error!r}, not an exception")
+    return error
+
+
 def exception_filter(name: str, value: object, *, exceptions_only: bool) -> ExceptionTest:
     """Check an ``on=``/``record=``-style value: one exception type, a tuple (or list/set) of
     them, or a predicate ``exc -> bool``. With ``exceptions_only``, types that are not

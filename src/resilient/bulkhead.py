@@ -33,6 +33,7 @@ from ._waiters import Waiter
 from .errors import _bulkhead_full
 from .telemetry._events import BulkheadAdmitted, BulkheadQueued, BulkheadRejected
 from .telemetry._hub import STATE, Listener
+from .telemetry._stats import UNLOCKED
 
 __all__ = ["Bulkhead"]
 
@@ -89,6 +90,12 @@ class Bulkhead(AroundPolicy):
         super().__init__(name, on_event=on_event)
         self._lock = threading.Lock()
         self._core: BulkheadCore[Waiter] = BulkheadCore(max_concurrent, max_queued)
+        # Without a queue the bulkhead is a counter: taking a slot is "if running < max:
+        # running += 1" and giving it back "running -= 1", each a sequence the interpreter
+        # runs without switching threads under the GIL (no call, no backward jump in it), so
+        # no lock is needed and threads never queue on one. With a queue, the lock keeps a
+        # waiter from missing a slot freed while it queues. Free-threaded builds always lock.
+        self._counter_only = max_queued == 0 and UNLOCKED
         self._tel.gauge_source("resilient_bulkhead_in_flight", _in_flight_reader(self))
         self._settle(
             max_concurrent=max_concurrent,
@@ -134,6 +141,8 @@ class Bulkhead(AroundPolicy):
 
     # -- admission: the per-call paths ----------------------------------------------------------
     # --- generated from src/resilient/_templates/bulkhead.tmpl by tools/gen_hotpaths.py ---
+    _async_wrapper = _hot_paths.bulkhead_async_wrapper
+    _sync_wrapper = _hot_paths.bulkhead_sync_wrapper
     _acall = _hot_paths.bulkhead_acall
     _call = _hot_paths.bulkhead_call
     _aenter = _hot_paths.bulkhead_aenter
@@ -207,6 +216,9 @@ class Bulkhead(AroundPolicy):
     def _release_slot(self) -> None:
         """Free one slot, or hand it to the longest waiter and wake it (outside the lock)."""
         core = self._core
+        if self._counter_only:
+            core.running -= 1  # no queue, so no waiter to hand the slot to
+            return
         lock = self._lock
         while True:
             lock.acquire()

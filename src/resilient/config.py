@@ -322,10 +322,9 @@ def resolve(
         else:
             fv = FieldValue(spec, spec.default, "default", var)
         values.append(fv)
-        if spec.in_constructor:
-            if fv.source in ("env", "code"):
-                kwargs[spec.name] = fv.value
-        else:
+        if spec.in_constructor and fv.source in ("env", "code"):
+            kwargs[spec.name] = fv.value
+        if spec.name == ENABLED:  # the pseudo-field, or a policy's own switch (chaos)
             enabled = bool(fv.value)
     return ResolvedPolicy(cls, name, tuple(values), kwargs, enabled)
 

@@ -18,7 +18,7 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from .._types import Kwargs
 from ..telemetry import Listener, PolicyTelemetry, SagaEvent
-from ..telemetry._hub import STATE
+from ..telemetry._hub import STATE, metrics_registry
 from ..telemetry._prometheus import Families, families_for
 
 __all__ = ["SagaTelemetry", "parse_traceparent", "traceparent_of"]
@@ -96,7 +96,7 @@ class SagaTelemetry:
         if self._gen == STATE.generation:
             return
         self._gen = STATE.generation
-        self._saga = _SagaFamilies(families_for(STATE.registry)) if STATE.metrics else None
+        self._saga = _SagaFamilies(families_for(metrics_registry())) if STATE.metrics else None
 
     def metrics(self) -> _SagaFamilies | None:
         """The saga metric families, or ``None`` when metrics are off."""

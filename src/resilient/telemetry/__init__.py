@@ -16,8 +16,10 @@ from ._events import (
     CallRejected,
     CallSlow,
     CallSucceeded,
+    ChaosInjected,
     Event,
     FallbackUsed,
+    HedgeStarted,
     RetryScheduled,
     SagaEvent,
     TimeoutHit,
@@ -30,7 +32,6 @@ from ._hub import (
     remove_listener,
     reset_telemetry,
 )
-from ._prometheus import families_for
 
 __all__ = [
     "BreakerStateChanged",
@@ -42,8 +43,10 @@ __all__ = [
     "CallRejected",
     "CallSlow",
     "CallSucceeded",
+    "ChaosInjected",
     "Event",
     "FallbackUsed",
+    "HedgeStarted",
     "Listener",
     "PolicyTelemetry",
     "RetryScheduled",
@@ -55,3 +58,12 @@ __all__ = [
     "remove_listener",
     "reset_telemetry",
 ]
+
+
+def __getattr__(name: str) -> object:
+    # prometheus-client is imported when metrics are first needed, not with the package
+    if name == "families_for":
+        from ._prometheus import families_for
+
+        return families_for
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

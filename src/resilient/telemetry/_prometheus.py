@@ -14,7 +14,6 @@ standard prometheus-client counter, gauge or histogram, registered when first us
 from __future__ import annotations
 
 import threading
-from bisect import bisect_left
 from collections.abc import Iterator
 from typing import Any, cast
 
@@ -23,9 +22,9 @@ from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, M
 from prometheus_client.registry import Collector
 
 from ._catalog import MetricSpec, spec
+from ._stats import BOUNDS, CallStats
 
 __all__ = [
-    "CallStats",
     "CounterSeries",
     "Families",
     "PlainCounter",
@@ -36,48 +35,15 @@ __all__ = [
 _CALLS = spec("resilient_calls_total")
 _CALL_DURATION = spec("resilient_call_duration_seconds")
 # Counted on failure paths that peers answer in about a microsecond: plain integers.
-_PLAIN_COUNTERS = frozenset({"resilient_retry_attempts_total", "resilient_rejections_total"})
+_PLAIN_COUNTERS = frozenset(
+    {
+        "resilient_retry_attempts_total",
+        "resilient_rejections_total",
+        "resilient_hedge_attempts_total",
+    }
+)
 
-_DURATION_BUCKETS = _CALL_DURATION.buckets
-_FIRST_BOUND = _DURATION_BUCKETS[0]
-_BOUNDS_TEXT = tuple(repr(float(b)) for b in _DURATION_BUCKETS)
-
-
-class CallStats:
-    """Counts and latency histogram of one policy's executions, kept as plain numbers.
-
-    ``resilient_calls_total`` and ``resilient_call_duration_seconds`` move on every call, so they
-    are the hot path: prometheus-client's ``Counter.inc`` + ``Histogram.observe`` cost ~0.9 us
-    (a lock per bucket and several checks), which alone would eat half of our 2 us budget. One
-    short lock around a few integer updates costs a fraction of that; the numbers are turned
-    into metric families only when Prometheus scrapes.
-    """
-
-    __slots__ = ("_lock", "buckets", "counts", "total")
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.counts: dict[str, int] = {}
-        self.buckets = [0] * (len(_DURATION_BUCKETS) + 1)
-        self.total = 0.0
-
-    def record(self, outcome: str, duration: float) -> None:
-        """Count one execution with ``outcome`` that took ``duration`` seconds."""
-        # Most protected calls land in the first bucket: skip the search for them.
-        index = 0 if duration <= _FIRST_BOUND else bisect_left(_DURATION_BUCKETS, duration)
-        lock = self._lock
-        lock.acquire()  # not ``with``: on CPython 3.11 that costs twice the lock round trip
-        try:
-            counts = self.counts
-            counts[outcome] = counts.get(outcome, 0) + 1
-            self.buckets[index] += 1
-            self.total += duration
-        finally:
-            lock.release()
-
-    def snapshot(self) -> tuple[dict[str, int], list[int], float]:
-        with self._lock:
-            return dict(self.counts), list(self.buckets), self.total
+_BOUNDS_TEXT = tuple(repr(float(b)) for b in BOUNDS)
 
 
 class _CallCollector(Collector):
@@ -117,7 +83,8 @@ class _CallCollector(Collector):
         for (kind, name), stats in items:
             counts, buckets, total = stats.snapshot()
             for outcome, count in sorted(counts.items()):
-                calls.add_metric([kind, name, outcome], count)
+                if count:
+                    calls.add_metric([kind, name, outcome], count)
             cumulative = []
             running = 0
             for bound, count in zip((*_BOUNDS_TEXT, "+Inf"), buckets, strict=True):
@@ -241,6 +208,11 @@ class Families:
     def retry_attempts(self) -> PlainCounter:
         """``resilient_retry_attempts_total{name}``."""
         return cast(PlainCounter, self.family("resilient_retry_attempts_total"))
+
+    @property
+    def hedge_attempts(self) -> PlainCounter:
+        """``resilient_hedge_attempts_total{name}``."""
+        return cast(PlainCounter, self.family("resilient_hedge_attempts_total"))
 
     @property
     def rejections(self) -> PlainCounter:

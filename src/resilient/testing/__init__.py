@@ -15,6 +15,7 @@ Each helper is a context manager that puts back what it changed on exit; the pyt
 from ._helpers import (
     BreakerControl,
     FakeClock,
+    FakeTimer,
     breaker_control,
     fake_clock,
     force_open,
@@ -26,6 +27,7 @@ from ._helpers import (
 __all__ = [
     "BreakerControl",
     "FakeClock",
+    "FakeTimer",
     "breaker_control",
     "fake_clock",
     "force_open",

@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
@@ -17,6 +19,7 @@ if TYPE_CHECKING:
 __all__ = [
     "BreakerControl",
     "FakeClock",
+    "FakeTimer",
     "breaker_control",
     "fake_clock",
     "force_open",
@@ -26,17 +29,42 @@ __all__ = [
 ]
 
 
+class FakeTimer:
+    """A callback scheduled with :meth:`FakeClock.call_at`; :meth:`cancel` stops it."""
+
+    __slots__ = ("callback", "when")
+
+    def __init__(self, when: float, callback: Callable[[], object]) -> None:
+        self.when = when
+        self.callback: Callable[[], object] | None = callback
+
+    def cancel(self) -> None:
+        """Make sure the callback never runs (no effect once it ran)."""
+        self.callback = None
+
+    @property
+    def cancelled(self) -> bool:
+        """True once cancelled or fired."""
+        return self.callback is None
+
+
 class FakeClock:
     """A monotonic clock that only moves when told to. Thread-safe.
 
     Call it to read the time (it is a ``Callable[[], float]`` like ``time.monotonic``);
     :meth:`sleep` advances it, so it doubles as an injected ``sleep`` for ``Retry``.
+
+    It also keeps timers (:meth:`call_at`): a policy given this clock, such as ``Hedge``,
+    waits for its deadlines on it, so a test moves time with :meth:`advance` and the policy
+    acts exactly then — no real waiting, no race with the machine's speed.
     """
 
     def __init__(self, start: float = 0.0) -> None:
         self._now = float(start)
         self._lock = threading.Lock()
         self.sleeps: list[float] = []
+        self._timers: list[tuple[float, int, FakeTimer]] = []
+        self._sequence = itertools.count()
 
     def __call__(self) -> float:
         return self._now
@@ -51,13 +79,42 @@ class FakeClock:
             raise ValueError(f"seconds must be >= 0, got {seconds!r}")
         with self._lock:
             self._now += seconds
-            return self._now
+            now = self._now
+        self._fire_due()
+        return now
 
     def sleep(self, seconds: float) -> None:
         """Record a sleep of ``seconds`` and advance the clock by it, without waiting."""
         with self._lock:
             self.sleeps.append(seconds)
             self._now += max(0.0, seconds)
+        self._fire_due()
+
+    def call_at(self, when: float, callback: Callable[[], object]) -> FakeTimer:
+        """Run ``callback()`` once the clock reads ``when`` or later: in the thread that
+        advances it there, or at once (in this thread) if that time has already come.
+        Callbacks run in time order, outside the clock's lock."""
+        timer = FakeTimer(float(when), callback)
+        with self._lock:
+            heapq.heappush(self._timers, (timer.when, next(self._sequence), timer))
+        self._fire_due()
+        return timer
+
+    @property
+    def pending(self) -> int:
+        """How many timers are waiting for a later time (cancelled ones excluded)."""
+        with self._lock:
+            return sum(1 for _, _, t in self._timers if not t.cancelled)
+
+    def _fire_due(self) -> None:
+        while True:
+            with self._lock:
+                if not self._timers or self._timers[0][0] > self._now:
+                    return
+                timer = heapq.heappop(self._timers)[2]
+                callback, timer.callback = timer.callback, None
+            if callback is not None:
+                callback()
 
     async def asleep(self, seconds: float) -> None:
         """Async twin of :meth:`sleep` (no real waiting)."""
