@@ -295,3 +295,41 @@ def test_close_stops_syncing_and_the_breaker_goes_on_locally(
         breaker.call(fail)
     assert breaker.state is rs.BreakerState.OPEN  # decided locally...
     assert fleet_state(client, prefix, "closing") is rs.BreakerState.CLOSED  # ...not sent
+
+
+@pytest.mark.anyio
+async def test_a_cancelled_trial_gives_its_slot_back_to_the_fleet(make_state: MakeState) -> None:
+    one, two = make_state(), make_state()
+    options = {"window_size": 1, "minimum_calls": 1, "open_duration": 0.0}
+    a = rs.CircuitBreaker("cancelled-trial", state=one, **options)
+    b = rs.CircuitBreaker("cancelled-trial", state=two, **options)
+    wait_until(lambda: online(a) and online(b))
+    with pytest.raises(ConnectionError):
+        a.call(fail)
+    wait_until(lambda: b.state is rs.BreakerState.HALF_OPEN)
+    started = anyio.Event()
+
+    async def hangs() -> None:
+        started.set()
+        await anyio.sleep_forever()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(b.acall, hangs)  # b holds the fleet's only trial...
+        await started.wait()
+        with pytest.raises(rs.CircuitOpenError):
+            a.call(lambda: 1)
+        tg.cancel_scope.cancel()  # ...until its caller is cancelled: never a failure
+    # a was told the round is full; it asks the fleet again after its next sync
+    wait_until(lambda: not a._shared_core.trials_full, what="a's next sync")
+    assert a.call(lambda: 1) == 1  # the slot came back: a's trial closes the breaker
+    wait_until(lambda: b.state is rs.BreakerState.CLOSED)
+
+
+def test_from_env_and_the_registry_take_a_state(
+    make_state: MakeState, isolated_registry: Any
+) -> None:
+    state = make_state()
+    from_env = rs.CircuitBreaker.from_env("env-shared", state=state, window_size=7)
+    named = rs.registry.breaker("registry-shared", state=state)
+    assert from_env.settings["state"] is state and named.settings["state"] is state
+    wait_until(lambda: online(from_env) and online(named))

@@ -160,6 +160,9 @@ def test_the_fleet_admits_trials_and_hears_how_they_ended() -> None:
     assert c.take_changes() == [(OPEN, HALF_OPEN)]
     full = c.trial_answer(snap(HALF_OPEN, 3, opened=1), False, "r/3", 1.0)
     assert isinstance(full, Rejection) and full.reason == "half_open_full"
+    # until the next snapshot, further callers are turned away without asking the fleet
+    again = c.acquire(1.0)
+    assert isinstance(again, Rejection) and again.reason == "half_open_full"
     c.complete(second, FAILURE, 1.0)
     c.complete(first, SUCCESS, 1.0)
     assert c.take_reports() == [
@@ -167,6 +170,8 @@ def test_the_fleet_admits_trials_and_hears_how_they_ended() -> None:
         TrialReport("r/1", TRIAL_SUCCEEDED, "a", 3),
     ]
     assert c.state is HALF_OPEN  # the fleet decides what these reports mean
+    c.apply(snap(HALF_OPEN, 3, opened=1), 1.0)  # the next sync: ask the fleet again
+    assert c.acquire(1.0) is ASK_FLEET
 
 
 def test_ignored_and_slow_trials() -> None:

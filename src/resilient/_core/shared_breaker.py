@@ -118,6 +118,7 @@ class SharedBreakerCore(BreakerCore):
         "fleet_trials",
         "online",
         "reports",
+        "trials_full",
         "urgent",
     )
 
@@ -158,6 +159,10 @@ class SharedBreakerCore(BreakerCore):
         self.fleet_slow = 0.0
         self.fleet_trials: list[tuple[float, str]] = []  # (admitted_at, trial id) of this round
         self.reports: list[TrialReport] = []
+        # The fleet said every trial slot is taken: refuse locally until the next snapshot
+        # (a freed slot is then taken at most one sync later; a busy replica does not ask
+        # Redis on every call of a half-open round).
+        self.trials_full = False
 
     # -- the hot operations -------------------------------------------------------------------
     def acquire(self, now: float) -> Permit | Rejection:
@@ -169,6 +174,8 @@ class SharedBreakerCore(BreakerCore):
                 return Rejection("open", self.open_until - now, OPEN.value)
             return ASK_FLEET
         if state is HALF_OPEN:
+            if self.trials_full:
+                return Rejection("half_open_full", None, HALF_OPEN.value)
             return ASK_FLEET
         return super().acquire(now)  # CLOSED, FORCED_OPEN, DISABLED, METRICS_ONLY: as local
 
@@ -255,6 +262,7 @@ class SharedBreakerCore(BreakerCore):
         if fleet is not None and fleet[0] == key[0] and key[1] < fleet[1]:
             return False
         self.online = True
+        self.trials_full = False
         state = snapshot.state
         if key != fleet or state is not self.state:
             if state is not self.state:
@@ -290,6 +298,7 @@ class SharedBreakerCore(BreakerCore):
             return (self.gen, now)
         state = self.state
         if state is HALF_OPEN:
+            self.trials_full = True
             return Rejection("half_open_full", None, HALF_OPEN.value)
         if state is OPEN:
             return Rejection("open", max(0.0, self.open_until - now), OPEN.value)
@@ -301,6 +310,7 @@ class SharedBreakerCore(BreakerCore):
         local trials (their outcome decides the local half-open round)."""
         self.online = False
         self.fleet = None
+        self.trials_full = False
         self.window.clear()
         self.batch_calls = self.batch_failures = self.batch_slow = 0
         self.urgent = False

@@ -362,7 +362,9 @@ class RedisState:
         self.wake()
 
     def _went_offline(self) -> None:
-        for link in list(self._links):
+        with self._lock:  # (a WeakSet must not change while it is copied)
+            links = list(self._links)
+        for link in links:
             link.offline()
 
     # -- Redis ------------------------------------------------------------------------------------
@@ -469,8 +471,9 @@ def _after_fork_in_child() -> None:
         state._lock = threading.Lock()
         state._new_process()
         state._up = False
-        if state._links and not state._closed:
-            state._attach(next(iter(state._links)))
+        links = list(state._links)
+        if links and not state._closed:
+            state._attach(links[0])
 
 
 if hasattr(os, "register_at_fork"):
