@@ -78,6 +78,7 @@ ROUND_TRIP: dict[tuple[str, str], tuple[str, Any, Callable[[Any], Any]]] = {
     ),
     ("retry", "max_delay"): ("1m", 60.0, lambda p: p.max_delay),
     ("timeout", "seconds"): ("1.5m", 90.0, lambda p: p.seconds),
+    ("timeout", "mode"): ("Deadline", "deadline", lambda p: p.mode),
     ("bulkhead", "max_concurrent"): ("12", 12, lambda p: p.max_concurrent),
     ("bulkhead", "max_queued"): ("5", 5, lambda p: p.max_queued),
     ("bulkhead", "queue_timeout"): ("2s", 2.0, lambda p: p.queue_timeout),

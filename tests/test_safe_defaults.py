@@ -492,7 +492,7 @@ def test_settings_show_the_effective_configuration(monkeypatch: pytest.MonkeyPat
     with pytest.raises(TypeError):
         breaker.settings["window_size"] = 5  # type: ignore[index]
     assert "open_duration=15.0" in repr(breaker) and "window_size=20" in repr(breaker)
-    assert set(rs.Timeout(2).settings) == {"seconds", "on_event"}
+    assert set(rs.Timeout(2).settings) == {"seconds", "on_event", "mode"}
     assert "on=every Exception except PolicyRejectedError" in repr(rs.Retry())
     for cls, kwargs in (
         (rs.CircuitBreaker, {}),

@@ -34,8 +34,10 @@ Template syntax (one directive per line, ``#@`` first on the line after indentat
     A block of code to reuse; not emitted by itself. Snippets of
     ``src/resilient/telemetry/per_call.tmpl`` (the telemetry mode check of one call) can be
     inlined by every template.
-``#@ inline NAME``
-    Replaced by snippet ``NAME``, indented like the directive. Snippets may inline snippets.
+``#@ inline NAME [slot=SNIPPET ...]``
+    Replaced by snippet ``NAME``, indented like the directive. Snippets may inline snippets;
+    ``slot=SNIPPET`` makes every ``#@ inline slot`` inside it (at any depth) inline
+    ``SNIPPET`` instead (one body, several endings: e.g. how a call is counted on return).
 ``#@ both``
     The next method (an ``async def``, or a ``def`` building an async closure) is emitted as
     written and as its sync twin.
@@ -184,18 +186,30 @@ def parse(path: Path) -> Template:
     return tpl
 
 
-def _expand(lines: list[str], snippets: dict[str, list[str]], depth: int = 0) -> list[str]:
+def _expand(
+    lines: list[str],
+    snippets: dict[str, list[str]],
+    depth: int = 0,
+    aliases: dict[str, str] | None = None,
+) -> list[str]:
     if depth > 10:
         raise TemplateError("snippets inline each other in a circle")
+    aliases = aliases or {}
     out: list[str] = []
     for line in lines:
         words = _directive(line)
         if words and words[0] == "inline":
             indent = line[: len(line) - len(line.lstrip())]
-            body = snippets.get(words[1])
+            name = aliases.get(words[1], words[1])
+            body = snippets.get(name)
             if body is None:
-                raise TemplateError(f"unknown snippet {words[1]!r}")
-            out.extend(indent + x if x else "" for x in _expand(body, snippets, depth + 1))
+                raise TemplateError(f"unknown snippet {name!r}")
+            inner = dict(aliases)
+            for pair in words[2:]:
+                key, _, value = pair.partition("=")
+                inner[key] = value
+            expanded = _expand(body, snippets, depth + 1, inner)
+            out.extend(indent + x if x else "" for x in expanded)
         else:
             out.append(line)
     return out

@@ -59,7 +59,9 @@ __all__ = [
     "bulkhead_wait_in_task",
     "bulkhead_wait_in_thread",
     "fallback_acall",
+    "fallback_async_wrapper",
     "fallback_call",
+    "fallback_sync_wrapper",
     "policy_aexecute",
     "policy_aexecute_traced",
     "policy_async_wrapper",
@@ -67,7 +69,9 @@ __all__ = [
     "policy_execute_traced",
     "policy_sync_wrapper",
     "retry_acall",
+    "retry_async_wrapper",
     "retry_call",
+    "retry_sync_wrapper",
 ]
 
 
@@ -910,7 +914,154 @@ def bulkhead_wait_in_thread(self: BulkheadSelf) -> None:
     self._after_wait(waiter, woken, start)
 
 
+def fallback_async_wrapper(self: FallbackSelf, fn: AsyncFn) -> Fn:
+    tel = self._tel
+
+    async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+        error: Exception | None
+        if tel.plain:
+            try:
+                result = await fn(*args, **kwargs)
+            except Exception as exc:
+                pred = self._on_pred  # does ``on`` match? (inlined: one frame less)
+                if pred is None:
+                    if not isinstance(exc, self._on_types):
+                        raise
+                elif not (await pred(exc) if self._on_pred_async else pred(exc)):
+                    raise
+                error = exc
+                answer = await self._asubstitute(error)
+                self._answered(error)
+                return answer
+            on_result = self._on_result
+            if on_result is not None and (
+                await on_result(result) if self._on_result_async else on_result(result)
+            ):
+                error = None
+                answer = await self._asubstitute(error)
+                self._answered(error)
+                return answer
+            return result
+        stats = tel.stats
+        if (
+            stats is None
+            or tel.metrics_gen != STATE.generation
+            or tel.otel._TRACER_PROVIDER is not tel.otel_global
+        ):
+            return await self._aexecute(fn, args, kwargs)
+        start = perf_counter()
+        try:
+            try:
+                result = await fn(*args, **kwargs)
+            except Exception as exc:
+                pred = self._on_pred  # does ``on`` match? (inlined: one frame less)
+                if pred is None:
+                    if not isinstance(exc, self._on_types):
+                        raise
+                elif not (await pred(exc) if self._on_pred_async else pred(exc)):
+                    raise
+                error = exc
+                answer = await self._asubstitute(error)
+                stats.record("fallback", perf_counter() - start)
+                return answer
+            on_result = self._on_result
+            if on_result is not None and (
+                await on_result(result) if self._on_result_async else on_result(result)
+            ):
+                error = None
+                answer = await self._asubstitute(error)
+                stats.record("fallback", perf_counter() - start)
+                return answer
+            duration = perf_counter() - start
+            if duration <= FIRST_BOUND:
+                stats.first += 1
+            else:
+                stats.add_later(duration)
+            stats.total += duration
+            return result
+        except BaseException as exc:
+            stats.record(self._outcome_for(exc), perf_counter() - start)
+            raise
+
+    return async_wrapper
+
+
+def fallback_sync_wrapper(self: FallbackSelf, fn: Fn) -> Fn:
+    tel = self._tel
+
+    def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
+        error: Exception | None
+        if tel.plain:
+            # an async handler or predicate: this Fallback cannot serve sync calls
+            if self._sync_refusal is not None:
+                raise TypeError(self._sync_refusal)
+            try:
+                result = fn(*args, **kwargs)
+            except Exception as exc:
+                pred = self._on_pred  # does ``on`` match? (inlined: one frame less)
+                if pred is None:
+                    if not isinstance(exc, self._on_types):
+                        raise
+                elif not pred(exc):
+                    raise
+                error = exc
+                answer = self._substitute(error)
+                self._answered(error)
+                return answer
+            on_result = self._on_result
+            if on_result is not None and on_result(result):
+                error = None
+                answer = self._substitute(error)
+                self._answered(error)
+                return answer
+            return result
+        stats = tel.stats
+        if (
+            stats is None
+            or tel.metrics_gen != STATE.generation
+            or tel.otel._TRACER_PROVIDER is not tel.otel_global
+        ):
+            return self._execute(fn, args, kwargs)
+        start = perf_counter()
+        try:
+            # an async handler or predicate: this Fallback cannot serve sync calls
+            if self._sync_refusal is not None:
+                raise TypeError(self._sync_refusal)
+            try:
+                result = fn(*args, **kwargs)
+            except Exception as exc:
+                pred = self._on_pred  # does ``on`` match? (inlined: one frame less)
+                if pred is None:
+                    if not isinstance(exc, self._on_types):
+                        raise
+                elif not pred(exc):
+                    raise
+                error = exc
+                answer = self._substitute(error)
+                stats.record("fallback", perf_counter() - start)
+                return answer
+            on_result = self._on_result
+            if on_result is not None and on_result(result):
+                error = None
+                answer = self._substitute(error)
+                stats.record("fallback", perf_counter() - start)
+                return answer
+            duration = perf_counter() - start
+            if duration <= FIRST_BOUND:
+                stats.first += 1
+            else:
+                stats.add_later(duration)
+            stats.total += duration
+            return result
+        except BaseException as exc:
+            stats.record(self._outcome_for(exc), perf_counter() - start)
+            raise
+
+    return sync_wrapper
+
+
 async def fallback_acall(self: FallbackSelf, fn: AsyncFn, args: Args, kwargs: Kwargs) -> Any:
+    error: Exception | None
     try:
         result = await fn(*args, **kwargs)
     except Exception as exc:
@@ -920,20 +1071,25 @@ async def fallback_acall(self: FallbackSelf, fn: AsyncFn, args: Args, kwargs: Kw
                 raise
         elif not (await pred(exc) if self._on_pred_async else pred(exc)):
             raise
-        if self.handler is None:  # a plain value: no coroutine needed to answer
-            self._answered(exc)
-            return self.value
-        return await self._aanswer(exc)
+        error = exc
+        answer = await self._asubstitute(error)
+        self._answered(error)
+        return answer
     on_result = self._on_result
     if on_result is not None and (
         await on_result(result) if self._on_result_async else on_result(result)
     ):
-        return await self._aanswer(None)
+        error = None
+        answer = await self._asubstitute(error)
+        self._answered(error)
+        return answer
     return result
 
 
 def fallback_call(self: FallbackSelf, fn: Fn, args: Args, kwargs: Kwargs) -> Any:
-    if self._sync_refusal is not None:  # an async handler or predicate: no sync calls
+    error: Exception | None
+    # an async handler or predicate: this Fallback cannot serve sync calls
+    if self._sync_refusal is not None:
         raise TypeError(self._sync_refusal)
     try:
         result = fn(*args, **kwargs)
@@ -944,19 +1100,286 @@ def fallback_call(self: FallbackSelf, fn: Fn, args: Args, kwargs: Kwargs) -> Any
                 raise
         elif not pred(exc):
             raise
-        if self.handler is None:  # a plain value: no coroutine needed to answer
-            self._answered(exc)
-            return self.value
-        return self._answer(exc)
+        error = exc
+        answer = self._substitute(error)
+        self._answered(error)
+        return answer
     on_result = self._on_result
     if on_result is not None and on_result(result):
-        return self._answer(None)
+        error = None
+        answer = self._substitute(error)
+        self._answered(error)
+        return answer
     return result
 
 
+def retry_async_wrapper(self: RetrySelf, fn: AsyncFn) -> Fn:
+    tel = self._tel
+
+    async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+        error: Exception | None
+        if tel.plain:
+            began = self._clock() if self.max_delay is not None else None
+            try:
+                result = await fn(*args, **kwargs)
+            except Exception as exc:
+                pred = self._on_pred
+                if pred is None:
+                    if not isinstance(exc, self._on_types) or isinstance(exc, self._on_exclude):
+                        raise
+                elif not (await pred(exc) if self._on_pred_async else pred(exc)):
+                    raise
+                error, result = exc, None
+            else:
+                on_result = self._on_result
+                bad = on_result is not None and bool(
+                    await on_result(result) if self._on_result_async else on_result(result)
+                )
+                if not bad:
+                    return result
+                error = None
+            run = RetryRun(self, fn, args, kwargs, began)
+            on_result = self._on_result
+            while True:
+                delay = run.next_delay(error, result)
+                if self._sleep is not None:
+                    await self._sleep_async(delay)
+                    # an injected sleep need not yield: a cancelled caller must not keep retrying
+                    await anyio.lowlevel.checkpoint()
+                elif delay > 0.0:
+                    await self._sleep_async(delay)
+                elif _get_running_loop() is not None and (
+                    # On an asyncio task? The checks ``sniffio`` makes, minus its import and task
+                    # lookup (trio marks its threads in ``sniffio.thread_local``); anything unusual
+                    # reads as "not asyncio" and takes anyio's generic checkpoint.
+                    SNIFFIO is None
+                    or (
+                        SNIFFIO.thread_local.name is None
+                        and SNIFFIO.current_async_library_cvar.get() is None
+                    )
+                ):
+                    await sleep0()  # a zero wait still goes round the loop: no starving it
+                else:
+                    await anyio.lowlevel.checkpoint()
+                try:
+                    result = await fn(*args, **kwargs)
+                except Exception as exc:
+                    pred = self._on_pred
+                    if pred is None:
+                        if not isinstance(exc, self._on_types) or isinstance(exc, self._on_exclude):
+                            raise
+                    elif not (await pred(exc) if self._on_pred_async else pred(exc)):
+                        raise
+                    error, result = exc, None
+                    continue
+                bad = on_result is not None and bool(
+                    await on_result(result) if self._on_result_async else on_result(result)
+                )
+                if not bad:
+                    return result
+                error = None
+        stats = tel.stats
+        if (
+            stats is None
+            or tel.metrics_gen != STATE.generation
+            or tel.otel._TRACER_PROVIDER is not tel.otel_global
+        ):
+            return await self._aexecute(fn, args, kwargs)
+        start = perf_counter()
+        try:
+            began = self._clock() if self.max_delay is not None else None
+            try:
+                result = await fn(*args, **kwargs)
+            except Exception as exc:
+                pred = self._on_pred
+                if pred is None:
+                    if not isinstance(exc, self._on_types) or isinstance(exc, self._on_exclude):
+                        raise
+                elif not (await pred(exc) if self._on_pred_async else pred(exc)):
+                    raise
+                error, result = exc, None
+            else:
+                on_result = self._on_result
+                bad = on_result is not None and bool(
+                    await on_result(result) if self._on_result_async else on_result(result)
+                )
+                if not bad:
+                    duration = perf_counter() - start
+                    if duration <= FIRST_BOUND:
+                        stats.first += 1
+                    else:
+                        stats.add_later(duration)
+                    stats.total += duration
+                    return result
+                error = None
+            run = RetryRun(self, fn, args, kwargs, began)
+            on_result = self._on_result
+            while True:
+                delay = run.next_delay(error, result)
+                if self._sleep is not None:
+                    await self._sleep_async(delay)
+                    # an injected sleep need not yield: a cancelled caller must not keep retrying
+                    await anyio.lowlevel.checkpoint()
+                elif delay > 0.0:
+                    await self._sleep_async(delay)
+                elif _get_running_loop() is not None and (
+                    # On an asyncio task? The checks ``sniffio`` makes, minus its import and task
+                    # lookup (trio marks its threads in ``sniffio.thread_local``); anything unusual
+                    # reads as "not asyncio" and takes anyio's generic checkpoint.
+                    SNIFFIO is None
+                    or (
+                        SNIFFIO.thread_local.name is None
+                        and SNIFFIO.current_async_library_cvar.get() is None
+                    )
+                ):
+                    await sleep0()  # a zero wait still goes round the loop: no starving it
+                else:
+                    await anyio.lowlevel.checkpoint()
+                try:
+                    result = await fn(*args, **kwargs)
+                except Exception as exc:
+                    pred = self._on_pred
+                    if pred is None:
+                        if not isinstance(exc, self._on_types) or isinstance(exc, self._on_exclude):
+                            raise
+                    elif not (await pred(exc) if self._on_pred_async else pred(exc)):
+                        raise
+                    error, result = exc, None
+                    continue
+                bad = on_result is not None and bool(
+                    await on_result(result) if self._on_result_async else on_result(result)
+                )
+                if not bad:
+                    duration = perf_counter() - start
+                    if duration <= FIRST_BOUND:
+                        stats.first += 1
+                    else:
+                        stats.add_later(duration)
+                    stats.total += duration
+                    return result
+                error = None
+        except BaseException as exc:
+            stats.record(self._outcome_for(exc), perf_counter() - start)
+            raise
+
+    return async_wrapper
+
+
+def retry_sync_wrapper(self: RetrySelf, fn: Fn) -> Fn:
+    tel = self._tel
+
+    def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
+        error: Exception | None
+        if tel.plain:
+            # an async sleep or predicate: this Retry cannot serve sync calls
+            if self._sync_refusal is not None:
+                raise TypeError(self._sync_refusal)
+            began = self._clock() if self.max_delay is not None else None
+            try:
+                result = fn(*args, **kwargs)
+            except Exception as exc:
+                pred = self._on_pred
+                if pred is None:
+                    if not isinstance(exc, self._on_types) or isinstance(exc, self._on_exclude):
+                        raise
+                elif not pred(exc):
+                    raise
+                error, result = exc, None
+            else:
+                on_result = self._on_result
+                bad = on_result is not None and bool(on_result(result))
+                if not bad:
+                    return result
+                error = None
+            run = RetryRun(self, fn, args, kwargs, began)
+            on_result = self._on_result
+            while True:
+                self._sleep_sync(run.next_delay(error, result))
+                try:
+                    result = fn(*args, **kwargs)
+                except Exception as exc:
+                    pred = self._on_pred
+                    if pred is None:
+                        if not isinstance(exc, self._on_types) or isinstance(exc, self._on_exclude):
+                            raise
+                    elif not pred(exc):
+                        raise
+                    error, result = exc, None
+                    continue
+                bad = on_result is not None and bool(on_result(result))
+                if not bad:
+                    return result
+                error = None
+        stats = tel.stats
+        if (
+            stats is None
+            or tel.metrics_gen != STATE.generation
+            or tel.otel._TRACER_PROVIDER is not tel.otel_global
+        ):
+            return self._execute(fn, args, kwargs)
+        start = perf_counter()
+        try:
+            # an async sleep or predicate: this Retry cannot serve sync calls
+            if self._sync_refusal is not None:
+                raise TypeError(self._sync_refusal)
+            began = self._clock() if self.max_delay is not None else None
+            try:
+                result = fn(*args, **kwargs)
+            except Exception as exc:
+                pred = self._on_pred
+                if pred is None:
+                    if not isinstance(exc, self._on_types) or isinstance(exc, self._on_exclude):
+                        raise
+                elif not pred(exc):
+                    raise
+                error, result = exc, None
+            else:
+                on_result = self._on_result
+                bad = on_result is not None and bool(on_result(result))
+                if not bad:
+                    duration = perf_counter() - start
+                    if duration <= FIRST_BOUND:
+                        stats.first += 1
+                    else:
+                        stats.add_later(duration)
+                    stats.total += duration
+                    return result
+                error = None
+            run = RetryRun(self, fn, args, kwargs, began)
+            on_result = self._on_result
+            while True:
+                self._sleep_sync(run.next_delay(error, result))
+                try:
+                    result = fn(*args, **kwargs)
+                except Exception as exc:
+                    pred = self._on_pred
+                    if pred is None:
+                        if not isinstance(exc, self._on_types) or isinstance(exc, self._on_exclude):
+                            raise
+                    elif not pred(exc):
+                        raise
+                    error, result = exc, None
+                    continue
+                bad = on_result is not None and bool(on_result(result))
+                if not bad:
+                    duration = perf_counter() - start
+                    if duration <= FIRST_BOUND:
+                        stats.first += 1
+                    else:
+                        stats.add_later(duration)
+                    stats.total += duration
+                    return result
+                error = None
+        except BaseException as exc:
+            stats.record(self._outcome_for(exc), perf_counter() - start)
+            raise
+
+    return sync_wrapper
+
+
 async def retry_acall(self: RetrySelf, fn: AsyncFn, args: Args, kwargs: Kwargs) -> Any:
-    start = self._clock() if self.max_delay is not None else None
     error: Exception | None
+    began = self._clock() if self.max_delay is not None else None
     try:
         result = await fn(*args, **kwargs)
     except Exception as exc:
@@ -975,7 +1398,7 @@ async def retry_acall(self: RetrySelf, fn: AsyncFn, args: Args, kwargs: Kwargs) 
         if not bad:
             return result
         error = None
-    run = RetryRun(self, fn, args, kwargs, start)
+    run = RetryRun(self, fn, args, kwargs, began)
     on_result = self._on_result
     while True:
         delay = run.next_delay(error, result)
@@ -1018,10 +1441,11 @@ async def retry_acall(self: RetrySelf, fn: AsyncFn, args: Args, kwargs: Kwargs) 
 
 
 def retry_call(self: RetrySelf, fn: Fn, args: Args, kwargs: Kwargs) -> Any:
-    if self._sync_refusal is not None:  # an async sleep or predicate: cannot serve sync calls
-        raise TypeError(self._sync_refusal)
-    start = self._clock() if self.max_delay is not None else None
     error: Exception | None
+    # an async sleep or predicate: this Retry cannot serve sync calls
+    if self._sync_refusal is not None:
+        raise TypeError(self._sync_refusal)
+    began = self._clock() if self.max_delay is not None else None
     try:
         result = fn(*args, **kwargs)
     except Exception as exc:
@@ -1038,7 +1462,7 @@ def retry_call(self: RetrySelf, fn: Fn, args: Args, kwargs: Kwargs) -> Any:
         if not bad:
             return result
         error = None
-    run = RetryRun(self, fn, args, kwargs, start)
+    run = RetryRun(self, fn, args, kwargs, began)
     on_result = self._on_result
     while True:
         self._sleep_sync(run.next_delay(error, result))

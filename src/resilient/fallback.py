@@ -121,29 +121,29 @@ class Fallback(Policy):
         if (tel.detail or tel.gen != STATE.generation) and tel.wants_events():
             tel.emit(FallbackUsed(policy=self.kind, name=self.name, error=error))
 
-    def _answer(self, error: Exception | None) -> Any:
+    def _substitute(self, error: Exception | None) -> Any:
+        """The answer for ``error``: the value, or the handler's result."""
         handler = self.handler
         if handler is None:
-            answer = self.value
-        else:
-            answer = handler(error)
-            v.refuse_awaitable(answer, f"Fallback {self.name!r} handler")
-        self._answered(error)
+            return self.value
+        answer = handler(error)
+        v.refuse_awaitable(answer, f"Fallback {self.name!r} handler")
         return answer
 
-    async def _aanswer(self, error: Exception | None) -> Any:
+    async def _asubstitute(self, error: Exception | None) -> Any:
+        """:meth:`_substitute` for async calls: an async handler is awaited."""
         handler = self.handler
         if handler is None:
-            answer = self.value
-        else:
-            answer = handler(error)
-            if inspect.isawaitable(answer):
-                answer = await answer
-        self._answered(error)
+            return self.value
+        answer = handler(error)
+        if inspect.isawaitable(answer):
+            answer = await answer
         return answer
 
     # -- the per-call path ----------------------------------------------------------------------
     # --- generated from src/resilient/_templates/fallback.tmpl by tools/gen_hotpaths.py ---
+    _async_wrapper = _hot_paths.fallback_async_wrapper
+    _sync_wrapper = _hot_paths.fallback_sync_wrapper
     _acall = _hot_paths.fallback_acall
     _call = _hot_paths.fallback_call
     # --- end of generated code ---

@@ -193,6 +193,8 @@ class Retry(Policy):
 
     # -- the per-call loop ----------------------------------------------------------------------
     # --- generated from src/resilient/_templates/retry.tmpl by tools/gen_hotpaths.py ---
+    _async_wrapper = _hot_paths.retry_async_wrapper
+    _sync_wrapper = _hot_paths.retry_sync_wrapper
     _acall = _hot_paths.retry_acall
     _call = _hot_paths.retry_call
     # --- end of generated code ---
