@@ -120,23 +120,23 @@ class DirectState:
         self.client = client
         self.prefix = prefix
         self.sync_interval = interval
-        self.replica_id = uuid.uuid4().hex[:16]
-        self.lease = lease
-        self.key_ttl_ms = 600_000
+        self._replica_id = uuid.uuid4().hex[:16]
+        self._lease_seconds = lease
+        self._key_ttl_ms = 600_000
         self.connected = True
         self.woken = 0
         self.links: list[Any] = []
 
-    def up_value(self) -> float:
+    def _up_value(self) -> float:
         return 1.0 if self.connected else 0.0
 
-    def wake(self) -> None:
+    def _wake(self) -> None:
         self.woken += 1
 
-    def call(self, script: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+    def _call(self, script: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
         return self.client.eval(script, len(keys), *keys, *args)
 
-    def lost(self, error: BaseException) -> None:
+    def _lost(self, error: BaseException) -> None:
         raise AssertionError(f"the test's Redis failed: {error!r}")
 
     def _bind_breaker(self, breaker: BreakerHost) -> RedisBreakerLink:
@@ -153,7 +153,7 @@ class DirectState:
         for link in self.links:
             command = link.sync_command()
             if command is not None:
-                link.synced(self.call(*command))
+                link.synced(self._call(*command))
 
 
 def record(client: redis.Redis, prefix: str, name: str) -> dict[str, str]:

@@ -10,7 +10,7 @@ this link moves data between it and Redis:
   caller's thread (an async caller's event loop waits that long: well under a millisecond
   on a LAN, at most the client's socket timeout when Redis hangs).
 
-Any failure marks the backend down (see ``RedisState.lost``); the caller's request is then
+Any failure marks the backend down (see ``RedisState._lost``); the caller's request is then
 answered by the local core, so the call itself never fails because of Redis.
 """
 
@@ -78,17 +78,17 @@ class RedisBreakerLink:
             repr(core.slow_call_rate_threshold) if core.slow_call_duration is not None else -1,
             core.half_open_max_calls,
             _micros(core.half_open_max_wait) if core.half_open_max_wait is not None else -1,
-            _micros(backend.lease),
+            _micros(backend._lease_seconds),
         ]
-        breaker._tel.gauge_source(_GAUGE, backend.up_value)
+        breaker._tel.gauge_source(_GAUGE, backend._up_value)
 
     def _args(self, op: str, next_open: float, *extra: Any) -> list[Any]:
         return [
             op,
-            self._backend.replica_id,
+            self._backend._replica_id,
             *self._settings,
             _micros(next_open),
-            self._backend.key_ttl_ms,
+            self._backend._key_ttl_ms,
             *extra,
         ]
 
@@ -114,12 +114,12 @@ class RedisBreakerLink:
 
     # -- the callers' requests ------------------------------------------------------------------
     def admit_trial(self, now: float) -> Permit | Rejection:
-        trial_id = f"{self._backend.replica_id}/{next(self._ids)}"
+        trial_id = f"{self._backend._replica_id}/{next(self._ids)}"
         with self._lock:
             next_open = self._core.fleet_open_seconds()
             keys = self._keys
         try:
-            reply = self._backend.call(BREAKER, keys, self._args("trial", next_open, trial_id))
+            reply = self._backend._call(BREAKER, keys, self._args("trial", next_open, trial_id))
         except Exception:
             return self._locally(lambda core: core.acquire(self._clock()))
         snapshot, granted = _snapshot(reply)
@@ -140,7 +140,7 @@ class RedisBreakerLink:
                 report.outcome,
             )  # fmt: skip
             try:
-                reply = self._backend.call(BREAKER, keys, args)
+                reply = self._backend._call(BREAKER, keys, args)
             except Exception:
                 return  # offline now: the local core decides the next round
             self._apply(_snapshot(reply)[0], None)
@@ -152,14 +152,14 @@ class RedisBreakerLink:
             next_open = self._core.fleet_open_seconds()
             keys = self._keys
         try:
-            reply = self._backend.call(BREAKER, keys, self._args("set", next_open, target))
+            reply = self._backend._call(BREAKER, keys, self._args("set", next_open, target))
         except Exception:
             return False
         self._apply(_snapshot(reply)[0], None)
         return True
 
     def wake(self) -> None:
-        self._backend.wake()
+        self._backend._wake()
 
     def renamed(self) -> None:
         breaker = self._breaker()
@@ -169,7 +169,7 @@ class RedisBreakerLink:
             self._version += 1
             self._keys = breaker_keys(self._backend.prefix, breaker.name)
             self._core.go_offline()
-        self._backend.wake()
+        self._backend._wake()
 
     # -- helpers ----------------------------------------------------------------------------------
     def _apply(self, snapshot: FleetSnapshot, version: int | None) -> None:

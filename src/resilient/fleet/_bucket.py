@@ -71,7 +71,7 @@ class RedisBucket:
         if not self._backend.connected:
             return None
         try:
-            reply = self._backend.call(
+            reply = self._backend._call(
                 BUCKET, [self._key], [repr(self._interval_us), self._burst, want, 0]
             )
         except Exception:

@@ -307,44 +307,44 @@ class RedisState:
                     target=self._run, name=f"resilient-redis-state {self._where}", daemon=True
                 )
                 self._thread.start()
-        self.wake()  # the new policy goes online at once, not one interval from now
+        self._wake()  # the new policy goes online at once, not one interval from now
 
     # -- helpers for the links --------------------------------------------------------------
     @property
-    def replica_id(self) -> str:
+    def _replica_id(self) -> str:
         """This process's id in the fleet (trial ids start with it)."""
         return self._rid
 
     @property
-    def lease(self) -> float:
+    def _lease_seconds(self) -> float:
         return self._lease
 
     @property
-    def key_ttl_ms(self) -> int:
+    def _key_ttl_ms(self) -> int:
         return _KEY_TTL_MS
 
-    def up_value(self) -> float:
+    def _up_value(self) -> float:
         """The gauge's value: 1 while connected, else 0."""
         return 1.0 if self._up else 0.0
 
-    def wake(self) -> None:
+    def _wake(self) -> None:
         """Ask the sync thread for an exchange now (rate-limited to one per
         5 ms, or to one per ``sync_interval / 10`` if that is shorter)."""
         event = self._wake_event
         if not event.is_set():
             event.set()
 
-    def call(self, script: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+    def _call(self, script: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
         """Run one script now, in the caller's thread. Raises on any failure, after marking
         the backend down (the caller then continues locally)."""
         try:
             reply = self._run_scripts([(script, list(keys), list(args))])[0]
         except Exception as error:
-            self.lost(error)
+            self._lost(error)
             raise
         return reply
 
-    def lost(self, error: BaseException) -> None:
+    def _lost(self, error: BaseException) -> None:
         """An exchange failed: the backend is down until the sync thread gets through."""
         with self._lock:
             self._up = False
@@ -359,7 +359,7 @@ class RedisState:
                 error,
             )
         self._went_offline()
-        self.wake()
+        self._wake()
 
     def _went_offline(self) -> None:
         with self._lock:  # (a WeakSet must not change while it is copied)
@@ -413,7 +413,7 @@ class RedisState:
                 if not isinstance(error, redis.RedisError | OSError):
                     _log.exception("unexpected error while syncing with %s", self._where)
                 attempt += 1
-                self.lost(error)
+                self._lost(error)
             else:
                 if attempt or not self._up:
                     self._back_up()
