@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from .breaker import BreakerState, CircuitBreaker
     from .bulkhead import Bulkhead
     from .fallback import Fallback
+    from .fleet import RedisState
     from .hedge import Hedge
     from .pipeline import Pipeline, pipeline
     from .retry import Retry
@@ -96,6 +97,8 @@ _LAZY: dict[str, tuple[str, str]] = {
     "SagaStore": ("resilient.saga", _POLICIES),
     "StaleEpoch": ("resilient.saga", _POLICIES),
     "UnknownSagaVersion": ("resilient.saga", _POLICIES),
+    # imports redis-py (the `redis` extra) on first use
+    "RedisState": ("resilient.fleet", _POLICIES),
 }
 _SUBMODULES = {"chaos": _POLICIES, "testing": "", "saga": _POLICIES, "telemetry": ""}
 
@@ -147,6 +150,7 @@ __all__ = [
     "Hedge",
     "InMemorySagaStore",
     "PostgresSagaStore",
+    "RedisState",
     "Registry",
     "Retry",
     "SQLiteSagaStore",

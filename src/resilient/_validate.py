@@ -77,6 +77,7 @@ __all__ = [
     "refuse_awaitable",
     "seed",
     "seconds_or_callable",
+    "state_backend",
     "text",
 ]
 
@@ -498,6 +499,22 @@ def clock(name: str = "clock") -> Option[Callable[[], float]]:
         return fn
 
     return Option(name, check, format="code-only", accepts="a clock given in code", parser=None)
+
+
+def state_backend(binds: str, name: str = "state") -> Option[Any]:
+    """A shared state backend given in code (``rs.RedisState(...)``), or ``None`` for local
+    state. ``binds`` is the method the policy binds itself through (``_bind_breaker``)."""
+    what = "a state backend such as resilient.RedisState(...), or None"
+
+    def check(name: str, value: object) -> Any:
+        if not callable(getattr(value, binds, None)):
+            raise _bad_type(name, what, value)
+        return value
+
+    return Option(
+        name, check, format="code-only", accepts="a state backend given in code", parser=None,
+        optional=True,
+    )  # fmt: skip
 
 
 def random_source(name: str = "rng") -> Option[Callable[[], float]]:
