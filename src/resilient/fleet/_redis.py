@@ -281,6 +281,8 @@ class RedisState:
         self._wake_event.set()
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout=5.0)
+        with self._lock:
+            self._up = False  # an exchange that was running when we closed may have set it
         self._went_offline()
         if self._owns_client:
             self._client.close()
@@ -456,12 +458,16 @@ class RedisState:
             link.synced(reply)
 
     def _back_up(self) -> None:
+        """An exchange got through: log the end of an outage first, then raise the gauge (so
+        whoever sees the gauge at 1 also finds the log line). A backend closed while the
+        exchange ran stays down."""
         with self._lock:
             was_logged = self._outage_logged
-            self._up = True
             self._outage_logged = False
         if was_logged:
             _log.info("Redis state backend %s is reachable again", self._where)
+        with self._lock:
+            self._up = not self._closed
 
 
 def _after_fork_in_child() -> None:
