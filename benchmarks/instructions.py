@@ -92,8 +92,10 @@ def _child() -> None:
         reset_telemetry()
         if mode == "off":
             rs.configure_telemetry(metrics=False, tracing=False)
-        fn: Any = (ok if kind == "sync" else aok) if name == "bare" else makers[name]()(
-            ok if kind == "sync" else aok
+        fn: Any = (
+            (ok if kind == "sync" else aok)
+            if name == "bare"
+            else makers[name]()(ok if kind == "sync" else aok)
         )
         if kind == "sync":
 
@@ -202,7 +204,10 @@ def render(result: dict[str, Any]) -> str:
 def compare(before: dict[str, Any], after: dict[str, Any]) -> str:
     key = lambda r: (r["policy"], r["kind"], r["mode"])  # noqa: E731
     old = {key(r): r["instructions"] for r in before["rows"]}
-    lines = ["| policy | kind | mode | before | after | after/before |", "|---|---|---|---:|---:|---:|"]
+    lines = [
+        "| policy | kind | mode | before | after | after/before |",
+        "|---|---|---|---:|---:|---:|",
+    ]
     for r in after["rows"]:
         b = old.get(key(r))
         ratio = f"{r['instructions'] / b:.2f}" if b else "-"

@@ -1,6 +1,7 @@
 """resilient: composable sync and async resilience policies.
 
-Circuit breaker, bulkhead, retry, timeout, fallback and saga orchestration, usable as
+Circuit breaker, bulkhead, retry, timeout, fallback, rate limiter, retry budget, adaptive
+bulkhead and saga orchestration, usable as
 decorators and context managers on ``def`` and ``async def`` (asyncio and trio), composable
 with :func:`pipeline`, observable through Prometheus metrics, OpenTelemetry spans and typed
 events, and configurable from environment variables.
@@ -11,6 +12,7 @@ from __future__ import annotations
 from ._deadline import remaining
 from ._policy import Policy
 from ._registry import Registry, policy, registry
+from .adaptive_bulkhead import AdaptiveBulkhead
 from .breaker import BreakerState, CircuitBreaker
 from .bulkhead import Bulkhead
 from .errors import (
@@ -29,7 +31,9 @@ from .errors import (
 )
 from .fallback import Fallback
 from .pipeline import Pipeline, pipeline
+from .rate_limiter import RateLimiter
 from .retry import Retry
+from .retry_budget import RetryBudget
 from .saga import (
     InMemorySagaStore,
     PostgresSagaStore,
@@ -49,14 +53,17 @@ from .waits import wait_exponential, wait_fixed, wait_linear
 __version__ = "0.1.0"
 
 __all__ = [
+    "AdaptiveBulkhead",
     "BreakerState",
     "Bulkhead",
     "CircuitBreaker",
     "Fallback",
     "InMemorySagaStore",
     "PostgresSagaStore",
+    "RateLimiter",
     "Registry",
     "Retry",
+    "RetryBudget",
     "SQLiteSagaStore",
     "Saga",
     "SagaContext",

@@ -140,6 +140,11 @@ class Policy:
     ) -> Any:
         raise NotImplementedError  # pragma: no cover - every concrete policy overrides it
 
+    def _health(self) -> dict[str, Any]:
+        """This policy's live figures and key settings, JSON-ready, for
+        ``Registry.health()`` (the keys each kind reports are listed in docs/health.md)."""
+        return {}
+
     # -- outcome plumbing ------------------------------------------------------------------
     def _own(self, error: BaseException) -> BaseException:
         """Mark ``error`` as this policy's own decision (a rejection or a timeout), so the

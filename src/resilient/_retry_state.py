@@ -24,7 +24,15 @@ from .errors import RetryExhaustedError
 from .telemetry._hub import STATE, PolicyTelemetry
 from .waits import _FixedWait
 
-__all__ = ["RetryRun", "RetrySettings", "add_note", "retry_after_hint"]
+__all__ = ["Budget", "RetryRun", "RetrySettings", "add_note", "retry_after_hint"]
+
+
+class Budget(Protocol):
+    """What a :class:`RetryRun` uses of a ``RetryBudget``: take one retry, or be refused."""
+
+    @property
+    def name(self) -> str: ...
+    def _try_withdraw(self) -> bool: ...
 
 
 class RetrySettings(Protocol):
@@ -44,6 +52,8 @@ class RetrySettings(Protocol):
     def _tel(self) -> PolicyTelemetry: ...
     @property
     def _controller(self) -> Retrying: ...
+    @property
+    def _budget(self) -> Budget | None: ...
 
 
 def add_note(error: BaseException, note: str) -> None:
@@ -202,6 +212,12 @@ class RetryRun(RetryCallState):
                     result,
                     f"waiting {delay:.3f} s would pass the enclosing deadline ({left:.3f} s left)",
                 )
+        budget = p._budget  # last: a retry that will not happen for another reason costs none
+        if budget is not None and not budget._try_withdraw():
+            tel = p._tel
+            if not tel.quiet or tel.gen != STATE.generation:
+                tel.rejected("retry_budget")
+            self._give_up(error, result, f"retry budget {budget.name!r} has no retry left")
         self.upcoming_sleep = delay
         self.idle_for += delay
         self.prepare_for_next_attempt()

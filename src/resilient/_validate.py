@@ -59,6 +59,7 @@ __all__ = [
     "exceptions",
     "flag",
     "fraction",
+    "instance",
     "is_async_callable",
     "json_value",
     "number",
@@ -201,8 +202,8 @@ def _bounds_text(minimum: float | None, maximum: float | None, above: float | No
 # Messages come in two steps: a value of the wrong type is told what kind of value is expected
 # ("attempts must be an int >= 1, got 2.5", a TypeError); a value of the right type outside the
 # allowed range is told the bound it broke ("attempts must be >= 1, got 0", a ValueError).
-def count(name: str, *, minimum: int = 1) -> Option[int]:
-    """A whole number ``>= minimum`` (``bool`` refused)."""
+def count(name: str, *, minimum: int = 1, optional: bool = False) -> Option[int]:
+    """A whole number ``>= minimum`` (``bool`` refused); ``None`` too when ``optional``."""
     what = f"an int >= {minimum}"
 
     def check(name: str, value: object) -> int:
@@ -213,8 +214,9 @@ def count(name: str, *, minimum: int = 1) -> Option[int]:
         return int(value)
 
     return Option(
-        name, check, format="integer", accepts=f"an integer >= {minimum}", parser=parse_int
-    )
+        name, check, format="integer", accepts=f"an integer >= {minimum}", parser=parse_int,
+        optional=optional,
+    )  # fmt: skip
 
 
 def number(
@@ -355,8 +357,9 @@ def callback(name: str, *, optional: bool = True) -> Option[Any]:
     )  # fmt: skip
 
 
-def clock(name: str = "clock") -> Option[Callable[[], float]]:
-    """A zero-argument callable returning monotonic seconds; called once to check that."""
+def clock(name: str = "clock", *, optional: bool = False) -> Option[Callable[[], float]]:
+    """A zero-argument callable returning monotonic seconds; called once to check that.
+    With ``optional``, ``None`` passes (the policy then uses ``time.monotonic``)."""
     what = "a callable returning seconds"
 
     def check(name: str, value: object) -> Callable[[], float]:
@@ -366,7 +369,10 @@ def clock(name: str = "clock") -> Option[Callable[[], float]]:
         _real(f"{name}()", "a number", fn())
         return fn
 
-    return Option(name, check, format="code-only", accepts="a clock given in code", parser=None)
+    return Option(
+        name, check, format="code-only", accepts="a clock given in code", parser=None,
+        optional=optional,
+    )  # fmt: skip
 
 
 def random_source(name: str = "rng") -> Option[Callable[[], float]]:
@@ -408,6 +414,20 @@ def random_generator(name: str = "rng") -> Option[random.Random]:
     return Option(
         name, check, format="code-only", accepts="a random.Random given in code", parser=None
     )
+
+
+def instance(name: str, cls: type[T], what: str) -> Option[T | None]:
+    """An instance of ``cls`` given in code (``what`` names it in messages), or ``None``."""
+
+    def check(name: str, value: object) -> T:
+        if not isinstance(value, cls):
+            raise _bad_type(name, f"{what} or None", value)
+        return value
+
+    return Option(
+        name, check, format="code-only", accepts=f"{what} given in code", parser=None,
+        optional=True,
+    )  # fmt: skip
 
 
 ON_EVENT: Option[Any] = callback("on_event")

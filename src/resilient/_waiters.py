@@ -11,6 +11,15 @@ pops the longest waiter and calls ``wake()`` on it, from any thread:
   ``wake`` schedules ``event.set`` through it. No polling, and no thread is ever blocked on
   behalf of a task. ``wake`` returns ``False`` when that loop is already gone, so the caller
   can pass the capacity on instead of leaking it.
+
+A queue whose waiters may be woken more than once (the rate limiter's: "a token is yours", and
+"you are first in line now: time the next token") calls ``wake`` at most once per ``wait``
+under its own lock, and ``rearm`` after a wait that ended for another reason (a timeout), so
+the next ``wait`` blocks again.
+
+Waiting for a moment in time normally means a timeout in real time. A clock that can run a
+callback when it reaches a moment (:func:`alarm_of`: ``resilient.testing.FakeClock.call_at``)
+drives such waits itself, so tests wait in simulated time without sleeping.
 """
 
 from __future__ import annotations
@@ -22,7 +31,7 @@ from collections.abc import Callable
 
 import anyio
 
-__all__ = ["TaskWaiter", "ThreadWaiter", "Waiter", "threadsafe_scheduler"]
+__all__ = ["CallAt", "TaskWaiter", "ThreadWaiter", "Waiter", "alarm_of", "threadsafe_scheduler"]
 
 
 class ThreadWaiter:
@@ -44,6 +53,10 @@ class ThreadWaiter:
     def wake(self) -> bool:
         self._gate.release()
         return True
+
+    def rearm(self) -> None:
+        """Swallow a ``wake`` that the last ``wait`` did not consume (it had timed out)."""
+        self._gate.acquire(blocking=False)
 
 
 def threadsafe_scheduler() -> Callable[[Callable[[], object]], object]:
@@ -73,6 +86,20 @@ class TaskWaiter:
             return False
         return True
 
+    def rearm(self) -> None:
+        """A fresh event for the next wait (a ``set`` already scheduled hits the old one)."""
+        self.event = anyio.Event()
+
 
 Waiter = ThreadWaiter | TaskWaiter
 """Either kind: what a FIFO queue shared by threads and tasks holds."""
+
+CallAt = Callable[[float, Callable[[], object]], Callable[[], object]]
+"""``call_at(when, callback) -> cancel``: run ``callback`` once the clock reads ``when``."""
+
+
+def alarm_of(clock: object) -> CallAt | None:
+    """The clock's ``call_at``, when it has one (a simulated clock that drives waits), else
+    ``None`` (wait in real time: the clock reads seconds)."""
+    call_at = getattr(clock, "call_at", None)
+    return call_at if callable(call_at) else None

@@ -40,6 +40,7 @@ from . import _validate as v
 from ._policy import Policy
 from ._retry_state import RetryRun
 from ._validate import is_async_callable
+from .retry_budget import RetryBudget
 from .telemetry._hub import Listener
 from .waits import wait_exponential, wait_fixed
 
@@ -67,8 +68,11 @@ _ON = v.exceptions("on", exceptions_only=True)
 _ON_RESULT = v.callback("on_result")
 _MAX_DELAY = v.duration("max_delay", optional=True, zero=False)
 _SLEEP = v.callback("sleep")
+_BUDGET = v.instance("budget", RetryBudget, "a rs.RetryBudget")
 _CLOCK = v.clock()
-_OPTIONS = v.Options(_ATTEMPTS, _WAIT, _ON, _ON_RESULT, _MAX_DELAY, _SLEEP, v.ON_EVENT, _CLOCK)
+_OPTIONS = v.Options(
+    _ATTEMPTS, _WAIT, _ON, _ON_RESULT, _MAX_DELAY, _SLEEP, _BUDGET, v.ON_EVENT, _CLOCK
+)
 
 
 class Retry(Policy):
@@ -87,6 +91,9 @@ class Retry(Policy):
     - ``sleep``: how to wait; a sync callable, or an async one for async calls only. Default:
       ``time.sleep`` / ``anyio.sleep`` (asyncio and trio), switched off by
       ``resilient.testing.instant_retries()``.
+    - ``budget``: a :class:`resilient.RetryBudget` shared with other retries: each first
+      attempt earns it a fraction of a retry, each retry spends one, and a retry it cannot pay
+      for is not taken (the last error propagates at once).
     - ``on_event``: a listener for this policy's events (``RetryScheduled`` per retry).
 
     Exhausted on an exception, that exception propagates unchanged plus a note; exhausted on a
@@ -107,10 +114,15 @@ class Retry(Policy):
         on_result: Callable[[Any], bool] | None = None,
         max_delay: float | None = None,
         sleep: Callable[[float], Any] | None = None,
+        budget: RetryBudget | None = None,
         on_event: Listener | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         super().__init__(name, on_event=on_event)
+        self._budget: RetryBudget | None = _BUDGET(budget)
+        self._deposit: Callable[[], object] | None = (
+            None if self._budget is None else self._budget._deposit
+        )
         attempts = _ATTEMPTS(attempts)
         strategy = _WAIT(wait)
         if not callable(strategy):
@@ -134,10 +146,23 @@ class Retry(Policy):
         self._controller = Retrying(stop=self._stop, wait=strategy, reraise=True, name=self.name)
 
     def __repr__(self) -> str:
+        budget = "" if self._budget is None else f" budget={self._budget.name!r}"
         return (
             f"<Retry {self.name!r} attempts={self.max_attempts} wait={self.wait!r} "
-            f"max_delay={self.max_delay!r}>"
+            f"max_delay={self.max_delay!r}{budget}>"
         )
+
+    @property
+    def budget(self) -> RetryBudget | None:
+        """The retry budget this retry spends from, or ``None``."""
+        return self._budget
+
+    def _health(self) -> dict[str, Any]:
+        return {
+            "attempts": self.max_attempts,
+            "max_delay": self.max_delay,
+            "budget": None if self._budget is None else self._budget.name,
+        }
 
     # -- classification ----------------------------------------------------------------------
     def _retryable(self, exc: Exception) -> bool:
@@ -287,6 +312,8 @@ class AttemptIterator:
 
     def _begin(self) -> Attempt:
         p = self._policy
+        if p._deposit is not None:
+            p._deposit()
         self._start = p._clock() if p.max_delay is not None else None
         self._current = Attempt(self, 1)
         return self._current

@@ -8,8 +8,10 @@ not spend seconds in backoff.
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
@@ -27,12 +29,17 @@ class FakeClock:
 
     Call it to read the time (it is a ``Callable[[], float]`` like ``time.monotonic``);
     :meth:`sleep` advances it, so it doubles as an injected ``sleep`` for ``Retry``.
+    :meth:`call_at` runs a callback when the clock reaches a moment: a policy that waits for a
+    moment in time (a rate limiter's queued callers) uses it to wait in simulated time, so
+    moving the clock wakes them without any real sleeping.
     """
 
     def __init__(self, start: float = 0.0) -> None:
         self._now = float(start)
         self._lock = threading.Lock()
         self.sleeps: list[float] = []
+        self._alarms: list[tuple[float, int, list[Callable[[], object] | None]]] = []
+        self._seq = itertools.count()
 
     def __call__(self) -> float:
         return self._now
@@ -47,13 +54,46 @@ class FakeClock:
             raise ValueError(f"seconds must be >= 0, got {seconds!r}")
         with self._lock:
             self._now += seconds
-            return self._now
+            now = self._now
+        self._ring()
+        return now
 
     def sleep(self, seconds: float) -> None:
         """Record a sleep of ``seconds`` and advance the clock by it, without waiting."""
         with self._lock:
             self.sleeps.append(seconds)
             self._now += max(0.0, seconds)
+        self._ring()
+
+    def call_at(self, when: float, callback: Callable[[], object]) -> Callable[[], None]:
+        """Run ``callback()`` once the clock reads ``when`` or later: at once (in this thread)
+        if it already does, else in the thread whose :meth:`advance` or :meth:`sleep` gets
+        there, in order of ``when``. Returns a function that cancels it (a no-op once run)."""
+        cell: list[Callable[[], object] | None] = [callback]
+        with self._lock:
+            due = when <= self._now
+            if not due:
+                heapq.heappush(self._alarms, (when, next(self._seq), cell))
+        if due:
+            cell[0] = None
+            callback()
+
+        def cancel() -> None:
+            cell[0] = None
+
+        return cancel
+
+    def _ring(self) -> None:
+        """Run the callbacks that came due, earliest first, outside the lock (a callback may
+        read the clock or set new alarms)."""
+        while True:
+            with self._lock:
+                if not self._alarms or self._alarms[0][0] > self._now:
+                    return
+                _, _, cell = heapq.heappop(self._alarms)
+            callback, cell[0] = cell[0], None
+            if callback is not None:
+                callback()
 
     async def asleep(self, seconds: float) -> None:
         """Async twin of :meth:`sleep` (no real waiting)."""

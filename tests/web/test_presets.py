@@ -12,8 +12,8 @@ import pytest
 
 import resilient as rs
 from resilient import presets
-from resilient._http import StatusFailure
 from resilient._core.sliding_windows import TimeWindow
+from resilient._http import StatusFailure
 from resilient.httpx import AsyncResilientTransport, ResilientTransport, is_transient
 
 

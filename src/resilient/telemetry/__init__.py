@@ -7,6 +7,7 @@ points them at another registry or tracer provider.
 """
 
 from ._events import (
+    AdaptiveLimitChanged,
     BreakerStateChanged,
     BulkheadAdmitted,
     BulkheadQueued,
@@ -18,6 +19,7 @@ from ._events import (
     CallSucceeded,
     Event,
     FallbackUsed,
+    RateLimiterQueued,
     RetryScheduled,
     SagaEvent,
     TimeoutHit,
@@ -33,6 +35,7 @@ from ._hub import (
 from ._prometheus import families_for
 
 __all__ = [
+    "AdaptiveLimitChanged",
     "BreakerStateChanged",
     "BulkheadAdmitted",
     "BulkheadQueued",
@@ -46,6 +49,7 @@ __all__ = [
     "FallbackUsed",
     "Listener",
     "PolicyTelemetry",
+    "RateLimiterQueued",
     "RetryScheduled",
     "SagaEvent",
     "TimeoutHit",

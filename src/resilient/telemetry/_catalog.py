@@ -27,7 +27,16 @@ MetricType = Literal["counter", "gauge", "histogram"]
 
 # Policy kinds whose executions go through ``Policy._execute`` and so are counted and timed
 # (``saga_compensation`` is the default policy a saga runs its compensations under).
-_CALL_KINDS = ("breaker", "bulkhead", "retry", "timeout", "fallback", "saga_compensation")
+_CALL_KINDS = (
+    "breaker",
+    "bulkhead",
+    "adaptive_bulkhead",
+    "rate_limiter",
+    "retry",
+    "timeout",
+    "fallback",
+    "saga_compensation",
+)
 
 # Latencies of protected calls: from sub-millisecond cache hits to multi-second timeouts.
 _CALL_BUCKETS = (
@@ -143,14 +152,29 @@ CATALOG: tuple[MetricSpec, ...] = (
         "gauge",
         ("name",),
         "Calls currently holding a bulkhead slot.",
-        ("bulkhead",),
+        ("bulkhead", "adaptive_bulkhead"),
+    ),
+    MetricSpec(
+        "resilient_bulkhead_limit",
+        "gauge",
+        ("name",),
+        "The concurrency limit an adaptive bulkhead currently enforces.",
+        ("adaptive_bulkhead",),
+    ),
+    MetricSpec(
+        "resilient_ratelimiter_tokens",
+        "gauge",
+        ("name",),
+        "Tokens in a rate limiter's bucket (calls that may start now without waiting).",
+        ("rate_limiter",),
     ),
     MetricSpec(
         "resilient_rejections_total",
         "counter",
         ("policy", "name", "reason"),
-        "Calls a policy refused without running them, by reason.",
-        ("breaker", "bulkhead"),
+        "Calls a policy refused without running them, by reason "
+        "(for a retry: retries its budget refused).",
+        ("breaker", "bulkhead", "adaptive_bulkhead", "rate_limiter", "retry"),
     ),
     MetricSpec(
         "resilient_saga_total",
