@@ -204,8 +204,8 @@ class RateLimiterSelf(AroundSelf, Protocol):
     def _core(self) -> RateLimitCore[Any]: ...
     @property
     def _clock(self) -> Callable[[], float]: ...
-    def _wait_in_thread(self) -> None: ...
-    async def _wait_in_task(self) -> None: ...
+    def _wait_in_thread(self, now: float) -> None: ...
+    async def _wait_in_task(self, now: float) -> None: ...
 
 
 class RetrySelf(PolicySelf, RetrySettings, Protocol):
@@ -960,7 +960,7 @@ def rate_limiter_async_wrapper(
             finally:
                 lock.release()
             if not admitted:
-                await self._wait_in_task()
+                await self._wait_in_task(now)
             return await fn(*args, **kwargs)
         stats = tel.stats
         if (
@@ -996,7 +996,7 @@ def rate_limiter_sync_wrapper(self: RateLimiterSelf, fn: Callable[..., Any]) -> 
             finally:
                 lock.release()
             if not admitted:
-                self._wait_in_thread()
+                self._wait_in_thread(now)
             return fn(*args, **kwargs)
         stats = tel.stats
         if (
@@ -1033,7 +1033,7 @@ async def rate_limiter_acall(
     finally:
         lock.release()
     if not admitted:
-        await self._wait_in_task()
+        await self._wait_in_task(now)
     return await fn(*args, **kwargs)
 
 
@@ -1053,7 +1053,7 @@ def rate_limiter_call(
     finally:
         lock.release()
     if not admitted:
-        self._wait_in_thread()
+        self._wait_in_thread(now)
     return fn(*args, **kwargs)
 
 
@@ -1068,7 +1068,7 @@ async def rate_limiter_aenter(self: RateLimiterSelf) -> None:
     finally:
         lock.release()
     if not admitted:
-        await self._wait_in_task()
+        await self._wait_in_task(now)
 
 
 def rate_limiter_enter(self: RateLimiterSelf) -> None:
@@ -1082,7 +1082,7 @@ def rate_limiter_enter(self: RateLimiterSelf) -> None:
     finally:
         lock.release()
     if not admitted:
-        self._wait_in_thread()
+        self._wait_in_thread(now)
 
 
 def rate_limiter_enter_nowait(self: RateLimiterSelf) -> Any:

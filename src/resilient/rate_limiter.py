@@ -200,11 +200,11 @@ class RateLimiter(AroundPolicy):
         return None
 
     # -- waiting: the slow paths ------------------------------------------------------------------
-    def _wait_in_thread(self) -> None:
-        """No token at once: wait for one in the queue (this thread blocks), or raise."""
+    def _wait_in_thread(self, now: float) -> None:
+        """No token at ``now``: wait for one in the queue (this thread blocks), or raise."""
         max_wait = self._wait_allowed()
         if max_wait <= 0.0:
-            return self._take_or_reject()
+            return self._take_or_reject(now)
         waiter = ThreadWaiter()
         deadline = self._arrive(waiter, max_wait)
         if deadline is None:
@@ -228,11 +228,11 @@ class RateLimiter(AroundPolicy):
             self._abandon(waiter)
             raise
 
-    async def _wait_in_task(self) -> None:
-        """No token at once: wait for one in the queue (this task sleeps), or raise."""
+    async def _wait_in_task(self, now: float) -> None:
+        """No token at ``now``: wait for one in the queue (this task sleeps), or raise."""
         max_wait = self._wait_allowed()
         if max_wait <= 0.0:
-            return self._take_or_reject()
+            return self._take_or_reject(now)
         waiter = TaskWaiter()
         deadline = self._arrive(waiter, max_wait)
         if deadline is None:
@@ -264,11 +264,16 @@ class RateLimiter(AroundPolicy):
             return left
         return max_wait
 
-    def _take_or_reject(self) -> None:
-        """A caller that may not wait: a token if one came due meanwhile, else the error."""
-        now = self._clock()
+    def _take_or_reject(self, now: float) -> None:
+        """A caller that may not wait, refused a token at ``now``: the error. (When callers
+        are queued, tokens due to them by now are handed over first; one may be left.)"""
+        core = self._core
+        if not core.queued:
+            # Nobody to serve: the refusal taken under the lock at ``now`` stands, and the
+            # hint is read without it (one float, as of about now).
+            raise self._reject(core.due_in(now))
         with self._lock:
-            wait = self._core.take(now)
+            wait = core.take(now)
             self._dispatch(now)
         if wait != ADMITTED:
             raise self._reject(wait)
