@@ -57,6 +57,12 @@ def _policies() -> dict[str, Callable[[], Any]]:
     }
     for name, attr, make in (
         ("RateLimiter", "RateLimiter", lambda: rs.RateLimiter(rate=1e12, burst=10**9)),  # type: ignore[attr-defined]
+        (
+            "Retry(budget)",
+            "RetryBudget",
+            lambda: rs.Retry(attempts=3, wait=0, budget=rs.RetryBudget()),  # type: ignore[attr-defined,call-arg]
+        ),
+        ("AdaptiveBulkhead", "AdaptiveBulkhead", lambda: rs.AdaptiveBulkhead()),  # type: ignore[attr-defined]
     ):
         if hasattr(rs, attr):
             makers[name] = make

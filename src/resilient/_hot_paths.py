@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 from asyncio import _get_running_loop
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from time import perf_counter
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -26,6 +26,7 @@ from ._outcomes import NOTE, WAIT
 from ._retry_state import RetryRun, RetrySettings
 from ._sleeping import SNIFFIO, sleep0
 from .errors import _circuit_open as _open
+from .errors import _rate_limited as _limited
 from .telemetry._hub import OTEL, STATE, PolicyTelemetry
 
 if TYPE_CHECKING:
@@ -204,6 +205,12 @@ class RateLimiterSelf(AroundSelf, Protocol):
     def _core(self) -> RateLimitCore[Any]: ...
     @property
     def _clock(self) -> Callable[[], float]: ...
+    @property
+    def _max_wait(self) -> float: ...
+    @property
+    def _id(self) -> int: ...
+    @property
+    def name(self) -> str: ...
     def _wait_in_thread(self, now: float) -> None: ...
     async def _wait_in_task(self, now: float) -> None: ...
 
@@ -222,7 +229,7 @@ class RetrySelf(PolicySelf, RetrySettings, Protocol):
     @property
     def _on_result(self) -> Callable[[Any], bool] | None: ...
     @property
-    def _deposit(self) -> Callable[[], object] | None: ...
+    def _deposits(self) -> Iterator[int] | None: ...
     def _check_sync_sleep(self) -> None: ...
     def _sleep_sync(self, delay: float) -> None: ...
     async def _sleep_async(self, delay: float) -> None: ...
@@ -960,7 +967,14 @@ def rate_limiter_async_wrapper(
             finally:
                 lock.release()
             if not admitted:
-                await self._wait_in_task(now)
+                if self._max_wait:
+                    await self._wait_in_task(now)
+                else:
+                    wait = core.due_in(now)
+                    handle = self._tel
+                    if not handle.quiet or handle.gen != STATE.generation:
+                        handle.rejected("rate_limited", wait)
+                    raise _limited(self._id, self.name, wait)
             return await fn(*args, **kwargs)
         stats = tel.stats
         if (
@@ -996,7 +1010,14 @@ def rate_limiter_sync_wrapper(self: RateLimiterSelf, fn: Callable[..., Any]) -> 
             finally:
                 lock.release()
             if not admitted:
-                self._wait_in_thread(now)
+                if self._max_wait:
+                    self._wait_in_thread(now)
+                else:
+                    wait = core.due_in(now)
+                    handle = self._tel
+                    if not handle.quiet or handle.gen != STATE.generation:
+                        handle.rejected("rate_limited", wait)
+                    raise _limited(self._id, self.name, wait)
             return fn(*args, **kwargs)
         stats = tel.stats
         if (
@@ -1033,7 +1054,14 @@ async def rate_limiter_acall(
     finally:
         lock.release()
     if not admitted:
-        await self._wait_in_task(now)
+        if self._max_wait:
+            await self._wait_in_task(now)
+        else:
+            wait = core.due_in(now)
+            handle = self._tel
+            if not handle.quiet or handle.gen != STATE.generation:
+                handle.rejected("rate_limited", wait)
+            raise _limited(self._id, self.name, wait)
     return await fn(*args, **kwargs)
 
 
@@ -1053,7 +1081,14 @@ def rate_limiter_call(
     finally:
         lock.release()
     if not admitted:
-        self._wait_in_thread(now)
+        if self._max_wait:
+            self._wait_in_thread(now)
+        else:
+            wait = core.due_in(now)
+            handle = self._tel
+            if not handle.quiet or handle.gen != STATE.generation:
+                handle.rejected("rate_limited", wait)
+            raise _limited(self._id, self.name, wait)
     return fn(*args, **kwargs)
 
 
@@ -1068,7 +1103,14 @@ async def rate_limiter_aenter(self: RateLimiterSelf) -> None:
     finally:
         lock.release()
     if not admitted:
-        await self._wait_in_task(now)
+        if self._max_wait:
+            await self._wait_in_task(now)
+        else:
+            wait = core.due_in(now)
+            handle = self._tel
+            if not handle.quiet or handle.gen != STATE.generation:
+                handle.rejected("rate_limited", wait)
+            raise _limited(self._id, self.name, wait)
 
 
 def rate_limiter_enter(self: RateLimiterSelf) -> None:
@@ -1082,7 +1124,14 @@ def rate_limiter_enter(self: RateLimiterSelf) -> None:
     finally:
         lock.release()
     if not admitted:
-        self._wait_in_thread(now)
+        if self._max_wait:
+            self._wait_in_thread(now)
+        else:
+            wait = core.due_in(now)
+            handle = self._tel
+            if not handle.quiet or handle.gen != STATE.generation:
+                handle.rejected("rate_limited", wait)
+            raise _limited(self._id, self.name, wait)
 
 
 def rate_limiter_enter_nowait(self: RateLimiterSelf) -> Any:
@@ -1104,9 +1153,9 @@ async def retry_acall(
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
 ) -> Any:
-    deposit = self._deposit  # a first attempt earns retries for the budget, if there is one
-    if deposit is not None:
-        deposit()
+    deposits = self._deposits  # a first attempt earns retries for the budget, if there is one
+    if deposits is not None:
+        next(deposits)  # an ``itertools.count``: atomic, no lock (see retry_budget.py)
     start = self._clock() if self.max_delay is not None else None
     error: Exception | None
     try:
@@ -1161,9 +1210,9 @@ def retry_call(
 ) -> Any:
     if self._sleep_is_async:
         self._check_sync_sleep()
-    deposit = self._deposit  # a first attempt earns retries for the budget, if there is one
-    if deposit is not None:
-        deposit()
+    deposits = self._deposits  # a first attempt earns retries for the budget, if there is one
+    if deposits is not None:
+        next(deposits)  # an ``itertools.count``: atomic, no lock (see retry_budget.py)
     start = self._clock() if self.max_delay is not None else None
     error: Exception | None
     try:

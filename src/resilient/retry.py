@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import inspect
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from types import TracebackType
 from typing import Any
 
@@ -120,8 +120,8 @@ class Retry(Policy):
     ) -> None:
         super().__init__(name, on_event=on_event)
         self._budget: RetryBudget | None = _BUDGET(budget)
-        self._deposit: Callable[[], object] | None = (
-            None if self._budget is None else self._budget._deposit
+        self._deposits: Iterator[int] | None = (
+            None if self._budget is None else self._budget._counter
         )
         attempts = _ATTEMPTS(attempts)
         strategy = _WAIT(wait)
@@ -312,8 +312,8 @@ class AttemptIterator:
 
     def _begin(self) -> Attempt:
         p = self._policy
-        if p._deposit is not None:
-            p._deposit()
+        if p._deposits is not None:
+            next(p._deposits)
         self._start = p._clock() if p.max_delay is not None else None
         self._current = Attempt(self, 1)
         return self._current

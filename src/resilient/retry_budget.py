@@ -83,10 +83,10 @@ class RetryBudget:
         self._clock: Callable[[], float] = given_clock or time.monotonic
         self._lock = threading.Lock()
         self._core = BudgetCore(ratio, min_per_second, window)
-        # First attempts: ``deposit()`` is ``next`` of an ``itertools.count``. Reading the count
-        # also advances it, so reads are counted (under the lock) and subtracted.
+        # First attempts: a ``Retry`` calls ``next()`` on this ``itertools.count`` (the builtin
+        # ``next``: cheaper than a bound ``__next__``). Reading the count also advances it, so
+        # reads are counted (under the lock) and subtracted.
         self._counter = itertools.count()
-        self._deposit: Callable[[], int] = self._counter.__next__
         self._reads = 0
         self._seen = 0  # deposits handed to the core so far
         self._seen_at = self._clock()  # when they were last handed over
