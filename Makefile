@@ -25,8 +25,8 @@ $(BENCH_STAMP): $(DEV_STAMP)
 	touch $@
 
 lint: $(DEV_STAMP)
-	$(BIN)/ruff check src tests examples benchmarks
-	$(BIN)/ruff format --check src tests examples benchmarks
+	$(BIN)/ruff check src tests examples benchmarks tools
+	$(BIN)/ruff format --check src tests examples benchmarks tools
 	$(BIN)/mypy --strict src
 
 docs: $(DEV_STAMP)

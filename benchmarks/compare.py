@@ -872,6 +872,20 @@ def _ratelimit_case(mode: str, case: str) -> _Build:
         return wrap(limiter(ok(c)), (rs.RateLimitedError,))
 
     b.add_resilient("RateLimiter", resilient_)
+    if happy and _has("Bulkhead"):
+        # resilient's own bulkhead, timed in the same rounds: the limiter's target is to cost
+        # at most 1.2x the bulkhead's happy path (two rows: defaults and telemetry off)
+        for label, prepare in (
+            ("resilient Bulkhead, for scale (defaults)", _tel_defaults),
+            ("resilient Bulkhead, for scale (telemetry off)", _tel_off),
+        ):
+            b.add(
+                label,
+                "resilient",
+                "reference",
+                lambda: rs.Bulkhead(max_concurrent=LIMIT)(ok(c)),
+                prepare=prepare,
+            )
 
     def pyres() -> Any:
         import pyresilience as pr

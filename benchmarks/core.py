@@ -107,6 +107,12 @@ def _policies() -> dict[str, Callable[[], Any]]:
             rs.Timeout(10.0),
             rs.Bulkhead(max_concurrent=10),
         )
+    if hasattr(rs, "Hedge"):  # happy path: the first attempt answers long before the delay
+        makers["Hedge"] = lambda: rs.Hedge(delay=10.0)
+    if hasattr(rs, "chaos"):  # switched off: what a chaos policy left in production costs
+        makers["chaos Fault, off"] = lambda: rs.chaos.Fault(
+            rate=1.0, error=RuntimeError, enabled=False
+        )
     return makers
 
 

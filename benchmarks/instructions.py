@@ -56,13 +56,19 @@ def _policies() -> dict[str, Callable[[], Any]]:
         ),
     }
     for name, attr, make in (
-        ("RateLimiter", "RateLimiter", lambda: rs.RateLimiter(rate=1e12, burst=10**9)),  # type: ignore[attr-defined]
+        ("RateLimiter", "RateLimiter", lambda: rs.RateLimiter(rate=1e12, burst=10**9)),
         (
             "Retry(budget)",
             "RetryBudget",
-            lambda: rs.Retry(attempts=3, wait=0, budget=rs.RetryBudget()),  # type: ignore[attr-defined,call-arg]
+            lambda: rs.Retry(attempts=3, wait=0, budget=rs.RetryBudget()),
         ),
-        ("AdaptiveBulkhead", "AdaptiveBulkhead", lambda: rs.AdaptiveBulkhead()),  # type: ignore[attr-defined]
+        ("AdaptiveBulkhead", "AdaptiveBulkhead", lambda: rs.AdaptiveBulkhead()),
+        ("Hedge", "Hedge", lambda: rs.Hedge(delay=10.0)),
+        (
+            "chaos Fault, off",
+            "chaos",
+            lambda: rs.chaos.Fault(rate=1.0, error=RuntimeError, enabled=False),
+        ),
     ):
         if hasattr(rs, attr):
             makers[name] = make
@@ -74,7 +80,7 @@ def _cases() -> list[tuple[str, str, str]]:
     out = [("bare", "sync", "-"), ("bare", "async", "-")]
     for name in _policies():
         for kind in ("sync", "async"):
-            if name == "Timeout" and kind == "sync":
+            if name in ("Timeout", "Hedge") and kind == "sync":
                 continue  # a thread hand-off: instructions of two threads, not a useful count
             for mode in MODES:
                 out.append((name, kind, mode))
@@ -219,7 +225,7 @@ def compare(before: dict[str, Any], after: dict[str, Any]) -> str:
         ratio = f"{r['instructions'] / b:.2f}" if b else "-"
         lines.append(
             f"| {r['policy']} | {r['kind']} | {r['mode']} | "
-            f"{b if b is not None else '-':,} | {r['instructions']:,} | {ratio} |"
+            f"{'-' if b is None else f'{b:,}'} | {r['instructions']:,} | {ratio} |"
         )
     return "\n".join(lines)
 

@@ -19,7 +19,14 @@ import pytest
 
 SRC = Path(__file__).resolve().parent.parent / "src" / "resilient"
 
-TESTING_MODULES = frozenset({"resilient.testing", "resilient.saga.testing"})
+TESTING_MODULES = frozenset(
+    {
+        "resilient.testing",
+        "resilient.testing._helpers",
+        "resilient.testing.pytest_plugin",
+        "resilient.saga.testing",
+    }
+)
 
 
 def _module_names(root: Path) -> dict[str, Path]:

@@ -113,6 +113,21 @@ def test_core_reports_every_policy_and_the_target() -> None:
     assert "Target (a) < 2 us per policy, sync:" in stdout
 
 
+def test_core_reports_hedge_and_switched_off_chaos() -> None:
+    stdout = _run("core.py", "--mode", "b")
+    assert "| Hedge | async |" in stdout
+    assert "| chaos Fault, off | sync |" in stdout
+
+
+def test_hedge_tail_reports_every_configuration(tmp_path: Path) -> None:
+    out = tmp_path / "tail.json"
+    stdout = _run("hedge_tail.py", "--json", str(out))
+    assert "| configuration | p50 | p95 | p99 |" in stdout
+    rows = json.loads(out.read_text(encoding="utf-8"))["rows"]
+    assert rows[0]["configuration"] == "no hedge" and rows[0]["extra_load"] == 0
+    assert len(rows) >= 3 and all(r["p50_ms"] > 0 and r["calls"] == 500 for r in rows)
+
+
 def test_scaling_reports_windows_threads_and_tasks(tmp_path: Path) -> None:
     out = tmp_path / "scaling.json"
     _run("scaling.py", "--json", str(out))

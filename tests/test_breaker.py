@@ -711,7 +711,10 @@ def test_defaults_and_names(clock: FakeClock) -> None:
     b = rs.CircuitBreaker(clock=clock)
     assert b.name.startswith("breaker-")
     assert b.state is S.CLOSED and b.state == "closed"
-    assert repr(b) == f"<CircuitBreaker {b.name!r} closed>"
+    assert repr(b) == (
+        f"<CircuitBreaker {b.name!r} closed failure_rate_threshold=0.5 window_type='count' "
+        "window_size=100 open_duration=30.0>"
+    )
     for _ in range(9):
         with pytest.raises(Boom):
             b.call(fail)

@@ -529,3 +529,45 @@ def test_threads_hammering_one_bulkhead_never_exceed_the_limit() -> None:
     assert state["done"] == workers * calls_each
     assert 1 <= state["peak"] <= limit
     assert (bulkhead.in_flight, bulkhead.queued) == (0, 0)
+
+
+def test_a_bulkhead_without_a_queue_takes_no_lock_and_stays_exact_under_threads() -> None:
+    """``max_queued=0``: the bulkhead is a counter updated without a lock (exact under the
+    GIL). Eight threads switching every microsecond never get more than ``max_concurrent``
+    calls in at once, and every slot comes back."""
+    bulkhead = rs.Bulkhead(max_concurrent=3)
+    guard = threading.Lock()
+    inside = peak = 0
+    outcomes = {"ran": 0, "full": 0}
+
+    def work() -> None:
+        nonlocal inside, peak
+        with guard:
+            inside += 1
+            peak = max(peak, inside)
+        with guard:
+            inside -= 1
+
+    def caller() -> None:
+        for _ in range(3000):
+            try:
+                bulkhead.call(work)
+                key = "ran"
+            except rs.BulkheadFullError:
+                key = "full"
+            with guard:
+                outcomes[key] += 1
+
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        threads = [threading.Thread(target=caller) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        sys.setswitchinterval(old)
+    assert peak <= 3
+    assert outcomes["ran"] + outcomes["full"] == 8 * 3000
+    assert bulkhead.in_flight == 0

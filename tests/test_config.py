@@ -30,6 +30,9 @@ REQUIRED_CODE: dict[str, dict[str, Any]] = {
     "bulkhead": {"max_concurrent": 4},
     "fallback": {"value": None},
     "rate_limiter": {"rate": 10.0},
+    "chaos_fault": {"rate": 0.1, "error": ConnectionError},
+    "chaos_latency": {"rate": 0.1, "seconds": 0.5},
+    "chaos_result": {"rate": 0.1, "value": None},
 }
 
 
@@ -76,6 +79,7 @@ ROUND_TRIP: dict[tuple[str, str], tuple[str, Any, Callable[[Any], Any]]] = {
     ),
     ("retry", "max_delay"): ("1m", 60.0, lambda p: p.max_delay),
     ("timeout", "seconds"): ("1.5m", 90.0, lambda p: p.seconds),
+    ("timeout", "mode"): ("Deadline", "deadline", lambda p: p.mode),
     ("bulkhead", "max_concurrent"): ("12", 12, lambda p: p.max_concurrent),
     ("bulkhead", "max_queued"): ("5", 5, lambda p: p.max_queued),
     ("bulkhead", "queue_timeout"): ("2s", 2.0, lambda p: p.queue_timeout),
@@ -94,6 +98,21 @@ ROUND_TRIP: dict[tuple[str, str], tuple[str, Any, Callable[[Any], Any]]] = {
     ("retry_budget", "ratio"): ("0.5", 0.5, lambda p: p.ratio),
     ("retry_budget", "min_per_second"): ("2", 2.0, lambda p: p.min_per_second),
     ("retry_budget", "window"): ("30s", 30.0, lambda p: p.window),
+    ("hedge", "delay"): ("p99.5", "p99.5", lambda p: p.delay),
+    ("hedge", "max_hedged"): ("2", 2, lambda p: p.max_hedged),
+    ("hedge", "on"): ("builtins.KeyError", (KeyError,), lambda p: p._on_types),
+    ("chaos_fault", "rate"): ("0.25", 0.25, lambda p: p.rate),
+    ("chaos_fault", "error"): ("builtins.KeyError", KeyError, lambda p: p.error),
+    ("chaos_fault", "seed"): ("42", 42, lambda p: p.seed),
+    ("chaos_fault", "enabled"): ("false", False, lambda p: p.enabled),
+    ("chaos_latency", "rate"): ("1", 1.0, lambda p: p.rate),
+    ("chaos_latency", "seconds"): ("250ms", 0.25, lambda p: p.seconds),
+    ("chaos_latency", "seed"): ("0x10", 16, lambda p: p.seed),
+    ("chaos_latency", "enabled"): ("yes", True, lambda p: p.enabled),
+    ("chaos_result", "rate"): ("0", 0.0, lambda p: p.rate),
+    ("chaos_result", "value"): ('{"items": []}', {"items": []}, lambda p: p.value),
+    ("chaos_result", "seed"): ("7", 7, lambda p: p.seed),
+    ("chaos_result", "enabled"): ("true", True, lambda p: p.enabled),
 }  # fmt: skip
 
 
@@ -119,11 +138,15 @@ def test_every_policy_kind_is_configurable() -> None:
     assert list(config.policy_classes()) == [
         "fallback",
         "retry",
+        "hedge",
         "breaker",
         "rate_limiter",
         "timeout",
         "bulkhead",
         "adaptive_bulkhead",
+        "chaos_latency",
+        "chaos_fault",
+        "chaos_result",
         "retry_budget",  # configurable, but no pipeline member
     ]
 

@@ -797,7 +797,9 @@ def test_retry_honours_retry_after_hint(clock: FakeClock) -> None:
             raise err
         return "done"
 
-    assert rs.Retry(attempts=2, wait=0.1, sleep=clock.sleep)(f)() == "done"
+    # DESIGN section 5: rejections are only retried when ``on=`` names them explicitly
+    retry = rs.Retry(attempts=2, wait=0.1, sleep=clock.sleep, on=(rs.CircuitOpenError,))
+    assert retry(f)() == "done"
     assert clock.sleeps == [pytest.approx(7.0)]
 
 
@@ -1103,9 +1105,19 @@ def test_pipeline_retry_around_breaker_each_attempt_passes_the_breaker(clock: Fa
     guarded = rs.pipeline(rs.Retry(attempts=5, wait=0, sleep=slept.append), breaker)(f)
     with pytest.raises(rs.CircuitOpenError):
         guarded()
-    assert len(calls) == 2  # then the breaker opened and rejected the rest
-    assert slept[-1] == pytest.approx(30.0)  # the rejection's retry_after was honoured
+    assert len(calls) == 2  # then the breaker opened and rejected the next attempt
+    # DESIGN section 5: the default ``on`` does not retry a rejection, so no 30 s wait
+    assert slept == [0.0, 0.0]
     assert breaker.state is rs.BreakerState.OPEN
+    # naming the rejection in ``on=`` retries it, honouring its retry_after
+    breaker.reset()
+    calls.clear()
+    slept.clear()
+    retry_open = rs.Retry(attempts=4, wait=0, sleep=slept.append, on=(Exception,))
+    with pytest.raises(rs.CircuitOpenError):
+        rs.pipeline(retry_open, breaker)(f)()
+    assert len(calls) == 2
+    assert slept == [0.0, 0.0, pytest.approx(30.0)]
 
 
 @pytest.mark.anyio

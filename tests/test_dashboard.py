@@ -111,7 +111,7 @@ def test_dashboard_answers_the_questions_it_promises() -> None:
     wanted = {
         "Breaker states": "resilient_breaker_state",
         "Rejections by reason": "reason",
-        "Retry attempts": "resilient_retry_attempts_total",
+        "Retry and hedge attempts": "resilient_hedge_attempts_total",
         "Bulkhead occupancy": "resilient_bulkhead_in_flight",
         "Call rate by outcome": "outcome",
         "Latency p50 / p99 per policy": "histogram_quantile(0.99",

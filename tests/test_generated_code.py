@@ -28,7 +28,10 @@ def test_every_template_targets_a_region_that_exists() -> None:
     templates = sorted((ROOT / "src" / "resilient" / "_templates").glob("*.tmpl"))
     assert templates, "no templates found"
     for path in templates:
-        marker = f"# --- generated from src/resilient/_templates/{path.name} by tools/gen_hotpaths.py ---"  # noqa: E501
+        marker = (
+            f"# --- generated from src/resilient/_templates/{path.name} "
+            "by tools/gen_hotpaths.py ---"
+        )
         targets = [
             line.split()[2]
             for line in path.read_text(encoding="utf-8").splitlines()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import gc
 import subprocess
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -101,6 +102,34 @@ def _fallback() -> None:
         raise ConnectionError("down")
 
     assert rs.Fallback(value=7, name="cat-fallback").call(fail) == 7
+
+
+def _hedge() -> None:
+    clock = FakeClock()
+    release = threading.Event()
+    calls: list[int] = []
+
+    def replica() -> str:
+        calls.append(1)
+        if len(calls) == 1:  # the slow replica: the hedge's delay passes meanwhile
+            clock.advance(0.1)
+            release.wait(10.0)
+            return "slow"
+        return "fast"
+
+    try:
+        assert rs.Hedge("cat-hedge", delay=0.1, clock=clock).call(replica) == "fast"
+    finally:
+        release.set()
+
+
+def _chaos() -> None:
+    fault = rs.chaos.Fault("cat-chaos", rate=1.0, error=ConnectionError, seed=1)
+    with pytest.raises(ConnectionError):
+        fault.call(lambda: 1)
+    latency = rs.chaos.Latency("cat-chaos", rate=1.0, seconds=0.0, seed=1)
+    assert latency.call(lambda: 2) == 2
+    assert rs.chaos.Result("cat-chaos", rate=1.0, value=3, seed=1).call(lambda: 0) == 3
 
 
 def _sync_pipeline() -> None:
@@ -225,6 +254,8 @@ SCENARIOS: dict[str, tuple[Callable[[], None], set[str]]] = {
     "retry": (_retry, {"retry"}),
     "timeout": (_timeout, {"timeout"}),
     "fallback": (_fallback, {"fallback"}),
+    "hedge": (_hedge, {"hedge"}),
+    "chaos": (_chaos, {"chaos_fault", "chaos_latency", "chaos_result"}),
     "pipeline": (_sync_pipeline, {"retry", "timeout"}),  # a pipeline adds no series
     "saga": (_saga, {"saga", "saga_compensation"}),
 }
@@ -308,6 +339,20 @@ def test_the_scenarios_cover_every_catalog_entry() -> None:
 def test_labels_with_listed_values_match_the_library() -> None:
     states = spec("resilient_breaker_state").values_of("state")
     assert states == tuple(s.value for s in rs.BreakerState)
+
+
+def test_outcomes_recorded_by_the_library_are_listed(registry: CollectorRegistry) -> None:
+    _fallback()
+    _chaos()
+    _timeout()
+    seen = {
+        s.labels["outcome"]
+        for family in registry.collect()
+        for s in family.samples
+        if family.name == "resilient_calls"
+    }
+    assert seen == {"success", "fallback", "injected"}
+    assert seen <= set(spec("resilient_calls_total").values_of("outcome"))
 
 
 def test_breaker_publishes_every_listed_state(registry: CollectorRegistry) -> None:

@@ -233,7 +233,7 @@ def test_every_panel_of_the_committed_dashboard_renders(window: Window) -> None:
     assert panels["Latency p50 / p99 per policy"]["p50 breaker payments"] == "300 ms"
     assert panels["Latency p50 / p99 per policy"]["p99 breaker payments"] == "980 ms"
     assert panels["Saga outcomes"] == {"order: completed": "0.2/s", "order: compensated": "0.3/s"}
-    assert panels["Retry attempts"] == {}
+    assert panels["Retry and hedge attempts"] == {}
 
 
 def test_main_renders_two_saved_scrapes(tmp_path: Path) -> None:
@@ -246,7 +246,8 @@ def test_main_renders_two_saved_scrapes(tmp_path: Path) -> None:
     assert "over 10 s between two scrapes" in page
     assert "| **Circuit breakers / Breaker states** | payments | open |" in page
     assert "|  | breaker payments: success | 3/s |" in page
-    assert "| **Retries and bulkheads / Retry attempts** | _no series in this window_ | |" in page
+    row = "| **Retries and bulkheads / Retry and hedge attempts** | _no series in this window_ | |"
+    assert row in page
     assert "stock" not in page  # --name filtered it out, as Grafana's $name would
 
 

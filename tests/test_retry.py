@@ -319,13 +319,14 @@ def test_retry_after_hint_lengthens_the_wait() -> None:
             raise rs.CircuitOpenError("payments", 2.0)
         return "ok"
 
-    retry = rs.Retry(attempts=3, wait=0.1, sleep=clock.sleep)
+    on = (rs.CircuitOpenError,)  # rejections are retried only when ``on=`` names them
+    retry = rs.Retry(attempts=3, wait=0.1, sleep=clock.sleep, on=on)
     assert retry.call(open_breaker) == "ok"
     assert clock.sleeps == [2.0, 2.0]
     # a longer strategy delay wins over a shorter hint
     clock2 = FakeClock()
     calls.clear()
-    assert rs.Retry(attempts=3, wait=5.0, sleep=clock2.sleep).call(open_breaker) == "ok"
+    assert rs.Retry(attempts=3, wait=5.0, sleep=clock2.sleep, on=on).call(open_breaker) == "ok"
     assert clock2.sleeps == [5.0, 5.0]
 
 

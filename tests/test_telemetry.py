@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import sys
+import threading
 import urllib.request
 from collections.abc import Iterator
 from typing import Any
@@ -360,3 +363,77 @@ def test_a_listener_added_while_telemetry_is_off_sees_the_next_call() -> None:
         ]
     finally:
         reset_telemetry()
+
+
+# -- exact counts under threads --------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: rs.CircuitBreaker("exact-breaker", window_size=1000, minimum_calls=1000),
+        lambda: rs.Bulkhead("exact-bulkhead", max_concurrent=64),
+        lambda: rs.Retry("exact-retry", attempts=1),
+        lambda: rs.Fallback(None, on=(KeyError,), name="exact-fallback"),
+    ],
+    ids=["breaker", "bulkhead", "retry", "fallback"],
+)
+def test_counts_are_exact_under_eight_threads_and_never_decrease(make: Any) -> None:
+    """The per-call counters take no lock on the success path (telemetry/_stats.py): eight
+    threads switching every microsecond must still add up exactly, and scrapes taken while
+    they run must never see a count go down."""
+    registry = CollectorRegistry()
+    rs.configure_telemetry(registry=registry)
+    policy = make()
+    kind = policy.kind
+
+    @policy
+    def work(i: int) -> int:
+        if i % 10 == 0:
+            raise ValueError("one in ten fails")
+        return i
+
+    per_thread, threads = 4000, 8
+    barrier = threading.Barrier(threads + 1)
+    done = threading.Event()
+    seen: list[float] = []
+
+    def sample(outcome: str) -> float:
+        value = registry.get_sample_value(
+            "resilient_calls_total", {"policy": kind, "name": policy.name, "outcome": outcome}
+        )
+        return value or 0.0
+
+    def scraper() -> None:
+        while not done.is_set():
+            seen.append(sample("success"))
+
+    def caller() -> None:
+        barrier.wait()
+        for i in range(per_thread):
+            with contextlib.suppress(ValueError):
+                work(i)
+
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        workers = [threading.Thread(target=caller) for _ in range(threads)]
+        scraping = threading.Thread(target=scraper)
+        for t in workers:
+            t.start()
+        scraping.start()
+        barrier.wait()
+        for t in workers:
+            t.join()
+        done.set()
+        scraping.join()
+    finally:
+        sys.setswitchinterval(old)
+        reset_telemetry()
+    total = per_thread * threads
+    failures = total // 10
+    assert sample("success") == total - failures
+    assert sample("failure") == failures
+    count = registry.get_sample_value(
+        "resilient_call_duration_seconds_count", {"policy": kind, "name": policy.name}
+    )
+    assert count == total
+    assert seen == sorted(seen), "a scrape saw the success count go down"

@@ -25,7 +25,8 @@ Template syntax (one directive per line, ``#@`` first on the line after indentat
 ``#@ code`` ... ``#@ end``
     Module-level code for the generated module, typically the ``SELF`` protocols: what the
     per-call code reads and calls on ``self``. mypy checks that the class satisfies it
-    (the binding region includes a ``_hot_self`` method returning ``self`` as ``SELF``).
+    (``src/resilient/_hot_checks.py``, also generated, is never imported: it only exists for
+    mypy, which fails when a class does not provide what its per-call code uses).
 ``#@ rename old=new ...``
     Renames applied to the sync twin of every ``both`` method of this template (``_acall=_call``,
     ``Awaitable[Any]=Any``); ``async``/``await`` are always removed.
@@ -33,8 +34,10 @@ Template syntax (one directive per line, ``#@`` first on the line after indentat
     A block of code to reuse; not emitted by itself. Snippets of
     ``src/resilient/telemetry/per_call.tmpl`` (the telemetry mode check of one call) can be
     inlined by every template.
-``#@ inline NAME``
-    Replaced by snippet ``NAME``, indented like the directive. Snippets may inline snippets.
+``#@ inline NAME [slot=SNIPPET ...]``
+    Replaced by snippet ``NAME``, indented like the directive. Snippets may inline snippets;
+    ``slot=SNIPPET`` makes every ``#@ inline slot`` inside it (at any depth) inline
+    ``SNIPPET`` instead (one body, several endings: e.g. how a call is counted on return).
 ``#@ both``
     The next method (an ``async def``, or a ``def`` building an async closure) is emitted as
     written and as its sync twin.
@@ -71,6 +74,8 @@ TEMPLATES = ROOT / "src" / "resilient" / "_templates"
 # Snippets any template may inline; the telemetry mode check lives with the telemetry.
 SHARED = [ROOT / "src" / "resilient" / "telemetry" / "per_call.tmpl"]
 OUTPUT = "src/resilient/_hot_paths.py"
+CHECKS = "src/resilient/_hot_checks.py"
+PROTOCOLS = "src/resilient/_hot_protocols.py"
 END = "# --- end of generated code ---"
 
 
@@ -181,18 +186,30 @@ def parse(path: Path) -> Template:
     return tpl
 
 
-def _expand(lines: list[str], snippets: dict[str, list[str]], depth: int = 0) -> list[str]:
+def _expand(
+    lines: list[str],
+    snippets: dict[str, list[str]],
+    depth: int = 0,
+    aliases: dict[str, str] | None = None,
+) -> list[str]:
     if depth > 10:
         raise TemplateError("snippets inline each other in a circle")
+    aliases = aliases or {}
     out: list[str] = []
     for line in lines:
         words = _directive(line)
         if words and words[0] == "inline":
             indent = line[: len(line) - len(line.lstrip())]
-            body = snippets.get(words[1])
+            name = aliases.get(words[1], words[1])
+            body = snippets.get(name)
             if body is None:
-                raise TemplateError(f"unknown snippet {words[1]!r}")
-            out.extend(indent + x if x else "" for x in _expand(body, snippets, depth + 1))
+                raise TemplateError(f"unknown snippet {name!r}")
+            inner = dict(aliases)
+            for pair in words[2:]:
+                key, _, value = pair.partition("=")
+                inner[key] = value
+            expanded = _expand(body, snippets, depth + 1, inner)
+            out.extend(indent + x if x else "" for x in expanded)
         else:
             out.append(line)
     return out
@@ -250,7 +267,7 @@ def render_functions(tpl: Template, target: Target) -> list[tuple[str, list[str]
             if match is None:
                 raise TemplateError(f"{tpl.name}: a method must start with def: {lines[0]!r}")
             name = match.group(2)
-            lines[0] = _DEF.sub(lambda m: f"{m.group(1)}{target.prefix}{name}(", lines[0])
+            lines[0] = f"{match.group(1)}{target.prefix}{name}(" + lines[0][match.end() :]
             at = next((n for n in range(min(3, len(lines))) if _SELF.search(lines[n])), None)
             if at is None:
                 raise TemplateError(f"{tpl.name}: {name} has no self parameter")
@@ -267,9 +284,7 @@ def bind(text: str, tpl: Template, target: Target, names: list[str]) -> str:
     """``text`` with the binding region of ``target`` rewritten for ``names``."""
     lines = text.splitlines()
     begin = _begin(tpl.name)
-    class_at = next(
-        (n for n, x in enumerate(lines) if re.match(rf"class {target.cls}\b", x)), None
-    )
+    class_at = next((n for n, x in enumerate(lines) if re.match(rf"class {target.cls}\b", x)), None)
     if class_at is None:
         raise TemplateError(f"{target.path}: no class {target.cls}")
     start = next((n for n in range(class_at, len(lines)) if lines[n].strip() == begin), None)
@@ -280,12 +295,6 @@ def bind(text: str, tpl: Template, target: Target, names: list[str]) -> str:
         raise TemplateError(f"{target.path}: the generated region of {target.cls} has no end")
     indent = lines[start][: len(lines[start]) - len(lines[start].lstrip())]
     body = [f"{indent}{name} = _hot_paths.{target.prefix}{name}" for name in names]
-    body += [
-        "",
-        f"{indent}def _hot_self(self) -> _hot_paths.{target.self_type}:",
-        f'{indent}    """For the type checker: this class provides what its per-call code uses."""',
-        f"{indent}    return self",
-    ]
     new = [*lines[: start + 1], *body, lines[end], *lines[end + 1 :]]
     return "\n".join(new) + "\n"
 
@@ -302,34 +311,90 @@ from __future__ import annotations
 '''
 
 
-def module_text(templates: list[Template]) -> str:
+_PROTOCOLS_DOC = '''"""What each policy's per-call code uses, GENERATED by tools/gen_hotpaths.py.
+
+The ``#@ code`` blocks of the templates in ``src/resilient/_templates/``: one protocol per
+policy class, typing ``self`` in the generated functions of ``_hot_paths.py`` (which cannot
+import the policy modules, as they import it).
+"""
+
+from __future__ import annotations
+'''
+
+
+def _imports(templates: list[Template]) -> tuple[list[str], list[str]]:
     imports: list[str] = []
     checking: list[str] = []
-    code: list[str] = []
-    functions: list[str] = []
-    exported: list[str] = []
     for tpl in templates:
         for line in tpl.imports:
             if line.startswith("typing:"):
                 checking.append(line.removeprefix("typing:").strip())
             else:
                 imports.append(line)
-        if tpl.code:
-            code.append("\n".join(tpl.code).strip("\n"))
-        for target in tpl.targets:
-            exported.append(target.self_type)
-            for name, lines in render_functions(tpl, target):
-                exported.append(f"{target.prefix}{name}")
-                functions.append("\n".join(lines))
-    out = [_MODULE_DOC]
-    out.extend(dict.fromkeys(imports))
+    return imports, checking
+
+
+def _import_block(imports: list[str], checking: list[str]) -> list[str]:
+    out = list(dict.fromkeys(imports))
     if checking:
         out.append("from typing import TYPE_CHECKING\n\nif TYPE_CHECKING:")
         out.extend("    " + x for x in dict.fromkeys(checking))
-    out.append("\n__all__ = [" + ", ".join(f'"{n}"' for n in sorted(exported)) + "]\n")
-    for block in [*code, *functions]:
-        out.append("\n" + block + "\n")
+    return out
+
+
+def protocols_text(templates: list[Template]) -> str:
+    imports, checking = _imports(templates)
+    code = ["\n".join(tpl.code).strip("\n") for tpl in templates if tpl.code]
+    names = [target.self_type for tpl in templates for target in tpl.targets]
+    out = [_PROTOCOLS_DOC, *_import_block(imports, checking)]
+    out.append("\n__all__ = [" + ", ".join(f'"{n}"' for n in sorted(names)) + "]\n")
+    out.extend("\n" + block + "\n" for block in code)
     return "\n".join(out) + "\n"
+
+
+def module_text(templates: list[Template]) -> str:
+    imports, checking = _imports(templates)
+    functions: list[str] = []
+    exported: list[str] = []
+    self_types: list[str] = []
+    for tpl in templates:
+        for target in tpl.targets:
+            self_types.append(target.self_type)
+            for name, lines in render_functions(tpl, target):
+                exported.append(f"{target.prefix}{name}")
+                functions.append("\n".join(lines))
+    imports.append(f"from ._hot_protocols import {', '.join(sorted(self_types))}")
+    out = [_MODULE_DOC, *_import_block(imports, checking)]
+    out.append("\n__all__ = [" + ", ".join(f'"{n}"' for n in sorted(exported)) + "]\n")
+    out.extend("\n" + fn + "\n" for fn in functions)
+    return "\n".join(out) + "\n"
+
+
+_CHECKS_DOC = '''"""Type checks of the generated per-call code, GENERATED by tools/gen_hotpaths.py.
+
+Never imported. Each function below hands a policy to the protocol its per-call code in
+``_hot_paths.py`` is typed with, so mypy fails when a class stops providing what that code
+reads or calls on ``self``.
+"""
+
+from __future__ import annotations
+
+from . import _hot_protocols
+'''
+
+
+def checks_text(templates: list[Template]) -> str:
+    out = [_CHECKS_DOC]
+    checks = []
+    for tpl in templates:
+        for target in tpl.targets:
+            module = target.path.removeprefix("src/resilient/").removesuffix(".py")
+            out.append(f"from .{module.replace('/', '.')} import {target.cls}")
+            protocol = f"_hot_protocols.{target.self_type}"
+            checks.append(
+                f"def _{target.prefix}(policy: {target.cls}) -> {protocol}:\n    return policy\n"
+            )
+    return "\n".join(out) + "\n\n" + "\n\n".join(checks)
 
 
 def _ruff() -> str:
@@ -358,6 +423,8 @@ def generate() -> dict[str, str]:
             names = [name for name, _ in render_functions(tpl, target)]
             texts[target.path] = bind(current, tpl, target, names)
     texts[OUTPUT] = module_text(templates)
+    texts[PROTOCOLS] = protocols_text(templates)
+    texts[CHECKS] = checks_text(templates)
     with tempfile.TemporaryDirectory() as tmp:
         files = []
         for rel, text in texts.items():
@@ -366,9 +433,9 @@ def generate() -> dict[str, str]:
             out.write_text(text, encoding="utf-8")
             files.append(str(out))
         config = ["--config", str(ROOT / "pyproject.toml")]
-        generated = str(Path(tmp) / OUTPUT)
+        generated = [str(Path(tmp) / name) for name in (OUTPUT, CHECKS, PROTOCOLS)]
         subprocess.run(
-            [_ruff(), "check", "--quiet", "--fix", "--select", "I,F401", *config, generated],
+            [_ruff(), "check", "--quiet", "--fix", "--select", "I,F401", *config, *generated],
             check=False,
         )
         subprocess.run([_ruff(), "format", "--quiet", *config, *files], check=True)
@@ -388,7 +455,10 @@ def main(argv: list[str] | None = None) -> int:
         stale.append(rel)
         if args.check:
             diff = difflib.unified_diff(
-                old.splitlines(True), text.splitlines(True), f"{rel} (on disk)", f"{rel} (generated)"
+                old.splitlines(True),
+                text.splitlines(True),
+                f"{rel} (on disk)",
+                f"{rel} (generated)",
             )
             sys.stdout.writelines(list(diff)[:80])
         else:

@@ -1,7 +1,7 @@
 """resilient: composable sync and async resilience policies.
 
 Circuit breaker, bulkhead, retry, timeout, fallback, rate limiter, retry budget, adaptive
-bulkhead and saga orchestration, usable as
+bulkhead, hedging, chaos injection (``rs.chaos``) and saga orchestration, usable as
 decorators and context managers on ``def`` and ``async def`` (asyncio and trio), composable
 with :func:`pipeline`, observable through Prometheus metrics, OpenTelemetry spans and typed
 events, and configurable from environment variables.
@@ -9,6 +9,7 @@ events, and configurable from environment variables.
 
 from __future__ import annotations
 
+from . import chaos
 from ._deadline import remaining
 from ._policy import Policy
 from ._registry import Registry, policy, registry
@@ -26,10 +27,12 @@ from .errors import (
     ResilienceError,
     RetryExhaustedError,
     SagaFailed,
+    SagaStoreUnavailable,
     SagaStuck,
     TimeoutExceeded,
 )
 from .fallback import Fallback
+from .hedge import Hedge
 from .pipeline import Pipeline, pipeline
 from .rate_limiter import RateLimiter
 from .retry import Retry
@@ -58,6 +61,7 @@ __all__ = [
     "Bulkhead",
     "CircuitBreaker",
     "Fallback",
+    "Hedge",
     "InMemorySagaStore",
     "PostgresSagaStore",
     "RateLimiter",
@@ -90,9 +94,11 @@ __all__ = [
     "ResilienceError",
     "RetryExhaustedError",
     "SagaFailed",
+    "SagaStoreUnavailable",
     "SagaStuck",
     "TimeoutExceeded",
     "add_listener",
+    "chaos",
     "configure_telemetry",
     "pipeline",
     "remaining",

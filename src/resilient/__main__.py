@@ -158,10 +158,18 @@ def _kinds_for(name: str, args: argparse.Namespace, reg: Registry) -> list[str]:
 
 
 def _resolve_name(
-    name: str, args: argparse.Namespace, reg: Registry, problems: list[str]
+    name: str,
+    args: argparse.Namespace,
+    reg: Registry,
+    problems: list[str],
+    needs_code: dict[tuple[str, str], str] | None = None,
 ) -> list[config.ResolvedPolicy]:
     """Resolve (and, when complete, build) every shown policy of ``name``, collecting every
-    problem into ``problems`` so one run reports them all."""
+    problem into ``problems`` so one run reports them all.
+
+    A kind that cannot be built from the environment alone (a Fallback needs its value or
+    handler, a Timeout its seconds, from code) is not a configuration error: its reason goes
+    into ``needs_code`` and it is shown as such."""
     try:
         config.check_environment(name)
     except ConfigError as exc:
@@ -172,11 +180,19 @@ def _resolve_name(
         cls = config.policy_class(kind)
         try:
             res = config.resolve(cls, name, reg.code_defaults(name, kind))
-            if res.enabled and not res.missing:
+            if res.enabled and res.missing and needs_code is not None:
+                missing = ", ".join(f.name for f in res.missing)
+                needs_code[name, kind] = f"needs {missing} (from code or the environment)"
+            elif res.enabled:
                 config.construct(res)  # the constructor's own checks, with variable names
         except ConfigError as exc:
             problems.append(str(exc))
             continue
+        except (TypeError, ValueError) as exc:
+            # refused although nothing came from the environment: only code can supply it
+            if needs_code is None:
+                raise
+            needs_code[name, kind] = f"needs code: {exc}"
         resolved.append(res)
     return resolved
 
@@ -184,8 +200,9 @@ def _resolve_name(
 def _show(args: argparse.Namespace, reg: Registry) -> int:
     all_resolved: list[config.ResolvedPolicy] = []
     problems: list[str] = []
+    needs_code: dict[tuple[str, str], str] = {}
     for name in args.names:
-        all_resolved.extend(_resolve_name(name, args, reg, problems))
+        all_resolved.extend(_resolve_name(name, args, reg, problems, needs_code))
     if problems:
         print("\n".join(problems), file=sys.stderr)
         return EXIT_CONFIG
@@ -196,6 +213,7 @@ def _show(args: argparse.Namespace, reg: Registry) -> int:
                     "name": res.name,
                     "kind": res.kind,
                     "enabled": res.enabled,
+                    "needs_code": needs_code.get((res.name, res.kind)),
                     "fields": {
                         fv.name: {
                             "value": _config_render.json_value(fv.value),
@@ -216,6 +234,8 @@ def _show(args: argparse.Namespace, reg: Registry) -> int:
         for fv in res.fields
     ]
     print(_table(("NAME", "POLICY", "FIELD", "VALUE", "SOURCE"), rows))
+    for (name, kind), why in needs_code.items():  # a note for people; stdout stays a table
+        print(f"{name} {kind}: not buildable from the environment alone; {why}", file=sys.stderr)
     return EXIT_OK
 
 
@@ -353,7 +373,15 @@ def main(argv: list[str] | None = None) -> int:
     if run is None:  # a plugin subcommand that registered no function to run
         parser.print_help(sys.stderr)
         return EXIT_CONFIG
-    code = run(args)
+    try:
+        code = run(args)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # the reader went away (``... | head``): not an error of ours, and no traceback.
+        # Point stdout at devnull so the interpreter's final flush does not fail again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_OK
     return code if isinstance(code, int) else EXIT_OK
 
 

@@ -23,7 +23,9 @@ __all__ = [
     "config_error",
     "parse_bool",
     "parse_choice",
+    "parse_delay",
     "parse_duration",
+    "parse_exception_class",
     "parse_exceptions",
     "parse_float",
     "parse_int",
@@ -47,6 +49,12 @@ _UNIT_SECONDS = {None: 1.0, "ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 _DOTTED = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*", re.ASCII)
 
 DURATION_HELP = "a duration such as 250ms, 2s, 1.5m, 1h or a number of seconds (>= 0)"
+DELAY_HELP = (
+    "a duration such as 50ms or 0.1 (seconds, >= 0), or a percentile of recent latencies "
+    "such as p95 or p99.9 (p followed by a number between 0 and 100)"
+)
+EXCEPTION_CLASS_HELP = "one exception class as a dotted import path, e.g. builtins.ConnectionError"
+_PERCENTILE = re.compile(r"[pP](?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)", re.ASCII)
 BOOL_HELP = "a boolean: true/false, 1/0 or yes/no"
 EXCEPTIONS_HELP = (
     "a comma-separated list of exception classes as dotted import paths, "
@@ -108,6 +116,19 @@ def parse_duration(text: str, variable: str) -> float:
     if not math.isfinite(seconds):
         raise config_error(variable, text, "a finite duration")
     return seconds
+
+
+def parse_delay(text: str, variable: str) -> float | str:
+    """Parse a hedge delay: a duration (``50ms``, ``0.1``) or a percentile (``p95``)."""
+    stripped = text.strip()
+    if _PERCENTILE.fullmatch(stripped):
+        value = float(stripped[1:])
+        if not 0.0 < value < 100.0:
+            raise config_error(variable, text, DELAY_HELP)
+        return "p" + stripped[1:]
+    if _DURATION.fullmatch(stripped) is None:
+        raise config_error(variable, text, DELAY_HELP)
+    return parse_duration(stripped, variable)
 
 
 def parse_str(text: str, variable: str) -> str:
@@ -174,6 +195,14 @@ def _resolve_dotted(path: str, variable: str, text: str) -> Any:
             obj = getattr(obj, attr)
         return obj
     raise config_error(variable, text, f"{path!r} to be importable (no module {parts[0]!r})")
+
+
+def parse_exception_class(text: str, variable: str) -> type[BaseException]:
+    """Parse one exception class (``builtins.ConnectionError``, or a bare builtin name)."""
+    found = parse_exceptions(text, variable)
+    if len(found) != 1:
+        raise config_error(variable, text, EXCEPTION_CLASS_HELP)
+    return found[0]
 
 
 def parse_exceptions(text: str, variable: str) -> tuple[type[BaseException], ...]:

@@ -14,6 +14,7 @@ from typing import Any
 
 from ._config_fields import ENV_PREFIX, REQUIRED, SEP, class_name, field_specs
 from ._config_parse import qualified_name
+from ._validate import AllExcept
 from .config import policy_classes
 
 __all__ = ["display_value", "json_value", "reference_markdown"]
@@ -24,6 +25,8 @@ def display_value(value: Any) -> str:
     where there is one (booleans lower-case, exception classes as dotted paths)."""
     if value is REQUIRED:
         return "<required>"
+    if isinstance(value, AllExcept):
+        return repr(value)
     if isinstance(value, bool):
         return "true" if value else "false"
     if value is None or isinstance(value, (int, float, str)):
@@ -44,6 +47,8 @@ def json_value(value: Any) -> Any:
     become dotted paths, anything else its :func:`display_value`)."""
     if value is REQUIRED:
         return None
+    if isinstance(value, AllExcept):
+        return repr(value)
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     if isinstance(value, (tuple, list)) and all(isinstance(v, type) for v in value):

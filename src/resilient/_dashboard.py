@@ -195,13 +195,19 @@ def _rows(catalog: dict[str, MetricSpec]) -> list[tuple[str, list[Panel]]]:
             "Retries and bulkheads",
             [
                 Panel(
-                    "Retry attempts",
-                    "Retries scheduled per second (attempts after the first).",
+                    "Retry and hedge attempts",
+                    "Extra attempts per second: retries scheduled after a failure, and hedged "
+                    "attempts started because an earlier one was slow to answer.",
                     (
                         Query(
                             "resilient_retry_attempts_total",
                             _by("name", _rate("resilient_retry_attempts_total", named)),
-                            "{{name}}",
+                            "{{name}} retries",
+                        ),
+                        Query(
+                            "resilient_hedge_attempts_total",
+                            _by("name", _rate("resilient_hedge_attempts_total", named)),
+                            "{{name}} hedges",
                         ),
                     ),
                     unit="ops",

@@ -8,44 +8,49 @@ out in full, and twice (``def`` and ``async def``), is explained in the generato
 
 from __future__ import annotations
 
-import threading
 from asyncio import _get_running_loop
-from collections.abc import Awaitable, Callable, Iterator
 from time import perf_counter
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
+import anyio
 import anyio.lowlevel
 
-from ._core.adaptive import AdaptiveBulkheadCore
 from ._core.breaker import CLOSED as _CLOSED
 from ._core.breaker import OPEN as _OPEN
-from ._core.breaker import SUCCESS, BreakerCore, Permit
-from ._core.bulkhead import BulkheadCore
-from ._core.rate_limit import RateLimitCore
+from ._core.breaker import SUCCESS, Permit
+from ._core.bulkhead import ADMITTED
+from ._deadline import remaining
+from ._hot_protocols import (
+    AdaptiveBulkheadSelf,
+    AroundSelf,
+    BreakerSelf,
+    BulkheadSelf,
+    FallbackSelf,
+    PolicySelf,
+    RateLimiterSelf,
+    RetrySelf,
+)
 from ._outcomes import NOTE, WAIT
-from ._retry_state import RetryRun, RetrySettings
+from ._retry_state import RetryRun
 from ._sleeping import SNIFFIO, sleep0
+from ._types import Args, AsyncFn, Fn, Kwargs
+from ._waiters import TaskWaiter, ThreadWaiter
 from .errors import _circuit_open as _open
 from .errors import _rate_limited as _limited
-from .telemetry._hub import OTEL, STATE, PolicyTelemetry
+from .telemetry._hub import STATE
+from .telemetry._stats import FIRST_BOUND
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Tracer
 
 __all__ = [
-    "AdaptiveBulkheadSelf",
-    "AroundSelf",
-    "BreakerSelf",
-    "BulkheadSelf",
-    "FallbackSelf",
-    "PolicySelf",
-    "RateLimiterSelf",
-    "RetrySelf",
     "adaptive_bulkhead_acall",
     "adaptive_bulkhead_aenter",
+    "adaptive_bulkhead_async_wrapper",
     "adaptive_bulkhead_call",
     "adaptive_bulkhead_enter",
     "adaptive_bulkhead_enter_nowait",
+    "adaptive_bulkhead_sync_wrapper",
     "around_acall",
     "around_async_wrapper",
     "around_call",
@@ -56,11 +61,17 @@ __all__ = [
     "breaker_sync_wrapper",
     "bulkhead_acall",
     "bulkhead_aenter",
+    "bulkhead_async_wrapper",
     "bulkhead_call",
     "bulkhead_enter",
     "bulkhead_enter_nowait",
+    "bulkhead_sync_wrapper",
+    "bulkhead_wait_in_task",
+    "bulkhead_wait_in_thread",
     "fallback_acall",
+    "fallback_async_wrapper",
     "fallback_call",
+    "fallback_sync_wrapper",
     "policy_aexecute",
     "policy_aexecute_traced",
     "policy_async_wrapper",
@@ -75,167 +86,13 @@ __all__ = [
     "rate_limiter_enter_nowait",
     "rate_limiter_sync_wrapper",
     "retry_acall",
+    "retry_async_wrapper",
     "retry_call",
+    "retry_sync_wrapper",
 ]
 
 
-class PolicySelf(Protocol):
-    """What the shared per-call code uses of every policy."""
-
-    @property
-    def _tel(self) -> PolicyTelemetry: ...
-    @property
-    def _notes_outcome(self) -> bool: ...
-    def _call(
-        self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> Any: ...
-    async def _acall(
-        self, fn: Callable[..., Awaitable[Any]], args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> Any: ...
-    def _execute(
-        self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> Any: ...
-    async def _aexecute(
-        self, fn: Callable[..., Awaitable[Any]], args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> Any: ...
-    def _execute_traced(
-        self,
-        tracer: Tracer,
-        fn: Callable[..., Any],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-    ) -> Any: ...
-    async def _aexecute_traced(
-        self,
-        tracer: Tracer,
-        fn: Callable[..., Awaitable[Any]],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-    ) -> Any: ...
-    def _outcome_for(self, error: BaseException) -> str: ...
-    def _noted(self, before: tuple[object, str] | None) -> str: ...
-
-
-class AroundSelf(PolicySelf, Protocol):
-    """What the per-call code of an around policy (admit, run, release) uses."""
-
-    def _enter(self) -> Any: ...
-    async def _aenter(self) -> Any: ...
-    def _enter_nowait(self) -> Any: ...
-    def _exit(self, permit: Any, error: BaseException | None, result: Any) -> None: ...
-    def _exit_ok(self, permit: Any, result: Any) -> None: ...
-
-
-class AdaptiveBulkheadSelf(AroundSelf, Protocol):
-    """What the adaptive bulkhead's per-call code uses."""
-
-    @property
-    def _lock(self) -> threading.Lock: ...
-    @property
-    def _core(self) -> AdaptiveBulkheadCore[Any]: ...
-    @property
-    def _clock(self) -> Callable[[], float]: ...
-    def _admitted(self, waited: float) -> None: ...
-    def _wait_in_thread(self) -> None: ...
-    async def _wait_in_task(self) -> None: ...
-    def _finish(self, permit: tuple[float, int], error: BaseException | None) -> None: ...
-    def _reject(self, reason: str, waited: float | None) -> BaseException: ...
-
-
-class BreakerSelf(AroundSelf, Protocol):
-    """What the circuit breaker's per-call code uses."""
-
-    @property
-    def name(self) -> str: ...
-    @property
-    def _id(self) -> int: ...
-    @property
-    def _core(self) -> BreakerCore: ...
-    @property
-    def _clock(self) -> Callable[[], float]: ...
-    @property
-    def _lock(self) -> threading.Lock: ...
-    @property
-    def _record_result(self) -> Callable[[Any], bool] | None: ...
-    def _admit(self, now: float) -> Permit: ...
-    def _complete(self, permit: Permit, outcome: int, error: BaseException | None) -> None: ...
-
-
-class BulkheadSelf(AroundSelf, Protocol):
-    """What the bulkhead's per-call code uses."""
-
-    @property
-    def _lock(self) -> threading.Lock: ...
-    @property
-    def _core(self) -> BulkheadCore[Any]: ...
-    def _admitted(self, waited: float) -> None: ...
-    def _wait_in_thread(self) -> None: ...
-    async def _wait_in_task(self) -> None: ...
-    def _release_slot(self) -> None: ...
-    def _reject(self, reason: str, waited: float | None) -> BaseException: ...
-
-
-class FallbackSelf(PolicySelf, Protocol):
-    """What Fallback's per-call code uses."""
-
-    @property
-    def _handler_is_async(self) -> bool: ...
-    @property
-    def _on_types(self) -> tuple[type[BaseException], ...]: ...
-    @property
-    def _on_pred(self) -> Callable[[BaseException], Any] | None: ...
-    @property
-    def _on_result(self) -> Callable[[Any], bool] | None: ...
-    @property
-    def handler(self) -> Callable[[Exception | None], Any] | None: ...
-    @property
-    def value(self) -> Any: ...
-    def _sync_with_async_handler(self, fn: object) -> str: ...
-    def _answered(self, error: Exception | None) -> None: ...
-    def _answer(self, error: Exception | None) -> Any: ...
-    async def _aanswer(self, error: Exception | None) -> Any: ...
-
-
-class RateLimiterSelf(AroundSelf, Protocol):
-    """What the rate limiter's per-call code uses."""
-
-    @property
-    def _lock(self) -> threading.Lock: ...
-    @property
-    def _core(self) -> RateLimitCore[Any]: ...
-    @property
-    def _clock(self) -> Callable[[], float]: ...
-    @property
-    def _max_wait(self) -> float: ...
-    @property
-    def _id(self) -> int: ...
-    @property
-    def name(self) -> str: ...
-    def _wait_in_thread(self, now: float) -> None: ...
-    async def _wait_in_task(self, now: float) -> None: ...
-
-
-class RetrySelf(PolicySelf, RetrySettings, Protocol):
-    """What Retry's per-call loop uses."""
-
-    @property
-    def _sleep_is_async(self) -> bool: ...
-    @property
-    def _sleep(self) -> Callable[[float], Any] | None: ...
-    @property
-    def _on_types(self) -> tuple[type[BaseException], ...]: ...
-    @property
-    def _on_pred(self) -> Callable[[BaseException], Any] | None: ...
-    @property
-    def _on_result(self) -> Callable[[Any], bool] | None: ...
-    @property
-    def _deposits(self) -> Iterator[int] | None: ...
-    def _check_sync_sleep(self) -> None: ...
-    def _sleep_sync(self, delay: float) -> None: ...
-    async def _sleep_async(self, delay: float) -> None: ...
-
-
-def policy_async_wrapper(self: PolicySelf, fn: Callable[..., Awaitable[Any]]) -> Callable[..., Any]:
+def policy_async_wrapper(self: PolicySelf, fn: AsyncFn) -> Fn:
     tel = self._tel
     notes = self._notes_outcome
 
@@ -246,24 +103,46 @@ def policy_async_wrapper(self: PolicySelf, fn: Callable[..., Awaitable[Any]]) ->
         if (
             stats is None
             or tel.metrics_gen != STATE.generation
-            or OTEL._TRACER_PROVIDER is not tel.otel_global
+            or tel.otel._TRACER_PROVIDER is not tel.otel_global
         ):
             return await self._aexecute(fn, args, kwargs)
-        before = NOTE.get() if notes else None
+        if not notes:
+            start = perf_counter()
+            try:
+                result = await self._acall(fn, args, kwargs)
+            except BaseException as exc:
+                stats.record(self._outcome_for(exc), perf_counter() - start)
+                raise
+            duration = perf_counter() - start
+            if duration <= FIRST_BOUND:
+                stats.first += 1
+            else:
+                stats.add_later(duration)
+            stats.total += duration
+            return result
+        before = NOTE.get()
         start = perf_counter()
         try:
             result = await self._acall(fn, args, kwargs)
         except BaseException as exc:
             stats.record(self._outcome_for(exc), perf_counter() - start)
             raise
+        outcome = self._noted(before)
+        if outcome != "success":
+            stats.record(outcome, perf_counter() - start)
+            return result
         duration = perf_counter() - start
-        stats.record(self._noted(before) if notes else "success", duration)
+        if duration <= FIRST_BOUND:
+            stats.first += 1
+        else:
+            stats.add_later(duration)
+        stats.total += duration
         return result
 
     return async_wrapper
 
 
-def policy_sync_wrapper(self: PolicySelf, fn: Callable[..., Any]) -> Callable[..., Any]:
+def policy_sync_wrapper(self: PolicySelf, fn: Fn) -> Fn:
     tel = self._tel
     notes = self._notes_outcome
 
@@ -274,31 +153,48 @@ def policy_sync_wrapper(self: PolicySelf, fn: Callable[..., Any]) -> Callable[..
         if (
             stats is None
             or tel.metrics_gen != STATE.generation
-            or OTEL._TRACER_PROVIDER is not tel.otel_global
+            or tel.otel._TRACER_PROVIDER is not tel.otel_global
         ):
             return self._execute(fn, args, kwargs)
-        before = NOTE.get() if notes else None
+        if not notes:
+            start = perf_counter()
+            try:
+                result = self._call(fn, args, kwargs)
+            except BaseException as exc:
+                stats.record(self._outcome_for(exc), perf_counter() - start)
+                raise
+            duration = perf_counter() - start
+            if duration <= FIRST_BOUND:
+                stats.first += 1
+            else:
+                stats.add_later(duration)
+            stats.total += duration
+            return result
+        before = NOTE.get()
         start = perf_counter()
         try:
             result = self._call(fn, args, kwargs)
         except BaseException as exc:
             stats.record(self._outcome_for(exc), perf_counter() - start)
             raise
+        outcome = self._noted(before)
+        if outcome != "success":
+            stats.record(outcome, perf_counter() - start)
+            return result
         duration = perf_counter() - start
-        stats.record(self._noted(before) if notes else "success", duration)
+        if duration <= FIRST_BOUND:
+            stats.first += 1
+        else:
+            stats.add_later(duration)
+        stats.total += duration
         return result
 
     return sync_wrapper
 
 
-async def policy_aexecute(
-    self: PolicySelf,
-    fn: Callable[..., Awaitable[Any]],
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
-) -> Any:
+async def policy_aexecute(self: PolicySelf, fn: AsyncFn, args: Args, kwargs: Kwargs) -> Any:
     tel = self._tel
-    if tel.gen != STATE.generation or OTEL._TRACER_PROVIDER is not tel.otel_global:
+    if tel.gen != STATE.generation or tel.otel._TRACER_PROVIDER is not tel.otel_global:
         tel.refresh()
     tracer = tel.active_tracer
     if tracer is not None:
@@ -326,14 +222,9 @@ async def policy_aexecute(
     return result
 
 
-def policy_execute(
-    self: PolicySelf,
-    fn: Callable[..., Any],
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
-) -> Any:
+def policy_execute(self: PolicySelf, fn: Fn, args: Args, kwargs: Kwargs) -> Any:
     tel = self._tel
-    if tel.gen != STATE.generation or OTEL._TRACER_PROVIDER is not tel.otel_global:
+    if tel.gen != STATE.generation or tel.otel._TRACER_PROVIDER is not tel.otel_global:
         tel.refresh()
     tracer = tel.active_tracer
     if tracer is not None:
@@ -362,11 +253,7 @@ def policy_execute(
 
 
 async def policy_aexecute_traced(
-    self: PolicySelf,
-    tracer: Tracer,
-    fn: Callable[..., Awaitable[Any]],
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
+    self: PolicySelf, tracer: Tracer, fn: AsyncFn, args: Args, kwargs: Kwargs
 ) -> Any:
     tel = self._tel
     with tracer.start_as_current_span(
@@ -389,11 +276,7 @@ async def policy_aexecute_traced(
 
 
 def policy_execute_traced(
-    self: PolicySelf,
-    tracer: Tracer,
-    fn: Callable[..., Any],
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
+    self: PolicySelf, tracer: Tracer, fn: Fn, args: Args, kwargs: Kwargs
 ) -> Any:
     tel = self._tel
     with tracer.start_as_current_span(
@@ -415,7 +298,7 @@ def policy_execute_traced(
         return result
 
 
-def around_async_wrapper(self: AroundSelf, fn: Callable[..., Awaitable[Any]]) -> Callable[..., Any]:
+def around_async_wrapper(self: AroundSelf, fn: AsyncFn) -> Fn:
     tel = self._tel
 
     async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -436,7 +319,7 @@ def around_async_wrapper(self: AroundSelf, fn: Callable[..., Awaitable[Any]]) ->
         if (
             stats is None
             or tel.metrics_gen != STATE.generation
-            or OTEL._TRACER_PROVIDER is not tel.otel_global
+            or tel.otel._TRACER_PROVIDER is not tel.otel_global
         ):
             return await self._aexecute(fn, args, kwargs)
         start = perf_counter()
@@ -445,18 +328,18 @@ def around_async_wrapper(self: AroundSelf, fn: Callable[..., Awaitable[Any]]) ->
         except BaseException as exc:
             stats.record(self._outcome_for(exc), perf_counter() - start)
             raise
-        stats.record("success", perf_counter() - start)
+        duration = perf_counter() - start
+        if duration <= FIRST_BOUND:
+            stats.first += 1
+        else:
+            stats.add_later(duration)
+        stats.total += duration
         return result
 
     return async_wrapper
 
 
-async def around_acall(
-    self: AroundSelf,
-    fn: Callable[..., Awaitable[Any]],
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
-) -> Any:
+async def around_acall(self: AroundSelf, fn: AsyncFn, args: Args, kwargs: Kwargs) -> Any:
     permit = await self._aenter()
     try:
         result = await fn(*args, **kwargs)
@@ -467,12 +350,7 @@ async def around_acall(
     return result
 
 
-def around_call(
-    self: AroundSelf,
-    fn: Callable[..., Any],
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
-) -> Any:
+def around_call(self: AroundSelf, fn: Fn, args: Args, kwargs: Kwargs) -> Any:
     permit = self._enter()
     try:
         result = fn(*args, **kwargs)
@@ -483,11 +361,146 @@ def around_call(
     return result
 
 
+def adaptive_bulkhead_async_wrapper(self: AdaptiveBulkheadSelf, fn: AsyncFn) -> Fn:
+    tel = self._tel
+
+    async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+        if tel.plain:
+            core = self._core
+            lock = self._lock
+            lock.acquire()  # not ``with``: on CPython 3.11 that costs twice the lock round trip
+            try:
+                admitted = core.try_admit()
+                in_flight = core.running
+            finally:
+                lock.release()
+            if not admitted:
+                await self._wait_in_task()
+                in_flight = core.running
+            elif self._tel.detail or self._tel.gen != STATE.generation:
+                self._admitted(0.0)
+            permit = (self._clock(), in_flight)
+            try:
+                result = await fn(*args, **kwargs)
+            except BaseException as exc:
+                self._finish(permit, exc)
+                raise
+            self._finish(permit, None)
+            return result
+        stats = tel.stats
+        if (
+            stats is None
+            or tel.metrics_gen != STATE.generation
+            or tel.otel._TRACER_PROVIDER is not tel.otel_global
+        ):
+            return await self._aexecute(fn, args, kwargs)
+        start = perf_counter()
+        try:
+            core = self._core
+            lock = self._lock
+            lock.acquire()  # not ``with``: on CPython 3.11 that costs twice the lock round trip
+            try:
+                admitted = core.try_admit()
+                in_flight = core.running
+            finally:
+                lock.release()
+            if not admitted:
+                await self._wait_in_task()
+                in_flight = core.running
+            elif self._tel.detail or self._tel.gen != STATE.generation:
+                self._admitted(0.0)
+            permit = (self._clock(), in_flight)
+            try:
+                result = await fn(*args, **kwargs)
+            except BaseException as exc:
+                self._finish(permit, exc)
+                raise
+            self._finish(permit, None)
+        except BaseException as exc:
+            stats.record(self._outcome_for(exc), perf_counter() - start)
+            raise
+        duration = perf_counter() - start
+        if duration <= FIRST_BOUND:
+            stats.first += 1
+        else:
+            stats.add_later(duration)
+        stats.total += duration
+        return result
+
+    return async_wrapper
+
+
+def adaptive_bulkhead_sync_wrapper(self: AdaptiveBulkheadSelf, fn: Fn) -> Fn:
+    tel = self._tel
+
+    def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
+        if tel.plain:
+            core = self._core
+            lock = self._lock
+            lock.acquire()  # not ``with``: on CPython 3.11 that costs twice the lock round trip
+            try:
+                admitted = core.try_admit()
+                in_flight = core.running
+            finally:
+                lock.release()
+            if not admitted:
+                self._wait_in_thread()
+                in_flight = core.running
+            elif self._tel.detail or self._tel.gen != STATE.generation:
+                self._admitted(0.0)
+            permit = (self._clock(), in_flight)
+            try:
+                result = fn(*args, **kwargs)
+            except BaseException as exc:
+                self._finish(permit, exc)
+                raise
+            self._finish(permit, None)
+            return result
+        stats = tel.stats
+        if (
+            stats is None
+            or tel.metrics_gen != STATE.generation
+            or tel.otel._TRACER_PROVIDER is not tel.otel_global
+        ):
+            return self._execute(fn, args, kwargs)
+        start = perf_counter()
+        try:
+            core = self._core
+            lock = self._lock
+            lock.acquire()  # not ``with``: on CPython 3.11 that costs twice the lock round trip
+            try:
+                admitted = core.try_admit()
+                in_flight = core.running
+            finally:
+                lock.release()
+            if not admitted:
+                self._wait_in_thread()
+                in_flight = core.running
+            elif self._tel.detail or self._tel.gen != STATE.generation:
+                self._admitted(0.0)
+            permit = (self._clock(), in_flight)
+            try:
+                result = fn(*args, **kwargs)
+            except BaseException as exc:
+                self._finish(permit, exc)
+                raise
+            self._finish(permit, None)
+        except BaseException as exc:
+            stats.record(self._outcome_for(exc), perf_counter() - start)
+            raise
+        duration = perf_counter() - start
+        if duration <= FIRST_BOUND:
+            stats.first += 1
+        else:
+            stats.add_later(duration)
+        stats.total += duration
+        return result
+
+    return sync_wrapper
+
+
 async def adaptive_bulkhead_acall(
-    self: AdaptiveBulkheadSelf,
-    fn: Callable[..., Awaitable[Any]],
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
+    self: AdaptiveBulkheadSelf, fn: AsyncFn, args: Args, kwargs: Kwargs
 ) -> Any:
     core = self._core
     lock = self._lock
@@ -512,12 +525,7 @@ async def adaptive_bulkhead_acall(
     return result
 
 
-def adaptive_bulkhead_call(
-    self: AdaptiveBulkheadSelf,
-    fn: Callable[..., Any],
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
-) -> Any:
+def adaptive_bulkhead_call(self: AdaptiveBulkheadSelf, fn: Fn, args: Args, kwargs: Kwargs) -> Any:
     core = self._core
     lock = self._lock
     lock.acquire()  # not ``with``: on CPython 3.11 that costs twice the lock round trip
@@ -595,9 +603,7 @@ def adaptive_bulkhead_enter_nowait(self: AdaptiveBulkheadSelf) -> Any:
     return WAIT  # ``_aenter`` queues (or admits, if a slot was freed meanwhile)
 
 
-def breaker_async_wrapper(
-    self: BreakerSelf, fn: Callable[..., Awaitable[Any]]
-) -> Callable[..., Any]:
+def breaker_async_wrapper(self: BreakerSelf, fn: AsyncFn) -> Fn:
     tel = self._tel
     core = self._core
     clock = self._clock
@@ -640,22 +646,54 @@ def breaker_async_wrapper(
         if (
             stats is None
             or tel.metrics_gen != STATE.generation
-            or OTEL._TRACER_PROVIDER is not tel.otel_global
+            or tel.otel._TRACER_PROVIDER is not tel.otel_global
         ):
             return await self._aexecute(fn, args, kwargs)
         start = perf_counter()
         try:
-            result = await self._acall(fn, args, kwargs)
+            cgen = core.gen  # read before the state: a racing transition can only make it stale
+            state = core.state
+            if state is _CLOSED:
+                permit = (cgen, clock())
+            else:
+                now = clock()
+                wait = core.open_until - now
+                if state is _OPEN and wait > 0.0:  # lock-free rejection: see the template
+                    handle = self._tel
+                    if not handle.quiet or handle.gen != STATE.generation:
+                        handle.rejected("open", wait)
+                    raise _open(self._id, self.name, wait)
+                permit = self._admit(now)
+            try:
+                result = await fn(*args, **kwargs)
+            except BaseException as exc:
+                self._exit(permit, exc, None)
+                raise
+            if self._record_result is not None:
+                self._exit(permit, None, result)
+            elif permit[0] >= 0:  # not admitted while DISABLED
+                lock.acquire()  # not ``with``: on CPython 3.11 that costs twice as much
+                try:
+                    done = core.succeed_fast(permit[0])
+                finally:
+                    lock.release()
+                if not done:
+                    self._complete(permit, SUCCESS, None)
         except BaseException as exc:
             stats.record(self._outcome_for(exc), perf_counter() - start)
             raise
-        stats.record("success", perf_counter() - start)
+        duration = perf_counter() - start
+        if duration <= FIRST_BOUND:
+            stats.first += 1
+        else:
+            stats.add_later(duration)
+        stats.total += duration
         return result
 
     return async_wrapper
 
 
-def breaker_sync_wrapper(self: BreakerSelf, fn: Callable[..., Any]) -> Callable[..., Any]:
+def breaker_sync_wrapper(self: BreakerSelf, fn: Fn) -> Fn:
     tel = self._tel
     core = self._core
     clock = self._clock
@@ -698,27 +736,54 @@ def breaker_sync_wrapper(self: BreakerSelf, fn: Callable[..., Any]) -> Callable[
         if (
             stats is None
             or tel.metrics_gen != STATE.generation
-            or OTEL._TRACER_PROVIDER is not tel.otel_global
+            or tel.otel._TRACER_PROVIDER is not tel.otel_global
         ):
             return self._execute(fn, args, kwargs)
         start = perf_counter()
         try:
-            result = self._call(fn, args, kwargs)
+            cgen = core.gen  # read before the state: a racing transition can only make it stale
+            state = core.state
+            if state is _CLOSED:
+                permit = (cgen, clock())
+            else:
+                now = clock()
+                wait = core.open_until - now
+                if state is _OPEN and wait > 0.0:  # lock-free rejection: see the template
+                    handle = self._tel
+                    if not handle.quiet or handle.gen != STATE.generation:
+                        handle.rejected("open", wait)
+                    raise _open(self._id, self.name, wait)
+                permit = self._admit(now)
+            try:
+                result = fn(*args, **kwargs)
+            except BaseException as exc:
+                self._exit(permit, exc, None)
+                raise
+            if self._record_result is not None:
+                self._exit(permit, None, result)
+            elif permit[0] >= 0:  # not admitted while DISABLED
+                lock.acquire()  # not ``with``: on CPython 3.11 that costs twice as much
+                try:
+                    done = core.succeed_fast(permit[0])
+                finally:
+                    lock.release()
+                if not done:
+                    self._complete(permit, SUCCESS, None)
         except BaseException as exc:
             stats.record(self._outcome_for(exc), perf_counter() - start)
             raise
-        stats.record("success", perf_counter() - start)
+        duration = perf_counter() - start
+        if duration <= FIRST_BOUND:
+            stats.first += 1
+        else:
+            stats.add_later(duration)
+        stats.total += duration
         return result
 
     return sync_wrapper
 
 
-async def breaker_acall(
-    self: BreakerSelf,
-    fn: Callable[..., Awaitable[Any]],
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
-) -> Any:
+async def breaker_acall(self: BreakerSelf, fn: AsyncFn, args: Args, kwargs: Kwargs) -> Any:
     core = self._core
     clock = self._clock
     lock = self._lock
@@ -753,12 +818,7 @@ async def breaker_acall(
     return result
 
 
-def breaker_call(
-    self: BreakerSelf,
-    fn: Callable[..., Any],
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
-) -> Any:
+def breaker_call(self: BreakerSelf, fn: Fn, args: Args, kwargs: Kwargs) -> Any:
     core = self._core
     clock = self._clock
     lock = self._lock
@@ -812,18 +872,165 @@ def breaker_enter(self: BreakerSelf) -> Permit:
     return permit
 
 
-async def bulkhead_acall(
-    self: BulkheadSelf,
-    fn: Callable[..., Awaitable[Any]],
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
-) -> Any:
-    lock = self._lock
-    lock.acquire()  # not ``with``: on CPython 3.11 that costs twice the lock round trip
-    try:
-        admitted = self._core.try_admit()
-    finally:
-        lock.release()
+def bulkhead_async_wrapper(self: BulkheadSelf, fn: AsyncFn) -> Fn:
+    tel = self._tel
+
+    async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+        if tel.plain:
+            if self._counter_only:
+                core = self._core
+                admitted = core.running < core.max_concurrent
+                if admitted:
+                    core.running += 1
+            else:
+                lock = self._lock
+                lock.acquire()  # not ``with``: on CPython 3.11 that costs twice the lock round trip
+                try:
+                    admitted = self._core.try_admit()
+                finally:
+                    lock.release()
+            if not admitted:
+                await self._wait_in_task()
+            elif self._tel.detail or self._tel.gen != STATE.generation:
+                self._admitted(0.0)
+            try:
+                result = await fn(*args, **kwargs)
+            except BaseException:
+                self._release_slot()
+                raise
+            self._release_slot()
+            return result
+        stats = tel.stats
+        if (
+            stats is None
+            or tel.metrics_gen != STATE.generation
+            or tel.otel._TRACER_PROVIDER is not tel.otel_global
+        ):
+            return await self._aexecute(fn, args, kwargs)
+        start = perf_counter()
+        try:
+            if self._counter_only:
+                core = self._core
+                admitted = core.running < core.max_concurrent
+                if admitted:
+                    core.running += 1
+            else:
+                lock = self._lock
+                lock.acquire()  # not ``with``: on CPython 3.11 that costs twice the lock round trip
+                try:
+                    admitted = self._core.try_admit()
+                finally:
+                    lock.release()
+            if not admitted:
+                await self._wait_in_task()
+            elif self._tel.detail or self._tel.gen != STATE.generation:
+                self._admitted(0.0)
+            try:
+                result = await fn(*args, **kwargs)
+            except BaseException:
+                self._release_slot()
+                raise
+            self._release_slot()
+        except BaseException as exc:
+            stats.record(self._outcome_for(exc), perf_counter() - start)
+            raise
+        duration = perf_counter() - start
+        if duration <= FIRST_BOUND:
+            stats.first += 1
+        else:
+            stats.add_later(duration)
+        stats.total += duration
+        return result
+
+    return async_wrapper
+
+
+def bulkhead_sync_wrapper(self: BulkheadSelf, fn: Fn) -> Fn:
+    tel = self._tel
+
+    def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
+        if tel.plain:
+            if self._counter_only:
+                core = self._core
+                admitted = core.running < core.max_concurrent
+                if admitted:
+                    core.running += 1
+            else:
+                lock = self._lock
+                lock.acquire()  # not ``with``: on CPython 3.11 that costs twice the lock round trip
+                try:
+                    admitted = self._core.try_admit()
+                finally:
+                    lock.release()
+            if not admitted:
+                self._wait_in_thread()
+            elif self._tel.detail or self._tel.gen != STATE.generation:
+                self._admitted(0.0)
+            try:
+                result = fn(*args, **kwargs)
+            except BaseException:
+                self._release_slot()
+                raise
+            self._release_slot()
+            return result
+        stats = tel.stats
+        if (
+            stats is None
+            or tel.metrics_gen != STATE.generation
+            or tel.otel._TRACER_PROVIDER is not tel.otel_global
+        ):
+            return self._execute(fn, args, kwargs)
+        start = perf_counter()
+        try:
+            if self._counter_only:
+                core = self._core
+                admitted = core.running < core.max_concurrent
+                if admitted:
+                    core.running += 1
+            else:
+                lock = self._lock
+                lock.acquire()  # not ``with``: on CPython 3.11 that costs twice the lock round trip
+                try:
+                    admitted = self._core.try_admit()
+                finally:
+                    lock.release()
+            if not admitted:
+                self._wait_in_thread()
+            elif self._tel.detail or self._tel.gen != STATE.generation:
+                self._admitted(0.0)
+            try:
+                result = fn(*args, **kwargs)
+            except BaseException:
+                self._release_slot()
+                raise
+            self._release_slot()
+        except BaseException as exc:
+            stats.record(self._outcome_for(exc), perf_counter() - start)
+            raise
+        duration = perf_counter() - start
+        if duration <= FIRST_BOUND:
+            stats.first += 1
+        else:
+            stats.add_later(duration)
+        stats.total += duration
+        return result
+
+    return sync_wrapper
+
+
+async def bulkhead_acall(self: BulkheadSelf, fn: AsyncFn, args: Args, kwargs: Kwargs) -> Any:
+    if self._counter_only:
+        core = self._core
+        admitted = core.running < core.max_concurrent
+        if admitted:
+            core.running += 1
+    else:
+        lock = self._lock
+        lock.acquire()  # not ``with``: on CPython 3.11 that costs twice the lock round trip
+        try:
+            admitted = self._core.try_admit()
+        finally:
+            lock.release()
     if not admitted:
         await self._wait_in_task()
     elif self._tel.detail or self._tel.gen != STATE.generation:
@@ -837,18 +1044,19 @@ async def bulkhead_acall(
     return result
 
 
-def bulkhead_call(
-    self: BulkheadSelf,
-    fn: Callable[..., Any],
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
-) -> Any:
-    lock = self._lock
-    lock.acquire()  # not ``with``: on CPython 3.11 that costs twice the lock round trip
-    try:
-        admitted = self._core.try_admit()
-    finally:
-        lock.release()
+def bulkhead_call(self: BulkheadSelf, fn: Fn, args: Args, kwargs: Kwargs) -> Any:
+    if self._counter_only:
+        core = self._core
+        admitted = core.running < core.max_concurrent
+        if admitted:
+            core.running += 1
+    else:
+        lock = self._lock
+        lock.acquire()  # not ``with``: on CPython 3.11 that costs twice the lock round trip
+        try:
+            admitted = self._core.try_admit()
+        finally:
+            lock.release()
     if not admitted:
         self._wait_in_thread()
     elif self._tel.detail or self._tel.gen != STATE.generation:
@@ -863,12 +1071,18 @@ def bulkhead_call(
 
 
 async def bulkhead_aenter(self: BulkheadSelf) -> None:
-    lock = self._lock
-    lock.acquire()  # not ``with``: on CPython 3.11 that costs twice the lock round trip
-    try:
-        admitted = self._core.try_admit()
-    finally:
-        lock.release()
+    if self._counter_only:
+        core = self._core
+        admitted = core.running < core.max_concurrent
+        if admitted:
+            core.running += 1
+    else:
+        lock = self._lock
+        lock.acquire()  # not ``with``: on CPython 3.11 that costs twice the lock round trip
+        try:
+            admitted = self._core.try_admit()
+        finally:
+            lock.release()
     if not admitted:
         await self._wait_in_task()
     elif self._tel.detail or self._tel.gen != STATE.generation:
@@ -876,12 +1090,18 @@ async def bulkhead_aenter(self: BulkheadSelf) -> None:
 
 
 def bulkhead_enter(self: BulkheadSelf) -> None:
-    lock = self._lock
-    lock.acquire()  # not ``with``: on CPython 3.11 that costs twice the lock round trip
-    try:
-        admitted = self._core.try_admit()
-    finally:
-        lock.release()
+    if self._counter_only:
+        core = self._core
+        admitted = core.running < core.max_concurrent
+        if admitted:
+            core.running += 1
+    else:
+        lock = self._lock
+        lock.acquire()  # not ``with``: on CPython 3.11 that costs twice the lock round trip
+        try:
+            admitted = self._core.try_admit()
+        finally:
+            lock.release()
     if not admitted:
         self._wait_in_thread()
     elif self._tel.detail or self._tel.gen != STATE.generation:
@@ -889,12 +1109,18 @@ def bulkhead_enter(self: BulkheadSelf) -> None:
 
 
 def bulkhead_enter_nowait(self: BulkheadSelf) -> Any:
-    lock = self._lock
-    lock.acquire()  # not ``with``: on CPython 3.11 that costs twice the lock round trip
-    try:
-        admitted = self._core.try_admit()
-    finally:
-        lock.release()
+    if self._counter_only:
+        core = self._core
+        admitted = core.running < core.max_concurrent
+        if admitted:
+            core.running += 1
+    else:
+        lock = self._lock
+        lock.acquire()  # not ``with``: on CPython 3.11 that costs twice the lock round trip
+        try:
+            admitted = self._core.try_admit()
+        finally:
+            lock.release()
     if admitted:
         if self._tel.detail or self._tel.gen != STATE.generation:
             self._admitted(0.0)
@@ -904,55 +1130,249 @@ def bulkhead_enter_nowait(self: BulkheadSelf) -> Any:
     return WAIT  # ``_aenter`` queues (or admits, if a slot was freed meanwhile)
 
 
-async def fallback_acall(
-    self: FallbackSelf,
-    fn: Callable[..., Awaitable[Any]],
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
-) -> Any:
+async def bulkhead_wait_in_task(self: BulkheadSelf) -> None:
+    if self._core.max_queued == 0:
+        raise self._reject("full", None)  # no queue to wait in: no waiter to build
+    waiter = TaskWaiter()
+    start = self._clock()
+    position = self._arrive(waiter)
+    if position == ADMITTED:
+        return None
+    try:
+        self._note_queued(position)
+        if self._queue_timeout is None:
+            await waiter.event.wait()
+        else:
+            with anyio.move_on_after(self._queue_timeout):
+                await waiter.event.wait()
+        woken = waiter.event.is_set()
+    except BaseException:
+        self._abandon(waiter)
+        raise
+    self._after_wait(waiter, woken, start)
+
+
+def bulkhead_wait_in_thread(self: BulkheadSelf) -> None:
+    if self._core.max_queued == 0:
+        raise self._reject("full", None)  # no queue to wait in: no waiter to build
+    waiter = ThreadWaiter()
+    start = self._clock()
+    position = self._arrive(waiter)
+    if position == ADMITTED:
+        return None
+    try:
+        self._note_queued(position)
+        timeout = self._queue_timeout
+        budget = remaining()
+        if budget is not None and (timeout is None or budget < timeout):
+            timeout = budget
+        woken = waiter.wait(timeout)
+    except BaseException:
+        self._abandon(waiter)
+        raise
+    self._after_wait(waiter, woken, start)
+
+
+def fallback_async_wrapper(self: FallbackSelf, fn: AsyncFn) -> Fn:
+    tel = self._tel
+
+    async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+        error: Exception | None
+        if tel.plain:
+            try:
+                result = await fn(*args, **kwargs)
+            except Exception as exc:
+                pred = self._on_pred  # does ``on`` match? (inlined: one frame less)
+                if pred is None:
+                    if not isinstance(exc, self._on_types):
+                        raise
+                elif not (await pred(exc) if self._on_pred_async else pred(exc)):
+                    raise
+                error = exc
+                answer = await self._asubstitute(error)
+                self._answered(error)
+                return answer
+            on_result = self._on_result
+            if on_result is not None and (
+                await on_result(result) if self._on_result_async else on_result(result)
+            ):
+                error = None
+                answer = await self._asubstitute(error)
+                self._answered(error)
+                return answer
+            return result
+        stats = tel.stats
+        if (
+            stats is None
+            or tel.metrics_gen != STATE.generation
+            or tel.otel._TRACER_PROVIDER is not tel.otel_global
+        ):
+            return await self._aexecute(fn, args, kwargs)
+        start = perf_counter()
+        try:
+            try:
+                result = await fn(*args, **kwargs)
+            except Exception as exc:
+                pred = self._on_pred  # does ``on`` match? (inlined: one frame less)
+                if pred is None:
+                    if not isinstance(exc, self._on_types):
+                        raise
+                elif not (await pred(exc) if self._on_pred_async else pred(exc)):
+                    raise
+                error = exc
+                answer = await self._asubstitute(error)
+                stats.record("fallback", perf_counter() - start)
+                return answer
+            on_result = self._on_result
+            if on_result is not None and (
+                await on_result(result) if self._on_result_async else on_result(result)
+            ):
+                error = None
+                answer = await self._asubstitute(error)
+                stats.record("fallback", perf_counter() - start)
+                return answer
+            duration = perf_counter() - start
+            if duration <= FIRST_BOUND:
+                stats.first += 1
+            else:
+                stats.add_later(duration)
+            stats.total += duration
+            return result
+        except BaseException as exc:
+            stats.record(self._outcome_for(exc), perf_counter() - start)
+            raise
+
+    return async_wrapper
+
+
+def fallback_sync_wrapper(self: FallbackSelf, fn: Fn) -> Fn:
+    tel = self._tel
+
+    def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
+        error: Exception | None
+        if tel.plain:
+            # an async handler or predicate: this Fallback cannot serve sync calls
+            if self._sync_refusal is not None:
+                raise TypeError(self._sync_refusal)
+            try:
+                result = fn(*args, **kwargs)
+            except Exception as exc:
+                pred = self._on_pred  # does ``on`` match? (inlined: one frame less)
+                if pred is None:
+                    if not isinstance(exc, self._on_types):
+                        raise
+                elif not pred(exc):
+                    raise
+                error = exc
+                answer = self._substitute(error)
+                self._answered(error)
+                return answer
+            on_result = self._on_result
+            if on_result is not None and on_result(result):
+                error = None
+                answer = self._substitute(error)
+                self._answered(error)
+                return answer
+            return result
+        stats = tel.stats
+        if (
+            stats is None
+            or tel.metrics_gen != STATE.generation
+            or tel.otel._TRACER_PROVIDER is not tel.otel_global
+        ):
+            return self._execute(fn, args, kwargs)
+        start = perf_counter()
+        try:
+            # an async handler or predicate: this Fallback cannot serve sync calls
+            if self._sync_refusal is not None:
+                raise TypeError(self._sync_refusal)
+            try:
+                result = fn(*args, **kwargs)
+            except Exception as exc:
+                pred = self._on_pred  # does ``on`` match? (inlined: one frame less)
+                if pred is None:
+                    if not isinstance(exc, self._on_types):
+                        raise
+                elif not pred(exc):
+                    raise
+                error = exc
+                answer = self._substitute(error)
+                stats.record("fallback", perf_counter() - start)
+                return answer
+            on_result = self._on_result
+            if on_result is not None and on_result(result):
+                error = None
+                answer = self._substitute(error)
+                stats.record("fallback", perf_counter() - start)
+                return answer
+            duration = perf_counter() - start
+            if duration <= FIRST_BOUND:
+                stats.first += 1
+            else:
+                stats.add_later(duration)
+            stats.total += duration
+            return result
+        except BaseException as exc:
+            stats.record(self._outcome_for(exc), perf_counter() - start)
+            raise
+
+    return sync_wrapper
+
+
+async def fallback_acall(self: FallbackSelf, fn: AsyncFn, args: Args, kwargs: Kwargs) -> Any:
+    error: Exception | None
     try:
         result = await fn(*args, **kwargs)
     except Exception as exc:
         pred = self._on_pred  # does ``on`` match? (inlined: one frame less)
-        if not (isinstance(exc, self._on_types) if pred is None else pred(exc)):
+        if pred is None:
+            if not isinstance(exc, self._on_types):
+                raise
+        elif not (await pred(exc) if self._on_pred_async else pred(exc)):
             raise
-        if self.handler is None:  # a plain value: no coroutine needed to answer
-            self._answered(exc)
-            return self.value
-        return await self._aanswer(exc)
+        error = exc
+        answer = await self._asubstitute(error)
+        self._answered(error)
+        return answer
     on_result = self._on_result
-    if on_result is not None and on_result(result):
-        return await self._aanswer(None)
+    if on_result is not None and (
+        await on_result(result) if self._on_result_async else on_result(result)
+    ):
+        error = None
+        answer = await self._asubstitute(error)
+        self._answered(error)
+        return answer
     return result
 
 
-def fallback_call(
-    self: FallbackSelf,
-    fn: Callable[..., Any],
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
-) -> Any:
-    if self._handler_is_async:
-        raise TypeError(self._sync_with_async_handler(fn))
+def fallback_call(self: FallbackSelf, fn: Fn, args: Args, kwargs: Kwargs) -> Any:
+    error: Exception | None
+    # an async handler or predicate: this Fallback cannot serve sync calls
+    if self._sync_refusal is not None:
+        raise TypeError(self._sync_refusal)
     try:
         result = fn(*args, **kwargs)
     except Exception as exc:
         pred = self._on_pred  # does ``on`` match? (inlined: one frame less)
-        if not (isinstance(exc, self._on_types) if pred is None else pred(exc)):
+        if pred is None:
+            if not isinstance(exc, self._on_types):
+                raise
+        elif not pred(exc):
             raise
-        if self.handler is None:  # a plain value: no coroutine needed to answer
-            self._answered(exc)
-            return self.value
-        return self._answer(exc)
+        error = exc
+        answer = self._substitute(error)
+        self._answered(error)
+        return answer
     on_result = self._on_result
     if on_result is not None and on_result(result):
-        return self._answer(None)
+        error = None
+        answer = self._substitute(error)
+        self._answered(error)
+        return answer
     return result
 
 
-def rate_limiter_async_wrapper(
-    self: RateLimiterSelf, fn: Callable[..., Awaitable[Any]]
-) -> Callable[..., Any]:
+def rate_limiter_async_wrapper(self: RateLimiterSelf, fn: AsyncFn) -> Fn:
     tel = self._tel
     core = self._core
     clock = self._clock
@@ -980,22 +1400,42 @@ def rate_limiter_async_wrapper(
         if (
             stats is None
             or tel.metrics_gen != STATE.generation
-            or OTEL._TRACER_PROVIDER is not tel.otel_global
+            or tel.otel._TRACER_PROVIDER is not tel.otel_global
         ):
             return await self._aexecute(fn, args, kwargs)
         start = perf_counter()
         try:
-            result = await self._acall(fn, args, kwargs)
+            now = clock()
+            lock.acquire()  # not ``with``: on CPython 3.11 that costs twice the lock round trip
+            try:
+                admitted = core.try_acquire(now)
+            finally:
+                lock.release()
+            if not admitted:
+                if self._max_wait:
+                    await self._wait_in_task(now)
+                else:
+                    wait = core.due_in(now)
+                    handle = self._tel
+                    if not handle.quiet or handle.gen != STATE.generation:
+                        handle.rejected("rate_limited", wait)
+                    raise _limited(self._id, self.name, wait)
+            result = await fn(*args, **kwargs)
         except BaseException as exc:
             stats.record(self._outcome_for(exc), perf_counter() - start)
             raise
-        stats.record("success", perf_counter() - start)
+        duration = perf_counter() - start
+        if duration <= FIRST_BOUND:
+            stats.first += 1
+        else:
+            stats.add_later(duration)
+        stats.total += duration
         return result
 
     return async_wrapper
 
 
-def rate_limiter_sync_wrapper(self: RateLimiterSelf, fn: Callable[..., Any]) -> Callable[..., Any]:
+def rate_limiter_sync_wrapper(self: RateLimiterSelf, fn: Fn) -> Fn:
     tel = self._tel
     core = self._core
     clock = self._clock
@@ -1023,27 +1463,42 @@ def rate_limiter_sync_wrapper(self: RateLimiterSelf, fn: Callable[..., Any]) -> 
         if (
             stats is None
             or tel.metrics_gen != STATE.generation
-            or OTEL._TRACER_PROVIDER is not tel.otel_global
+            or tel.otel._TRACER_PROVIDER is not tel.otel_global
         ):
             return self._execute(fn, args, kwargs)
         start = perf_counter()
         try:
-            result = self._call(fn, args, kwargs)
+            now = clock()
+            lock.acquire()  # not ``with``: on CPython 3.11 that costs twice the lock round trip
+            try:
+                admitted = core.try_acquire(now)
+            finally:
+                lock.release()
+            if not admitted:
+                if self._max_wait:
+                    self._wait_in_thread(now)
+                else:
+                    wait = core.due_in(now)
+                    handle = self._tel
+                    if not handle.quiet or handle.gen != STATE.generation:
+                        handle.rejected("rate_limited", wait)
+                    raise _limited(self._id, self.name, wait)
+            result = fn(*args, **kwargs)
         except BaseException as exc:
             stats.record(self._outcome_for(exc), perf_counter() - start)
             raise
-        stats.record("success", perf_counter() - start)
+        duration = perf_counter() - start
+        if duration <= FIRST_BOUND:
+            stats.first += 1
+        else:
+            stats.add_later(duration)
+        stats.total += duration
         return result
 
     return sync_wrapper
 
 
-async def rate_limiter_acall(
-    self: RateLimiterSelf,
-    fn: Callable[..., Awaitable[Any]],
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
-) -> Any:
+async def rate_limiter_acall(self: RateLimiterSelf, fn: AsyncFn, args: Args, kwargs: Kwargs) -> Any:
     core = self._core
     clock = self._clock
     lock = self._lock
@@ -1065,12 +1520,7 @@ async def rate_limiter_acall(
     return await fn(*args, **kwargs)
 
 
-def rate_limiter_call(
-    self: RateLimiterSelf,
-    fn: Callable[..., Any],
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
-) -> Any:
+def rate_limiter_call(self: RateLimiterSelf, fn: Fn, args: Args, kwargs: Kwargs) -> Any:
     core = self._core
     clock = self._clock
     lock = self._lock
@@ -1147,34 +1597,323 @@ def rate_limiter_enter_nowait(self: RateLimiterSelf) -> Any:
     return None if admitted else WAIT
 
 
-async def retry_acall(
-    self: RetrySelf,
-    fn: Callable[..., Awaitable[Any]],
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
-) -> Any:
+def retry_async_wrapper(self: RetrySelf, fn: AsyncFn) -> Fn:
+    tel = self._tel
+
+    async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+        error: Exception | None
+        if tel.plain:
+            deposits = (
+                self._deposits
+            )  # a first attempt earns retries for the budget, if there is one
+            if deposits is not None:
+                next(deposits)  # an ``itertools.count``: atomic, no lock (see retry_budget.py)
+            began = self._clock() if self.max_delay is not None else None
+            try:
+                result = await fn(*args, **kwargs)
+            except Exception as exc:
+                pred = self._on_pred
+                if pred is None:
+                    if not isinstance(exc, self._on_types) or isinstance(exc, self._on_exclude):
+                        raise
+                elif not (await pred(exc) if self._on_pred_async else pred(exc)):
+                    raise
+                error, result = exc, None
+            else:
+                on_result = self._on_result
+                bad = on_result is not None and bool(
+                    await on_result(result) if self._on_result_async else on_result(result)
+                )
+                if not bad:
+                    return result
+                error = None
+            run = RetryRun(self, fn, args, kwargs, began)
+            on_result = self._on_result
+            while True:
+                delay = run.next_delay(error, result)
+                if self._sleep is not None:
+                    await self._sleep_async(delay)
+                    # an injected sleep need not yield: a cancelled caller must not keep retrying
+                    await anyio.lowlevel.checkpoint()
+                elif delay > 0.0:
+                    await self._sleep_async(delay)
+                elif _get_running_loop() is not None and (
+                    # On an asyncio task? The checks ``sniffio`` makes, minus its import and task
+                    # lookup (trio marks its threads in ``sniffio.thread_local``); anything unusual
+                    # reads as "not asyncio" and takes anyio's generic checkpoint.
+                    SNIFFIO is None
+                    or (
+                        SNIFFIO.thread_local.name is None
+                        and SNIFFIO.current_async_library_cvar.get() is None
+                    )
+                ):
+                    await sleep0()  # a zero wait still goes round the loop: no starving it
+                else:
+                    await anyio.lowlevel.checkpoint()
+                try:
+                    result = await fn(*args, **kwargs)
+                except Exception as exc:
+                    pred = self._on_pred
+                    if pred is None:
+                        if not isinstance(exc, self._on_types) or isinstance(exc, self._on_exclude):
+                            raise
+                    elif not (await pred(exc) if self._on_pred_async else pred(exc)):
+                        raise
+                    error, result = exc, None
+                    continue
+                bad = on_result is not None and bool(
+                    await on_result(result) if self._on_result_async else on_result(result)
+                )
+                if not bad:
+                    return result
+                error = None
+        stats = tel.stats
+        if (
+            stats is None
+            or tel.metrics_gen != STATE.generation
+            or tel.otel._TRACER_PROVIDER is not tel.otel_global
+        ):
+            return await self._aexecute(fn, args, kwargs)
+        start = perf_counter()
+        try:
+            deposits = (
+                self._deposits
+            )  # a first attempt earns retries for the budget, if there is one
+            if deposits is not None:
+                next(deposits)  # an ``itertools.count``: atomic, no lock (see retry_budget.py)
+            began = self._clock() if self.max_delay is not None else None
+            try:
+                result = await fn(*args, **kwargs)
+            except Exception as exc:
+                pred = self._on_pred
+                if pred is None:
+                    if not isinstance(exc, self._on_types) or isinstance(exc, self._on_exclude):
+                        raise
+                elif not (await pred(exc) if self._on_pred_async else pred(exc)):
+                    raise
+                error, result = exc, None
+            else:
+                on_result = self._on_result
+                bad = on_result is not None and bool(
+                    await on_result(result) if self._on_result_async else on_result(result)
+                )
+                if not bad:
+                    duration = perf_counter() - start
+                    if duration <= FIRST_BOUND:
+                        stats.first += 1
+                    else:
+                        stats.add_later(duration)
+                    stats.total += duration
+                    return result
+                error = None
+            run = RetryRun(self, fn, args, kwargs, began)
+            on_result = self._on_result
+            while True:
+                delay = run.next_delay(error, result)
+                if self._sleep is not None:
+                    await self._sleep_async(delay)
+                    # an injected sleep need not yield: a cancelled caller must not keep retrying
+                    await anyio.lowlevel.checkpoint()
+                elif delay > 0.0:
+                    await self._sleep_async(delay)
+                elif _get_running_loop() is not None and (
+                    # On an asyncio task? The checks ``sniffio`` makes, minus its import and task
+                    # lookup (trio marks its threads in ``sniffio.thread_local``); anything unusual
+                    # reads as "not asyncio" and takes anyio's generic checkpoint.
+                    SNIFFIO is None
+                    or (
+                        SNIFFIO.thread_local.name is None
+                        and SNIFFIO.current_async_library_cvar.get() is None
+                    )
+                ):
+                    await sleep0()  # a zero wait still goes round the loop: no starving it
+                else:
+                    await anyio.lowlevel.checkpoint()
+                try:
+                    result = await fn(*args, **kwargs)
+                except Exception as exc:
+                    pred = self._on_pred
+                    if pred is None:
+                        if not isinstance(exc, self._on_types) or isinstance(exc, self._on_exclude):
+                            raise
+                    elif not (await pred(exc) if self._on_pred_async else pred(exc)):
+                        raise
+                    error, result = exc, None
+                    continue
+                bad = on_result is not None and bool(
+                    await on_result(result) if self._on_result_async else on_result(result)
+                )
+                if not bad:
+                    duration = perf_counter() - start
+                    if duration <= FIRST_BOUND:
+                        stats.first += 1
+                    else:
+                        stats.add_later(duration)
+                    stats.total += duration
+                    return result
+                error = None
+        except BaseException as exc:
+            stats.record(self._outcome_for(exc), perf_counter() - start)
+            raise
+
+    return async_wrapper
+
+
+def retry_sync_wrapper(self: RetrySelf, fn: Fn) -> Fn:
+    tel = self._tel
+
+    def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
+        error: Exception | None
+        if tel.plain:
+            # an async sleep or predicate: this Retry cannot serve sync calls
+            if self._sync_refusal is not None:
+                raise TypeError(self._sync_refusal)
+            deposits = (
+                self._deposits
+            )  # a first attempt earns retries for the budget, if there is one
+            if deposits is not None:
+                next(deposits)  # an ``itertools.count``: atomic, no lock (see retry_budget.py)
+            began = self._clock() if self.max_delay is not None else None
+            try:
+                result = fn(*args, **kwargs)
+            except Exception as exc:
+                pred = self._on_pred
+                if pred is None:
+                    if not isinstance(exc, self._on_types) or isinstance(exc, self._on_exclude):
+                        raise
+                elif not pred(exc):
+                    raise
+                error, result = exc, None
+            else:
+                on_result = self._on_result
+                bad = on_result is not None and bool(on_result(result))
+                if not bad:
+                    return result
+                error = None
+            run = RetryRun(self, fn, args, kwargs, began)
+            on_result = self._on_result
+            while True:
+                self._sleep_sync(run.next_delay(error, result))
+                try:
+                    result = fn(*args, **kwargs)
+                except Exception as exc:
+                    pred = self._on_pred
+                    if pred is None:
+                        if not isinstance(exc, self._on_types) or isinstance(exc, self._on_exclude):
+                            raise
+                    elif not pred(exc):
+                        raise
+                    error, result = exc, None
+                    continue
+                bad = on_result is not None and bool(on_result(result))
+                if not bad:
+                    return result
+                error = None
+        stats = tel.stats
+        if (
+            stats is None
+            or tel.metrics_gen != STATE.generation
+            or tel.otel._TRACER_PROVIDER is not tel.otel_global
+        ):
+            return self._execute(fn, args, kwargs)
+        start = perf_counter()
+        try:
+            # an async sleep or predicate: this Retry cannot serve sync calls
+            if self._sync_refusal is not None:
+                raise TypeError(self._sync_refusal)
+            deposits = (
+                self._deposits
+            )  # a first attempt earns retries for the budget, if there is one
+            if deposits is not None:
+                next(deposits)  # an ``itertools.count``: atomic, no lock (see retry_budget.py)
+            began = self._clock() if self.max_delay is not None else None
+            try:
+                result = fn(*args, **kwargs)
+            except Exception as exc:
+                pred = self._on_pred
+                if pred is None:
+                    if not isinstance(exc, self._on_types) or isinstance(exc, self._on_exclude):
+                        raise
+                elif not pred(exc):
+                    raise
+                error, result = exc, None
+            else:
+                on_result = self._on_result
+                bad = on_result is not None and bool(on_result(result))
+                if not bad:
+                    duration = perf_counter() - start
+                    if duration <= FIRST_BOUND:
+                        stats.first += 1
+                    else:
+                        stats.add_later(duration)
+                    stats.total += duration
+                    return result
+                error = None
+            run = RetryRun(self, fn, args, kwargs, began)
+            on_result = self._on_result
+            while True:
+                self._sleep_sync(run.next_delay(error, result))
+                try:
+                    result = fn(*args, **kwargs)
+                except Exception as exc:
+                    pred = self._on_pred
+                    if pred is None:
+                        if not isinstance(exc, self._on_types) or isinstance(exc, self._on_exclude):
+                            raise
+                    elif not pred(exc):
+                        raise
+                    error, result = exc, None
+                    continue
+                bad = on_result is not None and bool(on_result(result))
+                if not bad:
+                    duration = perf_counter() - start
+                    if duration <= FIRST_BOUND:
+                        stats.first += 1
+                    else:
+                        stats.add_later(duration)
+                    stats.total += duration
+                    return result
+                error = None
+        except BaseException as exc:
+            stats.record(self._outcome_for(exc), perf_counter() - start)
+            raise
+
+    return sync_wrapper
+
+
+async def retry_acall(self: RetrySelf, fn: AsyncFn, args: Args, kwargs: Kwargs) -> Any:
+    error: Exception | None
     deposits = self._deposits  # a first attempt earns retries for the budget, if there is one
     if deposits is not None:
         next(deposits)  # an ``itertools.count``: atomic, no lock (see retry_budget.py)
-    start = self._clock() if self.max_delay is not None else None
-    error: Exception | None
+    began = self._clock() if self.max_delay is not None else None
     try:
         result = await fn(*args, **kwargs)
     except Exception as exc:
         pred = self._on_pred
-        if not (isinstance(exc, self._on_types) if pred is None else pred(exc)):
+        if pred is None:
+            if not isinstance(exc, self._on_types) or isinstance(exc, self._on_exclude):
+                raise
+        elif not (await pred(exc) if self._on_pred_async else pred(exc)):
             raise
         error, result = exc, None
     else:
         on_result = self._on_result
-        if on_result is None or not on_result(result):
+        bad = on_result is not None and bool(
+            await on_result(result) if self._on_result_async else on_result(result)
+        )
+        if not bad:
             return result
         error = None
-    run = RetryRun(self, fn, args, kwargs, start)
+    run = RetryRun(self, fn, args, kwargs, began)
     on_result = self._on_result
     while True:
         delay = run.next_delay(error, result)
-        if delay > 0.0 or self._sleep is not None:
+        if self._sleep is not None:
+            await self._sleep_async(delay)
+            # an injected sleep need not yield: a cancelled caller must not keep retrying
+            await anyio.lowlevel.checkpoint()
+        elif delay > 0.0:
             await self._sleep_async(delay)
         elif _get_running_loop() is not None and (
             # On an asyncio task? The checks ``sniffio`` makes, minus its import and task
@@ -1193,41 +1932,47 @@ async def retry_acall(
             result = await fn(*args, **kwargs)
         except Exception as exc:
             pred = self._on_pred
-            if not (isinstance(exc, self._on_types) if pred is None else pred(exc)):
+            if pred is None:
+                if not isinstance(exc, self._on_types) or isinstance(exc, self._on_exclude):
+                    raise
+            elif not (await pred(exc) if self._on_pred_async else pred(exc)):
                 raise
             error, result = exc, None
             continue
-        if on_result is None or not on_result(result):
+        bad = on_result is not None and bool(
+            await on_result(result) if self._on_result_async else on_result(result)
+        )
+        if not bad:
             return result
         error = None
 
 
-def retry_call(
-    self: RetrySelf,
-    fn: Callable[..., Any],
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
-) -> Any:
-    if self._sleep_is_async:
-        self._check_sync_sleep()
+def retry_call(self: RetrySelf, fn: Fn, args: Args, kwargs: Kwargs) -> Any:
+    error: Exception | None
+    # an async sleep or predicate: this Retry cannot serve sync calls
+    if self._sync_refusal is not None:
+        raise TypeError(self._sync_refusal)
     deposits = self._deposits  # a first attempt earns retries for the budget, if there is one
     if deposits is not None:
         next(deposits)  # an ``itertools.count``: atomic, no lock (see retry_budget.py)
-    start = self._clock() if self.max_delay is not None else None
-    error: Exception | None
+    began = self._clock() if self.max_delay is not None else None
     try:
         result = fn(*args, **kwargs)
     except Exception as exc:
         pred = self._on_pred
-        if not (isinstance(exc, self._on_types) if pred is None else pred(exc)):
+        if pred is None:
+            if not isinstance(exc, self._on_types) or isinstance(exc, self._on_exclude):
+                raise
+        elif not pred(exc):
             raise
         error, result = exc, None
     else:
         on_result = self._on_result
-        if on_result is None or not on_result(result):
+        bad = on_result is not None and bool(on_result(result))
+        if not bad:
             return result
         error = None
-    run = RetryRun(self, fn, args, kwargs, start)
+    run = RetryRun(self, fn, args, kwargs, began)
     on_result = self._on_result
     while True:
         self._sleep_sync(run.next_delay(error, result))
@@ -1235,10 +1980,14 @@ def retry_call(
             result = fn(*args, **kwargs)
         except Exception as exc:
             pred = self._on_pred
-            if not (isinstance(exc, self._on_types) if pred is None else pred(exc)):
+            if pred is None:
+                if not isinstance(exc, self._on_types) or isinstance(exc, self._on_exclude):
+                    raise
+            elif not pred(exc):
                 raise
             error, result = exc, None
             continue
-        if on_result is None or not on_result(result):
+        bad = on_result is not None and bool(on_result(result))
+        if not bad:
             return result
         error = None

@@ -11,25 +11,27 @@ from __future__ import annotations
 
 import functools
 import itertools
+import logging
 import threading
+import types
+import weakref
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
-from types import TracebackType
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, cast
+from typing import Any, ClassVar, TypeVar, cast
 
 from typing_extensions import ParamSpec
 
 from . import _hot_paths
 from . import _validate as v
+from ._misuse import check_async_entry, check_decoratable, check_sync_entry, without_parentheses
 from ._outcomes import NOTE, WAIT
+from ._types import Args, AsyncFn, Exc, ExcType, Fn, Kwargs, Tb
 from ._validate import check_name, is_async_callable
 from .config import Configurable, build_from_env
+from .errors import INJECTED as _INJECTED
 from .errors import ORIGIN as _ORIGIN
 from .errors import PolicyRejectedError, TimeoutExceeded
 from .telemetry._hub import STATE, Listener, PolicyTelemetry
-
-if TYPE_CHECKING:
-    pass
 
 __all__ = ["AroundPolicy", "Policy", "is_async_callable"]
 
@@ -38,15 +40,41 @@ R = TypeVar("R")
 T = TypeVar("T")
 PolicyT = TypeVar("PolicyT", bound="Policy")
 
+_log = logging.getLogger("resilient")
+
 _names = itertools.count(1)
 _names_lock = threading.Lock()
 
+# Live stateful policies by (kind, name): a second breaker (bulkhead, ...) under a name already
+# taken by a live one merges its metrics with the first, which is almost always a mistake.
+_live: weakref.WeakValueDictionary[tuple[str, str], Policy] = weakref.WeakValueDictionary()
 
-def _check_name(kind: str, name: object) -> str:
+
+def _check_name(cls: type[Policy], name: object) -> str:
     if name is None:
         with _names_lock:
-            return f"{kind}-{next(_names)}"
+            return f"{cls.kind}-{next(_names)}"
+    error = without_parentheses(cls.__name__, name)
+    if error is not None:
+        raise error
     return check_name(name)
+
+
+def _claim_name(policy: Policy) -> None:
+    """Remember a live stateful policy under its name; warn when another live one has it."""
+    key = (policy.kind, policy.name)
+    with _names_lock:
+        other = _live.get(key)
+        _live[key] = policy
+    if other is not None and other is not policy:
+        _log.warning(
+            "two live %s policies are named %r: their metrics merge and dashboards cannot tell "
+            "them apart; share one instance (rs.registry.%s(%r)) or give each its own name",
+            policy.kind,
+            policy.name,
+            policy.kind,
+            policy.name,
+        )
 
 
 class Policy:
@@ -65,14 +93,85 @@ class Policy:
     """True for policies that may call ``_note_outcome`` (their executions read the note)."""
     _counts_calls: ClassVar[bool] = True
     """False for policies that bypass ``_execute``'s telemetry: no empty call series for them."""
+    _own_wrappers: ClassVar[bool] = False
+    """True for a policy that overrides ``_execute`` yet builds its decorator wrappers itself
+    (``_sync_wrapper``/``_async_wrapper``): chaos policies, whose switched-off check must be
+    the wrapper's first line."""
+    _sync_refusal: str | None = None
+    """Why this policy cannot serve sync calls (it holds an ``async def`` sleep, handler or
+    predicate it would have to await), or ``None``."""
+    _stateful: ClassVar[bool] = False
+    """True for policies whose state is shared by every caller (breaker, bulkhead): a second
+    live one with the same name and kind logs a warning."""
 
     def __init__(self, name: str | None = None, *, on_event: Listener | None = None) -> None:
-        self.name = _check_name(self.kind, name)
+        self._auto_named = name is None
+        self._sync_refusal = None  # an instance attribute: read on every sync call
+        self.name = _check_name(type(self), name)
         v.ON_EVENT(on_event)
         self._tel = PolicyTelemetry(self.kind, self.name, on_event, counts_calls=self._counts_calls)
+        if self._stateful and not self._auto_named:
+            _claim_name(self)
+
+    def _label(self) -> str:
+        return f"{type(self).__name__} {self.name!r}"
+
+    def _adopt_name(self, fn: object) -> None:
+        """An unnamed policy decorating its first function takes that function's qualified
+        name, so metrics and dashboards keep the same series across restarts."""
+        self._auto_named = False
+        name = getattr(fn, "__qualname__", None)
+        if not isinstance(name, str) or not name.strip():
+            return
+        self.name = name
+        self._tel.rename(name)
+        self._renamed()
+        if self._stateful:
+            _claim_name(self)
+
+    def _renamed(self) -> None:
+        """Hook for policies that keep name-derived state (e.g. published gauges)."""
+
+    def _refuse_sync_calls_if_async(self, **callables: object) -> None:
+        """Refuse sync calls when one of ``callables`` (a sleep, a handler, a predicate) is an
+        ``async def``: a sync call could not await it (in async calls it is awaited)."""
+        found = [
+            f"{option}= ({fn!r})"
+            for option, fn in callables.items()
+            if callable(fn) and not isinstance(fn, type) and is_async_callable(fn)
+        ]
+        if found:
+            self._sync_refusal = (
+                f"{self._label()} has an async {' and an async '.join(found)} and cannot serve "
+                "a sync call, which could not await it; use sync callables or call it from "
+                "async code"
+            )
+
+    def _refuse_sync(self) -> None:
+        """Raise ``TypeError`` when this policy cannot serve a sync call (see
+        ``_sync_refusal``): before any user code runs."""
+        if self._sync_refusal is not None:
+            raise TypeError(self._sync_refusal)
+
+    _repr_settings: ClassVar[tuple[str, ...]] = ()
+    """The settings ``repr`` shows (the ones an operator checks first)."""
+    _settings: types.MappingProxyType[str, Any] = types.MappingProxyType({})
 
     def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self.name!r}>"
+        shown = " ".join(f"{key}={self._settings[key]!r}" for key in self._repr_settings)
+        return f"<{type(self).__name__} {self.name!r}{' ' if shown else ''}{shown}>"
+
+    @property
+    def settings(self) -> types.MappingProxyType[str, Any]:
+        """The effective configuration, read-only: every constructor option with the value this
+        policy runs with (after checks, environment overrides and defaults), keyed by the
+        option's name, so a user can check that ``RESILIENT__...`` took effect without the
+        CLI. The same names ``from_env`` and ``python -m resilient config`` use."""
+        return self._settings
+
+    def _settle(self, **values: Any) -> None:
+        """Record the effective value of each option (called at the end of ``__init__``)."""
+        self._settings = types.MappingProxyType(values)
 
     @classmethod
     def from_env(cls: type[PolicyT], name: str, /, **code_defaults: Any) -> PolicyT:
@@ -93,12 +192,17 @@ class Policy:
 
     # -- decorator ---------------------------------------------------------------------------
     def __call__(self, fn: Callable[P, R]) -> Callable[P, R]:
-        """Decorate ``fn`` (``def`` or ``async def``) so every call runs under this policy."""
-        if not callable(fn):
-            raise TypeError(
-                f"{type(self).__name__} {self.name!r} can only decorate a callable, got {fn!r}"
-            )
-        if type(self)._execute is not Policy._execute:  # pipelines: their own _execute
+        """Decorate ``fn`` (``def`` or ``async def``) so every call runs under this policy.
+
+        An unnamed policy takes the qualified name of the first function it decorates.
+        Generator functions are refused (``TypeError``): the policy would only guard the
+        creation of the generator, never its iteration."""
+        check_decoratable(self._label(), fn)
+        if self._sync_refusal is not None and not is_async_callable(fn):
+            raise TypeError(f"{self._sync_refusal} (decorating {fn!r})")
+        if self._auto_named:
+            self._adopt_name(fn)
+        if type(self)._execute is not Policy._execute and not self._own_wrappers:  # pipelines
             if is_async_callable(fn):
                 afn = cast(Callable[..., Awaitable[Any]], fn)
 
@@ -121,23 +225,29 @@ class Policy:
         return cast(Callable[P, R], functools.wraps(fn)(self._sync_wrapper(fn)))
 
     def call(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
-        """Run ``fn(*args, **kwargs)`` once under this policy (sync)."""
+        """Run ``fn(*args, **kwargs)`` once under this policy (sync).
+
+        ``fn`` must be a sync function: an ``async def`` raises ``TypeError`` (use
+        :meth:`acall`) without being called."""
+        check_sync_entry(self._label(), "call", fn)
+        if self._sync_refusal is not None:
+            raise TypeError(self._sync_refusal)
         return cast(T, self._execute(fn, args, kwargs))
 
     async def acall(self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs) -> T:
-        """Run ``await fn(*args, **kwargs)`` once under this policy (asyncio or trio)."""
+        """Run ``await fn(*args, **kwargs)`` once under this policy (asyncio or trio).
+
+        ``fn`` must be an async function (or return one's coroutine from an async
+        ``__call__``): a sync function raises ``TypeError`` (use :meth:`call`) without being
+        called, instead of blocking the event loop."""
+        check_async_entry(self._label(), "acall", fn)
         return cast(T, await self._aexecute(fn, args, kwargs))
 
     # -- what subclasses implement ---------------------------------------------------------
-    def _call(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    def _call(self, fn: Fn, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         raise NotImplementedError  # pragma: no cover - every concrete policy overrides it
 
-    async def _acall(
-        self,
-        fn: Callable[..., Awaitable[Any]],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-    ) -> Any:
+    async def _acall(self, fn: AsyncFn, args: Args, kwargs: Kwargs) -> Any:
         raise NotImplementedError  # pragma: no cover - every concrete policy overrides it
 
     def _health(self) -> dict[str, Any]:
@@ -162,7 +272,10 @@ class Policy:
             if isinstance(error, TimeoutExceeded):
                 return "timeout"
             return "failure"
-        return "failure" if isinstance(error, Exception) else "cancelled"
+        if not isinstance(error, Exception):
+            return "cancelled"
+        # a chaos rehearsal's fault is told apart from a real one wherever it is recorded
+        return "injected" if getattr(error, _INJECTED, False) is True else "failure"
 
     def _note_outcome(self, outcome: str) -> None:
         """Record a non-default outcome for the current (successful) execution of this policy.
@@ -192,11 +305,6 @@ class Policy:
     _execute = _hot_paths.policy_execute
     _aexecute_traced = _hot_paths.policy_aexecute_traced
     _execute_traced = _hot_paths.policy_execute_traced
-
-    def _hot_self(self) -> _hot_paths.PolicySelf:
-        """For the type checker: this class provides what its per-call code uses."""
-        return self
-
     # --- end of generated code ---
 
 
@@ -208,6 +316,9 @@ class AroundPolicy(Policy):
     ``_exit(permit, error, result)``. ``_exit`` runs exactly once per successful ``_enter``,
     also on cancellation (``error`` is then a ``BaseException`` that is not an ``Exception``).
     """
+
+    _block_result: Any = None
+    """What ``_exit`` gets as the result of a ``with`` block (which has none)."""
 
     def __init__(self, name: str | None = None, *, on_event: Listener | None = None) -> None:
         super().__init__(name, on_event=on_event)
@@ -240,11 +351,6 @@ class AroundPolicy(Policy):
     _async_wrapper = _hot_paths.around_async_wrapper
     _acall = _hot_paths.around_acall
     _call = _hot_paths.around_call
-
-    def _hot_self(self) -> _hot_paths.AroundSelf:
-        """For the type checker: this class provides what its per-call code uses."""
-        return self
-
     # --- end of generated code ---
 
     # -- context managers ----------------------------------------------------------------------
@@ -255,27 +361,17 @@ class AroundPolicy(Policy):
         self._held.set((*self._held.get(), permit))
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, exc_type: ExcType, exc: Exc, tb: Tb) -> None:
         held = self._held.get()
         if not held:
             raise RuntimeError(f"{self!r}: __exit__ without a matching __enter__")
         self._held.set(held[:-1])
-        self._exit(held[-1], exc, None)
+        self._exit(held[-1], exc, self._block_result)
 
     async def __aenter__(self) -> AroundPolicy:
         permit = await self._aenter()
         self._held.set((*self._held.get(), permit))
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, exc_type: ExcType, exc: Exc, tb: Tb) -> None:
         self.__exit__(exc_type, exc, tb)

@@ -6,9 +6,12 @@ the environment (``Policy.from_env``) and the code's defaults, so ``payments`` m
 breaker, one bulkhead, ... wherever it is used, and operators configure it by name.
 
 ``@rs.policy("payments", "retry", "breaker", "timeout", timeout={"seconds": 2})`` builds the
-named pipeline in the usual order (fallback, retry, breaker, rate limiter, timeout, bulkhead,
-adaptive bulkhead) whatever the order of the kinds given;
-``RESILIENT__PAYMENTS__RETRY__ENABLED=false`` leaves the retry out.
+named pipeline in the usual order (fallback, retry, hedge, breaker, rate limiter, timeout,
+bulkhead, adaptive bulkhead, then the chaos kinds innermost) whatever the order of the kinds
+given; ``RESILIENT__PAYMENTS__RETRY__ENABLED=false`` leaves the retry out. Chaos kinds are the
+exception: their ``enabled`` is a real, run-time switch of the policy
+(``RESILIENT__PAYMENTS__CHAOS_FAULT__ENABLED=true``), so they are always members and switch
+themselves on and off.
 
 Retry budgets are named too (``rs.registry.retry_budget("payments")``), so retries of one
 dependency can share one; they are no pipeline member (a ``Retry`` takes one as ``budget=``).
@@ -21,16 +24,19 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any, TypeVar, cast
 
 from . import config
 from ._policy import Policy
+from ._types import Args, AsyncFn, Fn, Kwargs
 from .adaptive_bulkhead import AdaptiveBulkhead
 from .breaker import BreakerState, CircuitBreaker
 from .bulkhead import Bulkhead
+from .chaos import Fault, Latency, Result
 from .errors import ConfigError
 from .fallback import Fallback
+from .hedge import Hedge
 from .pipeline import Pipeline
 from .rate_limiter import RateLimiter
 from .retry import Retry
@@ -44,11 +50,15 @@ KINDS: Mapping[str, type[Policy]] = {
     for cls in (
         Fallback,
         Retry,
+        Hedge,
         CircuitBreaker,
         RateLimiter,
         Timeout,
         Bulkhead,
         AdaptiveBulkhead,
+        Latency,
+        Fault,
+        Result,
     )
 }
 """Every built-in policy kind and its class, in the usual pipeline order (outermost first):
@@ -63,6 +73,12 @@ _OPEN_STATES = (BreakerState.OPEN.value, BreakerState.FORCED_OPEN.value)
 NamedT = TypeVar("NamedT", Policy, RetryBudget)
 
 
+def _switches_itself(cls: type[Policy]) -> bool:
+    """True for kinds whose ``enabled`` is a constructor option (chaos): the switch is
+    handed to the policy instead of leaving it out of pipelines."""
+    return any(s.name == config.ENABLED and s.in_constructor for s in config.field_specs(cls))
+
+
 def _kind_class(kind: str) -> type[Policy]:
     config.policy_class(kind)  # ValueError naming the kinds, with "did you mean"
     cls = KINDS.get(kind)
@@ -75,6 +91,11 @@ def _kind_class(kind: str) -> type[Policy]:
 
 
 _Defaults = Mapping[str, Any]
+_Snapshot = tuple[
+    dict[tuple[str, str], Policy],
+    dict[tuple[str, str], RetryBudget],
+    dict[tuple[str, str], dict[str, Any]],
+]
 
 
 def _same_defaults(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
@@ -99,29 +120,14 @@ class _Passthrough(Policy):
     kind = "passthrough"
     _counts_calls = False
 
-    def _execute(
-        self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> Any:
+    def _execute(self, fn: Fn, args: Args, kwargs: Kwargs) -> Any:
         return fn(*args, **kwargs)
 
-    async def _aexecute(
-        self,
-        fn: Callable[..., Awaitable[Any]],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-    ) -> Any:
+    async def _aexecute(self, fn: AsyncFn, args: Args, kwargs: Kwargs) -> Any:
         return await fn(*args, **kwargs)
 
-    def _call(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        return fn(*args, **kwargs)
-
-    async def _acall(
-        self,
-        fn: Callable[..., Awaitable[Any]],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-    ) -> Any:
-        return await fn(*args, **kwargs)
+    _call = _execute
+    _acall = _aexecute
 
 
 class Registry:
@@ -184,6 +190,25 @@ class Registry:
         """
         return self._obtain(self._budgets, RetryBudget, name, defaults)
 
+    def hedge(self, name: str, /, **defaults: Any) -> Hedge:
+        """The hedge named ``name`` (``RESILIENT__<NAME>__HEDGE__*``)."""
+        return cast(Hedge, self.obtain("hedge", name, defaults))
+
+    def chaos_fault(self, name: str, /, **defaults: Any) -> Fault:
+        """The chaos fault injector named ``name`` (``RESILIENT__<NAME>__CHAOS_FAULT__*``);
+        needs ``rate`` and ``error`` from code or the environment."""
+        return cast(Fault, self.obtain("chaos_fault", name, defaults))
+
+    def chaos_latency(self, name: str, /, **defaults: Any) -> Latency:
+        """The chaos latency injector named ``name`` (``RESILIENT__<NAME>__CHAOS_LATENCY__*``);
+        needs ``rate`` and ``seconds``."""
+        return cast(Latency, self.obtain("chaos_latency", name, defaults))
+
+    def chaos_result(self, name: str, /, **defaults: Any) -> Result:
+        """The chaos result injector named ``name`` (``RESILIENT__<NAME>__CHAOS_RESULT__*``);
+        needs ``rate`` and ``value``."""
+        return cast(Result, self.obtain("chaos_result", name, defaults))
+
     def obtain(self, kind: str, name: str, defaults: _Defaults | None = None) -> Policy:
         """The policy of ``kind`` named ``name``, created from the environment and
         ``defaults`` on first request (the kind-specific methods call this)."""
@@ -235,9 +260,12 @@ class Registry:
     def __len__(self) -> int:
         return len(self._policies)
 
-    def __contains__(self, key: object) -> bool:
-        """``("payments", "breaker") in registry``."""
-        return key in self._policies
+    def __contains__(self, item: object) -> bool:
+        """``breaker in registry`` for a policy (what iterating yields), and
+        ``("payments", "breaker") in registry`` for a (name, kind) key."""
+        if isinstance(item, Policy):
+            return self._policies.get((item.name, item.kind)) is item
+        return item in self._policies
 
     def budgets(self) -> list[RetryBudget]:
         """Every registered retry budget, in creation order."""
@@ -282,6 +310,21 @@ class Registry:
             "policies": policies,
         }
 
+    # -- test isolation (``resilient.testing``) ---------------------------------------------
+    def _snapshot(self) -> _Snapshot:
+        """The registered policies, budgets and their code defaults as they are now."""
+        with self._lock:
+            return dict(self._policies), dict(self._budgets), dict(self._defaults)
+
+    def _restore(self, snapshot: _Snapshot) -> None:
+        """Back to ``snapshot``: policies registered since are forgotten, policies forgotten
+        since (``clear()``) come back. The instances themselves are untouched."""
+        policies, budgets, defaults = snapshot
+        with self._lock:
+            self._policies = dict(policies)
+            self._budgets = dict(budgets)
+            self._defaults = dict(defaults)
+
     # -- named pipelines -------------------------------------------------------------------
     def policy(
         self,
@@ -290,29 +333,38 @@ class Registry:
         *kinds: str,
         fallback: _Defaults | None = None,
         retry: _Defaults | None = None,
+        hedge: _Defaults | None = None,
         breaker: _Defaults | None = None,
         rate_limiter: _Defaults | None = None,
         timeout: _Defaults | None = None,
         bulkhead: _Defaults | None = None,
         adaptive_bulkhead: _Defaults | None = None,
+        chaos_latency: _Defaults | None = None,
+        chaos_fault: _Defaults | None = None,
+        chaos_result: _Defaults | None = None,
     ) -> Pipeline:
         """The pipeline named ``name`` made of the registry's policies of ``kinds``.
 
-        Members are nested in the usual order — fallback, retry, breaker, rate_limiter,
-        timeout, bulkhead, adaptive_bulkhead — whatever order ``kinds`` are given in. Code
-        defaults per kind are mappings: ``policy("payments", "breaker", "timeout",
-        breaker={"window_size": 20}, timeout={"seconds": 2})``. A kind switched off with
-        ``..._<KIND>__ENABLED=false`` is left out (and not created); with every kind off the
-        pipeline just calls through.
+        Members are nested in the usual order — fallback, retry, hedge, breaker, rate_limiter,
+        timeout, bulkhead, adaptive_bulkhead, chaos_latency, chaos_fault, chaos_result —
+        whatever order ``kinds`` are given in. Code defaults per kind are mappings:
+        ``policy("payments", "breaker", "timeout", breaker={"window_size": 20},
+        timeout={"seconds": 2})``. A kind switched off with ``..._<KIND>__ENABLED=false`` is
+        left out (and not created); with every kind off the pipeline just calls through.
+        Chaos kinds are always members: ``enabled`` switches the policy itself, at run time.
         """
         per_kind: dict[str, _Defaults | None] = {
             "fallback": fallback,
             "retry": retry,
+            "hedge": hedge,
             "breaker": breaker,
             "rate_limiter": rate_limiter,
             "timeout": timeout,
             "bulkhead": bulkhead,
             "adaptive_bulkhead": adaptive_bulkhead,
+            "chaos_latency": chaos_latency,
+            "chaos_fault": chaos_fault,
+            "chaos_result": chaos_result,
         }
         if not kinds:
             raise TypeError(
@@ -338,6 +390,9 @@ class Registry:
             if kind not in classes:
                 continue
             defaults = dict(per_kind.get(kind) or {})
+            if _switches_itself(cls):
+                members.append(self.obtain(kind, name, defaults))
+                continue
             code_enabled = bool(defaults.pop(config.ENABLED, True))
             if config.is_enabled(cls, name, default=code_enabled):
                 members.append(self.obtain(kind, name, defaults))
@@ -350,28 +405,6 @@ registry = Registry()
 """The process-wide default registry (``rs.registry``)."""
 
 
-def policy(
-    name: str,
-    /,
-    *kinds: str,
-    fallback: _Defaults | None = None,
-    retry: _Defaults | None = None,
-    breaker: _Defaults | None = None,
-    rate_limiter: _Defaults | None = None,
-    timeout: _Defaults | None = None,
-    bulkhead: _Defaults | None = None,
-    adaptive_bulkhead: _Defaults | None = None,
-) -> Pipeline:
-    """``@rs.policy("payments", "retry", "breaker", "timeout")``: the named pipeline from the
-    default :data:`registry` (see :meth:`Registry.policy`)."""
-    return registry.policy(
-        name,
-        *kinds,
-        fallback=fallback,
-        retry=retry,
-        breaker=breaker,
-        rate_limiter=rate_limiter,
-        timeout=timeout,
-        bulkhead=bulkhead,
-        adaptive_bulkhead=adaptive_bulkhead,
-    )
+policy = registry.policy
+"""``@rs.policy("payments", "retry", "breaker", "timeout")``: the named pipeline from the
+default :data:`registry` (see :meth:`Registry.policy`)."""

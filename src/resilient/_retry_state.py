@@ -13,13 +13,13 @@ import math
 import sys
 import time
 from collections.abc import Callable
-from types import TracebackType
 from typing import Any, NoReturn, Protocol
 
 from tenacity import Future, RetryCallState, Retrying
 
 from ._deadline import _DEADLINE
 from ._no_retry import NO_RETRY
+from ._types import Tb
 from .errors import RetryExhaustedError
 from .telemetry._hub import STATE, PolicyTelemetry
 from .waits import _FixedWait
@@ -151,9 +151,7 @@ class RetryRun(RetryCallState):
         self._outcome = value
         self._pending = None
 
-    def set_exception(
-        self, exc_info: tuple[type[BaseException], BaseException, TracebackType | None]
-    ) -> None:
+    def set_exception(self, exc_info: tuple[type[BaseException], BaseException, Tb]) -> None:
         """Record a failed attempt (its Future is built when read)."""
         self._outcome = None
         self._pending = (exc_info[1], True, self.attempt_number)

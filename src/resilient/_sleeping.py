@@ -1,8 +1,11 @@
-"""Sleeping that tests can switch off: ``resilient.testing.instant_retries()``.
+"""Sleeping that tests can switch off: ``resilient.testing.instant_retries()`` and
+``resilient.testing.fake_clock()``.
 
 Users' own test suites are slow because of retry backoff; a process-wide switch (not a context
 variable, so worker threads see it too) turns every library-initiated wait into a zero-length
-one while still yielding to the event loop.
+one while still yielding to the event loop. While a fake clock is installed (``_clock``), a
+wait advances that clock by its length instead, so the test's fake time stays consistent with
+the waits the library took; with both active, waits are zero-length and the clock stays put.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ from collections.abc import Generator
 from typing import Any
 
 import anyio
+
+from . import _clock
 
 SNIFFIO: Any
 try:  # how trio (and anything but asyncio) says it is running; trio depends on it
@@ -43,14 +48,27 @@ def set_instant(on: bool) -> None:
 
 
 def sync_sleep(seconds: float) -> None:
-    """``time.sleep`` unless waits are instant."""
+    """``time.sleep`` unless waits are instant (then nothing) or the clock is fake (then the
+    fake clock advances by ``seconds``)."""
     if seconds > 0 and not _instant_depth:
-        time.sleep(seconds)
+        fake = _clock.fake
+        if fake is None:
+            time.sleep(seconds)
+        else:
+            fake.sleep(seconds)
 
 
 async def async_sleep(seconds: float) -> None:
-    """``anyio.sleep`` (asyncio and trio) unless waits are instant (then a checkpoint)."""
-    await anyio.sleep(0 if _instant_depth else max(0.0, seconds))
+    """``anyio.sleep`` (asyncio and trio) unless waits are instant or the clock is fake (then a
+    checkpoint, after advancing the fake clock by ``seconds``)."""
+    if seconds > 0 and not _instant_depth:
+        fake = _clock.fake
+        if fake is not None:
+            fake.sleep(seconds)
+            seconds = 0.0
+    else:
+        seconds = 0.0
+    await anyio.sleep(seconds)
 
 
 @types.coroutine

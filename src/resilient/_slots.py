@@ -1,10 +1,11 @@
-"""What every bulkhead shares: slots, a FIFO wait queue shared by threads and tasks, and the
-slow paths around them (waiting, giving up, rejecting, releasing).
+"""What both bulkheads share: slots, a FIFO wait queue shared by threads and tasks, and the
+slow paths around them (queueing, giving up, rejecting, releasing).
 
 :class:`resilient.Bulkhead` (a fixed number of slots) and :class:`resilient.AdaptiveBulkhead`
-(a number that follows latency) derive from :class:`SlotPolicy`; each supplies its core (a
+(a number that follows latency) derive from :class:`SlotPolicy`: each supplies its core (a
 :class:`~resilient._core.bulkhead.BulkheadCore`) and its per-call paths (generated from its
-template), and inherits everything here.
+template; the adaptive bulkhead waits with the bulkhead's generated ``_wait_in_*``), and
+inherits everything here.
 
 How waiting works: the state lives in the core, updated under one short ``threading.Lock``
 that is never held while anyone waits or user code runs; a caller that must wait queues a
@@ -26,12 +27,9 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
-import anyio
-
 from ._core.bulkhead import ADMITTED, FULL, BulkheadCore
-from ._deadline import remaining
 from ._policy import AroundPolicy
-from ._waiters import TaskWaiter, ThreadWaiter, Waiter
+from ._waiters import Waiter
 from .errors import _bulkhead_full
 from .telemetry._events import BulkheadAdmitted, BulkheadQueued, BulkheadRejected
 from .telemetry._hub import STATE
@@ -42,13 +40,16 @@ __all__ = ["SlotPolicy", "in_flight_reader"]
 class SlotPolicy(AroundPolicy):
     """A policy admitting calls into slots, with a bounded FIFO queue (the bulkheads).
 
-    Subclasses set ``_lock``, ``_core``, ``_clock`` and ``_queue_timeout`` in ``__init__``.
+    Subclasses set ``_lock``, ``_core``, ``_clock``, ``_queue_timeout`` and ``_counter_only``
+    in ``__init__``.
     """
 
+    _stateful = True
     _lock: threading.Lock
     _core: BulkheadCore[Waiter]
     _clock: Callable[[], float]
     _queue_timeout: float | None
+    _counter_only: bool
 
     # -- read-only view ------------------------------------------------------------------------
     @property
@@ -81,48 +82,7 @@ class SlotPolicy(AroundPolicy):
             "max_queued": core.max_queued,
         }
 
-    # -- waiting: the slow paths ----------------------------------------------------------------
-    def _wait_in_thread(self) -> None:
-        if self._core.max_queued == 0:
-            raise self._reject("full", None)  # no queue to wait in: no waiter to build
-        waiter = ThreadWaiter()
-        start = self._clock()
-        position = self._arrive(waiter)
-        if position == ADMITTED:
-            return None
-        # From here on the waiter is queued: whatever interrupts us must take it out again.
-        try:
-            self._note_queued(position)
-            timeout = self._queue_timeout
-            budget = remaining()
-            if budget is not None and (timeout is None or budget < timeout):
-                timeout = budget
-            woken = waiter.wait(timeout)
-        except BaseException:
-            self._abandon(waiter)
-            raise
-        self._after_wait(waiter, woken, start)
-
-    async def _wait_in_task(self) -> None:
-        if self._core.max_queued == 0:
-            raise self._reject("full", None)  # no queue to wait in: no waiter to build
-        waiter = TaskWaiter()
-        start = self._clock()
-        position = self._arrive(waiter)
-        if position == ADMITTED:
-            return None
-        try:
-            self._note_queued(position)
-            if self._queue_timeout is None:
-                await waiter.event.wait()
-            else:
-                with anyio.move_on_after(self._queue_timeout):
-                    await waiter.event.wait()
-        except BaseException:
-            self._abandon(waiter)
-            raise
-        self._after_wait(waiter, waiter.event.is_set(), start)
-
+    # -- waiting: the slow paths (the waits themselves are generated, in bulkhead.tmpl) --------
     def _arrive(self, waiter: Waiter) -> int:
         """Take a slot (returns ``ADMITTED``) or join the queue (returns the 1-based position;
         the caller must then wait). Raises ``BulkheadFullError`` when the queue is full too."""
@@ -187,6 +147,9 @@ class SlotPolicy(AroundPolicy):
     def _release_slot(self) -> None:
         """Free one slot, or hand it to the longest waiter and wake it (outside the lock)."""
         core = self._core
+        if self._counter_only:
+            core.running -= 1  # no queue, so no waiter to hand the slot to
+            return
         lock = self._lock
         while True:
             lock.acquire()

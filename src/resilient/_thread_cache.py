@@ -17,9 +17,15 @@ import itertools
 import os
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
-__all__ = ["POOL", "Job", "WorkerPool"]
+__all__ = ["POOL", "Job", "Runnable", "WorkerPool"]
+
+
+class Runnable(Protocol):
+    """What a worker runs: anything with ``run()`` (a :class:`Job`, a hedge's attempt)."""
+
+    def run(self) -> None: ...
 
 
 class Job:
@@ -66,14 +72,14 @@ class _Worker:
 
     __slots__ = ("_job", "_pool", "_wake")
 
-    def __init__(self, pool: WorkerPool, job: Job, number: int) -> None:
+    def __init__(self, pool: WorkerPool, job: Runnable, number: int) -> None:
         self._pool = pool
-        self._job: Job | None = job
+        self._job: Runnable | None = job
         self._wake = threading.Lock()
         self._wake.acquire()
         threading.Thread(target=self._loop, name=f"resilient-timeout-{number}", daemon=True).start()
 
-    def give(self, job: Job) -> None:
+    def give(self, job: Runnable) -> None:
         self._job = job
         self._wake.release()
 
@@ -104,7 +110,7 @@ class WorkerPool:
         self._idle: list[_Worker] = []
         self._numbers = itertools.count(1)
 
-    def submit(self, job: Job) -> None:
+    def submit(self, job: Runnable) -> None:
         with self._lock:
             worker = self._idle.pop() if self._idle else None
         if worker is None:
@@ -132,7 +138,7 @@ class WorkerPool:
 
 
 POOL = WorkerPool()
-"""The process-wide pool: sync timeouts (and anything else that must not wait past a deadline)
-hand their calls to it."""
+"""The process-wide pool: sync timeouts and sync hedges (and anything else that must not wait
+past a deadline) hand their calls to it."""
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=POOL._after_fork)

@@ -25,16 +25,22 @@ import math
 import numbers
 import random
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
+from . import _clock
 from ._config_parse import (
     BOOL_HELP,
+    DELAY_HELP,
     DURATION_HELP,
+    EXCEPTION_CLASS_HELP,
     EXCEPTIONS_HELP,
     Parser,
     parse_bool,
     parse_choice,
+    parse_delay,
     parse_duration,
+    parse_exception_class,
     parse_exceptions,
     parse_float,
     parse_int,
@@ -45,6 +51,7 @@ from ._config_parse import (
 __all__ = [
     "ON_EVENT",
     "ExceptionFilter",
+    "AllExcept",
     "ExceptionTest",
     "HandledFilter",
     "Option",
@@ -54,7 +61,9 @@ __all__ = [
     "choice",
     "clock",
     "count",
+    "delay_or_percentile",
     "duration",
+    "error_factory",
     "exception_filter",
     "exceptions",
     "flag",
@@ -66,6 +75,7 @@ __all__ = [
     "random_generator",
     "random_source",
     "refuse_awaitable",
+    "seed",
     "seconds_or_callable",
     "text",
 ]
@@ -81,6 +91,22 @@ predicate ``exc -> bool``."""
 HandledFilter = type[Exception] | tuple[type[Exception], ...] | Callable[[Exception], bool]
 """What ``Retry(on=)`` and ``Fallback(on=)`` accept: only ``Exception`` types (cancellation and
 exits are never retried or replaced) or a predicate ``exc -> bool``."""
+
+
+class AllExcept(tuple):  # type: ignore[type-arg]
+    """``(Exception,)``, minus the exception types in ``excluded``: a default ``on=`` that
+    reads as what it is in signatures, ``repr`` and the configuration reference."""
+
+    excluded: tuple[type[BaseException], ...]
+
+    def __new__(cls, *excluded: type[BaseException]) -> AllExcept:
+        self = super().__new__(cls, (Exception,))
+        self.excluded = excluded
+        return self
+
+    def __repr__(self) -> str:
+        return "every Exception except " + ", ".join(e.__name__ for e in self.excluded)
+
 
 ExceptionTest = tuple[tuple[type[BaseException], ...], Callable[[BaseException], Any] | None]
 """A checked exception filter: ``(types, predicate)``; the predicate, when not ``None``,
@@ -98,6 +124,7 @@ def is_async_callable(fn: object) -> bool:
     return call is not None and not inspect.isfunction(fn) and inspect.iscoroutinefunction(call)
 
 
+@dataclass(frozen=True, slots=True, eq=False)
 class Option(Generic[T]):
     """One constructor option: how to check a value given in code, and how configuration
     reads it from text.
@@ -108,36 +135,20 @@ class Option(Generic[T]):
     for code-only options), ``optional`` is true when ``None`` is a legal value.
     """
 
-    __slots__ = ("_check", "accepts", "choices", "format", "name", "optional", "parser")
-
-    def __init__(
-        self,
-        name: str,
-        check: Callable[[str, object], T],
-        *,
-        format: str,
-        accepts: str,
-        parser: Parser | None,
-        optional: bool = False,
-        choices: tuple[str, ...] = (),
-    ) -> None:
-        self.name = name
-        self._check = check
-        self.format = format
-        self.accepts = accepts
-        self.parser = parser
-        self.optional = optional
-        self.choices = choices
-
-    def __repr__(self) -> str:
-        return f"<option {self.name}: {self.format}>"
+    name: str
+    check: Callable[[str, object], T] = field(repr=False)
+    format: str = field(kw_only=True)
+    accepts: str = field(kw_only=True, repr=False)
+    parser: Parser | None = field(kw_only=True, repr=False)
+    optional: bool = field(default=False, kw_only=True)
+    choices: tuple[str, ...] = field(default=(), kw_only=True)
 
     def __call__(self, value: object) -> T:
         """The checked (and normalised) value; ``TypeError``/``ValueError`` naming the option
         and the value otherwise. ``None`` passes through for optional options."""
         if value is None and self.optional:
             return None  # type: ignore[return-value]
-        return self._check(self.name, value)
+        return self.check(self.name, value)
 
 
 class Options(Mapping[str, Option[Any]]):
@@ -299,7 +310,117 @@ def seconds_or_callable(
     return Option(name, check, format="duration", accepts=DURATION_HELP, parser=parse_duration)
 
 
+def delay_or_percentile(name: str) -> Option[float | str]:
+    """Seconds ``>= 0``, or ``"pNN"``: that percentile of recent latencies (``0 < NN <
+    100``, e.g. ``"p95"``, ``"p99.9"``). Percentiles come back as given (``"p95"``)."""
+    what = "a number of seconds >= 0 or a percentile string such as 'p95'"
+
+    def check(name: str, value: object) -> float | str:
+        if isinstance(value, str):
+            text = value.strip()
+            digits = text[1:]
+            if (
+                len(text) > 1
+                and text[0] in "pP"
+                and digits.replace(".", "", 1).isdigit()
+                and 0.0 < float(digits) < 100.0
+            ):
+                return "p" + digits
+            raise _bad_value(
+                name, "a percentile between p0 and p100 (exclusive) such as 'p95' or 'p99.9'",
+                value,
+            )  # fmt: skip
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise _bad_type(name, what, value)
+        return _seconds(name, value, zero=True)
+
+    return Option(name, check, format="delay", accepts=DELAY_HELP, parser=parse_delay)
+
+
+def seed(name: str = "seed") -> Option[int | None]:
+    """A whole number seeding a random sequence (any size, negative allowed), or ``None``
+    for a fresh random one."""
+
+    def check(name: str, value: object) -> int | None:
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+            raise _bad_type(name, "an int or None", value)
+        return int(value)
+
+    return Option(
+        name, check, format="integer", accepts="an integer (or none: a random seed)",
+        parser=_parse_seed, optional=True,
+    )  # fmt: skip
+
+
+def _parse_seed(text: str, variable: str) -> int:
+    from ._config_parse import config_error
+
+    stripped = text.strip()
+    try:
+        return int(stripped, 0)
+    except ValueError:
+        raise config_error(variable, text, "an integer, e.g. 42") from None
+
+
 # -- exceptions ------------------------------------------------------------------------------------
+def error_factory(name: str) -> Option[Callable[[str], Exception]]:
+    """An error to raise: an ``Exception`` instance, an ``Exception`` class, or a callable
+    returning one. Checked into a factory ``(message) -> exception``: a class is called with
+    the message, an instance is copied (each raise gets its own object, so tracebacks and
+    attributes never leak from one call to the next), a callable is called with no argument
+    — once here, to check it returns an exception. Cancellation and interpreter exits
+    (``BaseException`` only) are refused: they are not failures. From text, one exception
+    class as a dotted path."""
+    what = "an exception instance, an exception class or a callable returning an exception"
+
+    def check(name: str, value: object) -> Callable[[str], Exception]:
+        if isinstance(value, BaseException):
+            if not isinstance(value, Exception):
+                raise _bad_value(name, "an Exception (not cancellation or an exit)", value)
+            return functools.partial(_copy_exception, value)
+        if isinstance(value, type):
+            if not issubclass(value, BaseException):
+                raise _bad_type(name, what, value)
+            if not issubclass(value, Exception):
+                raise _bad_value(name, "an Exception class (not cancellation or an exit)", value)
+            cls: type[Exception] = value
+            try:
+                cls("check")
+            except Exception as exc:
+                raise ValueError(
+                    f"{name}={value!r} cannot be built from one message argument ({exc}); "
+                    "pass an instance or a factory instead"
+                ) from None
+            return cls
+        if callable(value):
+            factory: Callable[[], object] = value
+            if not isinstance(factory(), Exception):
+                raise _bad_value(name, "a callable returning an Exception", value)
+            return lambda _message: _checked(factory(), name)
+        raise _bad_type(name, what, value)
+
+    return Option(
+        name, check, format="exception", accepts=EXCEPTION_CLASS_HELP,
+        parser=parse_exception_class,
+    )  # fmt: skip
+
+
+def _copy_exception(template: Exception, _message: str) -> Exception:
+    import copy
+
+    try:
+        error = copy.copy(template)
+    except Exception:  # an exception type that cannot be copied: raise the instance itself
+        error = template
+    return error.with_traceback(None)
+
+
+def _checked(error: object, name: str) -> Exception:
+    if not isinstance(error, Exception):
+        raise TypeError(f"{name} factory returned {error!r}, not an exception")
+    return error
+
+
 def exception_filter(name: str, value: object, *, exceptions_only: bool) -> ExceptionTest:
     """Check an ``on=``/``record=``-style value: one exception type, a tuple (or list/set) of
     them, or a predicate ``exc -> bool``. With ``exceptions_only``, types that are not
@@ -357,22 +478,25 @@ def callback(name: str, *, optional: bool = True) -> Option[Any]:
     )  # fmt: skip
 
 
-def clock(name: str = "clock", *, optional: bool = False) -> Option[Callable[[], float]]:
+def clock(name: str = "clock") -> Option[Callable[[], float]]:
     """A zero-argument callable returning monotonic seconds; called once to check that.
-    With ``optional``, ``None`` passes (the policy then uses ``time.monotonic``)."""
+
+    The default (``time.monotonic``, or ``None``) resolves to :func:`resilient._clock.default`
+    at construction: the real clock, or the fake one a test installed
+    (``resilient.testing.fake_clock()``, the ``resilient_clock`` pytest fixture). A clock
+    passed explicitly is always kept."""
     what = "a callable returning seconds"
 
     def check(name: str, value: object) -> Callable[[], float]:
+        if _clock.is_default(value):
+            return _clock.default()
         if not callable(value):
             raise _bad_type(name, what, value)
         fn: Callable[[], float] = value
         _real(f"{name}()", "a number", fn())
         return fn
 
-    return Option(
-        name, check, format="code-only", accepts="a clock given in code", parser=None,
-        optional=optional,
-    )  # fmt: skip
+    return Option(name, check, format="code-only", accepts="a clock given in code", parser=None)
 
 
 def random_source(name: str = "rng") -> Option[Callable[[], float]]:

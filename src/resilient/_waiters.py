@@ -16,10 +16,6 @@ A queue whose waiters may be woken more than once (the rate limiter's: "a token 
 "you are first in line now: time the next token") calls ``wake`` at most once per ``wait``
 under its own lock, and ``rearm`` after a wait that ended for another reason (a timeout), so
 the next ``wait`` blocks again.
-
-Waiting for a moment in time normally means a timeout in real time. A clock that can run a
-callback when it reaches a moment (:func:`alarm_of`: ``resilient.testing.FakeClock.call_at``)
-drives such waits itself, so tests wait in simulated time without sleeping.
 """
 
 from __future__ import annotations
@@ -31,7 +27,7 @@ from collections.abc import Callable
 
 import anyio
 
-__all__ = ["CallAt", "TaskWaiter", "ThreadWaiter", "Waiter", "alarm_of", "threadsafe_scheduler"]
+__all__ = ["TaskWaiter", "ThreadWaiter", "Waiter", "threadsafe_scheduler"]
 
 
 class ThreadWaiter:
@@ -93,13 +89,3 @@ class TaskWaiter:
 
 Waiter = ThreadWaiter | TaskWaiter
 """Either kind: what a FIFO queue shared by threads and tasks holds."""
-
-CallAt = Callable[[float, Callable[[], object]], Callable[[], object]]
-"""``call_at(when, callback) -> cancel``: run ``callback`` once the clock reads ``when``."""
-
-
-def alarm_of(clock: object) -> CallAt | None:
-    """The clock's ``call_at``, when it has one (a simulated clock that drives waits), else
-    ``None`` (wait in real time: the clock reads seconds)."""
-    call_at = getattr(clock, "call_at", None)
-    return call_at if callable(call_at) else None

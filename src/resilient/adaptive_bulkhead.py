@@ -16,10 +16,9 @@ as a drop, the overload signal.
 from __future__ import annotations
 
 import threading
-import time
 import weakref
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import _hot_paths
 from . import _validate as v
@@ -38,7 +37,7 @@ _MAX_LIMIT = v.count("max_limit")
 _ALGORITHM = v.choice("algorithm", ALGORITHMS)
 _MAX_QUEUED = v.count("max_queued", minimum=0)
 _QUEUE_TIMEOUT = v.duration("queue_timeout", optional=True)
-_CLOCK = v.clock(optional=True)
+_CLOCK = v.clock()
 _OPTIONS = v.Options(
     _INITIAL,
     _MIN_LIMIT,
@@ -102,7 +101,7 @@ class AdaptiveBulkhead(SlotPolicy):
         algorithm = _ALGORITHM(algorithm)
         max_queued = _MAX_QUEUED(max_queued)
         queue_timeout = _QUEUE_TIMEOUT(queue_timeout)
-        given_clock: Callable[[], float] | None = _CLOCK(clock)
+        clock = _CLOCK(clock)
         if min_limit > max_limit:
             raise ValueError(
                 f"min_limit must be <= max_limit, got min_limit={min_limit!r} and "
@@ -115,12 +114,23 @@ class AdaptiveBulkhead(SlotPolicy):
             )
         super().__init__(name, on_event=on_event)
         self._queue_timeout = queue_timeout
-        self._clock = given_clock or time.monotonic
+        self._clock = clock
         self._lock = threading.Lock()
+        self._counter_only = False  # the limit moves: admission and release always lock
         self._adaptive = AdaptiveLimit(algorithm, initial, min_limit, max_limit)
         self._core: AdaptiveBulkheadCore[Waiter] = AdaptiveBulkheadCore(self._adaptive, max_queued)
         self._tel.gauge_source("resilient_bulkhead_in_flight", in_flight_reader(self))
         self._tel.gauge_source("resilient_bulkhead_limit", _limit_reader(self))
+        self._settle(
+            initial=initial,
+            min_limit=min_limit,
+            max_limit=max_limit,
+            algorithm=algorithm,
+            max_queued=max_queued,
+            queue_timeout=queue_timeout,
+            on_event=on_event,
+            clock=clock,
+        )
 
     def __repr__(self) -> str:
         core = self._core
@@ -152,17 +162,19 @@ class AdaptiveBulkhead(SlotPolicy):
 
     # -- admission: the per-call paths ----------------------------------------------------------
     # --- generated from src/resilient/_templates/adaptive.tmpl by tools/gen_hotpaths.py ---
+    _async_wrapper = _hot_paths.adaptive_bulkhead_async_wrapper
+    _sync_wrapper = _hot_paths.adaptive_bulkhead_sync_wrapper
     _acall = _hot_paths.adaptive_bulkhead_acall
     _call = _hot_paths.adaptive_bulkhead_call
     _aenter = _hot_paths.adaptive_bulkhead_aenter
     _enter = _hot_paths.adaptive_bulkhead_enter
     _enter_nowait = _hot_paths.adaptive_bulkhead_enter_nowait
-
-    def _hot_self(self) -> _hot_paths.AdaptiveBulkheadSelf:
-        """For the type checker: this class provides what its per-call code uses."""
-        return self
-
     # --- end of generated code ---
+
+    # Waiting in the queue is the bulkhead's (generated from bulkhead.tmpl): same slots, same
+    # FIFO, same giving up; only the core behind them differs.
+    _wait_in_task = _hot_paths.bulkhead_wait_in_task
+    _wait_in_thread = _hot_paths.bulkhead_wait_in_thread
 
     # -- release and samples ---------------------------------------------------------------------
     def _exit(self, permit: Any, error: BaseException | None, result: Any) -> None:
@@ -230,6 +242,15 @@ class AdaptiveBulkhead(SlotPolicy):
             "max_queued": core.max_queued,
             "algorithm": self._adaptive.algorithm,
         }
+
+
+if TYPE_CHECKING:
+    from . import _hot_protocols
+
+    def _waits_like_a_bulkhead(bulkhead: AdaptiveBulkhead) -> _hot_protocols.BulkheadSelf:
+        """For mypy: the adaptive bulkhead provides what the bulkhead's generated waits use
+        (they are bound above by hand, outside the generated region)."""
+        return bulkhead
 
 
 def _limit_reader(bulkhead: AdaptiveBulkhead) -> Callable[[], float]:

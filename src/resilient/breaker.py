@@ -21,8 +21,7 @@ import numbers
 import threading
 import time
 from collections.abc import Callable
-from types import TracebackType
-from typing import Any, Literal, NamedTuple, Protocol
+from typing import Any, Literal, NamedTuple, Protocol, TypeVar
 
 from . import _hot_paths
 from . import _validate as v
@@ -39,6 +38,8 @@ from ._core.breaker import (
 )
 from ._core.sliding_windows import CountWindow, TimeWindow, Window
 from ._policy import AroundPolicy
+from ._types import Fn
+from ._validate import is_async_callable
 from .errors import CircuitOpenError
 from .errors import _circuit_open as _open
 from .telemetry._events import BreakerStateChanged, CallIgnored, CallSlow
@@ -59,7 +60,7 @@ class _HasRandom(Protocol):
 
 
 # -- options ---------------------------------------------------------------------------------------
-def _check_backoff(name: str, fn: Callable[..., Any]) -> Callable[[int], float]:
+def _check_backoff(name: str, fn: Fn) -> Callable[[int], float]:
     """A backoff ``(times_opened) -> seconds``: called once with 1 to check it, then wrapped
     so that a bad later value can never corrupt the breaker mid-transition."""
     first = fn(1)
@@ -114,6 +115,18 @@ _OPTIONS = v.Options(
 )
 
 
+def _refuse_async_predicate(option: str, value: object) -> None:
+    """The breaker classifies an outcome inside its bookkeeping, which never awaits (it runs
+    in ``__exit__`` and in sync code alike): an ``async def`` predicate would be a coroutine
+    object there, always true. Refused when the breaker is built."""
+    if callable(value) and not isinstance(value, type) and is_async_callable(value):
+        raise TypeError(
+            f"{option} must be a plain (sync) predicate, got the async function {value!r}: "
+            "the circuit breaker classifies outcomes without awaiting; decide from the "
+            "exception or result with a regular def"
+        )
+
+
 def _constant(seconds: float) -> Callable[[int], float]:
     return lambda _times: seconds
 
@@ -156,6 +169,9 @@ def _never(error: BaseException) -> bool:
     return False
 
 
+T = TypeVar("T")
+
+
 class BreakerMetrics(NamedTuple):
     """A snapshot of the breaker: its state and what its window holds right now.
 
@@ -169,6 +185,21 @@ class BreakerMetrics(NamedTuple):
     slow_calls: int
     failure_rate: float
     slow_call_rate: float
+
+
+def _snapshot(core: BreakerCore, now: float) -> BreakerMetrics:
+    state = core.poll(now)
+    core.refresh(now)
+    window = core.window
+    calls, failures, slow = window.calls, window.failures, window.slow_calls
+    return BreakerMetrics(
+        state,
+        calls,
+        failures,
+        slow,
+        failures / calls if calls else 0.0,
+        slow / calls if calls else 0.0,
+    )
 
 
 class CircuitBreaker(AroundPolicy):
@@ -219,6 +250,8 @@ class CircuitBreaker(AroundPolicy):
 
     kind = "breaker"
     options = _OPTIONS
+    _stateful = True
+    _block_result = _NO_RESULT  # ``with breaker:`` has no result for ``record_result``
 
     def __init__(
         self,
@@ -254,6 +287,9 @@ class CircuitBreaker(AroundPolicy):
         open_jitter = _OPEN_JITTER(open_jitter)
         half_open_max_calls = _HALF_OPEN_MAX_CALLS(half_open_max_calls)
         max_wait = _HALF_OPEN_MAX_WAIT(half_open_max_wait)
+        for option, value in (("record", record), ("ignore", ignore)):
+            _refuse_async_predicate(option, value)
+        _refuse_async_predicate("record_result", record_result)
         self._records = _matcher(_RECORD(record))
         self._ignores = _matcher(_IGNORE(ignore))
         self._record_result: Callable[[Any], bool] | None = _RECORD_RESULT(record_result)
@@ -285,9 +321,34 @@ class CircuitBreaker(AroundPolicy):
             half_open_max_wait=max_wait,
         )
         self._tel.breaker_state(BreakerState.CLOSED.value, _ALL_STATES)
+        self._settle(
+            failure_rate_threshold=failure_rate_threshold,
+            slow_call_duration=slow,
+            slow_call_rate_threshold=slow_call_rate_threshold,
+            window_type=window_type,
+            window_size=window_size,
+            minimum_calls=self._core.minimum_calls,
+            open_duration=open_duration if callable(open_duration) else open_time(1),
+            open_jitter=open_jitter,
+            half_open_max_calls=half_open_max_calls,
+            half_open_max_wait=max_wait,
+            record=record,
+            ignore=ignore,
+            record_result=record_result,
+            clock=self._clock,
+            on_event=on_event,
+            rng=rng,
+        )
+
+    _repr_settings = ("failure_rate_threshold", "window_type", "window_size", "open_duration")
 
     def __repr__(self) -> str:
-        return f"<CircuitBreaker {self.name!r} {self._core.state.value}>"
+        shown = " ".join(f"{key}={self._settings[key]!r}" for key in self._repr_settings)
+        return f"<CircuitBreaker {self.name!r} {self._core.state.value} {shown}>"
+
+    def _renamed(self) -> None:
+        with self._gauge_lock:
+            self._tel.breaker_state(self._core.state.value, _ALL_STATES)
 
     # -- state ---------------------------------------------------------------------------------
     @property
@@ -299,51 +360,17 @@ class CircuitBreaker(AroundPolicy):
         trial overran ``half_open_max_wait`` reads as OPEN. So the value is what the next
         caller would meet, never a stale OPEN on a dashboard.
         """
-        now = self._clock()
-        with self._lock:
-            core = self._core
-            state = core.poll(now)
-            changes = core.take_changes() if core.changes else None
-            gen = core.gen
-        if changes:
-            self._publish(changes, gen)
-        return state
+        return self._locked(BreakerCore.poll)
 
     @property
     def retry_after(self) -> float | None:
         """Seconds until an OPEN breaker admits a trial call; ``None`` in any other state."""
-        now = self._clock()
-        with self._lock:
-            core = self._core
-            hint = core.retry_after(now)
-            changes = core.take_changes() if core.changes else None
-            gen = core.gen
-        if changes:
-            self._publish(changes, gen)
-        return hint
+        return self._locked(BreakerCore.retry_after)
 
     @property
     def metrics(self) -> BreakerMetrics:
         """The state and the window's call, failure and slow-call counts and rates."""
-        now = self._clock()
-        with self._lock:
-            core = self._core
-            state = core.poll(now)
-            core.refresh(now)
-            window = core.window
-            calls, failures, slow = window.calls, window.failures, window.slow_calls
-            changes = core.take_changes() if core.changes else None
-            gen = core.gen
-        if changes:
-            self._publish(changes, gen)
-        return BreakerMetrics(
-            state,
-            calls,
-            failures,
-            slow,
-            failures / calls if calls else 0.0,
-            slow / calls if calls else 0.0,
-        )
+        return self._locked(_snapshot)
 
     def _health(self) -> dict[str, Any]:
         metrics = self.metrics  # applies (and publishes) due transitions, like ``state``
@@ -379,24 +406,22 @@ class CircuitBreaker(AroundPolicy):
     def reset(self) -> None:
         """Back to CLOSED with an empty window and no backoff history; calls still running
         from before the reset are not recorded."""
-        now = self._clock()
-        with self._lock:
-            core = self._core
-            core.reset(now)
-            changes = core.take_changes() if core.changes else None
-            gen = core.gen
-        if changes:
-            self._publish(changes, gen)
+        self._locked(BreakerCore.reset)
 
     def _set_state(self, state: BreakerState) -> None:
+        self._locked(lambda core, now: core.set_state(state, now))
+
+    def _locked(self, operation: Callable[[BreakerCore, float], T]) -> T:
+        """Run ``operation(core, now)`` in one lock section, then publish the transitions it
+        (or a transition that was due) made, outside the lock."""
         now = self._clock()
         with self._lock:
             core = self._core
-            core.set_state(state, now)
-            changes = core.take_changes() if core.changes else None
-            gen = core.gen
-        if changes:
-            self._publish(changes, gen)
+            value = operation(core, now)
+            pending = core.take_pending() if core.changes else None
+        if pending:
+            self._publish(*pending)
+        return value
 
     # -- AroundPolicy: the per-call paths ------------------------------------------------------
     # --- generated from src/resilient/_templates/breaker.tmpl by tools/gen_hotpaths.py ---
@@ -405,11 +430,6 @@ class CircuitBreaker(AroundPolicy):
     _acall = _hot_paths.breaker_acall
     _call = _hot_paths.breaker_call
     _enter = _hot_paths.breaker_enter
-
-    def _hot_self(self) -> _hot_paths.BreakerSelf:
-        """For the type checker: this class provides what its per-call code uses."""
-        return self
-
     # --- end of generated code ---
 
     def _admit(self, now: float) -> Permit:
@@ -419,15 +439,11 @@ class CircuitBreaker(AroundPolicy):
         lock.acquire()
         try:
             decision = core.acquire(now)
-            if core.changes:
-                changes: list[Transition] | None = core.take_changes()
-                gen = core.gen
-            else:
-                changes = None
+            pending = core.take_pending() if core.changes else None
         finally:
             lock.release()
-        if changes:
-            self._publish(changes, gen)
+        if pending:
+            self._publish(*pending)
         if decision.__class__ is tuple:
             return decision
         raise self._reject(decision)  # type: ignore[arg-type]
@@ -444,26 +460,6 @@ class CircuitBreaker(AroundPolicy):
                 self._complete(permit, CANCELLED, None)  # a broken predicate must not leak
                 raise
         self._complete(permit, outcome, error)
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        held = self._held.get()
-        if not held:
-            raise RuntimeError(f"{self!r}: __exit__ without a matching __enter__")
-        self._held.set(held[:-1])
-        self._exit(held[-1], exc, _NO_RESULT)
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.__exit__(exc_type, exc, tb)
 
     # -- helpers ---------------------------------------------------------------------------------
     def _classify(self, error: BaseException | None, result: Any) -> int:
@@ -486,15 +482,11 @@ class CircuitBreaker(AroundPolicy):
         lock.acquire()  # not ``with``: on CPython 3.11 that costs twice the lock round trip
         try:
             core.complete(permit, outcome, now)
-            if core.changes:
-                changes: list[Transition] | None = core.take_changes()
-                gen = core.gen
-            else:
-                changes = None
+            pending = core.take_pending() if core.changes else None
         finally:
             lock.release()
-        if changes:
-            self._publish(changes, gen)
+        if pending:
+            self._publish(*pending)
         if outcome or self._slow is not None:
             self._report(permit, outcome, error, now)
 

@@ -2,9 +2,10 @@
 
 One :class:`Bulkhead` instance can be shared by threads, asyncio tasks and trio tasks at the
 same time: they all draw from the same slots and wait in the same FIFO queue, so a slot freed
-by a thread may go to an asyncio task that has waited longer, and vice versa. How the waiting
-works, and why no slot is ever lost, is told in :mod:`resilient._slots`, which this shares
-with :class:`resilient.AdaptiveBulkhead`.
+by a thread may go to an asyncio task that has waited longer, and vice versa.
+
+How waiting works, and why no slot is ever lost, is told in :mod:`resilient._slots`, which
+holds the slow paths this shares with :class:`resilient.AdaptiveBulkhead`.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from . import _validate as v
 from ._core.bulkhead import BulkheadCore
 from ._slots import SlotPolicy, in_flight_reader
 from .telemetry._hub import Listener
+from .telemetry._stats import UNLOCKED
 
 __all__ = ["Bulkhead"]
 
@@ -73,13 +75,26 @@ class Bulkhead(SlotPolicy):
         super().__init__(name, on_event=on_event)
         self._lock = threading.Lock()
         self._core = BulkheadCore(max_concurrent, max_queued)
+        # Without a queue the bulkhead is a counter: taking a slot is "if running < max:
+        # running += 1" and giving it back "running -= 1", each a sequence the interpreter
+        # runs without switching threads under the GIL (no call, no backward jump in it), so
+        # no lock is needed and threads never queue on one. With a queue, the lock keeps a
+        # waiter from missing a slot freed while it queues. Free-threaded builds always lock.
+        self._counter_only = max_queued == 0 and UNLOCKED
         self._tel.gauge_source("resilient_bulkhead_in_flight", in_flight_reader(self))
+        self._settle(
+            max_concurrent=max_concurrent,
+            max_queued=max_queued,
+            queue_timeout=self._queue_timeout,
+            on_event=on_event,
+            clock=self._clock,
+        )
 
     def __repr__(self) -> str:
         core = self._core
         return (
             f"<Bulkhead {self.name!r} running={core.running}/{core.max_concurrent} "
-            f"queued={core.queued}/{core.max_queued}>"
+            f"queued={core.queued}/{core.max_queued} queue_timeout={self._queue_timeout!r}>"
         )
 
     # -- read-only view ------------------------------------------------------------------------
@@ -90,14 +105,13 @@ class Bulkhead(SlotPolicy):
 
     # -- admission: the per-call paths ----------------------------------------------------------
     # --- generated from src/resilient/_templates/bulkhead.tmpl by tools/gen_hotpaths.py ---
+    _async_wrapper = _hot_paths.bulkhead_async_wrapper
+    _sync_wrapper = _hot_paths.bulkhead_sync_wrapper
     _acall = _hot_paths.bulkhead_acall
     _call = _hot_paths.bulkhead_call
     _aenter = _hot_paths.bulkhead_aenter
     _enter = _hot_paths.bulkhead_enter
     _enter_nowait = _hot_paths.bulkhead_enter_nowait
-
-    def _hot_self(self) -> _hot_paths.BulkheadSelf:
-        """For the type checker: this class provides what its per-call code uses."""
-        return self
-
+    _wait_in_task = _hot_paths.bulkhead_wait_in_task
+    _wait_in_thread = _hot_paths.bulkhead_wait_in_thread
     # --- end of generated code ---

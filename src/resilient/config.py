@@ -90,7 +90,7 @@ def policy_class(kind: str) -> Configurable[Any]:
     when the kind is misspelt."""
     cls = _KINDS.get(kind) if isinstance(kind, str) else None
     if cls is None:
-        hint = _did_you_mean(str(kind), list(_KINDS), "{!r}")
+        hint = _kind_hint(str(kind))
         raise ValueError(f"unknown policy kind {kind!r}: expected one of {', '.join(_KINDS)}{hint}")
     return cls
 
@@ -102,6 +102,20 @@ def _spec_map(cls: Configurable[Any]) -> dict[str, FieldSpec]:
 
 def _environ(environ: Mapping[str, str] | None) -> Mapping[str, str]:
     return os.environ if environ is None else environ
+
+
+def _kind_hint(word: str) -> str:
+    """The "did you mean" of a policy kind: a close spelling of a kind, or a word of a class
+    name (``circuit`` -> ``breaker``, from ``CircuitBreaker``)."""
+    hint = _did_you_mean(word, list(_KINDS), "{!r}")
+    if hint:
+        return hint
+    folded = re.sub(r"[^a-z]", "", word.lower())
+    for kind, cls in _KINDS.items():
+        name = class_name(cls).lower()
+        if folded and (folded in name or name in folded):
+            return f"; did you mean {kind!r} ({class_name(cls)})?"
+    return ""
 
 
 def _did_you_mean(word: str, candidates: Iterable[str], template: str = "{}") -> str:
@@ -308,10 +322,9 @@ def resolve(
         else:
             fv = FieldValue(spec, spec.default, "default", var)
         values.append(fv)
-        if spec.in_constructor:
-            if fv.source in ("env", "code"):
-                kwargs[spec.name] = fv.value
-        else:
+        if spec.in_constructor and fv.source in ("env", "code"):
+            kwargs[spec.name] = fv.value
+        if spec.name == ENABLED:  # the pseudo-field, or a policy's own switch (chaos)
             enabled = bool(fv.value)
     return ResolvedPolicy(cls, name, tuple(values), kwargs, enabled)
 

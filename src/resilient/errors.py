@@ -7,10 +7,30 @@ behind the decision, because the message is often all an operator sees in a log 
 
 Errors keep their constructor arguments as attributes and pickle cleanly (``__reduce__``), so
 they survive being sent across processes (sagas, multiprocessing pools).
+
+The tree::
+
+    ResilienceError
+    ├── PolicyRejectedError          the protected function was not called
+    │   ├── CircuitOpenError
+    │   ├── BulkheadFullError
+    │   └── RateLimitedError
+    ├── TimeoutExceeded              (also builtins.TimeoutError)
+    ├── RetryExhaustedError
+    ├── ConfigError                  (also ValueError)
+    ├── Rejected                     raised by a saga step: a definitive business "no"
+    ├── SagaFailed                   rolled back; __cause__ is the step's error
+    ├── SagaStuck                    needs an operator (saga.admin)
+    ├── IdempotencyConflict          same saga_id, other data
+    ├── StaleEpoch                   another process took the saga over
+    ├── SagaStoreUnavailable         the store stayed unreachable past its bounded retries;
+    │                                the saga is durable and recovery (or run again) finishes it
+    └── UnknownSagaVersion           a stored saga names a definition not registered here
 """
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Any
 
 __all__ = [
@@ -24,6 +44,7 @@ __all__ = [
     "ResilienceError",
     "RetryExhaustedError",
     "SagaFailed",
+    "SagaStoreUnavailable",
     "SagaStuck",
     "StaleEpoch",
     "TimeoutExceeded",
@@ -33,6 +54,10 @@ __all__ = [
 
 ORIGIN = "_resilient_origin"
 """Attribute naming the policy (by ``id``) whose own decision an error is (see ``_own``)."""
+
+INJECTED = "_resilient_injected"
+"""Attribute set (to ``True``) on an error a chaos policy raised on purpose
+(``rs.chaos.is_injected``): every policy records its outcome as ``injected``."""
 
 
 class _Arg:
@@ -317,17 +342,90 @@ class IdempotencyConflict(ResilienceError):
 
 class StaleEpoch(ResilienceError):
     """A saga log write was refused because another process took the saga over (its epoch
-    moved on). The writer must stop driving the saga: the new owner records the outcomes."""
+    moved on). The writer must stop driving the saga: the new owner records the outcomes.
 
-    def __init__(self, saga_id: str, epoch: int, current: int | None = None) -> None:
+    ``epoch`` is the epoch this process held; ``current`` the one the saga is at now (the
+    epoch it lost to), ``None`` only when the takeover was noticed by the lease heartbeat and
+    the store could not be read to learn it (``heartbeat`` is then True).
+    """
+
+    def __init__(
+        self, saga_id: str, epoch: int, current: int | None = None, heartbeat: bool = False
+    ) -> None:
         self.saga_id = saga_id
         self.epoch = epoch
         self.current = current
-        super().__init__(saga_id, epoch, current)
-        self.args = (
-            f"saga {saga_id!r}: write with epoch {epoch} refused, the saga is now at epoch "
-            f"{current} (another process took it over)",
-        )
+        self.heartbeat = heartbeat
+        super().__init__(saga_id, epoch, current, heartbeat)
+        found = "; the lease heartbeat found the takeover" if heartbeat else ""
+        if current is not None:
+            message = (
+                f"saga {saga_id!r}: write with epoch {epoch} refused, the saga is now at epoch "
+                f"{current} (another process took it over{found})"
+            )
+        elif heartbeat:
+            message = (
+                f"saga {saga_id!r}: the lease heartbeat found the saga taken over by another "
+                f"process (this process held epoch {epoch}; the store could not be read to "
+                "tell the new epoch)"
+            )
+        else:
+            message = (
+                f"saga {saga_id!r}: write with epoch {epoch} refused: another process took "
+                "the saga over (its epoch moved past this one)"
+            )
+        self.args = (message,)
+
+
+class SagaStoreUnavailable(ResilienceError):
+    """The saga store could not be reached (or kept failing) for longer than its bounded
+    retries allow (``outage_timeout``), so the saga could not go on *here and now*.
+
+    Nothing is lost: the saga is durable up to its last record. Recovery (``saga.recover()``,
+    ``run_recovery_loop()``, in this or any process) finishes it once the store is back, or
+    call ``run(data, saga_id)`` again with the same id. ``saga_id`` is ``None`` for store
+    operations that concern no single saga (a recovery pass's query). ``store`` describes the
+    store (passwords masked), ``operation`` is the store operation that gave up, ``waited``
+    how long it kept trying (seconds) and ``reason`` the last driver error (masked too); the
+    driver's exception itself is the ``__cause__``.
+    """
+
+    def __init__(
+        self,
+        saga_id: str | None,
+        store: str = "the saga store",
+        operation: str = "",
+        waited: float = 0.0,
+        reason: str = "",
+    ) -> None:
+        store, reason = _mask_secrets(store), _mask_secrets(reason)
+        self.saga_id = saga_id
+        self.store = store
+        self.operation = operation
+        self.waited = waited
+        self.reason = reason
+        super().__init__(saga_id, store, operation, waited, reason)
+        what = f" ({operation}: {reason})" if operation and reason else f" ({reason or operation})"
+        if what == " ()":
+            what = ""
+        if saga_id is not None and operation == "create":
+            after = (
+                "the saga may or may not have been started; calling "
+                f"run(data, saga_id={saga_id!r}) again starts it or finishes it"
+            )
+        elif saga_id is None:
+            after = (
+                "every saga in it is durable up to its last record; the next recovery pass "
+                "(saga.recover() or run_recovery_loop()) carries on once the store is back"
+            )
+        else:
+            after = (
+                "the saga is durable up to its last record and will be finished by recovery "
+                "(saga.recover() or run_recovery_loop(), in any process) or by calling "
+                f"run(data, saga_id={saga_id!r}) again"
+            )
+        subject = "saga store" if saga_id is None else f"saga {saga_id!r}: the saga store"
+        self.args = (f"{subject} {store} was unavailable for {waited:.1f}s{what}; {after}",)
 
 
 class UnknownSagaVersion(ResilienceError):
@@ -343,6 +441,20 @@ class UnknownSagaVersion(ResilienceError):
             or f"saga {saga_id!r} was started under {definition!r}, which is not registered "
             "here; register that version to finish it",
         )
+
+
+_SECRET_URL = re.compile(r"(?i)(://[^:/@?#\s]*):[^@/?#\s]*@")
+_SECRET_PAIR = re.compile(
+    r"(?i)\b(password|passwd|pwd|sslpassword)\s*=\s*('(?:[^'\\]|\\.)*'|[^\s&]+)"
+)
+
+
+def _mask_secrets(text: str) -> str:
+    """``text`` with every password replaced by ``***``: in URLs (``scheme://user:pw@host``)
+    and in libpq ``key=value`` strings (``password=pw``). Used for every message that may
+    quote a store URL, because messages end up in logs."""
+    text = _SECRET_URL.sub(r"\1:***@", text)
+    return _SECRET_PAIR.sub(r"\1=***", text)
 
 
 def _final_status(result: Any, default: str) -> Any:

@@ -20,6 +20,7 @@ from typing_extensions import ParamSpec
 
 from . import _hot_paths
 from . import _validate as v
+from ._misuse import without_parentheses
 from ._outcomes import NOTE
 from ._policy import Policy
 from ._validate import is_async_callable
@@ -63,9 +64,11 @@ class Fallback(Policy):
       await it.
 
     ``on``: exception types, or a predicate ``exc -> bool``, that trigger the fallback
-    (default: every ``Exception``). ``on_result``: predicate ``result -> bool``; ``True``
-    means "this result is a failure, answer with the fallback instead". An exception raised
-    by the handler propagates (with the original error as its ``__context__``).
+    (default: every ``Exception``, rejections included). ``on_result``: predicate
+    ``result -> bool``; ``True`` means "this result is a failure, answer with the fallback
+    instead". An ``async def`` predicate is awaited in async calls; a policy holding one (or an
+    async handler) refuses sync calls with ``TypeError``. An exception raised by the handler
+    propagates (with the original error as its ``__context__``).
     """
 
     kind = "fallback"
@@ -82,6 +85,9 @@ class Fallback(Policy):
         name: str | None = None,
         on_event: Listener | None = None,
     ) -> None:
+        parentheses = without_parentheses("Fallback", value) if handler is None else None
+        if parentheses is not None:
+            raise parentheses
         super().__init__(name, on_event=on_event)
         has_value = value is not _MISSING
         if has_value == (handler is not None):
@@ -97,22 +103,16 @@ class Fallback(Policy):
         self.handler: Callable[[Exception | None], Any] | None = handler
         """The substitute function, or ``None`` when a value is used."""
         self._handler_is_async = handler is not None and is_async_callable(handler)
+        self._on_pred_async = self._on_pred is not None and is_async_callable(self._on_pred)
+        self._settle(
+            value=self.value, handler=handler, on=on, on_result=on_result, on_event=on_event
+        )
+        self._on_result_async = on_result is not None and is_async_callable(on_result)
+        self._refuse_sync_calls_if_async(handler=handler, on=on, on_result=on_result)
 
     def __repr__(self) -> str:
         what = f"handler={self.handler!r}" if self.handler is not None else f"value={self.value!r}"
         return f"<Fallback {self.name!r} {what}>"
-
-    def __call__(self, fn: Callable[P, R]) -> Callable[P, R]:
-        """Decorate ``fn``; a sync ``fn`` with an async handler is refused here."""
-        if self._handler_is_async and callable(fn) and not is_async_callable(fn):
-            raise TypeError(self._sync_with_async_handler(fn))
-        return super().__call__(fn)
-
-    def _sync_with_async_handler(self, fn: object) -> str:
-        return (
-            f"Fallback {self.name!r} has an async handler ({self.handler!r}) and cannot protect "
-            f"the sync function {fn!r}: a sync caller cannot await it; use a sync handler"
-        )
 
     def _answered(self, error: Exception | None) -> None:
         tel = self._tel
@@ -121,34 +121,29 @@ class Fallback(Policy):
         if (tel.detail or tel.gen != STATE.generation) and tel.wants_events():
             tel.emit(FallbackUsed(policy=self.kind, name=self.name, error=error))
 
-    def _answer(self, error: Exception | None) -> Any:
+    def _substitute(self, error: Exception | None) -> Any:
+        """The answer for ``error``: the value, or the handler's result."""
         handler = self.handler
         if handler is None:
-            answer = self.value
-        else:
-            answer = handler(error)
-            v.refuse_awaitable(answer, f"Fallback {self.name!r} handler")
-        self._answered(error)
+            return self.value
+        answer = handler(error)
+        v.refuse_awaitable(answer, f"Fallback {self.name!r} handler")
         return answer
 
-    async def _aanswer(self, error: Exception | None) -> Any:
+    async def _asubstitute(self, error: Exception | None) -> Any:
+        """:meth:`_substitute` for async calls: an async handler is awaited."""
         handler = self.handler
         if handler is None:
-            answer = self.value
-        else:
-            answer = handler(error)
-            if inspect.isawaitable(answer):
-                answer = await answer
-        self._answered(error)
+            return self.value
+        answer = handler(error)
+        if inspect.isawaitable(answer):
+            answer = await answer
         return answer
 
     # -- the per-call path ----------------------------------------------------------------------
     # --- generated from src/resilient/_templates/fallback.tmpl by tools/gen_hotpaths.py ---
+    _async_wrapper = _hot_paths.fallback_async_wrapper
+    _sync_wrapper = _hot_paths.fallback_sync_wrapper
     _acall = _hot_paths.fallback_acall
     _call = _hot_paths.fallback_call
-
-    def _hot_self(self) -> _hot_paths.FallbackSelf:
-        """For the type checker: this class provides what its per-call code uses."""
-        return self
-
     # --- end of generated code ---

@@ -64,7 +64,8 @@ from ._http import (
 from ._no_retry import NO_RETRY
 from ._policy import Policy
 from .errors import RetryExhaustedError
-from .telemetry._hub import OTEL, STATE
+from .telemetry import _otel
+from .telemetry._hub import STATE
 
 __all__ = [
     "DEFAULT_FAILURE_STATUSES",
@@ -108,7 +109,9 @@ def _capped(extensions: dict[str, Any], deadline: float) -> dict[str, Any]:
 def _tracing_parent() -> Any:
     """The span current before the policy runs, or ``None`` when no policy can open a span
     (tracing off, or no OpenTelemetry SDK): then attempts are not annotated at all."""
-    if not STATE.tracing or (OTEL._TRACER_PROVIDER is None and STATE.tracer_provider is None):
+    if not STATE.tracing or (
+        _otel.api()._TRACER_PROVIDER is None and STATE.tracer_provider is None
+    ):
         return None
     return trace.get_current_span()
 

@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ._policy import Policy
+from ._types import Args, AsyncFn, Fn, Kwargs
 
 __all__ = ["Pipeline", "pipeline"]
 
@@ -38,35 +39,30 @@ class Pipeline(Policy):
         inner = ", ".join(repr(p) for p in self.policies)
         return f"<Pipeline {self.name!r}: {inner}>"
 
-    def _execute(
-        self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> Any:
+    def _adopt_name(self, fn: object) -> None:
+        """Decorating a function names the pipeline and its unnamed members after it, so a
+        ``pipeline(Retry(), CircuitBreaker())`` on ``charge`` reports ``retry``/``breaker``
+        series named ``charge``."""
+        super()._adopt_name(fn)
+        for member in self.policies:
+            if member._auto_named:
+                member._adopt_name(fn)
+
+    def _execute(self, fn: Fn, args: Args, kwargs: Kwargs) -> Any:
         return self._call(fn, args, kwargs)
 
-    async def _aexecute(
-        self,
-        fn: Callable[..., Awaitable[Any]],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-    ) -> Any:
+    async def _aexecute(self, fn: AsyncFn, args: Args, kwargs: Kwargs) -> Any:
         return await self._acall(fn, args, kwargs)
 
-    def _call(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    def _call(self, fn: Fn, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         return self._layer(0, fn, args, kwargs)
 
-    def _layer(
-        self, index: int, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> Any:
+    def _layer(self, index: int, fn: Fn, args: Args, kwargs: Kwargs) -> Any:
         if index == len(self.policies):
             return fn(*args, **kwargs)
         return self.policies[index]._execute(self._layer, (index + 1, fn, args, kwargs), {})
 
-    async def _acall(
-        self,
-        fn: Callable[..., Awaitable[Any]],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-    ) -> Any:
+    async def _acall(self, fn: AsyncFn, args: Args, kwargs: Kwargs) -> Any:
         return await self._alayer(0, fn, args, kwargs)
 
     async def _alayer(

@@ -24,7 +24,6 @@ from __future__ import annotations
 import functools
 import math
 import threading
-import time
 import weakref
 from collections.abc import Callable
 from typing import Any
@@ -36,7 +35,8 @@ from . import _validate as v
 from ._core.rate_limit import ADMITTED, RateLimitCore
 from ._deadline import remaining
 from ._policy import AroundPolicy
-from ._waiters import CallAt, TaskWaiter, ThreadWaiter, Waiter, alarm_of
+from ._timers import TimerClock, timer_clock
+from ._waiters import TaskWaiter, ThreadWaiter, Waiter
 from .errors import _rate_limited
 from .telemetry._events import RateLimiterQueued
 from .telemetry._hub import STATE, Listener
@@ -47,7 +47,7 @@ _RATE = v.number("rate", above=0)
 _PER = v.duration("per", zero=False)
 _BURST = v.count("burst", optional=True)
 _MAX_WAIT = v.duration("max_wait")
-_CLOCK = v.clock(optional=True)
+_CLOCK = v.clock()
 _OPTIONS = v.Options(_RATE, _PER, _BURST, _MAX_WAIT, v.ON_EVENT, _CLOCK)
 
 
@@ -82,6 +82,7 @@ class RateLimiter(AroundPolicy):
 
     kind = "rate_limiter"
     options = _OPTIONS
+    _stateful = True
 
     def __init__(
         self,
@@ -98,7 +99,7 @@ class RateLimiter(AroundPolicy):
         per = _PER(per)
         burst = _BURST(burst)
         max_wait = _MAX_WAIT(max_wait)
-        given_clock: Callable[[], float] | None = _CLOCK(clock)
+        clock = _CLOCK(clock)
         interval = per / rate
         if not (interval > 0.0 and math.isfinite(interval)):
             raise ValueError(
@@ -109,8 +110,8 @@ class RateLimiter(AroundPolicy):
         self._rate = rate
         self._per = per
         self._max_wait = max_wait
-        self._clock: Callable[[], float] = given_clock or time.monotonic
-        self._call_at: CallAt | None = alarm_of(given_clock)
+        self._clock = clock
+        self._timers: TimerClock | None = timer_clock(clock)  # a simulated clock drives waits
         self._lock = threading.Lock()
         self._core: RateLimitCore[Waiter] = RateLimitCore(
             interval, burst if burst is not None else max(1, math.ceil(rate))
@@ -121,6 +122,14 @@ class RateLimiter(AroundPolicy):
         self._signalled: set[Waiter] = set()
         self._head: Waiter | None = None
         self._tel.gauge_source("resilient_ratelimiter_tokens", _tokens_reader(self))
+        self._settle(
+            rate=rate,
+            per=per,
+            burst=self._core.burst,
+            max_wait=max_wait,
+            on_event=on_event,
+            clock=clock,
+        )
 
     def __repr__(self) -> str:
         return (
@@ -186,11 +195,6 @@ class RateLimiter(AroundPolicy):
     _aenter = _hot_paths.rate_limiter_aenter
     _enter = _hot_paths.rate_limiter_enter
     _enter_nowait = _hot_paths.rate_limiter_enter_nowait
-
-    def _hot_self(self) -> _hot_paths.RateLimiterSelf:
-        """For the type checker: this class provides what its per-call code uses."""
-        return self
-
     # --- end of generated code ---
 
     def _exit(self, permit: Any, error: BaseException | None, result: Any) -> None:
@@ -215,15 +219,15 @@ class RateLimiter(AroundPolicy):
                 until = self._next_wait(waiter, woken, deadline)
                 if until is None:
                     return None
-                call_at = self._call_at
-                if call_at is None:
+                timers = self._timers
+                if timers is None:
                     woken = waiter.wait(max(0.0, until - self._clock()))
                 else:
-                    cancel = call_at(until, functools.partial(self._alarm, waiter))
+                    timer = timers.call_at(until, functools.partial(self._alarm, waiter))
                     try:
                         woken = waiter.wait(None)
                     finally:
-                        cancel()
+                        timer.cancel()
         except BaseException:
             self._abandon(waiter)
             raise
@@ -242,16 +246,16 @@ class RateLimiter(AroundPolicy):
                 until = self._next_wait(waiter, False, deadline)
                 if until is None:
                     return None
-                call_at = self._call_at
-                if call_at is None:
+                timers = self._timers
+                if timers is None:
                     with anyio.move_on_after(max(0.0, until - self._clock())):
                         await waiter.event.wait()
                 else:
-                    cancel = call_at(until, functools.partial(self._alarm, waiter))
+                    timer = timers.call_at(until, functools.partial(self._alarm, waiter))
                     try:
                         await waiter.event.wait()
                     finally:
-                        cancel()
+                        timer.cancel()
         except BaseException:
             self._abandon(waiter)
             raise

@@ -30,7 +30,6 @@ from __future__ import annotations
 import inspect
 import time
 from collections.abc import Callable, Iterator
-from types import TracebackType
 from typing import Any
 
 from tenacity import RetryCallState, Retrying, stop_after_attempt
@@ -39,12 +38,14 @@ from . import _hot_paths, _sleeping
 from . import _validate as v
 from ._policy import Policy
 from ._retry_state import RetryRun
+from ._types import Exc, ExcType, Fn, Tb
 from ._validate import is_async_callable
+from .errors import PolicyRejectedError
 from .retry_budget import RetryBudget
 from .telemetry._hub import Listener
 from .waits import wait_exponential, wait_fixed
 
-__all__ = ["DEFAULT_WAIT", "Attempt", "AttemptIterator", "Retry", "WaitStrategy"]
+__all__ = ["DEFAULT_WAIT", "RETRY_ON", "Attempt", "AttemptIterator", "Retry", "WaitStrategy"]
 
 WaitStrategy = Callable[[RetryCallState], float]
 """Anything tenacity accepts as ``wait``: a callable from the retry state to seconds."""
@@ -54,7 +55,7 @@ DEFAULT_WAIT: WaitStrategy = wait_exponential(0.1, 10.0, jitter="full")
 """Exponential backoff with full jitter from 0.1 s up to 10 s: the default ``wait``."""
 
 
-def _wait_strategy(name: str, fn: Callable[..., Any]) -> WaitStrategy:
+def _wait_strategy(name: str, fn: Fn) -> WaitStrategy:
     return fn
 
 
@@ -65,6 +66,11 @@ _WAIT = v.seconds_or_callable(
     check_callable=_wait_strategy,
 )
 _ON = v.exceptions("on", exceptions_only=True)
+
+RETRY_ON = v.AllExcept(PolicyRejectedError)
+"""Retry's default ``on``: every ``Exception`` except policy rejections (circuit open, bulkhead
+full, rate limited), which answer fast on purpose; retrying them would only wait out (or
+hammer) the policy that refused. Pass ``on=`` to retry exactly what you name."""
 _ON_RESULT = v.callback("on_result")
 _MAX_DELAY = v.duration("max_delay", optional=True, zero=False)
 _SLEEP = v.callback("sleep")
@@ -110,7 +116,7 @@ class Retry(Policy):
         *,
         attempts: int = 3,
         wait: float | WaitStrategy = DEFAULT_WAIT,
-        on: v.HandledFilter = (Exception,),
+        on: v.HandledFilter = RETRY_ON,
         on_result: Callable[[Any], bool] | None = None,
         max_delay: float | None = None,
         sleep: Callable[[float], Any] | None = None,
@@ -130,9 +136,16 @@ class Retry(Policy):
         max_delay = _MAX_DELAY(max_delay)
         clock = _CLOCK(clock)
         self._on_types, self._on_pred = _ON(on)
+        # the default ``on`` leaves rejections alone: retrying a fast failure defeats it
+        self._on_exclude: tuple[type[BaseException], ...] = (
+            on.excluded if isinstance(on, v.AllExcept) else ()
+        )
+        self._on_pred_async = self._on_pred is not None and is_async_callable(self._on_pred)
         self._on_result: Callable[[Any], bool] | None = _ON_RESULT(on_result)
+        self._on_result_async = on_result is not None and is_async_callable(on_result)
         self._sleep: Callable[[float], Any] | None = _SLEEP(sleep)
         self._sleep_is_async = sleep is not None and is_async_callable(sleep)
+        self._refuse_sync_calls_if_async(sleep=sleep, on=on, on_result=on_result)
         self._clock = clock
         self.max_attempts: int = attempts
         """Attempts per call, the first included."""
@@ -144,12 +157,23 @@ class Retry(Policy):
         # Configuration only (tenacity's RetryCallState needs a controller to point at); the
         # per-call state is a fresh RetryCallState built inside each failing call.
         self._controller = Retrying(stop=self._stop, wait=strategy, reraise=True, name=self.name)
+        self._settle(
+            attempts=attempts,
+            wait=strategy,
+            on=on,
+            on_result=on_result,
+            max_delay=max_delay,
+            sleep=sleep,
+            budget=self._budget,
+            on_event=on_event,
+            clock=clock,
+        )
 
     def __repr__(self) -> str:
         budget = "" if self._budget is None else f" budget={self._budget.name!r}"
         return (
             f"<Retry {self.name!r} attempts={self.max_attempts} wait={self.wait!r} "
-            f"max_delay={self.max_delay!r}{budget}>"
+            f"max_delay={self.max_delay!r} on={self._settings['on']!r}{budget}>"
         )
 
     @property
@@ -168,15 +192,14 @@ class Retry(Policy):
     def _retryable(self, exc: Exception) -> bool:
         pred = self._on_pred
         if pred is None:
-            return isinstance(exc, self._on_types)
+            return isinstance(exc, self._on_types) and not isinstance(exc, self._on_exclude)
         return bool(pred(exc))
 
-    def _check_sync_sleep(self) -> None:
-        if self._sleep_is_async:
-            raise TypeError(
-                f"Retry {self.name!r} has an async sleep= ({self._sleep!r}) and cannot wait "
-                "in a sync call; pass a sync sleep or call it from async code"
-            )
+    async def _aretryable(self, exc: Exception) -> bool:
+        pred = self._on_pred
+        if pred is None or not self._on_pred_async:
+            return self._retryable(exc)
+        return bool(await pred(exc))
 
     def _sleep_sync(self, delay: float) -> None:
         sleep = self._sleep
@@ -196,13 +219,10 @@ class Retry(Policy):
 
     # -- the per-call loop ----------------------------------------------------------------------
     # --- generated from src/resilient/_templates/retry.tmpl by tools/gen_hotpaths.py ---
+    _async_wrapper = _hot_paths.retry_async_wrapper
+    _sync_wrapper = _hot_paths.retry_sync_wrapper
     _acall = _hot_paths.retry_acall
     _call = _hot_paths.retry_call
-
-    def _hot_self(self) -> _hot_paths.RetrySelf:
-        """For the type checker: this class provides what its per-call code uses."""
-        return self
-
     # --- end of generated code ---
 
     # -- inline blocks -------------------------------------------------------------------------
@@ -245,20 +265,34 @@ class Attempt:
 
     def set_result(self, value: Any) -> None:
         """Hand the block's result to ``on_result``: if it says "failure", the loop retries
-        (and ``RetryExhaustedError.last_result`` is the last value passed here)."""
+        (and ``RetryExhaustedError.last_result`` is the last value passed here). With an
+        ``async def`` ``on_result``, use ``await attempt.aset_result(value)`` instead."""
+        policy = self._loop._policy
+        if policy._on_result_async:
+            raise TypeError(
+                f"Retry {policy.name!r} has an async on_result=: use "
+                "`await attempt.aset_result(value)`, which can await it"
+            )
+        self._result = value
+        pred = policy._on_result
+        self._retry_result = pred is not None and bool(pred(value))
+
+    async def aset_result(self, value: Any) -> None:
+        """:meth:`set_result` for ``async for`` loops: awaits an ``async def`` ``on_result``."""
         self._result = value
         pred = self._loop._policy._on_result
-        self._retry_result = pred is not None and bool(pred(value))
+        if pred is None:
+            self._retry_result = False
+            return
+        verdict = pred(value)
+        if inspect.isawaitable(verdict):
+            verdict = await verdict
+        self._retry_result = bool(verdict)
 
     def __enter__(self) -> Attempt:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> bool:
+    def __exit__(self, exc_type: ExcType, exc: Exc, tb: Tb) -> bool:
         if exc is None:
             return False
         if isinstance(exc, Exception) and self._loop._policy._retryable(exc):
@@ -270,13 +304,14 @@ class Attempt:
     async def __aenter__(self) -> Attempt:
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> bool:
-        return self.__exit__(exc_type, exc, tb)
+    async def __aexit__(self, exc_type: ExcType, exc: Exc, tb: Tb) -> bool:
+        if exc is None:
+            return False
+        if isinstance(exc, Exception) and await self._loop._policy._aretryable(exc):
+            self._error = exc
+            return True
+        self._loop._done = True
+        return False
 
 
 class AttemptIterator:
@@ -323,7 +358,7 @@ class AttemptIterator:
 
     def __next__(self) -> Attempt:
         if self._current is None and not self._done:
-            self._policy._check_sync_sleep()
+            self._policy._refuse_sync()
             return self._begin()
         delay = self._next_delay()
         if delay is None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import itertools
 import threading
-import time
+import types
 from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
@@ -28,7 +28,7 @@ __all__ = ["RetryBudget"]
 _RATIO = v.number("ratio", minimum=0)
 _MIN_PER_SECOND = v.number("min_per_second", minimum=0)
 _WINDOW = v.duration("window", zero=False)
-_CLOCK = v.clock(optional=True)
+_CLOCK = v.clock()
 _OPTIONS = v.Options(_RATIO, _MIN_PER_SECOND, _WINDOW, _CLOCK)
 
 BudgetT = TypeVar("BudgetT", bound="RetryBudget")
@@ -75,12 +75,12 @@ class RetryBudget:
         ratio = _RATIO(ratio)
         min_per_second = _MIN_PER_SECOND(min_per_second)
         window = _WINDOW(window)
-        given_clock: Callable[[], float] | None = _CLOCK(clock)
+        clock = _CLOCK(clock)
         if name is None:
             with _names_lock:
                 name = f"{self.kind}-{next(_names)}"
         self.name: str = v.check_name(name)
-        self._clock: Callable[[], float] = given_clock or time.monotonic
+        self._clock = clock
         self._lock = threading.Lock()
         self._core = BudgetCore(ratio, min_per_second, window)
         # First attempts: a ``Retry`` calls ``next()`` on this ``itertools.count`` (the builtin
@@ -92,6 +92,9 @@ class RetryBudget:
         self._seen_at = self._clock()  # when they were last handed over
         self.refused = 0
         """Retries refused since the budget was made."""
+        self._settings = types.MappingProxyType(
+            {"ratio": ratio, "min_per_second": min_per_second, "window": window, "clock": clock}
+        )
 
     def __repr__(self) -> str:
         core = self._core
@@ -108,6 +111,11 @@ class RetryBudget:
         return cast(BudgetT, build_from_env(cast("Configurable[Any]", cls), name, code_defaults))
 
     # -- read-only view ------------------------------------------------------------------------
+    @property
+    def settings(self) -> types.MappingProxyType[str, Any]:
+        """The effective configuration, read-only, keyed by option name (as for policies)."""
+        return self._settings
+
     @property
     def ratio(self) -> float:
         """Retries earned per first attempt."""

@@ -32,19 +32,22 @@ the ``TimeoutExceeded`` raised names the policy whose budget ran out.
 from __future__ import annotations
 
 import contextvars
+import sys
 import time
-from collections.abc import Awaitable, Callable
+from asyncio import CancelledError
+from asyncio.events import _get_running_loop
 from contextvars import ContextVar, Token
-from types import TracebackType
-from typing import Any
+from time import monotonic
+from typing import Any, Literal
 
-import anyio
-
+from . import _loop_deadlines as _deadlines
 from . import _validate as v
 from ._deadline import enter_deadline, leave_deadline
+from ._misuse import without_parentheses
 from ._policy import Policy
 from ._thread_cache import POOL as _POOL
 from ._thread_cache import Job as _Job
+from ._types import Args, AsyncFn, Exc, ExcType, Fn, Kwargs, Tb
 from .errors import TimeoutExceeded
 from .telemetry._events import TimeoutHit
 from .telemetry._hub import Listener
@@ -52,9 +55,23 @@ from .telemetry._hub import Listener
 __all__ = ["Timeout"]
 
 
+def _cancel_scope(loop: object, seconds: float) -> Any:
+    """A cancel scope ending ``seconds`` from now: trio's own on trio (no anyio layer in
+    between), anyio's otherwise (asyncio on Python 3.10)."""
+    trio: Any = sys.modules.get("trio")
+    if loop is None and trio is not None:
+        return trio.CancelScope(deadline=trio.current_time() + seconds)
+    import anyio
+
+    return anyio.CancelScope(deadline=anyio.current_time() + seconds)
+
+
 # -- the policy --------------------------------------------------------------------------------
 _SECONDS = v.duration("seconds", zero=False)
-_OPTIONS = v.Options(_SECONDS, v.ON_EVENT)
+_MODE = v.choice("mode", ("thread", "deadline"))
+_OPTIONS = v.Options(_SECONDS, v.ON_EVENT, _MODE)
+
+Mode = Literal["thread", "deadline"]
 
 
 class Timeout(Policy):
@@ -77,17 +94,37 @@ class Timeout(Policy):
     options = _OPTIONS
 
     def __init__(
-        self, seconds: float, name: str | None = None, *, on_event: Listener | None = None
+        self,
+        seconds: float,
+        name: str | None = None,
+        *,
+        on_event: Listener | None = None,
+        mode: Mode = "thread",
     ) -> None:
+        parentheses = without_parentheses("Timeout", seconds)
+        if parentheses is not None:
+            raise parentheses
         self._seconds = _SECONDS(seconds)
+        self._mode: Mode = _MODE(mode)  # type: ignore[assignment]
         super().__init__(name, on_event=on_event)
         # open `with` / `async with` blocks of this context (thread or task), innermost last
         self._frames: ContextVar[tuple[tuple[Any, Token[float | None]], ...]] = ContextVar(
             f"resilient.timeout.{self.name}.frames", default=()
         )
+        self._settle(seconds=self._seconds, on_event=on_event, mode=self._mode)
 
     def __repr__(self) -> str:
-        return f"<Timeout {self.name!r} {self._seconds:g}s>"
+        mode = "" if self._mode == "thread" else f" mode={self._mode!r}"
+        return f"<Timeout {self.name!r} {self._seconds:g}s{mode}>"
+
+    @property
+    def mode(self) -> Mode:
+        """How a sync call is bounded: ``"thread"`` (the default: the call runs on a worker
+        thread and the caller stops waiting at the deadline) or ``"deadline"`` (the call runs
+        in the caller's thread under the deadline ``rs.remaining()`` reports, and
+        ``TimeoutExceeded`` is raised after it if it overran). Async calls are cancelled for
+        real in both modes."""
+        return self._mode
 
     @property
     def seconds(self) -> float:
@@ -106,9 +143,11 @@ class Timeout(Policy):
         self._own(error)
         return error
 
-    # -- sync: worker thread ------------------------------------------------------------------
-    def _call(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    # -- sync: worker thread, or the caller's thread under a deadline -------------------------
+    def _call(self, fn: Fn, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         seconds = self._seconds
+        if self._mode == "deadline":
+            return self._call_under_deadline(fn, args, kwargs)
         end = time.monotonic() + seconds
         _, token = enter_deadline(seconds)
         try:
@@ -123,17 +162,46 @@ class Timeout(Policy):
             return job.result
         raise self._expired(None)
 
-    # -- async: cancel scope -------------------------------------------------------------------
-    async def _acall(
-        self,
-        fn: Callable[..., Awaitable[Any]],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-    ) -> Any:
-        _, token = enter_deadline(self._seconds)
-        caught: BaseException | None = None
+    def _call_under_deadline(self, fn: Fn, args: Args, kwargs: Kwargs) -> Any:
+        """``mode="deadline"``: no thread hand-off. The call runs here, ``rs.remaining()``
+        (and deadline-aware clients reading it) see the budget, and a call that returned after
+        its deadline raises ``TimeoutExceeded`` (its result is dropped: the caller's budget
+        was spent); one that raised keeps its own exception."""
+        deadline, token = enter_deadline(self._seconds)
         try:
-            with anyio.CancelScope(deadline=anyio.current_time() + self._seconds):
+            result = fn(*args, **kwargs)
+        finally:
+            leave_deadline(token)
+        if monotonic() > deadline:
+            raise self._expired(None)
+        return result
+
+    # -- async: real cancellation -------------------------------------------------------------
+    # asyncio (3.11+): the loop's shared deadline queue (``_loop_deadlines``): entering and
+    # leaving a timeout that does not fire schedules no loop timer of its own. trio: its native
+    # cancel scope. Elsewhere (asyncio on 3.10): an anyio cancel scope. In every case a
+    # cancellation from an enclosing scope propagates unchanged, never as TimeoutExceeded.
+    async def _acall(self, fn: AsyncFn, args: Args, kwargs: Kwargs) -> Any:
+        seconds = self._seconds
+        _, token = enter_deadline(seconds)
+        try:
+            loop = _get_running_loop()
+            if loop is not None and _deadlines.AVAILABLE:
+                entry = _deadlines.enter(loop, seconds)
+                try:
+                    result = await fn(*args, **kwargs)
+                except CancelledError as exc:
+                    if _deadlines.leave(loop, entry, seconds):
+                        raise self._expired(exc) from exc
+                    raise
+                except BaseException:
+                    _deadlines.leave(loop, entry, seconds)
+                    raise
+                _deadlines.leave(loop, entry, seconds)
+                return result
+            scope = _cancel_scope(loop, seconds)
+            caught: BaseException | None = None
+            with scope:
                 try:
                     return await fn(*args, **kwargs)
                 except BaseException as exc:
@@ -153,41 +221,41 @@ class Timeout(Policy):
         self._frames.set((*self._frames.get(), (time.monotonic(), token)))
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, exc_type: ExcType, exc: Exc, tb: Tb) -> None:
         start, token = self._pop()
         leave_deadline(token)
         if exc is None and time.monotonic() - start > self._seconds:
             raise self._expired(None)
 
     async def __aenter__(self) -> Timeout:
-        _, token = enter_deadline(self._seconds)
-        scope = anyio.CancelScope(deadline=anyio.current_time() + self._seconds)
+        seconds = self._seconds
+        _, token = enter_deadline(seconds)
         try:
-            scope.__enter__()
+            loop = _get_running_loop()
+            if loop is not None and _deadlines.AVAILABLE:
+                frame: Any = (loop, _deadlines.enter(loop, seconds))
+            else:
+                frame = _cancel_scope(loop, seconds)
+                frame.__enter__()
         except BaseException:
             leave_deadline(token)
             raise
-        self._frames.set((*self._frames.get(), (scope, token)))
+        self._frames.set((*self._frames.get(), (frame, token)))
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> bool:
-        scope, token = self._pop()
-        assert isinstance(scope, anyio.CancelScope)
+    async def __aexit__(self, exc_type: ExcType, exc: Exc, tb: Tb) -> bool:
+        frame, token = self._pop()
         try:
-            swallowed = bool(scope.__exit__(exc_type, exc, tb))
+            if isinstance(frame, tuple):
+                loop, entry = frame
+                ours = _deadlines.leave(loop, entry, self._seconds)
+                if ours and isinstance(exc, CancelledError):
+                    raise self._expired(exc) from exc
+                return False
+            swallowed = bool(frame.__exit__(exc_type, exc, tb))
         finally:
             leave_deadline(token)
-        if scope.cancelled_caught:
+        if frame.cancelled_caught:
             raise self._expired(exc)
         return swallowed
 

@@ -64,6 +64,11 @@ class Block:
             block = block.continues
         return blocks[::-1]
 
+    def uses_pytest_asyncio(self) -> bool:
+        """A test module written for pytest-asyncio (``@pytest.mark.asyncio`` or an import of
+        ``pytest_asyncio``) runs with that plugin on; every other one with it off."""
+        return "pytest.mark.asyncio" in self.code or "pytest_asyncio" in self.code
+
     def is_pytest_module(self) -> bool:
         """A block defining top-level ``test_*`` functions is a test module: it runs under
         pytest (so its fixtures and tests really run), not as a script."""

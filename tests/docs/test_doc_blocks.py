@@ -6,7 +6,9 @@ Each block is one test, named after its page and the line of its fence
 * in a fresh ``__main__`` namespace (nothing is imported for it: a block imports what it
   uses, because readers copy it), in a temporary working directory;
 * as a script; or, when it defines top-level ``test_*`` functions, as a test module under an
-  in-process pytest (``pytester``), so its fixtures and tests really run;
+  in-process pytest (``pytester``), so its fixtures and tests really run (with pytest-asyncio
+  when the block marks tests ``@pytest.mark.asyncio``, and the ``resilient`` plugin's
+  fixtures, as in a reader's suite);
 * with the fake services of ``doc_fakes.py`` answering httpx requests to ``http://inventory``
   and the other hosts the examples use;
 * with the process-wide state a block can change put back afterwards: the named-policy
@@ -117,10 +119,15 @@ def _run_as_test_module(chain: list[Block], pytester: pytest.Pytester) -> None:
     header = f"# {block.id}: line numbers below are the Markdown file's"
     test_file = pytester.path / "test_docs_block.py"
     test_file.write_text(doc_blocks.page_source(chain, header), encoding="utf-8")
-    # The docs recommend anyio's pytest plugin; pytest-asyncio (installed for our own suite)
-    # would only add warnings about its settings to the inner run.
+    # Blocks written for pytest-asyncio run under it, in its default (strict) mode; the others
+    # (anyio's plugin, or sync) run without it, which would only add warnings about its
+    # settings. The resilient plugin loads through its entry point, as in a reader's suite.
+    if block.uses_pytest_asyncio():
+        plugin = ["-o", "asyncio_mode=strict", "-o", "asyncio_default_fixture_loop_scope=function"]
+    else:
+        plugin = ["-p", "no:asyncio"]
     result = pytester.runpytest_inprocess(
-        "-p", "no:cacheprovider", "-p", "no:asyncio", "-q", test_file.name
+        "-p", "no:cacheprovider", *plugin, "-W", "error::pytest.PytestWarning", "-q", test_file.name
     )
     outcomes = result.parseoutcomes()
     output = "\n".join(result.outlines)
@@ -275,7 +282,7 @@ def test_a_block_leaks_no_global_state(tmp_path: Path, monkeypatch: pytest.Monke
     assert os.environ.get("HOME") == home
     assert not _sleeping.instant()
     hub = sys.modules["resilient.telemetry._hub"]
-    assert hub.STATE.listeners == () and hub.STATE.registry is hub.REGISTRY
+    assert hub.STATE.listeners == () and hub.STATE.registry is None  # the global REGISTRY
 
 
 def test_a_block_runs_as_a_fresh_main_module() -> None:

@@ -1,6 +1,7 @@
 """A process the crash tests start and kill: ``python saga_child.py MODE DB LEDGER ARGS...``.
 
-``run SAGA_ID [long] [on_recovery]`` runs the order saga (sync steps, SQLite store) and is
+``DB`` is a SQLite file, or a store URL (``postgresql://...?schema=...``).
+``run SAGA_ID [long] [on_recovery]`` runs the order saga (sync steps) and is
 usually killed by ``RESILIENT_SAGA_CRASH_AT``; ``recover`` recovers every orphaned saga with a
 clock one hour ahead (so every lease has expired) and prints the ids it finished as JSON.
 """
@@ -14,6 +15,7 @@ import time
 from saga_fixtures import Shop, order_saga
 
 import resilient as rs
+from resilient.saga import store_from_url
 from resilient.saga.testing import Ledger
 
 
@@ -26,7 +28,7 @@ def main(argv: list[str]) -> int:
         shop,
         long=long,
         is_async=False,
-        store=rs.SQLiteSagaStore(db),
+        store=store_from_url(db) if "://" in db else rs.SQLiteSagaStore(db),
         on_recovery=on_recovery,
         clock=(lambda: time.time() + 3600) if mode == "recover" else None,
     )

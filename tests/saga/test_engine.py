@@ -313,4 +313,4 @@ def test_cli_retry_makes_stuck_saga_due_for_recovery(tmp_path: Path, clock: Fake
     assert cli_main(["saga", "--store", url, "retry", "stuck-1", "--note", "refunds up"]) == 0
     assert saga.recover_sync().outcomes == {"stuck-1": SagaStatus.COMPENSATED}
     assert shop.order()[-2:] == [f"undo:{B}", f"undo:{A}"]
-    assert cli_main(["saga", "--store", "postgres://x", "list"]) == 2
+    assert cli_main(["saga", "--store", "postgres://x?outage_timeout=1", "list"]) == 2

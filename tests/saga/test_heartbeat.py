@@ -7,6 +7,7 @@ generous deadlines: they assert what happens, never how fast.
 
 from __future__ import annotations
 
+import threading
 import time
 
 import anyio
@@ -69,10 +70,46 @@ async def test_a_run_whose_lease_was_taken_over_stops_with_stale_epoch() -> None
     async def next_step(ctx: rs.SagaContext) -> None:
         after_step.append("ran")
 
-    with anyio.fail_after(20), pytest.raises(rs.StaleEpoch):
+    with anyio.fail_after(20), pytest.raises(rs.StaleEpoch) as info:
         await saga.run({}, saga_id="taken-1")
     assert cancelled.is_set(), "the in-flight step is cancelled when renewal fails"
     assert after_step == [], "a fenced-out run makes no further invocation"
+    # the heartbeat found the takeover, and names the epoch the run lost to
+    assert (info.value.epoch, info.value.current, info.value.heartbeat) == (1, 2, True)
+    assert "epoch 2" in str(info.value) and "None" not in str(info.value)
+
+
+def test_a_sync_run_whose_lease_was_taken_over_names_the_epoch_it_lost_to() -> None:
+    renewal_refused = threading.Event()
+
+    class Watched(rs.InMemorySagaStore):
+        def renew_sync(self, saga_id: str, owner: str, epoch: int, lease_until: float) -> bool:
+            ok = super().renew_sync(saga_id, owner, epoch, lease_until)
+            if not ok:
+                renewal_refused.set()
+            return ok
+
+    store = Watched()
+    saga = rs.Saga("takeover-sync", store=store, lease=LEASE)
+
+    @saga.step
+    def hang(ctx: rs.SagaContext) -> str:
+        assert store.take_sync(ctx.saga_id, "other-node", time.monotonic(), 60.0) is not None
+        assert renewal_refused.wait(20)  # the lease keeper thread found the takeover
+        return "late"
+
+    with pytest.raises(rs.StaleEpoch) as info:
+        saga.run_sync({}, saga_id="taken-sync-1")
+    assert (info.value.epoch, info.value.current) == (1, 2)
+    assert "epoch 2" in str(info.value) and "None" not in str(info.value)
+
+
+def test_stale_epoch_messages_never_say_none() -> None:
+    found = rs.StaleEpoch("s", 3, None, True)
+    assert "lease heartbeat" in str(found) and "epoch 3" in str(found)
+    refused = rs.StaleEpoch("s", 3)
+    assert "None" not in str(found) + str(refused)
+    assert "is now at epoch 4" in str(rs.StaleEpoch("s", 3, 4))
 
 
 @pytest.mark.anyio

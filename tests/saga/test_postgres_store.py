@@ -142,7 +142,7 @@ def test_append_racing_a_takeover_is_fenced(
                         "SELECT count(*) FROM pg_locks WHERE NOT granted AND pid IN "
                         "(SELECT pid FROM pg_stat_activity WHERE application_name = %s "
                         "AND query LIKE %s)",
-                        ("resilient-saga", f'UPDATE "{schema}".sagas%'),
+                        ("resilient-saga", f'%UPDATE "{schema}".sagas%'),
                     ).fetchone()
                     if waiting and waiting[0]:
                         break
@@ -200,7 +200,7 @@ def test_schema_is_created_once_under_concurrent_start(schema: str) -> None:
     with _raw() as conn:
         row = conn.execute(
             "SELECT to_regclass(%s) IS NOT NULL, to_regclass(%s) IS NOT NULL",
-            (f'"{schema}".sagas', f'"{schema}".sagas_due'),
+            (f'"{schema}".sagas', f'"{schema}".sagas_unfinished'),
         ).fetchone()
     assert row == (True, True)
     for store in made:
@@ -241,20 +241,47 @@ def test_pool_reuses_connections_and_survives_a_dropped_one(
     store = stores(pool_size=1)
     store.create_sync(new())
 
-    def backend_pids() -> list[int]:
-        return [conn.info.backend_pid for conn, _ in store._idle]
+    def backend_pid() -> int:
+        with store._conn() as conn:
+            row = conn.execute("SELECT pg_backend_pid()").fetchone()
+        assert row is not None
+        return int(row[0])
 
-    (pid,) = backend_pids()
+    pid = backend_pid()
     store.load_sync("s1")
-    assert backend_pids() == [pid]  # the same connection served the next operation
+    assert backend_pid() == pid  # the same connection served the next operations
     with _raw() as admin:
         admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
     monkeypatch.setattr(_postgres, "_PING_AFTER_IDLE", 0.0)  # as if idle for a while
     rec = store.load_sync("s1")  # the dead connection is noticed and replaced
-    assert rec is not None and backend_pids() != [pid]
+    assert rec is not None and backend_pid() != pid
     store.close()
     with pytest.raises(RuntimeError, match="closed"):
         store.load_sync("s1")
+
+
+@needs_pg
+def test_pool_size_bounds_the_connections_and_statements_are_prepared(
+    stores: Callable[..., rs.PostgresSagaStore], schema: str
+) -> None:
+    store = stores(pool_size=3)
+    for i in range(3):
+        store.create_sync(new(f"p{i}"))
+    threads = [
+        _in_thread(lambda i=i: store.append_sync(f"p{i % 3}", 1, [ev(LogKind.STEP_STARTED)]))
+        for i in range(12)
+    ]
+    for thread, _ in threads:
+        thread.join(timeout=60)
+    assert [out for _, out in threads] == [[None]] * 12
+    stats = store._pool.get_stats()
+    assert stats["pool_max"] == 3 and stats["connections_num"] <= 3
+    with store._conn() as conn:
+        prepared = conn.execute(
+            "SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE %s",
+            (f'%"{schema}".sagas%',),
+        ).fetchone()
+    assert prepared is not None and prepared[0] >= 1  # prepared on its first use
 
 
 @needs_pg
@@ -266,7 +293,7 @@ def test_pool_size_zero_opens_a_connection_per_operation(
     store.append_sync("s1", 1, [ev(LogKind.SAGA_COMPLETED)], SagaStatus.COMPLETED)
     rec = store.load_sync("s1")
     assert rec is not None and rec.status is SagaStatus.COMPLETED
-    assert store._idle == []
+    assert store._pool is None
 
 
 @needs_pg
@@ -300,11 +327,15 @@ def test_store_validates_its_arguments() -> None:
 
 
 @pytest.mark.skipif(_NO_DRIVER, reason="psycopg is not installed")
-def test_url_of_unreachable_server_is_a_config_error_without_the_password() -> None:
-    # the CLI reports a ValueError from store_from_url as a bad --store (exit 2)
-    with pytest.raises(rs.ConfigError, match="cannot open saga store") as info:
-        store_from_url("postgresql://bob:hunter2@127.0.0.1:1/db?connect_timeout=2")
-    assert "hunter2" not in str(info.value) and "bob:***@" in str(info.value)
+def test_url_of_refusing_server_is_store_unavailable_without_the_password() -> None:
+    # the CLI reports it like a bad --store (exit 2); see test_store_outages.py for a server
+    # that never answers at all
+    with pytest.raises(rs.SagaStoreUnavailable, match="was unavailable") as info:
+        store_from_url("postgresql://bob:hunter2@127.0.0.1:1/db?connect_timeout=2&outage_timeout=2")
+    assert "hunter2" not in str(info.value) and "Connection refused" in str(info.value)
+    assert info.value.saga_id is None and info.value.operation == "connect"
+    with pytest.raises(rs.ConfigError, match="outage_timeout"):
+        store_from_url("postgresql://bob:hunter2@127.0.0.1:1/db?outage_timeout=soon")
 
 
 def test_resilient_imports_without_psycopg() -> None:

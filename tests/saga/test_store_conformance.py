@@ -51,7 +51,8 @@ def test_sqlite_store_validates_its_arguments(tmp_path: Path) -> None:
 def test_store_urls(tmp_path: Path) -> None:
     assert isinstance(store_from_url("memory://"), rs.InMemorySagaStore)
     store = store_from_url(f"sqlite:///{tmp_path}/u.db?durability=power")
-    assert isinstance(store, rs.SQLiteSagaStore) and store.durability == "power"
+    assert isinstance(store, rs.SQLiteSagaStore) and store.durability.mode == "power"
+    assert store.durability.power_loss and store.durability.settings["synchronous"] == "FULL"
     with pytest.raises(ValueError, match="unsupported"):
         store_from_url("redis://x")
     with pytest.raises(ValueError, match="unknown option"):

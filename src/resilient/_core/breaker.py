@@ -288,6 +288,10 @@ class BreakerCore:
         else:
             self._transition(CLOSED, now)
 
+    def take_pending(self) -> tuple[list[Transition], int]:
+        """:meth:`take_changes` and the generation they led to, for the publisher."""
+        return self.take_changes(), self.gen
+
     def take_changes(self) -> list[Transition]:
         """Hand the pending transitions to the caller (who publishes them) and forget them."""
         changes = self.changes

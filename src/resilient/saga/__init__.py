@@ -7,15 +7,18 @@ a saga whose process died, re-invoking an in-doubt step with the same idempotenc
 
 Guarantees: steps and compensations are invoked at least once and each outcome is recorded at
 most once (epoch-fenced); an effect happens exactly once when the participant honours
-``ctx.idempotency_key``. See ``docs/saga.md``.
+``ctx.idempotency_key``, and never after its compensation only when the participant records
+that compensation against the step's key (``barrier()`` for SQL participants,
+:class:`ParticipantLedger` for any other). See ``docs/saga.md``.
 """
 
 from __future__ import annotations
 
-from ..errors import StaleEpoch, UnknownSagaVersion
+from ..errors import SagaStoreUnavailable, StaleEpoch, UnknownSagaVersion
 from ._admin import SagaAdmin
 from ._barrier import barrier
 from ._definition import Step
+from ._durability import Durability
 from ._errors import DeadlineExceeded, SagaInterrupted
 from ._memory import InMemorySagaStore
 from ._model import (
@@ -31,20 +34,38 @@ from ._model import (
     SagaStatus,
     SagaSummary,
 )
+from ._participant import (
+    EPOCH_HEADER,
+    IDEMPOTENCY_HEADER,
+    LedgerCall,
+    LedgerEndpoint,
+    LedgerEntry,
+    LedgerOutcome,
+    ParticipantLedger,
+    participant_headers,
+)
 from ._postgres import PostgresSagaStore
 from ._recovery import RecoveryReport
 from ._saga import Saga
 from ._sqlite import SQLiteSagaStore
-from ._store import BlockingSagaStore, SagaStore
+from ._store import BlockingSagaStore, SagaStore, store_health
 from ._url import store_from_url
 
 __all__ = [
+    "EPOCH_HEADER",
+    "IDEMPOTENCY_HEADER",
     "BlockingSagaStore",
     "CreateResult",
     "DeadlineExceeded",
+    "Durability",
     "InMemorySagaStore",
+    "LedgerCall",
+    "LedgerEndpoint",
+    "LedgerEntry",
+    "LedgerOutcome",
     "LogKind",
     "NewSaga",
+    "ParticipantLedger",
     "PostgresSagaStore",
     "RecordedError",
     "RecoveryReport",
@@ -59,10 +80,13 @@ __all__ = [
     "SagaResult",
     "SagaStatus",
     "SagaStore",
+    "SagaStoreUnavailable",
     "SagaSummary",
     "StaleEpoch",
     "Step",
     "UnknownSagaVersion",
     "barrier",
+    "participant_headers",
     "store_from_url",
+    "store_health",
 ]

@@ -21,6 +21,7 @@ import sys
 import time
 from typing import Any, TextIO
 
+from ..errors import SagaStoreUnavailable
 from ._admin import admin_events
 from ._model import SagaFilter, SagaStatus
 from ._store import BlockingSagaStore
@@ -85,11 +86,14 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
         return 2
     try:
         store = store_from_url(args.store)
-    except ValueError as exc:
+    except (ValueError, SagaStoreUnavailable) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     try:
         return _COMMANDS[args.saga_command](store, args, out)
+    except SagaStoreUnavailable as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     except (KeyError, ValueError) as exc:
         print(f"error: {exc.args[0] if exc.args else exc}", file=sys.stderr)
         return 1

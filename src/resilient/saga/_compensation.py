@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import weakref
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 from .. import _sleeping
 from .._policy import Policy
+from .._types import Args, AsyncFn, Kwargs
 from ._host import SagaHost
 
 
@@ -40,12 +41,7 @@ class _CompensationRetry(Policy):
             (sleep or _sleeping.sync_sleep)(self._delay(n))
             n += 1
 
-    async def _acall(
-        self,
-        fn: Callable[..., Awaitable[Any]],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-    ) -> Any:
+    async def _acall(self, fn: AsyncFn, args: Args, kwargs: Kwargs) -> Any:
         n = 1
         while True:
             try:

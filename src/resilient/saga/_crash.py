@@ -25,6 +25,7 @@ __all__ = [
     "CrashPoint",
     "SimulatedCrash",
     "arm",
+    "armed",
     "disarm",
     "maybe_crash",
 ]
@@ -94,6 +95,18 @@ def _env_target() -> tuple[str, str | None] | None:
 # child process, and the hot path then costs one global read per crash point.
 _ENV_TARGET = _env_target()
 ENV_ARMED = _ENV_TARGET is not None
+
+
+def armed(point: CrashPoint, step: str | None) -> bool:
+    """True when arriving at ``point`` for ``step`` would crash. The engine asks before
+    writing a step's outcome together with the next record: a test that arms
+    ``AFTER_STEP_RECORDED`` gets the moment it names (the outcome durable, nothing after it)."""
+    if ARMED:
+        with _armed_lock:
+            if any(e[0] is point and e[1] in (None, step) for e in ARMED):
+                return True
+    target = _ENV_TARGET
+    return target is not None and target[0] == point.value and target[1] in (None, step)
 
 
 def maybe_crash(point: CrashPoint, step: str | None) -> None:

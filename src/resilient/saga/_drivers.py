@@ -8,6 +8,7 @@ they ended into a :class:`_StepOutcome` for the script.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Generator
 from typing import Any, cast
@@ -16,14 +17,14 @@ import anyio
 import anyio.to_thread
 
 from .. import _sleeping
-from ..errors import StaleEpoch
+from ..errors import SagaStoreUnavailable, StaleEpoch
 from ._errors import SagaInterrupted
 from ._lease import KEEPER, heartbeat
 from ._model import SagaContext, SagaStatus
 from ._protocol import (
     _Append,
     _DeadlineSignal,
-    _FencedSignal,
+    _HaltSignal,
     _Invoke,
     _Op,
     _Outcome,
@@ -31,6 +32,20 @@ from ._protocol import (
     _Run,
     _StepOutcome,
 )
+
+_log = logging.getLogger("resilient.saga")
+
+
+def _released_badly(run: _Run, error: SagaStoreUnavailable) -> None:
+    """A lease that could not be given back just runs out (``lease`` seconds): the run's
+    outcome stands, so this is a log line, not the caller's error."""
+    _log.warning("saga %r: could not release its lease (it expires by itself): %s", run.id, error)
+
+
+def _held_lost(run: _Run, error: SagaStoreUnavailable) -> None:
+    """A shutdown could not commit a held step outcome: recovery invokes that step again
+    with its key (at least once), so the shutdown goes on; a log line, not an error."""
+    _log.warning("saga %r: a step outcome was not recorded before shutdown: %s", run.id, error)
 
 
 class _AsyncDriver:
@@ -43,9 +58,11 @@ class _AsyncDriver:
         self.detached = detached  # a cancellation is the host shutting down, not an abort
         self._cancel: BaseException | None = None
         self._lost = False
+        self._lost_to: int | None = None  # the epoch the heartbeat found, when it could read it
         self._step_scope: anyio.CancelScope | None = None
         self._shutdown = False
         self._own: anyio.CancelScope | None = None
+        self._held: list[_Append] = []  # deferred records, committed with the next write
 
     def stop(self) -> None:
         """Runner shutdown: stop at once, without compensating (called in the loop's thread)."""
@@ -96,7 +113,10 @@ class _AsyncDriver:
                     outcome = _Outcome(None, dict(run.state.results))
                 if outcome.status is None or outcome.status is SagaStatus.SUSPENDED:
                     with anyio.CancelScope(shield=True):
-                        await self.store.release(run.id, self.saga.node_id, run.epoch)
+                        try:
+                            await self.store.release(run.id, self.saga.node_id, run.epoch)
+                        except SagaStoreUnavailable as exc:
+                            _released_badly(run, exc)
         finally:
             if in_flight is not None:
                 in_flight.dec()
@@ -113,6 +133,7 @@ class _AsyncDriver:
             try:
                 op = gen.send(value)
             except StopIteration as stop:
+                await self._flush()
                 return cast(_Outcome, stop.value)
             shield = self._cancel is not None or self.run.state.phase == "compensating"
             try:
@@ -123,6 +144,10 @@ class _AsyncDriver:
                     raise
                 if self._shutdown or self.detached:  # not an abort: leave it for the next runner
                     gen.close()
+                    try:
+                        await self._flush()
+                    except SagaStoreUnavailable as error:  # the held outcome is redone
+                        _held_lost(self.run, error)
                     return _Outcome(None, dict(self.run.state.results))
                 self._cancel = exc
                 gen.close()
@@ -135,24 +160,43 @@ class _AsyncDriver:
             return None
         if isinstance(op, _Invoke):
             return await self._invoke(op)
+        await self._flush()
         await self._sleep_until(op.until)
         return None
 
     async def _append(self, op: _Append) -> None:
         run = self.run
+        if op.defer:
+            run.held(op)
+            self._held.append(op)
+            return
+        held = self._held
+        events = op.events
+        if held:
+            self._held = []
+            events = (*(ev for h in held for ev in h.events), *events)
         try:
-            await self.store.append(run.id, run.epoch, op.events, op.status, op.next_attempt_at)
+            await self.store.append(run.id, run.epoch, events, op.status, op.next_attempt_at)
         except StaleEpoch:
             self.saga._count_stale()
             raise
+        for h in held:
+            run.released(h)
         run.applied(op)
 
+    async def _flush(self) -> None:
+        """Commit the held records on their own (before a wait, or at the end of a drive)."""
+        if self._held:
+            with anyio.CancelScope(shield=True):
+                await self._append(_Append(()))
+
     async def _append_in_attempt(self, op: _Append) -> None:
-        """``_append`` from inside a step's policy: a fence becomes a signal no policy handles."""
+        """``_append`` from inside a step's policy: a fence or a store outage becomes a signal
+        no policy handles."""
         try:
             await self._append(op)
-        except StaleEpoch as exc:
-            raise _FencedSignal(exc) from exc
+        except (StaleEpoch, SagaStoreUnavailable) as exc:
+            raise _HaltSignal(exc) from exc
 
     async def _sleep_until(self, until: float) -> None:
         clock = self.saga._clock
@@ -165,10 +209,12 @@ class _AsyncDriver:
         else:
             await _sleeping.async_sleep(left)
 
-    def _lease_lost(self) -> None:
-        """The heartbeat found the lease taken: stop the step in flight (a fenced-out run
-        must not go on; the drive then raises StaleEpoch)."""
+    def _lease_lost(self, current: int | None) -> None:
+        """The heartbeat found the lease taken (the saga now at epoch ``current``, when it
+        could read it): stop the step in flight (a fenced-out run must not go on; the drive
+        then raises StaleEpoch)."""
         self._lost = True
+        self._lost_to = current
         if self._step_scope is not None:
             self._step_scope.cancel()
 
@@ -180,7 +226,9 @@ class _AsyncDriver:
         ctx = run.context(step, phase)
 
         async def attempt(c: SagaContext) -> Any:
-            await self._append_in_attempt(run.begin_attempt(op, c))
+            started = run.begin_attempt(op, c)
+            if started is not None:
+                await self._append_in_attempt(started)
             run.attempt_started(op)
             args = run.call_args(step, phase, c)
             t0 = time.perf_counter()
@@ -207,15 +255,15 @@ class _AsyncDriver:
                     value = await attempt(ctx)
                 else:
                     value = await policy.acall(attempt, ctx)
-            except _FencedSignal as fenced:
-                raise fenced.error from None
+            except _HaltSignal as halt:
+                raise halt.error from None
             except (_RejectedSignal, _DeadlineSignal, Exception) as exc:
                 return _outcome_of(exc)
             finally:
                 self._step_scope = None
         if scope.cancelled_caught:
             if self._lost:
-                raise StaleEpoch(run.id, run.epoch)
+                raise StaleEpoch(run.id, run.epoch, self._lost_to, heartbeat=True)
             return _StepOutcome("deadline")
         return _StepOutcome("ok", value)
 
@@ -228,6 +276,7 @@ class _SyncDriver:
         self.saga = run.saga
         self.store = run.saga._blocking_store
         self._store_append = self.store.append_sync
+        self._held: list[_Append] = []  # deferred records, committed with the next write
 
     def drive(self, script: Generator[_Op, Any, _Outcome]) -> _Outcome:
         run = self.run
@@ -243,17 +292,22 @@ class _SyncDriver:
                 value: Any = None
                 while True:
                     if lease.lost:
-                        raise StaleEpoch(run.id, run.epoch)
+                        raise StaleEpoch(run.id, run.epoch, lease.lost_to, heartbeat=True)
                     if saga._stopping:
                         gen.close()
-                        self.store.release_sync(run.id, saga.node_id, run.epoch)
+                        try:
+                            self._flush()
+                        except SagaStoreUnavailable as error:  # the held outcome is redone
+                            _held_lost(run, error)
+                        self._release()
                         raise SagaInterrupted(run.id)
                     try:
                         op = send(value)
                     except StopIteration as stop:
+                        self._flush()
                         outcome = cast(_Outcome, stop.value)
                         if outcome.status is SagaStatus.SUSPENDED:
-                            self.store.release_sync(run.id, saga.node_id, run.epoch)
+                            self._release()
                         return outcome
                     kind = type(op)
                     if kind is _Append:
@@ -268,12 +322,20 @@ class _SyncDriver:
             if in_flight is not None:
                 in_flight.dec()
 
+    def _release(self) -> None:
+        run = self.run
+        try:
+            self.store.release_sync(run.id, self.saga.node_id, run.epoch)
+        except SagaStoreUnavailable as exc:
+            _released_badly(run, exc)
+
     def _exec(self, op: _Op) -> Any:
         if isinstance(op, _Append):
             self._append(op)
             return None
         if isinstance(op, _Invoke):
             return self._invoke(op)
+        self._flush()
         clock = self.saga._clock
         left = op.until - clock()
         if left > 0:
@@ -286,19 +348,36 @@ class _SyncDriver:
 
     def _append(self, op: _Append) -> None:
         run = self.run
+        if op.defer:
+            run.held(op)
+            self._held.append(op)
+            return
+        held = self._held
+        events = op.events
+        if held:
+            self._held = []
+            events = (*(ev for h in held for ev in h.events), *events)
         try:
-            self._store_append(run.id, run.epoch, op.events, op.status, op.next_attempt_at)
+            self._store_append(run.id, run.epoch, events, op.status, op.next_attempt_at)
         except StaleEpoch:
             self.saga._count_stale()
             raise
+        for h in held:
+            run.released(h)
         run.applied(op)
 
+    def _flush(self) -> None:
+        """Commit the held records on their own (before a wait, or at the end of a drive)."""
+        if self._held:
+            self._append(_Append(()))
+
     def _append_in_attempt(self, op: _Append) -> None:
-        """``_append`` from inside a step's policy: a fence becomes a signal no policy handles."""
+        """``_append`` from inside a step's policy: a fence or a store outage becomes a signal
+        no policy handles."""
         try:
             self._append(op)
-        except StaleEpoch as exc:
-            raise _FencedSignal(exc) from exc
+        except (StaleEpoch, SagaStoreUnavailable) as exc:
+            raise _HaltSignal(exc) from exc
 
     def _invoke(self, op: _Invoke) -> _StepOutcome:
         run = self.run
@@ -307,7 +386,9 @@ class _SyncDriver:
         reporting = run.reporting
 
         def attempt(c: SagaContext) -> Any:
-            self._append_in_attempt(run.begin_attempt(op, c))
+            started = run.begin_attempt(op, c)
+            if started is not None:
+                self._append_in_attempt(started)
             run.attempt_started(op)
             args = run.call_args(step, phase, c)
             if not reporting:  # the common case: no span, no timing
@@ -330,8 +411,8 @@ class _SyncDriver:
         ctx = run.context(step, phase)
         try:
             value = attempt(ctx) if policy is None else policy.call(attempt, ctx)
-        except _FencedSignal as fenced:
-            raise fenced.error from None
+        except _HaltSignal as halt:
+            raise halt.error from None
         except (_RejectedSignal, _DeadlineSignal, Exception) as exc:
             return _outcome_of(exc)
         return _StepOutcome("ok", value)

@@ -5,7 +5,9 @@ processes from both recording.
 
 An async run renews from a :func:`heartbeat` task of its own; sync runs (no event loop) are
 renewed by one daemon thread per process, :data:`KEEPER`. A renewal that finds the lease taken
-marks the run lost, and its driver stops it with ``StaleEpoch``.
+marks the run lost (reading the saga once to learn the epoch it lost to), and its driver stops
+it with ``StaleEpoch``. A renewal that fails (the store is down) is a log line, not a lost
+lease: the epoch still fences the run if another process takes the saga over meanwhile.
 """
 
 from __future__ import annotations
@@ -24,9 +26,16 @@ __all__ = ["KEEPER", "heartbeat"]
 _log = logging.getLogger("resilient.saga")
 
 
-async def heartbeat(run: _Run, scope: anyio.CancelScope, lost: Callable[[], None]) -> None:
+def _renewal_failed(run: _Run, exc: Exception) -> None:
+    # one line, no traceback: during a store outage this repeats every lease/3 per run
+    _log.warning("saga %r: renewing its lease failed (%s: %s)", run.id, type(exc).__name__, exc)
+
+
+async def heartbeat(
+    run: _Run, scope: anyio.CancelScope, lost: Callable[[int | None], None]
+) -> None:
     """Renew ``run``'s lease until ``scope`` is cancelled (the run ended) or the lease is lost
-    (then call ``lost``)."""
+    (then call ``lost`` with the saga's current epoch, ``None`` if it cannot be read)."""
     saga = run.saga
     store = saga.store
     with scope:
@@ -35,22 +44,29 @@ async def heartbeat(run: _Run, scope: anyio.CancelScope, lost: Callable[[], None
             until = saga._clock() + saga.lease
             try:
                 ok = await store.renew(run.id, saga.node_id, run.epoch, until)
-            except Exception:  # a store blip is not a lost lease: the epoch still fences
-                _log.exception("renewing the lease of saga %r failed", run.id)
+            except Exception as exc:  # a store blip is not a lost lease: the epoch still fences
+                _renewal_failed(run, exc)
                 continue
             if not ok and not run.state.status.finished:
-                lost()
+                current: int | None = None
+                try:
+                    record = await store.load(run.id)
+                    current = None if record is None else record.epoch
+                except Exception:  # the epoch is for the message; losing is what matters
+                    pass
+                lost(current)
                 return
 
 
 class _Lease:
     """A sync run's hold on its saga, renewed by the :data:`KEEPER` thread."""
 
-    __slots__ = ("lost", "run")
+    __slots__ = ("lost", "lost_to", "run")
 
     def __init__(self, run: _Run) -> None:
         self.run = run
         self.lost = False
+        self.lost_to: int | None = None  # the saga's epoch when the lease was found taken
 
 
 class _LeaseKeeper:
@@ -92,10 +108,15 @@ class _LeaseKeeper:
                     ok = saga._blocking_store.renew_sync(
                         run.id, saga.node_id, run.epoch, saga._clock() + saga.lease
                     )
-                except Exception:  # a flaky store must not kill the keeper thread
-                    _log.exception("renewing the lease of saga %r failed", run.id)
+                except Exception as exc:  # a flaky store must not kill the keeper thread
+                    _renewal_failed(run, exc)
                     continue
                 if not ok and not run.state.status.finished:
+                    try:
+                        record = saga._blocking_store.load_sync(run.id)
+                        lease.lost_to = None if record is None else record.epoch
+                    except Exception:  # the epoch is for the message; losing is what matters
+                        pass
                     lease.lost = True
                 with self._lock:
                     if lease in self._leases:

@@ -13,6 +13,7 @@ import time
 from collections.abc import Sequence
 
 from ..errors import StaleEpoch
+from ._durability import Durability, memory_durability
 from ._model import (
     UNFINISHED,
     CreateResult,
@@ -23,7 +24,7 @@ from ._model import (
     SagaStatus,
     SagaSummary,
 )
-from ._store import BlockingSagaStore, is_progress
+from ._store import BlockingSagaStore, is_progress, track
 
 __all__ = ["InMemorySagaStore"]
 
@@ -113,6 +114,9 @@ class InMemorySagaStore(BlockingSagaStore):
     def __init__(self) -> None:
         self._sagas: dict[str, _Row] = {}
         self._lock = threading.Lock()
+        self.durability: Durability = memory_durability()
+        """Nothing survives the process."""
+        track(self)
 
     def __repr__(self) -> str:
         return f"<InMemorySagaStore sagas={len(self._sagas)}>"

@@ -295,10 +295,11 @@ class SagaContext:
 
     ``idempotency_key`` is ``f"{saga_id}:{step}"`` for a step and ``f"{saga_id}:{step}:undo"``
     for its compensation, the same on every attempt and after a crash, so a participant that
-    deduplicates on it turns at-least-once invocation into an exactly-once effect.
+    deduplicates on it turns at-least-once invocation into an exactly-once effect. ``epoch``
+    is the fencing token of the process driving this attempt: it grows on every takeover.
     """
 
-    __slots__ = ("_attempt", "_data", "_phase", "_results", "_saga_id", "_step")
+    __slots__ = ("_attempt", "_data", "_epoch", "_phase", "_results", "_saga_id", "_step")
 
     def __init__(
         self,
@@ -308,6 +309,7 @@ class SagaContext:
         step: str,
         attempt: int = 1,
         phase: str = "forward",
+        epoch: int = 1,
     ) -> None:
         self._saga_id = saga_id
         self._data = data
@@ -315,6 +317,7 @@ class SagaContext:
         self._step = step
         self._attempt = attempt
         self._phase = phase
+        self._epoch = epoch
 
     @property
     def saga_id(self) -> str:
@@ -342,6 +345,16 @@ class SagaContext:
         return self._attempt
 
     @property
+    def epoch(self) -> int:
+        """The saga's epoch as held by the process running this attempt: 1 for the process
+        that started the saga, one more for every takeover (recovery, an operator). A
+        participant may keep the highest epoch it has seen per saga and refuse calls with a
+        lower one: they come from a process that has been fenced out (it was paused or cut
+        off, and another process has taken the saga over). Also sent by
+        :func:`resilient.saga.participant_headers` as ``Saga-Epoch``."""
+        return self._epoch
+
+    @property
     def phase(self) -> str:
         """ "forward" for a step, "compensate" for its compensation."""
         return self._phase
@@ -356,7 +369,7 @@ class SagaContext:
     def __repr__(self) -> str:
         return (
             f"SagaContext(saga_id={self._saga_id!r}, step={self._step!r}, "
-            f"phase={self._phase!r}, attempt={self._attempt})"
+            f"phase={self._phase!r}, attempt={self._attempt}, epoch={self._epoch})"
         )
 
 

@@ -3,32 +3,49 @@
 Same schema and behaviour as the SQLite store (``sagas`` + ``saga_events``, an index on
 ``(status, next_attempt_at)``), adapted to a server database:
 
-* every write is ONE transaction; ``append`` is fenced by ``UPDATE ... WHERE epoch = %s``
-  (0 rows: :class:`StaleEpoch`), whose row lock also serialises the log's ``seq`` numbers;
+* every write is ONE statement, so ONE transaction and one round trip in autocommit mode:
+  ``append`` is ``WITH s AS (UPDATE ... WHERE epoch = %s RETURNING last_seq) INSERT INTO
+  saga_events SELECT ... FROM s, unnest(...)`` (nothing inserted: :class:`StaleEpoch`); the
+  row lock of the UPDATE also serialises the log's ``seq`` numbers. ``create`` is the same
+  shape around ``INSERT ... ON CONFLICT DO NOTHING``;
 * ``claim`` picks due sagas with ``FOR UPDATE SKIP LOCKED``, so concurrent recovery workers
   never wait for each other nor claim the same saga, and bumps ``epoch`` in the same statement;
 * ``load`` reads the row and its log in one ``REPEATABLE READ`` snapshot;
 * the schema is created idempotently (``CREATE ... IF NOT EXISTS``) under an advisory lock, so
-  instances starting together do not race on the catalog; nothing is created when it exists.
+  instances starting together do not race on the catalog; nothing is created when it exists;
+  a layout-1 database is upgraded in place (``_sql_rows.SCHEMA_VERSION``);
+* connections come from a ``psycopg_pool.ConnectionPool`` (``pool_size`` at most), and every
+  statement is prepared on its connection the first time it runs there;
+* a server restart or failover is ridden out (``_outage.OutageGuard``: Retry and a circuit
+  breaker for up to ``outage_timeout`` seconds per operation, each connection attempt bounded
+  by what is left), then reported as ``SagaStoreUnavailable``: no psycopg exception leaves the
+  store. A write retried after its connection broke checks whether it committed first;
+* ``synchronous_commit`` and ``fsync`` are read when the store connects (and again after a
+  connection broke), reported as ``store.durability`` and warned about once when off.
 
 The driver is psycopg 3, imported only when a store is built, so ``import resilient`` never
-needs it (``pip install resilient-patterns[postgres]``). Calls are blocking (psycopg's sync
-API); from async code they run in anyio worker threads, like the SQLite store. Each operation
-borrows a connection from a small free list (``pool_size`` idle connections kept open), so one
-operation is one transaction on one connection, never shared mid-flight.
+needs it (``pip install resilient-patterns[postgres]``, which brings psycopg_pool). Calls are
+blocking (psycopg's sync API); from async code they run in anyio worker threads, like the
+SQLite store. Each operation borrows a connection from the pool for its one statement (or
+transaction), so a connection is never shared mid-flight.
 """
 
 from __future__ import annotations
 
 import functools
+import logging
 import math
 import threading
 import time
+import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from ..errors import StaleEpoch
+from .._deadline import remaining
+from .._types import Args
+from ..errors import StaleEpoch, _mask_secrets
+from ._durability import Durability, postgres_durability
 from ._model import (
     UNFINISHED,
     CreateResult,
@@ -39,25 +56,31 @@ from ._model import (
     SagaStatus,
     SagaSummary,
 )
+from ._outage import DEFAULT_OUTAGE_TIMEOUT, OutageGuard, OutOfTime, check_outage_timeout
 from ._sql_rows import (
     RECORD_COLUMNS,
+    SCHEMA_VERSION,
     SUMMARY_COLUMNS,
+    UNFINISHED_SQL,
     AppendShape,
-    append_sets,
     append_update,
-    insert_params,
+    inserted_by,
+    newer_schema,
     record_from_row,
     summary_from_row,
 )
-from ._store import BlockingSagaStore
+from ._store import BlockingSagaStore, track
 
 if TYPE_CHECKING:
     import psycopg
 
 __all__ = ["PostgresSagaStore"]
 
+_log = logging.getLogger("resilient.saga.store")
+
 _INSTALL_HINT = (
-    "PostgresSagaStore needs the psycopg 3 driver: pip install 'resilient-patterns[postgres]'"
+    "PostgresSagaStore needs the psycopg 3 driver and psycopg_pool: "
+    "pip install 'resilient-patterns[postgres]'"
 )
 # pg_advisory_xact_lock key serialising schema creation across instances ("resilien" in ASCII)
 _SCHEMA_LOCK_KEY = 0x7265_7369_6C69_656E
@@ -67,6 +90,15 @@ _SCHEMA_LOCK_KEY = 0x7265_7369_6C69_656E
 _PING_AFTER_IDLE = 2.0
 _APPLICATION_NAME = "resilient-saga"  # shown in pg_stat_activity, for operators
 _DEFAULT_CONNECT_TIMEOUT = 10
+_MIN_CONNECT_TIMEOUT = 2  # libpq (and psycopg) never wait less for a connection
+_TCP_DEFAULTS = {
+    "keepalives": 1,
+    "keepalives_idle": 10,
+    "keepalives_interval": 5,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 30_000,  # ms of unacknowledged data before the connection is dropped
+}
+_SETTINGS_SQL = "SELECT current_setting('synchronous_commit'), current_setting('fsync')"
 
 _COLUMNS = RECORD_COLUMNS
 _S_COLUMNS = ", ".join(f"s.{c.strip()}" for c in _COLUMNS.split(","))
@@ -75,7 +107,8 @@ _UNFINISHED = [s.value for s in UNFINISHED]
 
 
 def _schema_sql(t: str) -> list[str]:
-    """The DDL, table names prefixed by ``t`` (``""`` or ``'"schema".'``)."""
+    """The DDL of the current layout, table names prefixed by ``t`` (``""`` or
+    ``'"schema".'``); every statement is idempotent, so it also finishes an upgrade."""
     return [
         f"""CREATE TABLE IF NOT EXISTS {t}sagas (
             id TEXT PRIMARY KEY,
@@ -94,8 +127,13 @@ def _schema_sql(t: str) -> list[str]:
             created_at DOUBLE PRECISION NOT NULL,
             updated_at DOUBLE PRECISION NOT NULL,
             last_seq BIGINT NOT NULL
-        )""",
-        f"CREATE INDEX IF NOT EXISTS sagas_due ON {t}sagas (status, next_attempt_at)",
+        ) WITH (fillfactor = 80)""",
+        # room on each page for the row's next versions: the updates of a saga row (every
+        # append, renew and claim) touch no indexed column, so they stay on the page (HOT)
+        f"ALTER TABLE {t}sagas SET (fillfactor = 80)",
+        f"""CREATE INDEX IF NOT EXISTS sagas_unfinished ON {t}sagas (next_attempt_at)
+            WHERE status IN {UNFINISHED_SQL}""",
+        f"DROP INDEX IF EXISTS {t}sagas_due",
         f"""CREATE TABLE IF NOT EXISTS {t}saga_events (
             saga_id TEXT NOT NULL,
             seq BIGINT NOT NULL,
@@ -106,15 +144,51 @@ def _schema_sql(t: str) -> list[str]:
             at DOUBLE PRECISION NOT NULL,
             PRIMARY KEY (saga_id, seq)
         )""",
+        f"CREATE TABLE IF NOT EXISTS {t}saga_schema (version INTEGER NOT NULL)",
+        f"DELETE FROM {t}saga_schema",
+        f"INSERT INTO {t}saga_schema (version) VALUES ({SCHEMA_VERSION})",
     ]
 
 
+# the events of one write, as columns for unnest(): one statement inserts any number of them
+_UNNEST = (
+    "unnest(%(kinds)s::text[], %(steps)s::text[], %(attempts)s::int[], %(payloads)s::text[], "
+    "%(ats)s::float8[]) WITH ORDINALITY AS e(kind, step, attempt, payload, at, n)"
+)
+
+
+def _event_params(events: Sequence[SagaLogEvent], now: float) -> dict[str, Any]:
+    return {
+        "kinds": [ev.kind for ev in events],
+        "steps": [ev.step for ev in events],
+        "attempts": [ev.attempt for ev in events],
+        "payloads": [ev.payload for ev in events],
+        "ats": [float(ev.at or now) for ev in events],
+    }
+
+
 @functools.cache
-def _update_sql(t: str, shape: AppendShape) -> str:
-    """The fenced row update of one append (cached: 16 variants per schema at most)."""
-    sets = ["last_seq = last_seq + %s", "updated_at = %s", *append_sets(shape, "%s")]
-    fence = "WHERE id = %s AND epoch = %s RETURNING last_seq"
-    return f"UPDATE {t}sagas SET {', '.join(sets)} {fence}"
+def _append_sql(t: str, shape: AppendShape) -> str:
+    """The fenced append of one write shape as ONE statement (cached: 16 per schema)."""
+    sets = ["last_seq = last_seq + %(count)s", "updated_at = %(now)s"]
+    status, finished, next_attempt, progress = shape
+    if status:
+        sets.append("status = %(status)s")
+    if finished:
+        sets.append("owner = NULL, lease_until = 0")
+    if next_attempt:
+        sets.append("next_attempt_at = %(next)s")
+    if progress:
+        sets.append("recoveries = 0")
+    # ``updated_at <> stamp``: a retry of an append that did commit changes nothing (and then
+    # finds its own stamp on the row, see _append)
+    return (
+        f"WITH s AS (UPDATE {t}sagas SET {', '.join(sets)} "
+        "WHERE id = %(id)s AND epoch = %(epoch)s AND updated_at <> %(now)s RETURNING last_seq) "
+        f"INSERT INTO {t}saga_events (saga_id, {_EVENT_COLUMNS}) "
+        "SELECT %(id)s, e.kind, e.step, e.attempt, e.payload, e.at, "
+        f"s.last_seq - %(count)s + e.n FROM s, {_UNNEST}"
+    )
 
 
 def _import_psycopg() -> Any:
@@ -129,6 +203,18 @@ def _quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+def _transient_for(pg: Any) -> Any:
+    """The psycopg errors worth waiting out: the connection failed or broke, the server is
+    starting or shutting down, a serialization failure, or a read-only server (a failover
+    still in progress)."""
+    kinds = (pg.OperationalError, pg.InterfaceError, pg.errors.ReadOnlySqlTransaction)
+
+    def transient(exc: BaseException) -> bool:
+        return isinstance(exc, kinds)
+
+    return transient
+
+
 class PostgresSagaStore(BlockingSagaStore):
     """Sagas in PostgreSQL at ``dsn`` (a ``postgresql://`` URL or a libpq ``key=value``
     string): survives crashes and is shared by every process and host that can reach the
@@ -140,6 +226,11 @@ class PostgresSagaStore(BlockingSagaStore):
     ``connect_timeout`` bounds each new connection in seconds (default: the DSN's own
     ``connect_timeout``, else 10; libpq alone would wait forever). Connections are tagged
     ``application_name=resilient-saga`` unless the DSN names one.
+
+    ``outage_timeout`` (seconds, default 30) is how long one operation rides out a server
+    that does not answer (restart, failover) before raising :class:`rs.SagaStoreUnavailable`;
+    building the store connects, so an unreachable server raises it from the constructor.
+    ``durability`` tells what the server's ``synchronous_commit`` and ``fsync`` promise.
     """
 
     def __init__(
@@ -147,8 +238,9 @@ class PostgresSagaStore(BlockingSagaStore):
         dsn: str,
         *,
         schema: str | None = None,
-        pool_size: int = 4,
+        pool_size: int = 10,
         connect_timeout: float | None = None,
+        outage_timeout: float = DEFAULT_OUTAGE_TIMEOUT,
     ) -> None:
         if not isinstance(dsn, str) or not dsn.strip():
             raise ValueError(f"dsn must be a non-empty connection string, got {dsn!r}")
@@ -172,133 +264,257 @@ class PostgresSagaStore(BlockingSagaStore):
                 )
             if not connect_timeout > 0 or math.isinf(connect_timeout):
                 raise ValueError(f"connect_timeout must be > 0 and finite, got {connect_timeout!r}")
+        self.outage_timeout = check_outage_timeout(outage_timeout)
         self._pg = _import_psycopg()
         try:
             params = self._pg.conninfo.conninfo_to_dict(dsn)
         except self._pg.ProgrammingError as err:
-            raise ValueError(f"dsn is not a valid PostgreSQL connection string: {err}") from None
+            raise ValueError(
+                f"dsn is not a valid PostgreSQL connection string: {_mask_secrets(str(err))}"
+            ) from None
         self.dsn = dsn
         self.schema = schema
         self.pool_size = pool_size
         # explicit argument > the DSN's own connect_timeout > 10 s (libpq would wait forever)
         self._connect_kw: dict[str, Any] = {"autocommit": True}
         if connect_timeout is not None:
-            self._connect_kw["connect_timeout"] = max(1, math.ceil(connect_timeout))
-        elif "connect_timeout" not in params:
-            self._connect_kw["connect_timeout"] = _DEFAULT_CONNECT_TIMEOUT
+            self._connect_timeout = float(max(1, math.ceil(connect_timeout)))
+        else:
+            try:
+                given = float(params.get("connect_timeout") or 0)
+            except ValueError:
+                given = 0.0
+            self._connect_timeout = given if given > 0 else float(_DEFAULT_CONNECT_TIMEOUT)
         if "application_name" not in params:
             self._connect_kw["application_name"] = _APPLICATION_NAME
+        # a server that vanishes without closing its connections (a partition, a dead host)
+        # must not hold an operation forever: TCP keepalives and a user timeout notice it
+        for key, value in _TCP_DEFAULTS.items():
+            if key not in params:
+                self._connect_kw[key] = value
         self._where = " ".join(
             f"{k}={params[k]}" for k in ("host", "port", "dbname") if params.get(k) is not None
         )
         self._t = "" if schema is None else _quote_ident(schema) + "."
-        self._idle: list[tuple[psycopg.Connection[tuple[Any, ...]], float]] = []
+        self._pool: Any = None
+        # when each pooled connection was last given back (a long-idle one is pinged)
+        self._returned: weakref.WeakKeyDictionary[Any, float] = weakref.WeakKeyDictionary()
         self._lock = threading.Lock()
         self._closed = False
+        self._last_stamp = 0.0
+        self._check_settings = True  # read the durability settings on the next connection
+        self._warned: str | None = None
+        self.durability: Durability = postgres_durability("unknown", "unknown")
+        """What the server's settings promise (read when connecting; see docs/saga.md)."""
         self._q_saga = f"SELECT {_COLUMNS} FROM {self._t}sagas WHERE id = %s"
         self._q_events = (
             f"SELECT {_EVENT_COLUMNS} FROM {self._t}saga_events WHERE saga_id = %s ORDER BY seq"
         )
-        self._q_insert_event = (
+        self._q_create = (
+            f"WITH s AS (INSERT INTO {self._t}sagas ({_COLUMNS}, last_seq) VALUES (%(id)s, "
+            "%(definition)s, %(steps_hash)s, %(status)s, 1, %(owner)s, %(lease_until)s, 0, "
+            "%(deadline)s, 0, %(input)s, %(input_hash)s, %(trace_context)s, %(now)s, %(now)s, "
+            "%(count)s) ON CONFLICT (id) DO NOTHING RETURNING id) "
             f"INSERT INTO {self._t}saga_events (saga_id, {_EVENT_COLUMNS}) "
-            "VALUES (%s, %s, %s, %s, %s, %s, %s)"
+            f"SELECT s.id, e.kind, e.step, e.attempt, e.payload, e.at, e.n FROM s, {_UNNEST}"
+        )
+        self._guard = OutageGuard(
+            repr(self),
+            f"postgres {self._where or 'default'}",
+            self.outage_timeout,
+            _transient_for(self._pg),
+            (self._pg.Error,),
         )
         try:
-            self._ensure_schema()
+            self._guard.call("connect", None, self._ensure_schema)
+            if pool_size:
+                self._pool = self._open_pool()
         except BaseException:
             self.close()
             raise
+        track(self)
 
     def __repr__(self) -> str:
         schema = "" if self.schema is None else f" schema={self.schema!r}"
         return f"<PostgresSagaStore {self._where or 'default'}{schema}>"
 
+    def health(self) -> dict[str, Any]:
+        """A JSON-ready snapshot: the store, what its settings promise, whether it answers."""
+        return {
+            "store": repr(self),
+            "kind": "postgres",
+            "durability": self.durability.as_dict(),
+            **self._guard.health(),
+        }
+
+    def _stamp(self) -> float:
+        """``updated_at`` of one append: wall time, strictly increasing in this store, so a
+        retried append can tell whether its earlier attempt committed."""
+        now = time.time()
+        if now <= self._last_stamp:
+            now = math.nextafter(self._last_stamp, math.inf)
+        self._last_stamp = now
+        return now
+
     # -- connections ----------------------------------------------------------------------------
     def _connect(self) -> psycopg.Connection[tuple[Any, ...]]:
-        conn: psycopg.Connection[tuple[Any, ...]] = self._pg.connect(self.dsn, **self._connect_kw)
+        """A new connection, its wait bounded by ``connect_timeout`` and by what is left of
+        the operation's ``outage_timeout`` (none is started that could not finish in it)."""
+        timeout = min(self._connect_timeout, self.outage_timeout)
+        left = remaining()
+        if left is not None:
+            if left < _MIN_CONNECT_TIMEOUT:
+                raise OutOfTime(f"{left:.1f}s left, a connection attempt needs 2s")
+            timeout = min(timeout, left)
+        conn: psycopg.Connection[tuple[Any, ...]] = self._pg.connect(
+            self.dsn,
+            connect_timeout=max(_MIN_CONNECT_TIMEOUT, math.floor(timeout)),
+            **self._connect_kw,
+        )
+        if self._check_settings:
+            try:
+                self._read_settings(conn)
+            except BaseException:
+                conn.close()
+                raise
         return conn
 
-    def _borrow(self) -> psycopg.Connection[tuple[Any, ...]]:
-        """The most recently used idle connection, or a new one. A connection idle for more
-        than ``_PING_AFTER_IDLE`` seconds is checked first (one empty query), so a server
-        restart or failover costs no failed operation, only a reconnect."""
-        while True:
-            with self._lock:
-                if self._closed:
-                    raise RuntimeError(f"{self!r} is closed")
-                if not self._idle:
-                    break
-                conn, idle_since = self._idle.pop()
-            if time.monotonic() - idle_since <= _PING_AFTER_IDLE:
-                return conn
+    def _read_settings(self, conn: psycopg.Connection[tuple[Any, ...]]) -> None:
+        """Read ``synchronous_commit`` and ``fsync`` as this store's sessions see them (the
+        DSN's options and role settings included) and warn once when they weaken
+        durability."""
+        row = conn.execute(_SETTINGS_SQL).fetchone()
+        sync_commit, fsync = (str(v) for v in row) if row is not None else ("unknown",) * 2
+        self.durability = postgres_durability(sync_commit, fsync)
+        self._check_settings = False
+        warning = self.durability.warning
+        if warning is not None and warning != self._warned:
+            self._warned = warning
+            _log.warning("%r: %s", self, warning)
+
+    def _open_pool(self) -> Any:
+        try:
+            import psycopg_pool
+        except ImportError as err:
+            raise ImportError(_INSTALL_HINT) from err
+        # every statement is prepared on a connection the first time it runs there: the
+        # store runs the same few statements all the time
+        kwargs = {
+            **self._connect_kw,
+            "connect_timeout": max(
+                _MIN_CONNECT_TIMEOUT, math.floor(min(self._connect_timeout, self.outage_timeout))
+            ),
+            "prepare_threshold": 0,
+        }
+        return psycopg_pool.ConnectionPool(
+            self.dsn,
+            kwargs=kwargs,
+            min_size=1,
+            max_size=self.pool_size,
+            timeout=self.outage_timeout,
+            check=self._check,
+            configure=self._configure,
+            name=f"resilient-saga {self._where}",
+            open=True,
+        )
+
+    def _configure(self, conn: psycopg.Connection[tuple[Any, ...]]) -> None:
+        """A new pooled connection: read the durability settings when they may have changed."""
+        if self._check_settings:
+            self._read_settings(conn)
+
+    def _check(self, conn: psycopg.Connection[tuple[Any, ...]]) -> None:
+        """The pool's check when it hands out ``conn``: one idle for more than
+        ``_PING_AFTER_IDLE`` seconds is pinged first (one empty query; the pool replaces it
+        if that fails), so a server restart or failover costs a reconnect, not a failed
+        operation, while a busy store pays nothing."""
+        returned = self._returned.get(conn)
+        if returned is None or time.monotonic() - returned > _PING_AFTER_IDLE:
             try:
                 conn.execute("")
-            except self._pg.Error:
-                conn.close()
-                continue
-            return conn
-        return self._connect()
+            except BaseException:
+                self._check_settings = True  # the server may have restarted with others
+                raise
 
     @contextmanager
     def _conn(self) -> Iterator[psycopg.Connection[tuple[Any, ...]]]:
-        """Borrow a connection for one operation and give it back after."""
-        conn = self._borrow()
-        try:
-            yield conn
-        finally:
-            self._give_back(conn)
-
-    def _give_back(self, conn: psycopg.Connection[tuple[Any, ...]]) -> None:
-        # Only a healthy connection outside any transaction is reused: one broken by a lost
-        # server, or left mid-query by an interrupt, is dropped and replaced on next use.
-        healthy = (
-            not conn.closed
-            and not conn.broken
-            and conn.info.transaction_status == self._pg.pq.TransactionStatus.IDLE
-        )
-        if healthy:
-            with self._lock:
-                if not self._closed and len(self._idle) < self.pool_size:
-                    self._idle.append((conn, time.monotonic()))
-                    return
-        conn.close()
+        """A connection for one operation: borrowed from the pool (waiting no longer than
+        the operation has left) and given back after; a broken one, or one left inside a
+        transaction, is replaced by the pool."""
+        if self._closed:
+            raise RuntimeError(f"{self!r} is closed")
+        pool = self._pool
+        if pool is None:
+            conn = self._connect()
+            try:
+                yield conn
+            finally:
+                if conn.broken:
+                    self._check_settings = True
+                conn.close()
+            return
+        left = remaining()
+        if left is not None and left <= 0:
+            raise OutOfTime("no time left to wait for a connection")
+        with pool.connection(timeout=left) as conn:
+            try:
+                yield conn
+            finally:
+                if conn.broken:
+                    self._check_settings = True  # the server may have restarted
+            self._returned[conn] = time.monotonic()
 
     def close(self) -> None:
-        """Close the idle connections; those in use close when their operation ends."""
+        """Close the pool; operations in flight finish first."""
         with self._lock:
             self._closed = True
-            idle, self._idle = self._idle, []
-        for conn, _ in idle:
-            conn.close()
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.close()
 
-    def _ensure_schema(self) -> None:
-        """Create the schema and tables unless they all exist (then no DDL and no lock, so a
-        role without CREATE rights can use tables an administrator made)."""
-        names = [f"{self._t}sagas", f"{self._t}saga_events", f"{self._t}sagas_due"]
-        probe = "SELECT " + ", ".join("to_regclass(%s) IS NOT NULL" for _ in names)
+    def _ensure_schema(self, retried: bool) -> None:
+        """Create the schema and tables, or upgrade an older layout; nothing (no DDL, no lock)
+        when the current layout is there, so a role without CREATE rights can use tables an
+        administrator made."""
         with self._conn() as conn:
-            row = conn.execute(probe, names).fetchone()
-            if row is not None and all(row):
+            if self._schema_version(conn) == SCHEMA_VERSION:
                 return
             with conn.transaction():
                 conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK_KEY,))
+                found = self._schema_version(conn)  # another instance may have done it
+                if found == SCHEMA_VERSION:
+                    return
+                if found > SCHEMA_VERSION:
+                    raise newer_schema(self._where or "this database", found)
                 if self.schema is not None:
-                    found = conn.execute(
+                    exists = conn.execute(
                         "SELECT 1 FROM pg_namespace WHERE nspname = %s", (self.schema,)
                     ).fetchone()
-                    if found is None:
+                    if exists is None:
                         conn.execute(f"CREATE SCHEMA IF NOT EXISTS {_quote_ident(self.schema)}")
                 for ddl in _schema_sql(self._t):
                     conn.execute(ddl)
+
+    def _schema_version(self, conn: psycopg.Connection[tuple[Any, ...]]) -> int:
+        """The layout version of the tables: 0 when there are none, 1 for the first layout
+        (no ``saga_schema`` table)."""
+        row = conn.execute(
+            "SELECT to_regclass(%s) IS NOT NULL, to_regclass(%s) IS NOT NULL",
+            (f"{self._t}sagas", f"{self._t}saga_schema"),
+        ).fetchone()
+        if row is None or not row[0]:
+            return 0
+        if not row[1]:
+            return 1
+        found = conn.execute(f"SELECT max(version) FROM {self._t}saga_schema").fetchone()
+        return int(found[0]) if found is not None and found[0] is not None else 1
 
     # -- rows -------------------------------------------------------------------------------------
     @staticmethod
     def _record(row: Sequence[Any], events: tuple[SagaLogEvent, ...]) -> SagaRecord:
         return record_from_row(row, events)
 
-    def _events(
-        self, conn: psycopg.Connection[tuple[Any, ...]], saga_id: str
-    ) -> tuple[SagaLogEvent, ...]:
+    def _events(self, conn: psycopg.Connection[Args], saga_id: str) -> tuple[SagaLogEvent, ...]:
         rows = conn.execute(self._q_events, (saga_id,)).fetchall()
         return tuple(SagaLogEvent(*row) for row in rows)
 
@@ -319,45 +535,48 @@ class PostgresSagaStore(BlockingSagaStore):
         ordered = sorted(rows, key=lambda r: (r[7], r[13], r[0]))
         return [self._record(row, tuple(logs[row[0]])) for row in ordered]
 
-    def _insert_events(
-        self,
-        conn: psycopg.Connection[tuple[Any, ...]],
-        saga_id: str,
-        base: int,
-        events: Sequence[SagaLogEvent],
-        now: float,
-    ) -> None:
-        rows = [
-            (saga_id, ev.kind, ev.step, ev.attempt, ev.payload, ev.at or now, base + i + 1)
-            for i, ev in enumerate(events)
-        ]
-        if len(rows) == 1:
-            conn.execute(self._q_insert_event, rows[0])
-        elif rows:
-            with conn.cursor() as cur:
-                cur.executemany(self._q_insert_event, rows)  # pipelined: one round trip
-
     # -- protocol ---------------------------------------------------------------------------------
+    # Each operation is one transaction, run by the outage guard: ``retried`` is True when an
+    # earlier attempt of the same operation failed (maybe after its COMMIT went through).
     def create_sync(self, rec: NewSaga) -> CreateResult:
-        """Insert-if-absent on ``rec.id`` (``ON CONFLICT DO NOTHING``) in one transaction."""
-        with self._conn() as conn, conn.transaction():
-            cur = conn.execute(
-                f"INSERT INTO {self._t}sagas ({_COLUMNS}, last_seq) "
-                "VALUES (%s, %s, %s, %s, 1, %s, %s, 0, %s, 0, %s, %s, %s, %s, %s, %s) "
-                "ON CONFLICT (id) DO NOTHING",
-                insert_params(rec),
-            )
-            if cur.rowcount != 1:
-                # the conflicting insert has committed (ON CONFLICT waited for it): read it
-                row = conn.execute(self._q_saga, (rec.id,)).fetchone()
-                if row is None:  # pragma: no cover - sagas are never deleted
-                    raise RuntimeError(f"saga {rec.id!r} vanished during create")
-                return CreateResult(False, self._record(row, self._events(conn, rec.id)))
-            self._insert_events(conn, rec.id, 0, rec.events, rec.now)
-        return CreateResult(True, rec.created_record())  # what was inserted, not re-read
+        """Insert-if-absent on ``rec.id`` with its first events: one statement."""
+        result: CreateResult = self._guard.call("create", rec.id, self._create, rec)
+        return result
+
+    def _create(self, retried: bool, rec: NewSaga) -> CreateResult:
+        params = _event_params(rec.events, rec.now)
+        params.update(
+            id=rec.id,
+            definition=rec.definition,
+            steps_hash=rec.steps_hash,
+            status=SagaStatus.RUNNING.value,
+            owner=rec.owner,
+            lease_until=rec.lease_until,
+            deadline=rec.deadline,
+            input=rec.input,
+            input_hash=rec.input_hash,
+            trace_context=rec.trace_context,
+            now=rec.now,
+            count=len(rec.events),
+        )
+        with self._conn() as conn:
+            if conn.execute(self._q_create, params).rowcount > 0:
+                return CreateResult(True, rec.created_record())  # what was inserted
+            # the conflicting insert has committed (ON CONFLICT waited for it): read it
+            row = conn.execute(self._q_saga, (rec.id,)).fetchone()
+            if row is None:  # pragma: no cover - it rolled back: the guard's retry inserts
+                raise self._pg.OperationalError(f"saga {rec.id!r} vanished during create")
+            existing = self._record(row, self._events(conn, rec.id))
+        if retried and inserted_by(rec, existing):
+            return CreateResult(True, existing)  # our earlier attempt committed
+        return CreateResult(False, existing)
 
     def load_sync(self, saga_id: str) -> SagaRecord | None:
         """The saga and its log, read in one snapshot."""
+        result: SagaRecord | None = self._guard.call("load", saga_id, self._load, saga_id)
+        return result
+
+    def _load(self, retried: bool, saga_id: str) -> SagaRecord | None:
         with self._conn() as conn, conn.transaction():
             conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             row = conn.execute(self._q_saga, (saga_id,)).fetchone()
@@ -371,24 +590,58 @@ class PostgresSagaStore(BlockingSagaStore):
         status: SagaStatus | None = None,
         next_attempt_at: float | None = None,
     ) -> None:
-        """Append in one transaction, fenced by ``UPDATE ... WHERE epoch = %s``."""
-        now = time.time()
+        """Append in ONE statement, fenced by ``UPDATE ... WHERE epoch = %s``.
+
+        Every append stamps the row's ``updated_at`` with a value unique to it: a retry after
+        a broken connection whose COMMIT did go through finds its own stamp and appends
+        nothing a second time."""
         if status is not None:
             status = SagaStatus(status)
-        shape, params = append_update(events, status, next_attempt_at)
-        sql = _update_sql(self._t, shape)
-        args = [len(events), now, *params, saga_id, epoch]
-        with self._conn() as conn, conn.transaction():
-            row = conn.execute(sql, args).fetchone()
-            if row is None:
-                found = conn.execute(
-                    f"SELECT epoch FROM {self._t}sagas WHERE id = %s", (saga_id,)
-                ).fetchone()
-                if found is None:
-                    raise KeyError(f"no saga {saga_id!r} in this store")
-                raise StaleEpoch(saga_id, epoch, found[0])
-            # the UPDATE holds the row lock until commit: nobody else numbers these events
-            self._insert_events(conn, saga_id, row[0] - len(events), events, now)
+        self._guard.call(
+            "append", saga_id, self._append, saga_id, epoch, events, status, next_attempt_at,
+            self._stamp(),
+        )  # fmt: skip
+
+    def _append(
+        self,
+        retried: bool,
+        saga_id: str,
+        epoch: int,
+        events: Sequence[SagaLogEvent],
+        status: SagaStatus | None,
+        next_attempt_at: float | None,
+        now: float,
+    ) -> None:
+        shape, _ = append_update(events, status, next_attempt_at)
+        params = _event_params(events, now)
+        params.update(
+            id=saga_id,
+            epoch=epoch,
+            count=len(events),
+            now=now,
+            status=None if status is None else status.value,
+            next=next_attempt_at,
+        )
+        with self._conn() as conn:
+            if events:
+                if conn.execute(_append_sql(self._t, shape), params).rowcount == len(events):
+                    return
+            else:  # nothing to insert: the fence is the row update alone
+                cur = conn.execute(
+                    f"UPDATE {self._t}sagas SET updated_at = %s "
+                    "WHERE id = %s AND epoch = %s AND updated_at <> %s",
+                    (now, saga_id, epoch, now),
+                )
+                if cur.rowcount == 1:
+                    return
+            found = conn.execute(
+                f"SELECT epoch, updated_at FROM {self._t}sagas WHERE id = %s", (saga_id,)
+            ).fetchone()
+        if found is None:
+            raise KeyError(f"no saga {saga_id!r} in this store")
+        if found[0] == epoch and found[1] == now:
+            return  # an earlier attempt of this append committed
+        raise StaleEpoch(saga_id, epoch, found[0])
 
     def claim_sync(
         self,
@@ -402,8 +655,23 @@ class PostgresSagaStore(BlockingSagaStore):
     ) -> list[SagaRecord]:
         """Claim due sagas with ``FOR UPDATE SKIP LOCKED``: concurrent claimers (and writers
         holding a row) are skipped, not waited for, and never get the same saga."""
-        where = ["status = ANY(%s)", "lease_until < %s", "next_attempt_at <= %s"]
-        args: list[Any] = [_UNFINISHED, now, now]
+        result: list[SagaRecord] = self._guard.call(
+            "claim", saga_id, self._claim, owner, now, lease_s, limit, definitions, saga_id
+        )
+        return result
+
+    def _claim(
+        self,
+        retried: bool,
+        owner: str,
+        now: float,
+        lease_s: float,
+        limit: int,
+        definitions: Sequence[str] | None,
+        saga_id: str | None,
+    ) -> list[SagaRecord]:
+        where = [f"status IN {UNFINISHED_SQL}", "lease_until < %s", "next_attempt_at <= %s"]
+        args: list[Any] = [now, now]
         if definitions is not None:
             if not definitions:
                 return []
@@ -426,6 +694,14 @@ class PostgresSagaStore(BlockingSagaStore):
 
     def take_sync(self, saga_id: str, owner: str, now: float, lease_s: float) -> SagaRecord | None:
         """Operator takeover of ``saga_id`` (any status, any lease; waits for a writer)."""
+        result: SagaRecord | None = self._guard.call(
+            "take", saga_id, self._take, saga_id, owner, now, lease_s
+        )
+        return result
+
+    def _take(
+        self, retried: bool, saga_id: str, owner: str, now: float, lease_s: float
+    ) -> SagaRecord | None:
         with self._conn() as conn, conn.transaction():
             row = conn.execute(
                 f"UPDATE {self._t}sagas SET owner = %s, lease_until = %s, epoch = epoch + 1 "
@@ -436,6 +712,15 @@ class PostgresSagaStore(BlockingSagaStore):
 
     def renew_sync(self, saga_id: str, owner: str, epoch: int, lease_until: float) -> bool:
         """Extend the lease while ``owner`` holds ``saga_id`` at ``epoch`` (one statement)."""
+        # once: the heartbeat renews again at its next tick (see OutageGuard.call_once)
+        result: bool = self._guard.call_once(
+            "renew", saga_id, self._renew, saga_id, owner, epoch, lease_until
+        )
+        return result
+
+    def _renew(
+        self, retried: bool, saga_id: str, owner: str, epoch: int, lease_until: float
+    ) -> bool:
         with self._conn() as conn:
             cur = conn.execute(
                 f"UPDATE {self._t}sagas SET lease_until = %s "
@@ -446,6 +731,10 @@ class PostgresSagaStore(BlockingSagaStore):
 
     def release_sync(self, saga_id: str, owner: str, epoch: int) -> None:
         """Drop the lease (no-op unless ``owner`` holds it at ``epoch``)."""
+        # once: a lease that cannot be given back runs out by itself
+        self._guard.call_once("release", saga_id, self._release, saga_id, owner, epoch)
+
+    def _release(self, retried: bool, saga_id: str, owner: str, epoch: int) -> None:
         with self._conn() as conn:
             conn.execute(
                 f"UPDATE {self._t}sagas SET owner = NULL, lease_until = 0 "
@@ -455,6 +744,10 @@ class PostgresSagaStore(BlockingSagaStore):
 
     def query_sync(self, filt: SagaFilter) -> list[SagaSummary]:
         """Matching sagas, most recently updated first."""
+        result: list[SagaSummary] = self._guard.call("query", filt.saga_id, self._query, filt)
+        return result
+
+    def _query(self, retried: bool, filt: SagaFilter) -> list[SagaSummary]:
         where: list[str] = []
         args: list[Any] = []
         if filt.name is not None:

@@ -22,8 +22,8 @@ from types import MappingProxyType
 from typing import Any, NoReturn, cast
 
 from .._policy import Policy
-from ..errors import Rejected, SagaFailed, SagaStuck, StaleEpoch
-from ._crash import ARMED, ENV_ARMED, CrashPoint, maybe_crash
+from ..errors import Rejected, SagaFailed, SagaStoreUnavailable, SagaStuck, StaleEpoch
+from ._crash import ARMED, ENV_ARMED, CrashPoint, armed, maybe_crash
 from ._definition import _StepDef
 from ._errors import DeadlineExceeded
 from ._host import SagaHost
@@ -54,9 +54,18 @@ _NO_SPAN = contextlib.nullcontext()
 # -- operations the core yields -----------------------------------------------------------------
 class _Append:
     """Write ``events`` (and ``status``/``next_attempt_at``) in one transaction. ``value`` is
-    the already decoded result a single STEP_SUCCEEDED/SAGA_COMPLETED event carries."""
+    the already decoded result a single STEP_SUCCEEDED/SAGA_COMPLETED event carries.
 
-    __slots__ = ("events", "next_attempt_at", "status", "value")
+    ``defer``: the record may ride with the next write instead of being committed on its own
+    (a step's outcome, written with the next step's STARTED). The drivers then hold it and
+    commit it in the same transaction as the next record, and on their own before anything
+    that is not a write (a sleep, the end of the drive): nothing outside the engine happens
+    between the two, so only a crash in between can tell, and it only makes recovery invoke
+    the step again with the same key, which is what ``in_doubt="retry"`` means. No other
+    record is ever deferred, so a STARTED is still durable before its step runs.
+    """
+
+    __slots__ = ("defer", "events", "next_attempt_at", "status", "value")
 
     def __init__(
         self,
@@ -64,11 +73,13 @@ class _Append:
         status: SagaStatus | None = None,
         next_attempt_at: float | None = None,
         value: Any = _NOVALUE,
+        defer: bool = False,
     ) -> None:
         self.events = events
         self.status = status
         self.next_attempt_at = next_attempt_at
         self.value = value
+        self.defer = defer
 
 
 def _rec(
@@ -119,11 +130,13 @@ class _RejectedSignal(BaseException):
         self.error = error
 
 
-class _FencedSignal(BaseException):
-    """Carries a ``StaleEpoch`` met while logging an attempt out through the step's policy: a
-    fenced-out run must stop at once, not be retried (and slept on) by a ``Retry``."""
+class _HaltSignal(BaseException):
+    """Carries a ``StaleEpoch`` or a ``SagaStoreUnavailable`` met while logging an attempt out
+    through the step's policy: a fenced-out run, or one whose store stayed unreachable past its
+    own bounded retries, must stop at once: not be retried (and slept on) by a ``Retry``, and
+    never be taken for a failure of the step (which would start a rollback)."""
 
-    def __init__(self, error: StaleEpoch) -> None:
+    def __init__(self, error: StaleEpoch | SagaStoreUnavailable) -> None:
         super().__init__(error)
         self.error = error
 
@@ -166,6 +179,9 @@ class _Run:
         self.cause_error: BaseException | None = None
         self.reporting = saga._tel.active()
         self._texts: dict[str, str] = {}  # step -> its result as encoded in this run
+        # a step whose first STARTED was written with SAGA_CREATED (set by ``Saga`` when it
+        # created the saga that way): its first attempt writes no STARTED of its own
+        self.announced: str | None = None
 
     # -- helpers shared by both drivers ---------------------------------------------------------
     def now(self) -> float:
@@ -178,6 +194,13 @@ class _Run:
 
     def applied(self, op: _Append) -> None:
         """The store accepted ``op``: update the state and report it."""
+        self.held(op)
+        if self.reporting:
+            self.released(op)
+
+    def held(self, op: _Append) -> None:
+        """A deferred ``op`` is held by the driver: the script goes on from the state it
+        gives (the next step sees the result); it is reported once it is durable."""
         apply = self.state.apply
         events = op.events
         if len(events) == 1:
@@ -185,9 +208,12 @@ class _Run:
         else:
             for ev in events:
                 apply(ev)
+
+    def released(self, op: _Append) -> None:
+        """A held ``op`` is durable: report it."""
         if self.reporting:
             tel = self.saga._tel
-            for ev in events:
+            for ev in op.events:
                 self._report(tel, ev)
 
     def _report(self, tel: SagaTelemetry, ev: SagaLogEvent) -> None:
@@ -242,11 +268,16 @@ class _Run:
         return self.saga._tel.root_span(self.id, trace_context)
 
     # -- one attempt, as both drivers run it ----------------------------------------------------
-    def begin_attempt(self, op: _Invoke, ctx: SagaContext) -> _Append:
+    def begin_attempt(self, op: _Invoke, ctx: SagaContext) -> _Append | None:
         """Before an attempt: number it, stop on a passed deadline, and return the STARTED
-        record to write (the crash point before it fires here)."""
+        record to write (the crash point before it fires here); None for the first attempt
+        of a step whose STARTED was written with SAGA_CREATED."""
         name = op.step.name
         st = self.state.step(name)
+        if self.announced is not None and self.announced == name and op.phase == "forward":
+            self.announced = None
+            ctx._attempt = st.attempts
+            return None
         if self.deadline is not None:
             self.check_deadline(op)
         if op.phase == "forward":
@@ -307,7 +338,7 @@ class _Run:
         return _Append((ev,))
 
     def context(self, step: _StepDef, phase: str) -> SagaContext:
-        return SagaContext(self.id, self.data, self.results_view, step.name, 1, phase)
+        return SagaContext(self.id, self.data, self.results_view, step.name, 1, phase, self.epoch)
 
     def call_args(self, step: _StepDef, phase: str, ctx: SagaContext) -> tuple[Any, ...]:
         if phase == "forward":
@@ -444,6 +475,12 @@ class _Run:
                         if type(value) not in _SCALARS:
                             value = json.loads(text)
                     self._texts[step.name] = text
+                    # the outcome rides with the next record (the next step's STARTED, or
+                    # SAGA_COMPLETED) unless losing it in a crash would be more than "invoke
+                    # it again with the same key", or a test armed the moment it is durable
+                    defer = step.in_doubt == "retry"
+                    if defer and (ARMED or ENV_ARMED):
+                        defer = not armed(CrashPoint.AFTER_STEP_RECORDED, step.name)
                     yield _Append(
                         (
                             SagaLogEvent(
@@ -457,6 +494,7 @@ class _Run:
                         None,
                         None,
                         value,
+                        defer,
                     )
                     if ARMED or ENV_ARMED:
                         maybe_crash(CrashPoint.AFTER_STEP_RECORDED, step.name)

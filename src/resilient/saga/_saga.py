@@ -27,10 +27,11 @@ import anyio.lowlevel
 
 from .._config_parse import config_error, parse_duration
 from .._policy import Policy
-from ..errors import IdempotencyConflict, UnknownSagaVersion
+from ..errors import IdempotencyConflict, SagaStoreUnavailable, UnknownSagaVersion
 from ..telemetry import Listener
 from ._admin import SagaAdmin
 from ._compensation import _CompensationRetry
+from ._crash import ARMED, ENV_ARMED, CrashPoint, maybe_crash
 from ._definition import Step, _Definition, _StepDecorator, _Steps
 from ._drivers import _AsyncDriver, _SyncDriver
 from ._errors import SagaInterrupted
@@ -347,6 +348,17 @@ class Saga:
 
             trace_context = traceparent_of(trace.get_current_span())
         created = SagaLogEvent(LogKind.SAGA_CREATED, None, None, "", now)
+        events: tuple[SagaLogEvent, ...] = (created,)
+        first = defn.steps[0]
+        if first.policy is None and first.in_doubt == "retry":
+            # One transaction instead of two: the first step's STARTED goes with the saga's
+            # creation, because nothing can come between them (no policy that could refuse
+            # or queue the call). A crash before the step runs leaves it "in doubt", which
+            # for in_doubt="retry" means recovery invokes it with its key: what it would do
+            # for a step never started.
+            if ARMED or ENV_ARMED:
+                maybe_crash(CrashPoint.BEFORE_STEP_STARTED, first.name)
+            events += (SagaLogEvent(LogKind.STEP_STARTED, first.name, 1, "", now),)
         return NewSaga(
             id=saga_id,
             definition=self.definition,
@@ -358,7 +370,7 @@ class Saga:
             lease_until=now + self.lease,
             now=now,
             trace_context=trace_context,
-            events=(created,),
+            events=events,
         )
 
     def _check_existing(self, new: NewSaga, rec: SagaRecord) -> None:
@@ -397,11 +409,16 @@ class Saga:
         """The run of a saga this call just created (``data``, the caller's input, is reused
         when JSON would give it back unchanged)."""
         run = _Run(self, rec, recovering=False, data=data if type(data) in _SCALARS else _NOVALUE)
+        last = rec.events[-1]
+        if last.kind == LogKind.STEP_STARTED:  # written with SAGA_CREATED (``_new``)
+            run.announced = last.step
         if run.reporting:
             self._tel.emit("saga_started", run.id)
             fams = self._tel.metrics()
             if fams is not None:
                 fams.started.labels(self.name).inc()
+            if run.announced is not None:
+                self._tel.emit("step_started", run.id, run.announced, 1)
         return run
 
     async def run(
@@ -516,8 +533,13 @@ class Saga:
         processes, resumes SUSPENDED sagas once due, and hosts ``run(detach=True)``. A pass
         that fails (the store is down) is logged and the loop carries on. Cancelling it does
         not roll back the sagas it drives: they stop, release their leases and stay
-        unfinished for the next pass (here or in another process)."""
+        unfinished for the next pass (here or in another process).
+
+        While the store is unavailable (:class:`rs.SagaStoreUnavailable`), the loop logs one
+        warning when the outage starts and one line when a pass succeeds again, nothing in
+        between."""
         every = self._interval(interval)
+        outage = _OutageLog(self.name, every)
         async with anyio.create_task_group() as tg:
             host = _LoopHost(tg, threading.get_ident())
             self._host = host
@@ -525,8 +547,12 @@ class Saga:
                 while not self._stopping:
                     try:
                         await self.recover()
+                    except SagaStoreUnavailable as exc:
+                        outage.failed(exc)
                     except Exception:
                         _log.exception("saga %r: a recovery pass failed", self.name)
+                    else:
+                        outage.passed()
                     asleep = getattr(self._clock, "asleep", None)
                     if asleep is not None:  # an injected (fake) clock decides how time passes
                         await asleep(every)
@@ -547,16 +573,59 @@ class Saga:
         every = self._interval(interval)
         self._require_sync("run_recovery_loop_sync", "run_recovery_loop", all_versions=True)
         stop = stop if stop is not None else threading.Event()
+        outage = _OutageLog(self.name, every)
         while not stop.is_set() and not self._stopping:
             try:
                 self.recover_sync()
+            except SagaStoreUnavailable as exc:
+                outage.failed(exc)
             except Exception:
                 _log.exception("saga %r: a recovery pass failed", self.name)
+            else:
+                outage.passed()
             sleep = getattr(self._clock, "sleep", None)
             if sleep is not None:
                 sleep(every)
             else:
                 stop.wait(every)
+
+
+class _OutageLog:
+    """What a recovery loop says about a store outage: one warning when its first pass fails
+    (no traceback: the store is down, there is no bug to see), one line when a pass succeeds
+    again, and nothing for the passes in between."""
+
+    def __init__(self, name: str, every: float) -> None:
+        self.name = name
+        self.every = every
+        self.since: float | None = None  # time.monotonic() of the first failed pass
+        self.passes = 0
+
+    def failed(self, exc: SagaStoreUnavailable) -> None:
+        self.passes += 1
+        if self.since is not None:
+            return
+        self.since = time.monotonic()
+        _log.warning(
+            "saga %r: the saga store is unavailable, recovery passes continue every %gs "
+            "until it is back: %s",
+            self.name,
+            self.every,
+            exc,
+        )
+
+    def passed(self) -> None:
+        if self.since is None:
+            return
+        _log.warning(
+            "saga %r: the saga store is available again after %.1fs (%d failed recovery "
+            "pass(es)); recovery resumed",
+            self.name,
+            time.monotonic() - self.since,
+            self.passes,
+        )
+        self.since = None
+        self.passes = 0
 
 
 @dataclasses.dataclass(frozen=True)

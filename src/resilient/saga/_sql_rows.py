@@ -16,11 +16,15 @@ from ._store import is_progress
 
 __all__ = [
     "RECORD_COLUMNS",
+    "SCHEMA_VERSION",
+    "UNFINISHED_SQL",
+    "newer_schema",
     "SUMMARY_COLUMNS",
     "AppendShape",
     "append_sets",
     "append_update",
     "insert_params",
+    "inserted_by",
     "record_from_row",
     "summary_from_row",
 ]
@@ -31,6 +35,27 @@ _RECORD_FIELDS = tuple(f.name for f in dataclasses.fields(SagaRecord) if f.name 
 _SUMMARY_FIELDS = tuple(f.name for f in dataclasses.fields(SagaSummary))
 RECORD_COLUMNS = ", ".join(_RECORD_FIELDS)
 SUMMARY_COLUMNS = ", ".join(_SUMMARY_FIELDS)
+
+# The layout of the tables, kept in the table ``saga_schema`` (one row). 1 (no such table):
+# the first layout, an index on (status, next_attempt_at) over every saga. 2: that index is
+# replaced by one over unfinished sagas only (``sagas_unfinished``: what a claim can take;
+# finished sagas, the bulk of an old log, leave it), and the version is recorded. A store
+# opened on a layout-1 database upgrades it in place (logs themselves are unchanged: a
+# schema-2 engine commits a step's outcome with the next record, but every record is still
+# one row, so older logs read the same way).
+SCHEMA_VERSION = 2
+# the unfinished statuses as SQL literals: a partial index is only used by a query whose
+# WHERE names the same literals (a bound parameter could be anything)
+UNFINISHED_SQL = "('running', 'compensating', 'suspended')"
+
+
+def newer_schema(where: str, version: int) -> RuntimeError:
+    """The error for a database whose layout is newer than this code knows."""
+    return RuntimeError(
+        f"the saga tables in {where} have layout version {version}, newer than this version "
+        f"of resilient understands ({SCHEMA_VERSION}); upgrade resilient to use them"
+    )
+
 
 # What an append's UPDATE of the saga row sets besides last_seq and updated_at: status,
 # finished (the lease is released), next attempt, progress (the recovery count is reset).
@@ -54,6 +79,21 @@ def insert_params(rec: NewSaga) -> tuple[Any, ...]:
         rec.now,
         rec.now,
         len(rec.events),
+    )
+
+
+def inserted_by(rec: NewSaga, existing: SagaRecord) -> bool:
+    """True when ``existing`` is exactly what inserting ``rec`` wrote, untouched since: the
+    insert committed although its connection broke before saying so. Only asked when a
+    create is retried after such a failure (a second ``run()`` of the same id by the same
+    process at the same instant would look alike, which is why it is not asked otherwise)."""
+    return (
+        existing.owner == rec.owner
+        and existing.created_at == rec.now
+        and existing.updated_at == rec.now
+        and existing.epoch == 1
+        and existing.input_hash == rec.input_hash
+        and len(existing.events) == len(rec.events)
     )
 
 

@@ -7,12 +7,21 @@ threads), so one operation is one transaction on one connection, never shared mi
 
 Durability: ``"normal"`` (``synchronous=NORMAL``) survives the process being killed (kill -9,
 ``os._exit``) but can lose the last commits if the machine loses power; ``"power"``
-(``synchronous=FULL``) also survives power loss, at the cost of an fsync per commit.
+(``synchronous=FULL``) also survives power loss, at the cost of an fsync per commit
+(``store.durability`` says which).
+
+Outages (the file locked by another writer past ``busy_timeout``, I/O errors, a volume gone
+for a moment) are ridden out by ``_outage.OutageGuard`` for up to ``outage_timeout`` seconds
+per operation, then reported as ``SagaStoreUnavailable``; no ``sqlite3`` error leaves the
+store. An append whose COMMIT failed is retried without being applied twice (see
+:meth:`SQLiteSagaStore.append_sync`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import math
 import os
 import sqlite3
 import threading
@@ -21,7 +30,9 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+from .._deadline import remaining
 from ..errors import StaleEpoch
+from ._durability import Durability, sqlite_durability
 from ._model import (
     UNFINISHED,
     CreateResult,
@@ -32,22 +43,30 @@ from ._model import (
     SagaStatus,
     SagaSummary,
 )
+from ._outage import DEFAULT_OUTAGE_TIMEOUT, OutageGuard, check_outage_timeout
 from ._sql_rows import (
     RECORD_COLUMNS,
+    SCHEMA_VERSION,
     SUMMARY_COLUMNS,
+    UNFINISHED_SQL,
     AppendShape,
     append_sets,
     append_update,
     insert_params,
+    inserted_by,
+    newer_schema,
     record_from_row,
     summary_from_row,
 )
-from ._store import BlockingSagaStore
+from ._sqlite_writer import GroupWriter
+from ._store import BlockingSagaStore, track
 
 __all__ = ["SQLiteSagaStore"]
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS sagas (
+# The current layout (``_sql_rows.SCHEMA_VERSION``); every statement is idempotent, so running
+# them all in one transaction also upgrades a layout-1 file in place.
+_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS sagas (
     id TEXT PRIMARY KEY,
     definition TEXT NOT NULL,
     steps_hash TEXT NOT NULL,
@@ -64,9 +83,11 @@ CREATE TABLE IF NOT EXISTS sagas (
     created_at REAL NOT NULL,
     updated_at REAL NOT NULL,
     last_seq INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS sagas_due ON sagas (status, next_attempt_at);
-CREATE TABLE IF NOT EXISTS saga_events (
+)""",
+    f"""CREATE INDEX IF NOT EXISTS sagas_unfinished ON sagas (next_attempt_at)
+    WHERE status IN {UNFINISHED_SQL}""",
+    "DROP INDEX IF EXISTS sagas_due",
+    """CREATE TABLE IF NOT EXISTS saga_events (
     saga_id TEXT NOT NULL,
     seq INTEGER NOT NULL,
     kind TEXT NOT NULL,
@@ -75,8 +96,11 @@ CREATE TABLE IF NOT EXISTS saga_events (
     payload TEXT NOT NULL,
     at REAL NOT NULL,
     PRIMARY KEY (saga_id, seq)
-) WITHOUT ROWID;
-"""
+) WITHOUT ROWID""",
+    "CREATE TABLE IF NOT EXISTS saga_schema (version INTEGER NOT NULL)",
+    "DELETE FROM saga_schema",
+    f"INSERT INTO saga_schema (version) VALUES ({SCHEMA_VERSION})",
+)
 
 _COLUMNS = RECORD_COLUMNS
 _UNFINISHED = tuple(s.value for s in UNFINISHED)
@@ -85,7 +109,7 @@ _INSERT_SAGA = (
     "VALUES (?, ?, ?, ?, 1, ?, ?, 0, ?, 0, ?, ?, ?, ?, ?, ?)"
 )
 _SELECT_SAGA = f"SELECT {_COLUMNS} FROM sagas WHERE id = ?"
-_SELECT_EPOCH = "SELECT epoch, last_seq FROM sagas WHERE id = ?"
+_SELECT_EPOCH = "SELECT epoch, last_seq, updated_at FROM sagas WHERE id = ?"
 _INSERT_EVENT = (
     "INSERT INTO saga_events (saga_id, seq, kind, step, attempt, payload, at) "
     "VALUES (?, ?, ?, ?, ?, ?, ?)"
@@ -101,13 +125,52 @@ def _update_sql(shape: AppendShape) -> str:
 
 _DURABILITY = {"normal": "NORMAL", "power": "FULL"}
 
+# SQLite result codes (low byte) worth waiting out: busy, locked, I/O error, disk full, cannot
+# open (a volume gone for a moment), locking protocol
+_TRANSIENT_CODES = frozenset({5, 6, 10, 13, 14, 15})
+_TRANSIENT_TEXT = ("locked", "busy", "disk i/o", "unable to open", "disk is full")
+
+
+def _transient(exc: BaseException) -> bool:
+    """True for an ``sqlite3`` error that may go away by itself (lock, I/O, full, open)."""
+    if not isinstance(exc, sqlite3.OperationalError):
+        return False
+    code = getattr(exc, "sqlite_errorcode", None)  # Python 3.11+
+    if isinstance(code, int):
+        return code & 0xFF in _TRANSIENT_CODES
+    text = str(exc).lower()
+    return any(t in text for t in _TRANSIENT_TEXT)
+
+
+def _schema_version(conn: sqlite3.Connection) -> int:
+    """The layout version of the file: 0 without tables, 1 for the first layout (no
+    ``saga_schema`` table)."""
+    names = {
+        r[0]
+        for r in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' "
+            "AND name IN ('sagas', 'saga_schema')"
+        )
+    }
+    if "sagas" not in names:
+        return 0
+    if "saga_schema" not in names:
+        return 1
+    row = conn.execute("SELECT max(version) FROM saga_schema").fetchone()
+    return 1 if row is None or row[0] is None else int(row[0])
+
 
 class SQLiteSagaStore(BlockingSagaStore):
     """Sagas in the SQLite file ``path``: survives crashes; shareable by processes on one
     host (for several hosts use a server database store)."""
 
     def __init__(
-        self, path: str | os.PathLike[str], *, durability: str = "normal", busy_timeout: float = 5.0
+        self,
+        path: str | os.PathLike[str],
+        *,
+        durability: str = "normal",
+        busy_timeout: float = 5.0,
+        outage_timeout: float = DEFAULT_OUTAGE_TIMEOUT,
     ) -> None:
         if not isinstance(path, (str, os.PathLike)) or not os.fspath(path):
             raise ValueError(f"path must be a non-empty file path, got {path!r}")
@@ -117,17 +180,51 @@ class SQLiteSagaStore(BlockingSagaStore):
             raise TypeError(f"busy_timeout must be a number of seconds, got {busy_timeout!r}")
         if busy_timeout < 0:
             raise ValueError(f"busy_timeout must be >= 0, got {busy_timeout!r}")
+        self.outage_timeout = check_outage_timeout(outage_timeout)
         self.path = os.fspath(path)
-        self.durability = durability
-        self._busy_ms = int(busy_timeout * 1000)
+        self.durability: Durability = sqlite_durability(durability, _DURABILITY[durability])
+        """What an acknowledged write survives (``durability.mode`` is ``durability=``)."""
+        # a wait for the lock never outlasts the outage bound of the operation
+        self._busy_ms = int(min(busy_timeout, self.outage_timeout) * 1000)
         self._local = threading.local()
         self._all: dict[threading.Thread, sqlite3.Connection] = {}
         self._all_lock = threading.Lock()
         self._closed = False
-        self._conn().executescript(_SCHEMA)
+        self._last_stamp = 0.0
+        self._guard = OutageGuard(
+            repr(self),
+            f"sqlite {os.path.abspath(self.path)}",
+            self.outage_timeout,
+            _transient,
+            (sqlite3.Error,),
+        )
+        self._writer = GroupWriter(repr(self), self._conn, self._write)
+        self._guard.call("open", None, self._open)
+        track(self)
+
+    def _open(self, retried: bool) -> None:
+        self._ensure_schema()
 
     def __repr__(self) -> str:
-        return f"<SQLiteSagaStore {self.path!r} durability={self.durability!r}>"
+        return f"<SQLiteSagaStore {self.path!r} durability={self.durability.mode!r}>"
+
+    def health(self) -> dict[str, Any]:
+        """A JSON-ready snapshot: the store, its durability and whether it is reachable."""
+        return {
+            "store": repr(self),
+            "kind": "sqlite",
+            "durability": self.durability.as_dict(),
+            **self._guard.health(),
+        }
+
+    def _stamp(self) -> float:
+        """``updated_at`` of one append: wall time, strictly increasing in this store, so a
+        retried append can tell whether its earlier attempt committed."""
+        now = time.time()
+        if now <= self._last_stamp:
+            now = math.nextafter(self._last_stamp, math.inf)
+        self._last_stamp = now
+        return now
 
     # -- connections ----------------------------------------------------------------------------
     def _conn(self) -> sqlite3.Connection:
@@ -143,7 +240,7 @@ class SQLiteSagaStore(BlockingSagaStore):
             )
             conn.execute(f"PRAGMA busy_timeout={self._busy_ms}")
             conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute(f"PRAGMA synchronous={_DURABILITY[self.durability]}")
+            conn.execute(f"PRAGMA synchronous={self.durability.settings['synchronous']}")
             self._local.conn = conn
             # worker threads come and go (idle ones exit): close what finished threads left
             with self._all_lock:
@@ -154,28 +251,64 @@ class SQLiteSagaStore(BlockingSagaStore):
                 orphan.close()
         return conn
 
+    def _ensure_schema(self) -> None:
+        """Create the tables, or upgrade a file of an older layout in place (in one
+        ``BEGIN IMMEDIATE`` transaction: processes opening the file together do it once)."""
+        conn = self._conn()
+        if _schema_version(conn) == SCHEMA_VERSION:
+            return
+        with self._write() as conn:
+            found = _schema_version(conn)
+            if found > SCHEMA_VERSION:
+                raise newer_schema(repr(self.path), found)
+            if found < SCHEMA_VERSION:
+                for ddl in _SCHEMA:
+                    conn.execute(ddl)
+
+    @contextmanager
+    def _bounded(self, conn: sqlite3.Connection) -> Iterator[None]:
+        """While an operation rides out an outage, its waits for the lock end with what is
+        left of ``outage_timeout`` (the deadline the guard set), not a full busy_timeout."""
+        left = remaining()
+        if left is None or left * 1000 >= self._busy_ms:
+            yield
+            return
+        conn.execute(f"PRAGMA busy_timeout={int(left * 1000)}")
+        try:
+            yield
+        finally:
+            conn.execute(f"PRAGMA busy_timeout={self._busy_ms}")
+
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         conn = self._conn()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
+        with self._bounded(conn):
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException:
+                # also after a failed COMMIT: the connection must not stay inside a transaction
+                if conn.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):  # the original error says more
+                        conn.execute("ROLLBACK")
+                raise
 
     @contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
         conn = self._conn()
-        conn.execute("BEGIN")
-        try:
-            yield conn
-        finally:
-            conn.execute("COMMIT")
+        with self._bounded(conn):
+            conn.execute("BEGIN")
+            try:
+                yield conn
+            finally:
+                if conn.in_transaction:
+                    conn.execute("COMMIT")
 
     def close(self) -> None:
-        """Close every connection this store opened."""
+        """Close every connection this store opened (after the writer thread's queued
+        writes)."""
+        self._writer.close()
         self._closed = True
         with self._all_lock:
             conns, self._all = self._all, {}
@@ -221,21 +354,65 @@ class SQLiteSagaStore(BlockingSagaStore):
         return base + len(events)
 
     # -- protocol ---------------------------------------------------------------------------------
+    # Each operation is one transaction, run by the outage guard: ``retried`` is True when an
+    # earlier attempt of the same operation failed (maybe after its COMMIT went through).
     def create_sync(self, rec: NewSaga) -> CreateResult:
         """Insert-if-absent on ``rec.id`` in one transaction."""
+        result: CreateResult = self._guard.call("create", rec.id, self._create, rec)
+        return result
+
+    def _create(self, retried: bool, rec: NewSaga) -> CreateResult:
         with self._write() as conn:
-            cur = conn.execute(
-                _INSERT_SAGA,
-                insert_params(rec),
-            )
-            if cur.rowcount != 1:
-                row = conn.execute(_SELECT_SAGA, (rec.id,)).fetchone()
-                return CreateResult(False, self._record(conn, row))
-            self._insert_events(conn, rec.id, 0, rec.events, rec.now)
+            return self._create_in(conn, retried, rec)
+
+    def _create_in(self, conn: sqlite3.Connection, retried: bool, rec: NewSaga) -> CreateResult:
+        cur = conn.execute(_INSERT_SAGA, insert_params(rec))
+        if cur.rowcount != 1:
+            row = conn.execute(_SELECT_SAGA, (rec.id,)).fetchone()
+            existing = self._record(conn, row)
+            if retried and inserted_by(rec, existing):
+                return CreateResult(True, existing)
+            return CreateResult(False, existing)
+        self._insert_events(conn, rec.id, 0, rec.events, rec.now)
         return CreateResult(True, rec.created_record())  # what was inserted, not re-read
+
+    # -- async writes: through the writer thread, several per transaction ---------------------
+    async def create(self, rec: NewSaga) -> CreateResult:
+        """See :meth:`SagaStore.create` (committed by the writer thread, ``_sqlite_writer``)."""
+        result: CreateResult = await self._writer.submit(
+            lambda conn: self._create_in(conn, False, rec),
+            # on its own after a failed group transaction: as a retry (it did not commit,
+            # but a retry's check costs nothing and never inserts twice)
+            lambda: self._guard.call("create", rec.id, lambda _, r: self._create(True, r), rec),
+        )
+        return result
+
+    async def append(
+        self,
+        saga_id: str,
+        epoch: int,
+        events: Sequence[SagaLogEvent],
+        status: SagaStatus | None = None,
+        next_attempt_at: float | None = None,
+    ) -> None:
+        """See :meth:`SagaStore.append` (committed by the writer thread, ``_sqlite_writer``)."""
+        if status is not None:
+            status = SagaStatus(status)
+        stamp = self._stamp()
+        args = (saga_id, epoch, events, status, next_attempt_at, stamp)
+        await self._writer.submit(
+            lambda conn: self._append_in(conn, False, *args),
+            lambda: self._guard.call(
+                "append", saga_id, lambda _, *a: self._append(True, *a), *args
+            ),
+        )
 
     def load_sync(self, saga_id: str) -> SagaRecord | None:
         """The saga and its log, read in one snapshot."""
+        result: SagaRecord | None = self._guard.call("load", saga_id, self._load, saga_id)
+        return result
+
+    def _load(self, retried: bool, saga_id: str) -> SagaRecord | None:
         with self._read() as conn:
             row = conn.execute(_SELECT_SAGA, (saga_id,)).fetchone()
             return None if row is None else self._record(conn, row)
@@ -248,19 +425,52 @@ class SQLiteSagaStore(BlockingSagaStore):
         status: SagaStatus | None = None,
         next_attempt_at: float | None = None,
     ) -> None:
-        """Append in one ``BEGIN IMMEDIATE`` transaction, fenced by ``epoch``."""
-        now = time.time()
+        """Append in one ``BEGIN IMMEDIATE`` transaction, fenced by ``epoch``.
+
+        Every append stamps the row's ``updated_at`` with a value unique to it; a retry that
+        finds the row at its epoch with its own stamp knows the earlier attempt committed and
+        does not append the events a second time."""
         if status is not None:
             status = SagaStatus(status)
+        self._guard.call(
+            "append", saga_id, self._append, saga_id, epoch, events, status, next_attempt_at,
+            self._stamp(),
+        )  # fmt: skip
+
+    def _append(
+        self,
+        retried: bool,
+        saga_id: str,
+        epoch: int,
+        events: Sequence[SagaLogEvent],
+        status: SagaStatus | None,
+        next_attempt_at: float | None,
+        now: float,
+    ) -> None:
         with self._write() as conn:
-            row = conn.execute(_SELECT_EPOCH, (saga_id,)).fetchone()
-            if row is None:
-                raise KeyError(f"no saga {saga_id!r} in this store")
-            if row[0] != epoch:
-                raise StaleEpoch(saga_id, epoch, row[0])
-            last = self._insert_events(conn, saga_id, row[1], events, now)
-            shape, params = append_update(events, status, next_attempt_at)
-            conn.execute(_update_sql(shape), [last, now, *params, saga_id])
+            self._append_in(conn, retried, saga_id, epoch, events, status, next_attempt_at, now)
+
+    def _append_in(
+        self,
+        conn: sqlite3.Connection,
+        retried: bool,
+        saga_id: str,
+        epoch: int,
+        events: Sequence[SagaLogEvent],
+        status: SagaStatus | None,
+        next_attempt_at: float | None,
+        now: float,
+    ) -> None:
+        row = conn.execute(_SELECT_EPOCH, (saga_id,)).fetchone()
+        if row is None:
+            raise KeyError(f"no saga {saga_id!r} in this store")
+        if row[0] != epoch:
+            raise StaleEpoch(saga_id, epoch, row[0])
+        if retried and row[2] == now:
+            return  # the earlier attempt committed
+        last = self._insert_events(conn, saga_id, row[1], events, now)
+        shape, params = append_update(events, status, next_attempt_at)
+        conn.execute(_update_sql(shape), [last, now, *params, saga_id])
 
     def claim_sync(
         self,
@@ -273,12 +483,23 @@ class SQLiteSagaStore(BlockingSagaStore):
         saga_id: str | None = None,
     ) -> list[SagaRecord]:
         """Claim due sagas under ``BEGIN IMMEDIATE`` (one writer at a time across processes)."""
-        where = [
-            f"status IN ({', '.join('?' * len(_UNFINISHED))})",
-            "lease_until < ?",
-            "next_attempt_at <= ?",
-        ]
-        args: list[Any] = [*_UNFINISHED, now, now]
+        result: list[SagaRecord] = self._guard.call(
+            "claim", saga_id, self._claim, owner, now, lease_s, limit, definitions, saga_id
+        )
+        return result
+
+    def _claim(
+        self,
+        retried: bool,
+        owner: str,
+        now: float,
+        lease_s: float,
+        limit: int,
+        definitions: Sequence[str] | None,
+        saga_id: str | None,
+    ) -> list[SagaRecord]:
+        where = [f"status IN {UNFINISHED_SQL}", "lease_until < ?", "next_attempt_at <= ?"]
+        args: list[Any] = [now, now]
         if definitions is not None:
             if not definitions:
                 return []
@@ -309,6 +530,14 @@ class SQLiteSagaStore(BlockingSagaStore):
 
     def take_sync(self, saga_id: str, owner: str, now: float, lease_s: float) -> SagaRecord | None:
         """Operator takeover of ``saga_id`` (any status, any lease)."""
+        result: SagaRecord | None = self._guard.call(
+            "take", saga_id, self._take, saga_id, owner, now, lease_s
+        )
+        return result
+
+    def _take(
+        self, retried: bool, saga_id: str, owner: str, now: float, lease_s: float
+    ) -> SagaRecord | None:
         with self._write() as conn:
             cur = conn.execute(
                 "UPDATE sagas SET owner = ?, lease_until = ?, epoch = epoch + 1 WHERE id = ?",
@@ -321,6 +550,15 @@ class SQLiteSagaStore(BlockingSagaStore):
 
     def renew_sync(self, saga_id: str, owner: str, epoch: int, lease_until: float) -> bool:
         """Extend the lease while ``owner`` holds ``saga_id`` at ``epoch``."""
+        # once: the heartbeat renews again at its next tick (see OutageGuard.call_once)
+        result: bool = self._guard.call_once(
+            "renew", saga_id, self._renew, saga_id, owner, epoch, lease_until
+        )
+        return result
+
+    def _renew(
+        self, retried: bool, saga_id: str, owner: str, epoch: int, lease_until: float
+    ) -> bool:
         with self._write() as conn:
             cur = conn.execute(
                 f"UPDATE sagas SET lease_until = ? WHERE id = ? AND owner = ? AND epoch = ? "
@@ -331,6 +569,10 @@ class SQLiteSagaStore(BlockingSagaStore):
 
     def release_sync(self, saga_id: str, owner: str, epoch: int) -> None:
         """Drop the lease (no-op unless ``owner`` holds it at ``epoch``)."""
+        # once: a lease that cannot be given back runs out by itself
+        self._guard.call_once("release", saga_id, self._release, saga_id, owner, epoch)
+
+    def _release(self, retried: bool, saga_id: str, owner: str, epoch: int) -> None:
         with self._write() as conn:
             conn.execute(
                 "UPDATE sagas SET owner = NULL, lease_until = 0 "
@@ -340,6 +582,10 @@ class SQLiteSagaStore(BlockingSagaStore):
 
     def query_sync(self, filt: SagaFilter) -> list[SagaSummary]:
         """Matching sagas, most recently updated first."""
+        result: list[SagaSummary] = self._guard.call("query", filt.saga_id, self._query, filt)
+        return result
+
+    def _query(self, retried: bool, filt: SagaFilter) -> list[SagaSummary]:
         where: list[str] = []
         args: list[Any] = []
         if filt.name is not None:

@@ -10,6 +10,8 @@ get the async methods for free (run in a worker thread when ``offload`` is True)
 from __future__ import annotations
 
 import abc
+import threading
+import weakref
 from collections.abc import Sequence
 from typing import Any, Protocol, runtime_checkable
 
@@ -27,7 +29,24 @@ from ._model import (
     SagaSummary,
 )
 
-__all__ = ["BlockingSagaStore", "SagaStore", "as_blocking", "is_progress"]
+__all__ = ["BlockingSagaStore", "SagaStore", "as_blocking", "is_progress", "store_health", "track"]
+
+_LIVE: weakref.WeakSet[Any] = weakref.WeakSet()
+_LIVE_LOCK = threading.Lock()
+
+
+def track(store: Any) -> None:
+    """Remember ``store`` (weakly) for :func:`store_health`."""
+    with _LIVE_LOCK:
+        _LIVE.add(store)
+
+
+def store_health() -> list[dict[str, Any]]:
+    """``store.health()`` of every live saga store of this process (JSON-ready), for a health
+    endpoint: which store, what its durability settings promise, whether it is reachable."""
+    with _LIVE_LOCK:
+        stores = list(_LIVE)
+    return [store.health() for store in stores]
 
 
 def is_progress(events: Sequence[SagaLogEvent]) -> bool:
@@ -151,6 +170,16 @@ class BlockingSagaStore(abc.ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook, nothing to free by default
         """Free resources (connections); the store must not be used afterwards."""
+
+    def health(self) -> dict[str, Any]:
+        """A JSON-ready snapshot for health endpoints (the durable stores add their settings
+        and whether the database is reachable)."""
+        durability = getattr(self, "durability", None)
+        return {
+            "store": repr(self),
+            "available": True,
+            "durability": durability.as_dict() if durability is not None else None,
+        }
 
     async def _run(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         if not self.offload:

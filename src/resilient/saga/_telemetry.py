@@ -11,14 +11,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from typing import Any
 
 from opentelemetry import trace
 from opentelemetry.trace import Link, NonRecordingSpan, Span, SpanContext, TraceFlags
 from prometheus_client import Counter, Gauge, Histogram
 
+from .._types import Kwargs
 from ..telemetry import Listener, PolicyTelemetry, SagaEvent
-from ..telemetry._hub import STATE
+from ..telemetry._hub import STATE, metrics_registry
 from ..telemetry._prometheus import Families, families_for
 
 __all__ = ["SagaTelemetry", "parse_traceparent", "traceparent_of"]
@@ -96,7 +96,7 @@ class SagaTelemetry:
         if self._gen == STATE.generation:
             return
         self._gen = STATE.generation
-        self._saga = _SagaFamilies(families_for(STATE.registry)) if STATE.metrics else None
+        self._saga = _SagaFamilies(families_for(metrics_registry())) if STATE.metrics else None
 
     def metrics(self) -> _SagaFamilies | None:
         """The saga metric families, or ``None`` when metrics are off."""
@@ -203,9 +203,7 @@ def _recording() -> bool:
 
 
 @contextmanager
-def _span(
-    tracer: trace.Tracer, name: str, attributes: dict[str, Any], links: list[Link]
-) -> Iterator[Span]:
+def _span(tracer: trace.Tracer, name: str, attributes: Kwargs, links: list[Link]) -> Iterator[Span]:
     with tracer.start_as_current_span(
         name,
         attributes=attributes,

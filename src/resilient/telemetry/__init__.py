@@ -17,8 +17,10 @@ from ._events import (
     CallRejected,
     CallSlow,
     CallSucceeded,
+    ChaosInjected,
     Event,
     FallbackUsed,
+    HedgeStarted,
     RateLimiterQueued,
     RetryScheduled,
     SagaEvent,
@@ -32,7 +34,6 @@ from ._hub import (
     remove_listener,
     reset_telemetry,
 )
-from ._prometheus import families_for
 
 __all__ = [
     "AdaptiveLimitChanged",
@@ -45,8 +46,10 @@ __all__ = [
     "CallRejected",
     "CallSlow",
     "CallSucceeded",
+    "ChaosInjected",
     "Event",
     "FallbackUsed",
+    "HedgeStarted",
     "Listener",
     "PolicyTelemetry",
     "RateLimiterQueued",
@@ -59,3 +62,12 @@ __all__ = [
     "remove_listener",
     "reset_telemetry",
 ]
+
+
+def __getattr__(name: str) -> object:
+    # prometheus-client is imported when metrics are first needed, not with the package
+    if name == "families_for":
+        from ._prometheus import families_for
+
+        return families_for
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

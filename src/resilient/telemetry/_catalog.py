@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Literal
 
-__all__ = ["CATALOG", "MetricSpec", "MetricType", "by_name", "spec"]
+__all__ = ["CATALOG", "OUTCOMES", "MetricSpec", "MetricType", "by_name", "spec"]
 
 MetricType = Literal["counter", "gauge", "histogram"]
 
@@ -35,8 +35,25 @@ _CALL_KINDS = (
     "retry",
     "timeout",
     "fallback",
+    "hedge",
+    "chaos_fault",
+    "chaos_latency",
+    "chaos_result",
     "saga_compensation",
 )
+
+OUTCOMES = (
+    "success",
+    "failure",
+    "rejected",
+    "timeout",
+    "fallback",
+    "cancelled",
+    "injected",
+)
+"""Every value of the ``outcome`` label of ``resilient_calls_total``: ``injected`` marks a
+call a chaos policy tampered with on purpose (or that failed with an injected error), so a
+rehearsal never reads as an incident."""
 
 # Latencies of protected calls: from sub-millisecond cache hits to multi-second timeouts.
 _CALL_BUCKETS = (
@@ -121,6 +138,7 @@ CATALOG: tuple[MetricSpec, ...] = (
         ("policy", "name", "outcome"),
         "Calls through a resilience policy, by outcome.",
         _CALL_KINDS,
+        values=(("outcome", OUTCOMES),),
     ),
     MetricSpec(
         "resilient_call_duration_seconds",
@@ -146,6 +164,13 @@ CATALOG: tuple[MetricSpec, ...] = (
         ("name",),
         "Retries scheduled (attempts after the first).",
         ("retry",),
+    ),
+    MetricSpec(
+        "resilient_hedge_attempts_total",
+        "counter",
+        ("name",),
+        "Hedged attempts started (attempts after the first).",
+        ("hedge",),
     ),
     MetricSpec(
         "resilient_bulkhead_in_flight",

@@ -21,8 +21,10 @@ __all__ = [
     "CallRejected",
     "CallSlow",
     "CallSucceeded",
+    "ChaosInjected",
     "Event",
     "FallbackUsed",
+    "HedgeStarted",
     "RateLimiterQueued",
     "RetryScheduled",
     "SagaEvent",
@@ -110,6 +112,25 @@ class FallbackUsed(Event):
     (``None`` when a result, not an exception, triggered it)."""
 
     error: BaseException | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HedgeStarted(Event):
+    """The hedge started attempt number ``attempt`` (2 for the first hedge) because the
+    earlier ones had not answered in time, or one of them failed."""
+
+    attempt: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChaosInjected(Event):
+    """A chaos policy tampered with a call on purpose: ``injection`` is ``"fault"`` (it
+    raised ``error``), ``"latency"`` (it waited ``seconds`` first) or ``"result"`` (it answered
+    instead of the function)."""
+
+    injection: str
+    error: BaseException | None = None
+    seconds: float | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

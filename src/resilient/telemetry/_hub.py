@@ -9,14 +9,13 @@ per-call cost with nobody listening is two attribute reads and an integer compar
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from opentelemetry import trace
-from prometheus_client import REGISTRY, CollectorRegistry
-
+from . import _otel
 from ._events import (
     BreakerStateChanged,
     CallFailed,
@@ -25,17 +24,24 @@ from ._events import (
     Event,
     RetryScheduled,
 )
-from ._prometheus import Families, families_for
+from ._stats import UNLOCKED, CallStats
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Span, Tracer, TracerProvider
+    from prometheus_client import CollectorRegistry
+
+    from ._prometheus import Families
 
 __all__ = [
     "Listener",
     "PolicyTelemetry",
+    "SavedState",
     "add_listener",
     "configure_telemetry",
+    "isolate",
     "remove_listener",
+    "restore_state",
+    "save_state",
     "STATE",
 ]
 
@@ -55,7 +61,7 @@ class _State:
         self.listeners: tuple[Listener, ...] = ()
         self.metrics = True
         self.tracing = True
-        self.registry: CollectorRegistry = REGISTRY
+        self.registry: CollectorRegistry | None = None  # prometheus-client's global one
         self.tracer_provider: TracerProvider | None = None
 
 
@@ -71,6 +77,31 @@ def _bump() -> None:
     STATE.generation += 1
     for handle in list(_handles):
         handle.plain = False
+
+
+def _otel_arrived() -> None:
+    """The OpenTelemetry API was imported: handles built before it look again (an SDK
+    provider may follow; from now on every counted call compares the API's provider)."""
+    with _lock:
+        _bump()
+
+
+_otel.watch_import(_otel_arrived)
+
+
+def metrics_registry(registry: CollectorRegistry | None = None) -> CollectorRegistry:
+    """``registry``, or the configured one, or prometheus-client's global ``REGISTRY``
+    (imported here, when metrics are first needed)."""
+    registry = registry if registry is not None else STATE.registry
+    return _default_registry(registry)
+
+
+def _default_registry(registry: CollectorRegistry | None) -> CollectorRegistry:
+    if registry is not None:
+        return registry
+    from prometheus_client import REGISTRY  # the default: imported when first needed
+
+    return REGISTRY
 
 
 def add_listener(listener: Listener) -> None:
@@ -124,9 +155,52 @@ def reset_telemetry() -> None:
         STATE.listeners = ()
         STATE.metrics = True
         STATE.tracing = True
-        STATE.registry = REGISTRY
+        STATE.registry = None
         STATE.tracer_provider = None
         _bump()
+
+
+SavedState = tuple[
+    tuple[Listener, ...], bool, bool, "CollectorRegistry | None", "TracerProvider | None"
+]
+"""The whole configuration, as :func:`save_state` returns it."""
+
+
+def save_state() -> SavedState:
+    """The current configuration, for :func:`restore_state` (test isolation)."""
+    with _lock:
+        return (
+            STATE.listeners,
+            STATE.metrics,
+            STATE.tracing,
+            STATE.registry,
+            STATE.tracer_provider,
+        )
+
+
+def restore_state(saved: SavedState) -> None:
+    """Put back a configuration :func:`save_state` returned; every policy's cache follows."""
+    with _lock:
+        (
+            STATE.listeners,
+            STATE.metrics,
+            STATE.tracing,
+            STATE.registry,
+            STATE.tracer_provider,
+        ) = saved
+        _bump()
+
+
+def isolate(registry: CollectorRegistry) -> SavedState:
+    """Save the configuration, then start a fresh one: no listeners, metrics into
+    ``registry``; the on/off switches and the tracer provider stay (they are the session's
+    choice, not state a test leaves behind). Undo with :func:`restore_state`."""
+    saved = save_state()
+    with _lock:
+        STATE.listeners = ()
+        STATE.registry = registry
+        _bump()
+    return saved
 
 
 def _call_listener(listener: Listener, event: Event) -> None:
@@ -144,22 +218,6 @@ def _call_listener(listener: Listener, event: Event) -> None:
             )
 
 
-class _ProviderProbe:
-    """Stands in for the OpenTelemetry API module should its private global ever disappear:
-    reads the public ``get_tracer_provider()`` instead (slower, same answer)."""
-
-    @property
-    def _TRACER_PROVIDER(self) -> object:  # the API module's name for it
-        provider = trace.get_tracer_provider()
-        return None if isinstance(provider, trace.ProxyTracerProvider) else provider
-
-
-# Where the OpenTelemetry API keeps the global tracer provider (``None`` until an SDK installs
-# one). Policies compare it with the value they cached on every traced call: one attribute
-# read, where ``trace.get_tracer_provider()`` would read ``os.environ`` each time (~0.6 us).
-OTEL: Any = trace if hasattr(trace, "_TRACER_PROVIDER") else _ProviderProbe()
-
-
 class PolicyTelemetry:
     """One policy's view of the telemetry configuration, cached until it changes.
 
@@ -174,6 +232,7 @@ class PolicyTelemetry:
 
     __slots__ = (
         "__weakref__",
+        "_breaker_state",
         "_children",
         "_families",
         "_gauges",
@@ -190,6 +249,7 @@ class PolicyTelemetry:
         "name",
         "observing",
         "on_event",
+        "otel",
         "otel_global",
         "plain",
         "plain_gen",
@@ -215,7 +275,29 @@ class PolicyTelemetry:
         self.plain = False
         self.plain_gen = self.metrics_gen = -2
         self._gauges: dict[str, Callable[[], float]] = {}
+        self._breaker_state: tuple[str, tuple[str, ...]] | None = None
+        self._families: Families | None = None
+        self._children: dict[tuple[str, ...], Any] = {}
         _handles.add(self)
+        self.refresh(warm=False)
+
+    def rename(self, name: str) -> None:
+        """The policy took a new name (an unnamed policy named after the function it
+        decorates): series published under the old name are withdrawn, new ones use ``name``."""
+        old = self.name
+        families = self._families
+        if families is not None:
+            if self.counts_calls:
+                families.calls.forget(self.kind, old)
+            for family, *labels in self._children:
+                if old in labels:
+                    families.family(family).remove(*labels)
+        self.name = name
+        self.span_name = f"{self.kind} {name}"
+        self.span_attributes = {"resilient.policy": self.kind, "resilient.name": name}
+        self.gen = -1
+        self.plain = False
+        self.plain_gen = self.metrics_gen = -2
         self.refresh()
 
     def set_on_event(self, on_event: Listener | None) -> None:
@@ -225,8 +307,14 @@ class PolicyTelemetry:
         self.plain_gen = self.metrics_gen = -2
         self.refresh()
 
-    def refresh(self) -> None:
-        """Rebuild the cache from the global configuration."""
+    def refresh(self, *, warm: bool = True) -> None:
+        """Rebuild the cache from the global configuration.
+
+        A cold refresh (when the policy is built) does not import prometheus-client for the
+        metrics: if nothing has imported it yet, the handle stays stale and the policy's first
+        call (a warm refresh) registers its metrics, so ``import resilient`` and building
+        policies at import time stay cheap, and the first scrape after the first call exports
+        them."""
         with _lock:
             gen = STATE.generation
             self.metrics = STATE.metrics
@@ -237,29 +325,43 @@ class PolicyTelemetry:
         self.plain = False
         self.plain_gen = self.metrics_gen = -2  # invalid while the fields below are rebuilt
         self.listeners = listeners + ((self.on_event,) if self.on_event is not None else ())
-        self._families: Families | None = families_for(registry) if self.metrics else None
-        self._children: dict[tuple[str, ...], Any] = {}
-        self.stats = (
+        deferred = self.metrics and not warm and "prometheus_client" not in sys.modules
+        self._families = None
+        if self.metrics and not deferred:
+            from ._prometheus import families_for
+
+            self._families = families_for(_default_registry(registry))
+        self._children = {}
+        self.stats: CallStats | None = (
             self._families.calls.stats(self.kind, self.name)
             if self._families is not None and self.counts_calls
             else None
         )
-        self.otel_global = OTEL._TRACER_PROVIDER
+        self.otel = _otel.api()
+        self.otel_global = self.otel._TRACER_PROVIDER
         self._tracer: Tracer | None = self._resolve_tracer() if self.tracing else None
         self.active_tracer = self._tracer
         if self._families is not None:
             for family, read in self._gauges.items():
                 self._child(family, self.name).set_function(read)
+            if self._breaker_state is not None:
+                self._set_breaker_state(*self._breaker_state)
         self.observing = self.metrics or bool(self.listeners)
         self.detail = bool(self.listeners) or self._tracer is not None
         self.quiet = not self.observing and not self.tracing
-        self.gen = gen
+        self.gen = -1 if deferred else gen  # stale: the first telemetry use refreshes warm
         self.plain_gen = gen if self.quiet else -2
         self.plain = self.quiet
         if STATE.generation != gen:  # reconfigured meanwhile: _bump may have run before us
             self.plain = False
         self.metrics_gen = (
-            gen if self.stats is not None and not self.listeners and self._tracer is None else -2
+            gen
+            if UNLOCKED
+            and not deferred
+            and self.stats is not None
+            and not self.listeners
+            and self._tracer is None
+            else -2
         )
 
     def _resolve_tracer(self) -> Tracer | None:
@@ -267,6 +369,7 @@ class PolicyTelemetry:
         if provider is None:
             if self.otel_global is None:
                 return None  # no SDK configured yet: spans would be no-ops; skip their cost
+            trace = self.otel
             provider = trace.get_tracer_provider()
             if isinstance(provider, trace.ProxyTracerProvider):
                 return None
@@ -274,7 +377,7 @@ class PolicyTelemetry:
 
     def current(self) -> None:
         """Rebuild the cache if the configuration or the global tracer provider changed."""
-        if self.gen != STATE.generation or OTEL._TRACER_PROVIDER is not self.otel_global:
+        if self.gen != STATE.generation or self.otel._TRACER_PROVIDER is not self.otel_global:
             self.refresh()
 
     # -- tracing -----------------------------------------------------------------------------
@@ -309,7 +412,7 @@ class PolicyTelemetry:
             span.set_attribute("resilient.outcome", outcome)
             if error is not None and outcome not in ("success", "cancelled"):
                 span.record_exception(error)
-                span.set_status(trace.StatusCode.ERROR, f"{type(error).__name__}: {error}")
+                span.set_status(self.otel.StatusCode.ERROR, f"{type(error).__name__}: {error}")
         if self.listeners and outcome != "rejected":
             if error is None and outcome in ("success", "fallback"):
                 self.emit(CallSucceeded(policy=self.kind, name=self.name, duration=duration))
@@ -328,18 +431,23 @@ class PolicyTelemetry:
             self._child(family, self.name).set_function(read)
 
     def breaker_state(self, state: str, all_states: tuple[str, ...]) -> None:
-        """Publish ``state`` as the breaker's current state (1) and every other as 0."""
-        if self.gen != STATE.generation:
+        """Publish ``state`` as the breaker's current state (1) and every other as 0 (when
+        metrics are registered; a cold handle publishes it on its first warm refresh)."""
+        self._breaker_state = (state, all_states)
+        if self.gen != STATE.generation and self.gen != -1:
             self.refresh()
         if self._families is not None:
-            for s in all_states:
-                self._child("resilient_breaker_state", self.name, s).set(1 if s == state else 0)
+            self._set_breaker_state(state, all_states)
+
+    def _set_breaker_state(self, state: str, all_states: tuple[str, ...]) -> None:
+        for s in all_states:
+            self._child("resilient_breaker_state", self.name, s).set(1 if s == state else 0)
 
     # -- events ------------------------------------------------------------------------------
     def rejected(self, reason: str, retry_after: float | None = None) -> None:
         """Account a refused call: the rejections counter, and a ``CallRejected`` event when a
         listener or a span would see it (events are not built for metrics alone)."""
-        if self.gen != STATE.generation or OTEL._TRACER_PROVIDER is not self.otel_global:
+        if self.gen != STATE.generation or self.otel._TRACER_PROVIDER is not self.otel_global:
             self.refresh()
         if self._families is not None:
             series = self._children.get(("rejections", reason))
@@ -357,7 +465,7 @@ class PolicyTelemetry:
     def retry_scheduled(self, attempt: int, delay: float, error: BaseException | None) -> None:
         """Account a scheduled retry: the attempts counter, and a ``RetryScheduled`` event
         when a listener or a span would see it."""
-        if self.gen != STATE.generation or OTEL._TRACER_PROVIDER is not self.otel_global:
+        if self.gen != STATE.generation or self.otel._TRACER_PROVIDER is not self.otel_global:
             self.refresh()
         if self._families is not None:
             series = self._children.get(("retry_attempts",))
@@ -372,13 +480,24 @@ class PolicyTelemetry:
                 )
             )
 
+    def hedge_attempt(self) -> None:
+        """Count one hedged attempt (``resilient_hedge_attempts_total``)."""
+        if self.gen != STATE.generation or self.otel._TRACER_PROVIDER is not self.otel_global:
+            self.refresh()
+        if self._families is not None:
+            series = self._children.get(("hedge_attempts",))
+            if series is None:
+                series = self._families.hedge_attempts.labels(self.name)
+                self._children["hedge_attempts",] = series
+            series.inc()
+
     def emit(self, event: Event) -> None:
         """Deliver ``event`` to the current span and every listener. (Metrics are moved by
         the dedicated methods above, so they count even when no event is built.)"""
         if self.gen != STATE.generation:
             self.refresh()
-        if self.tracing:
-            span = trace.get_current_span()
+        if self.tracing and self.otel is not _otel.ABSENT:
+            span = self.otel.get_current_span()
             if span.is_recording():
                 span.add_event(_event_name(event), _event_attributes(event))
         for listener in self.listeners:

@@ -14,7 +14,6 @@ standard prometheus-client counter, gauge or histogram, registered when first us
 from __future__ import annotations
 
 import threading
-from bisect import bisect_left
 from collections.abc import Iterator
 from typing import Any, cast
 
@@ -23,54 +22,28 @@ from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, M
 from prometheus_client.registry import Collector
 
 from ._catalog import MetricSpec, spec
+from ._stats import BOUNDS, CallStats
 
-__all__ = ["CallStats", "CounterSeries", "Families", "PlainCounter", "families_for"]
+__all__ = [
+    "CounterSeries",
+    "Families",
+    "PlainCounter",
+    "families_for",
+    "forget_families",
+]
 
 _CALLS = spec("resilient_calls_total")
 _CALL_DURATION = spec("resilient_call_duration_seconds")
 # Counted on failure paths that peers answer in about a microsecond: plain integers.
-_PLAIN_COUNTERS = frozenset({"resilient_retry_attempts_total", "resilient_rejections_total"})
+_PLAIN_COUNTERS = frozenset(
+    {
+        "resilient_retry_attempts_total",
+        "resilient_rejections_total",
+        "resilient_hedge_attempts_total",
+    }
+)
 
-_DURATION_BUCKETS = _CALL_DURATION.buckets
-_FIRST_BOUND = _DURATION_BUCKETS[0]
-_BOUNDS_TEXT = tuple(repr(float(b)) for b in _DURATION_BUCKETS)
-
-
-class CallStats:
-    """Counts and latency histogram of one policy's executions, kept as plain numbers.
-
-    ``resilient_calls_total`` and ``resilient_call_duration_seconds`` move on every call, so they
-    are the hot path: prometheus-client's ``Counter.inc`` + ``Histogram.observe`` cost ~0.9 us
-    (a lock per bucket and several checks), which alone would eat half of our 2 us budget. One
-    short lock around a few integer updates costs a fraction of that; the numbers are turned
-    into metric families only when Prometheus scrapes.
-    """
-
-    __slots__ = ("_lock", "buckets", "counts", "total")
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.counts: dict[str, int] = {}
-        self.buckets = [0] * (len(_DURATION_BUCKETS) + 1)
-        self.total = 0.0
-
-    def record(self, outcome: str, duration: float) -> None:
-        """Count one execution with ``outcome`` that took ``duration`` seconds."""
-        # Most protected calls land in the first bucket: skip the search for them.
-        index = 0 if duration <= _FIRST_BOUND else bisect_left(_DURATION_BUCKETS, duration)
-        lock = self._lock
-        lock.acquire()  # not ``with``: on CPython 3.11 that costs twice the lock round trip
-        try:
-            counts = self.counts
-            counts[outcome] = counts.get(outcome, 0) + 1
-            self.buckets[index] += 1
-            self.total += duration
-        finally:
-            lock.release()
-
-    def snapshot(self) -> tuple[dict[str, int], list[int], float]:
-        with self._lock:
-            return dict(self.counts), list(self.buckets), self.total
+_BOUNDS_TEXT = tuple(repr(float(b)) for b in BOUNDS)
 
 
 class _CallCollector(Collector):
@@ -87,6 +60,11 @@ class _CallCollector(Collector):
             with self._lock:
                 found = self._stats.setdefault(key, CallStats())
         return found
+
+    def forget(self, kind: str, name: str) -> None:
+        """Stop exporting the policy ``kind``/``name`` (it was renamed)."""
+        with self._lock:
+            self._stats.pop((kind, name), None)
 
     def describe(self) -> list[Metric]:
         return [
@@ -105,7 +83,8 @@ class _CallCollector(Collector):
         for (kind, name), stats in items:
             counts, buckets, total = stats.snapshot()
             for outcome, count in sorted(counts.items()):
-                calls.add_metric([kind, name, outcome], count)
+                if count:
+                    calls.add_metric([kind, name, outcome], count)
             cumulative = []
             running = 0
             for bound, count in zip((*_BOUNDS_TEXT, "+Inf"), buckets, strict=True):
@@ -158,6 +137,11 @@ class PlainCounter(Collector):
             with self._lock:
                 found = self._series.setdefault(values, CounterSeries())
         return found
+
+    def remove(self, *values: str) -> None:
+        """Stop exporting the series of ``values`` (like prometheus-client's ``remove``)."""
+        with self._lock:
+            self._series.pop(values, None)
 
     def describe(self) -> list[Metric]:
         return [CounterMetricFamily(self._name, self._documentation, labels=self._labelnames)]
@@ -226,6 +210,11 @@ class Families:
         return cast(PlainCounter, self.family("resilient_retry_attempts_total"))
 
     @property
+    def hedge_attempts(self) -> PlainCounter:
+        """``resilient_hedge_attempts_total{name}``."""
+        return cast(PlainCounter, self.family("resilient_hedge_attempts_total"))
+
+    @property
     def rejections(self) -> PlainCounter:
         """``resilient_rejections_total{policy,name,reason}``."""
         return cast(PlainCounter, self.family("resilient_rejections_total"))
@@ -246,3 +235,13 @@ def families_for(registry: CollectorRegistry) -> Families:
             found = Families(registry)
             _cache[id(registry)] = found
         return found
+
+
+def forget_families(registry: CollectorRegistry) -> None:
+    """Drop the families bound to ``registry`` from the cache, so a throw-away registry (one
+    per test, ``resilient.testing.isolated_registry``) is not kept alive by it. Policies still
+    holding them rebuild from the current configuration when it changes."""
+    with _cache_lock:
+        found = _cache.get(id(registry))
+        if found is not None and found.registry is registry:
+            del _cache[id(registry)]
