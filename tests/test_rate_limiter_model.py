@@ -10,6 +10,7 @@ the tokens in the bucket, which must stay between 0 and ``burst``.
 from __future__ import annotations
 
 import asyncio
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -307,3 +308,51 @@ def test_a_minute_of_threads_and_asyncio_tasks_gets_the_allowed_calls_in_arrival
         loop.call_soon_threadsafe(loop.stop)
         loop_thread.join(WAIT)
         loop.close()
+
+
+def test_threads_hammering_without_waiting_take_exactly_the_tokens_that_come_due() -> None:
+    """8 threads take tokens as fast as they can (the happy path, lock-free on a GIL build)
+    and are refused otherwise, while the simulated clock moves on whenever the bucket is
+    empty: over 5 simulated seconds exactly ``burst + rate * 5`` get through."""
+    clock = FakeClock()
+    limiter = rs.RateLimiter("hammer", rate=RATE, burst=BURST, clock=clock)
+    taken = [0] * 8
+    refused = [0] * 8
+    done = threading.Event()
+
+    @limiter
+    def protected() -> None:
+        return None
+
+    def hammer(i: int) -> None:
+        while not done.is_set():
+            try:
+                protected()
+            except rs.RateLimitedError:
+                refused[i] += 1
+            else:
+                taken[i] += 1
+
+    threads = [threading.Thread(target=hammer, args=(i,), daemon=True) for i in range(8)]
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as the interpreter allows
+    for t in threads:
+        t.start()
+    try:
+        now = Fraction(0)
+        while True:
+            deadline = time.monotonic() + WAIT
+            while limiter.tokens >= 1.0:  # the hammerers have not taken what is due yet
+                assert time.monotonic() < deadline, "the hammerers stopped"
+                time.sleep(0.0001)
+            if now >= 5:
+                break
+            now += STEP
+            clock.advance(float(STEP))
+    finally:
+        done.set()
+        for t in threads:
+            t.join(WAIT)
+        sys.setswitchinterval(switch)
+    assert sum(taken) == BURST + RATE * 5
+    assert sum(refused) > 0 and all(n > 0 for n in taken)

@@ -1381,11 +1381,14 @@ def rate_limiter_async_wrapper(self: RateLimiterSelf, fn: AsyncFn) -> Fn:
     async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
         if tel.plain:
             now = clock()
-            lock.acquire()  # not ``with``: on CPython 3.11 that costs twice the lock round trip
-            try:
+            if self._unlocked:
                 admitted = core.try_acquire(now)
-            finally:
-                lock.release()
+            else:
+                lock.acquire()  # not ``with``: on CPython 3.11 that costs twice the lock round trip
+                try:
+                    admitted = core.try_acquire(now)
+                finally:
+                    lock.release()
             if not admitted:
                 if self._max_wait:
                     await self._wait_in_task(now)
@@ -1406,11 +1409,14 @@ def rate_limiter_async_wrapper(self: RateLimiterSelf, fn: AsyncFn) -> Fn:
         start = perf_counter()
         try:
             now = clock()
-            lock.acquire()  # not ``with``: on CPython 3.11 that costs twice the lock round trip
-            try:
+            if self._unlocked:
                 admitted = core.try_acquire(now)
-            finally:
-                lock.release()
+            else:
+                lock.acquire()  # not ``with``: on CPython 3.11 that costs twice the lock round trip
+                try:
+                    admitted = core.try_acquire(now)
+                finally:
+                    lock.release()
             if not admitted:
                 if self._max_wait:
                     await self._wait_in_task(now)
@@ -1444,11 +1450,14 @@ def rate_limiter_sync_wrapper(self: RateLimiterSelf, fn: Fn) -> Fn:
     def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
         if tel.plain:
             now = clock()
-            lock.acquire()  # not ``with``: on CPython 3.11 that costs twice the lock round trip
-            try:
+            if self._unlocked:
                 admitted = core.try_acquire(now)
-            finally:
-                lock.release()
+            else:
+                lock.acquire()  # not ``with``: on CPython 3.11 that costs twice the lock round trip
+                try:
+                    admitted = core.try_acquire(now)
+                finally:
+                    lock.release()
             if not admitted:
                 if self._max_wait:
                     self._wait_in_thread(now)
@@ -1469,11 +1478,14 @@ def rate_limiter_sync_wrapper(self: RateLimiterSelf, fn: Fn) -> Fn:
         start = perf_counter()
         try:
             now = clock()
-            lock.acquire()  # not ``with``: on CPython 3.11 that costs twice the lock round trip
-            try:
+            if self._unlocked:
                 admitted = core.try_acquire(now)
-            finally:
-                lock.release()
+            else:
+                lock.acquire()  # not ``with``: on CPython 3.11 that costs twice the lock round trip
+                try:
+                    admitted = core.try_acquire(now)
+                finally:
+                    lock.release()
             if not admitted:
                 if self._max_wait:
                     self._wait_in_thread(now)
@@ -1503,11 +1515,14 @@ async def rate_limiter_acall(self: RateLimiterSelf, fn: AsyncFn, args: Args, kwa
     clock = self._clock
     lock = self._lock
     now = clock()
-    lock.acquire()  # not ``with``: on CPython 3.11 that costs twice the lock round trip
-    try:
+    if self._unlocked:
         admitted = core.try_acquire(now)
-    finally:
-        lock.release()
+    else:
+        lock.acquire()  # not ``with``: on CPython 3.11 that costs twice the lock round trip
+        try:
+            admitted = core.try_acquire(now)
+        finally:
+            lock.release()
     if not admitted:
         if self._max_wait:
             await self._wait_in_task(now)
@@ -1525,11 +1540,14 @@ def rate_limiter_call(self: RateLimiterSelf, fn: Fn, args: Args, kwargs: Kwargs)
     clock = self._clock
     lock = self._lock
     now = clock()
-    lock.acquire()  # not ``with``: on CPython 3.11 that costs twice the lock round trip
-    try:
+    if self._unlocked:
         admitted = core.try_acquire(now)
-    finally:
-        lock.release()
+    else:
+        lock.acquire()  # not ``with``: on CPython 3.11 that costs twice the lock round trip
+        try:
+            admitted = core.try_acquire(now)
+        finally:
+            lock.release()
     if not admitted:
         if self._max_wait:
             self._wait_in_thread(now)
@@ -1547,11 +1565,14 @@ async def rate_limiter_aenter(self: RateLimiterSelf) -> None:
     clock = self._clock
     lock = self._lock
     now = clock()
-    lock.acquire()  # not ``with``: on CPython 3.11 that costs twice the lock round trip
-    try:
+    if self._unlocked:
         admitted = core.try_acquire(now)
-    finally:
-        lock.release()
+    else:
+        lock.acquire()  # not ``with``: on CPython 3.11 that costs twice the lock round trip
+        try:
+            admitted = core.try_acquire(now)
+        finally:
+            lock.release()
     if not admitted:
         if self._max_wait:
             await self._wait_in_task(now)
@@ -1568,11 +1589,14 @@ def rate_limiter_enter(self: RateLimiterSelf) -> None:
     clock = self._clock
     lock = self._lock
     now = clock()
-    lock.acquire()  # not ``with``: on CPython 3.11 that costs twice the lock round trip
-    try:
+    if self._unlocked:
         admitted = core.try_acquire(now)
-    finally:
-        lock.release()
+    else:
+        lock.acquire()  # not ``with``: on CPython 3.11 that costs twice the lock round trip
+        try:
+            admitted = core.try_acquire(now)
+        finally:
+            lock.release()
     if not admitted:
         if self._max_wait:
             self._wait_in_thread(now)
@@ -1589,11 +1613,14 @@ def rate_limiter_enter_nowait(self: RateLimiterSelf) -> Any:
     clock = self._clock
     lock = self._lock
     now = clock()
-    lock.acquire()  # not ``with``: on CPython 3.11 that costs twice the lock round trip
-    try:
+    if self._unlocked:
         admitted = core.try_acquire(now)
-    finally:
-        lock.release()
+    else:
+        lock.acquire()  # not ``with``: on CPython 3.11 that costs twice the lock round trip
+        try:
+            admitted = core.try_acquire(now)
+        finally:
+            lock.release()
     return None if admitted else WAIT
 
 

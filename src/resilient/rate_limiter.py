@@ -40,6 +40,7 @@ from ._waiters import TaskWaiter, ThreadWaiter, Waiter
 from .errors import _rate_limited
 from .telemetry._events import RateLimiterQueued
 from .telemetry._hub import STATE, Listener
+from .telemetry._stats import UNLOCKED
 
 __all__ = ["RateLimiter"]
 
@@ -113,6 +114,9 @@ class RateLimiter(AroundPolicy):
         self._clock = clock
         self._timers: TimerClock | None = timer_clock(clock)  # a simulated clock drives waits
         self._lock = threading.Lock()
+        # On CPython with a GIL the happy path takes a token without the lock (the core's
+        # ``try_acquire`` runs as one step); free-threaded builds always lock.
+        self._unlocked = UNLOCKED
         self._core: RateLimitCore[Waiter] = RateLimitCore(
             interval, burst if burst is not None else max(1, math.ceil(rate))
         )
@@ -177,8 +181,10 @@ class RateLimiter(AroundPolicy):
         caller may go ahead; ``False`` otherwise (nothing is taken, nothing raised, no
         rejection counted). Never waits."""
         now = self._clock()
+        core = self._core
+        if self._unlocked and core.try_acquire(now):
+            return True
         with self._lock:
-            core = self._core
             if core.try_acquire(now):
                 return True
             if not core.queued:

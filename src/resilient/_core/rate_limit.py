@@ -26,6 +26,15 @@ that make the limiter fair and leak-free:
   (:meth:`RateLimitCore.cancel` says ``True``); one whose token was handed over in the same
   instant gives it back with :meth:`RateLimitCore.refund`, which passes it to the next waiter
   or returns it to the bucket (capped at ``burst``, exactly as if it had never been taken).
+
+:meth:`RateLimitCore.try_acquire` may run without the front end's lock on a CPython with a
+GIL: its body has no call and no backward jump, and the interpreter only switches threads at
+those (and at function entries), so it runs as one step against every other method. The
+methods that run under the lock keep what it sees consistent at every point where a switch
+can happen: :meth:`~RateLimitCore.serve` moves ``full_at`` before it takes the waiter off the
+queue (a token is never both handed out and visible), and :meth:`~RateLimitCore.arrive` joins
+the queue before it looks for a token (a newcomer never slips between a caller that found
+none and its place in the queue).
 """
 
 from __future__ import annotations
@@ -109,7 +118,8 @@ class RateLimitCore(Generic[W]):
 
     # -- the hot operation ------------------------------------------------------------------
     def try_acquire(self, now: float) -> bool:
-        """Take a token if one is available and nobody waits for it (the happy path)."""
+        """Take a token if one is available and nobody waits for it (the happy path). No call
+        and no backward jump in here: see the module docstring."""
         if self._waiting:
             return False
         full_at = self.full_at
@@ -128,13 +138,19 @@ class RateLimitCore(Generic[W]):
         when that is at most ``max_wait`` the waiter is queued (it must wait until
         :meth:`serve` grants it), otherwise it is not (the caller is turned away and the value
         is its ``retry_after``). Tokens due to earlier waiters are served first."""
-        wait = self.take(now)
-        if wait == ADMITTED:
+        waiting = self._waiting
+        if waiter in waiting:
+            raise ValueError(f"waiter {waiter!r} is already queued")
+        if self.full_at < now:
+            self.full_at = now  # a full bucket, dated now: tokens are handed out from here on
+        waiting[waiter] = None  # first: from now on a lock-free newcomer defers to the queue
+        self.serve(now)
+        if waiter not in waiting:  # a token was due for it at once: it was the last served
+            self.granted.pop()
             return ADMITTED
-        if wait <= max_wait + self._eps:
-            if waiter in self._waiting:
-                raise ValueError(f"waiter {waiter!r} is already queued")
-            self._waiting[waiter] = None
+        wait = self.next_due(now) + (len(waiting) - 1) * self.interval
+        if wait > max_wait + self._eps:
+            del waiting[waiter]  # its token would come too late: it does not wait for it
         return wait
 
     def take(self, now: float) -> float:
@@ -155,8 +171,8 @@ class RateLimitCore(Generic[W]):
         while waiting:
             if self.full_at - now > self._limit:
                 return
+            self.full_at += self.interval  # before the pop: see the module docstring
             waiter, _ = waiting.popitem(last=False)
-            self.full_at += self.interval
             self.granted.append(waiter)
 
     def take_granted(self) -> list[W]:
