@@ -72,7 +72,41 @@ def _policies() -> dict[str, Callable[[], Any]]:
     ):
         if hasattr(rs, attr):
             makers[name] = make
+    if _redis_answers():
+        makers["CircuitBreaker, RedisState"] = _shared_breaker
     return makers
+
+
+REDIS_URL = os.environ.get("RESILIENT_BENCH_REDIS", "redis://127.0.0.1:6379/0")
+
+
+def _redis_answers() -> bool:
+    """Whether the shared breaker's row can be measured (the redis extra and a server)."""
+    try:
+        import redis
+
+        client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1, socket_timeout=1)
+        client.ping()
+        client.close()
+    except Exception:
+        return False
+    return True
+
+
+def _shared_breaker() -> Any:
+    """A breaker sharing its state through Redis, in step with the fleet before it is
+    measured. Its sync thread waits an hour between exchanges, so no other thread's
+    instructions land in the count: the happy path itself never waits for Redis."""
+    import time
+
+    import resilient as rs
+
+    state = rs.RedisState(REDIS_URL, prefix="bench-instructions", sync_interval=3600.0)
+    breaker = rs.CircuitBreaker(state=state)
+    deadline = time.monotonic() + 120.0
+    while not breaker._shared_core.online and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return breaker
 
 
 def _cases() -> list[tuple[str, str, str]]:

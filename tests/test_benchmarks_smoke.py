@@ -143,3 +143,21 @@ def test_profile_paths_reports_every_path() -> None:
     for path in ("retry-happy", "breaker-open", "bulkhead", "fallback-failure", "timeout-async"):
         assert f"== {path}:" in stdout
     assert "(total under the profiler)" in stdout
+
+
+def test_fleet_reports_the_shared_breaker_beside_the_local_one(tmp_path: Path) -> None:
+    out = tmp_path / "fleet.json"
+    stdout = _run("fleet.py", "--json", str(out))
+    assert "| mode | telemetry | bare call | local breaker | RedisState breaker |" in stdout
+    data = json.loads(out.read_text(encoding="utf-8"))
+    rows = {(s["mode"], s["case"]): s["rows"] for s in data["scenarios"]}
+    assert set(rows) == {
+        (mode, case) for mode in ("sync", "async") for case in ("telemetry off", "default metrics")
+    }
+    if data["ping_round_trip"] is None:  # no Redis on this machine: the script says so
+        assert "Shared rows and the PING round trip skipped" in stdout
+        return
+    assert data["ping_round_trip"]["median_us"] > 0
+    assert "Redis PING round trip" in stdout
+    for labels in rows.values():
+        assert {r["label"] for r in labels} == {"bare call", "local breaker", "RedisState breaker"}

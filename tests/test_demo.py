@@ -50,7 +50,7 @@ def test_demo_quick_run_writes_report_and_stops_every_service(tmp_path: Path) ->
     assert done.returncode == 0, f"demo failed:\n{done.stdout}\n{done.stderr}"
 
     pids = [int(p) for p in re.findall(r"pid=(\d+)", done.stdout)]
-    assert len(pids) == 3, done.stdout
+    assert len(pids) == 4, done.stdout  # orders, payments, two notifications replicas
     deadline = time.monotonic() + 5
     while any(_running(p) for p in pids) and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -69,3 +69,20 @@ def test_demo_quick_run_writes_report_and_stops_every_service(tmp_path: Path) ->
     assert data["breakers_at_end"].get("payments") == "closed"
     assert data["money_checked"] > 0 and data["money_mismatches"] == []
     assert "demo summary" in done.stdout
+
+    # the hedge comparison and the Retry-After counts are in the report
+    assert "Hedging a slow replica" in html and "429 / 503 with Retry-After" in html
+    hedge = data["hedge"]
+    assert set(hedge) == {"slow replica, no hedge", "slow replica, hedged"}
+    for phase in hedge.values():
+        assert phase["orders"] > 0 and phase["p95_ms"] >= phase["p50_ms"] > 0, hedge
+    retry_after = data["retry_after"]
+    assert set(retry_after) == {
+        "payments_shed_503",
+        "payments_throttled_429",
+        "orders_honoured_503",
+        "orders_honoured_429",
+    }
+    # every retry that honoured a Retry-After answered one that payments sent
+    assert retry_after["orders_honoured_503"] <= retry_after["payments_shed_503"]
+    assert retry_after["orders_honoured_429"] <= retry_after["payments_throttled_429"]

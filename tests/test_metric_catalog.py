@@ -237,6 +237,20 @@ async def _async_everything() -> None:
     assert await pipe.acall(flaky) == "fallback"  # rejected by the breaker, then answered
 
 
+def _shared_breaker() -> None:
+    # An unreachable server: the gauge is exported (at 0) without any Redis running.
+    pytest.importorskip("redis", reason="the redis extra is not installed")
+    state = rs.RedisState("redis://127.0.0.1:1/0", prefix="cat")
+    try:
+        breaker = rs.CircuitBreaker("cat-shared", state=state)
+        assert breaker.call(lambda: 1) == 1
+        breaker.force_open()  # the backend is down: forced open locally
+        with pytest.raises(rs.CircuitOpenError):
+            breaker.call(lambda: 2)
+    finally:
+        state.close()
+
+
 _ALL_CALL_KINDS = {
     "breaker",
     "bulkhead",
@@ -248,6 +262,7 @@ _ALL_CALL_KINDS = {
 }
 SCENARIOS: dict[str, tuple[Callable[[], None], set[str]]] = {
     "breaker": (_breaker, {"breaker"}),
+    "shared breaker": (_shared_breaker, {"breaker", "state_backend"}),
     "bulkhead": (_bulkhead, {"bulkhead"}),
     "rate_limiter": (_rate_limiter, {"rate_limiter"}),
     "adaptive_bulkhead": (_adaptive_bulkhead, {"adaptive_bulkhead"}),

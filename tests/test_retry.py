@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
 import resilient as rs
-from resilient import _deadline, _sleeping
+from resilient import _deadline
 from resilient.retry import DEFAULT_WAIT
 from resilient.telemetry import Event, RetryScheduled, reset_telemetry
 from resilient.testing import FakeClock, instant_retries
@@ -477,7 +477,7 @@ async def test_async_default_sleep_is_anyio_and_respects_instant(
     async def spy(seconds: float) -> None:
         slept.append(seconds)
 
-    monkeypatch.setattr(_sleeping.anyio, "sleep", spy)  # type: ignore[attr-defined]
+    monkeypatch.setattr(anyio, "sleep", spy)  # _sleeping imports anyio when it first sleeps
     retry = rs.Retry(attempts=3, wait=4.0)
     assert await retry.acall(Flaky(2).acall) == "ok"
     assert slept == [4.0, 4.0]

@@ -8,9 +8,10 @@ async twin of every loop, which drift apart. Here each block is written once, in
 ``src/resilient/_templates/``, and this script writes the copies into marked regions of the
 policy modules (the approach of trio's ``gen_exports`` and of httpcore's ``unasync``).
 
-The generated functions all go into ONE module, ``src/resilient/_hot_paths.py`` (so the copies
-sit in one file, not in every policy module); each target class gets a small generated region
-that binds them as its methods (``_acall = _hot_paths.breaker_acall``).
+The generated functions go into a few generated modules (``src/resilient/_hot_paths.py`` by
+default, another one when a template says ``#@ module NAME``), so the copies sit apart from the
+policy modules; each target class gets a small generated region that binds them as its methods
+(``_acall = _hot_paths.breaker_acall``).
 
 Template syntax (one directive per line, ``#@`` first on the line after indentation):
 
@@ -19,6 +20,9 @@ Template syntax (one directive per line, ``#@`` first on the line after indentat
     root); each becomes the function ``PREFIX + method name`` (``breaker`` + ``_acall``) with
     ``self`` typed as the protocol ``SELF`` (the generated module cannot import the policy
     module, which imports it). A template may have several targets.
+``#@ module NAME``
+    Write this template's functions into ``src/resilient/NAME.py`` instead of ``_hot_paths``
+    (a generated module stays under the project's 900-line limit).
 ``#@ imports`` ... ``#@ end``
     Import lines the template's code needs (merged into the generated module); a line
     ``typing: from x import Y`` goes under ``if TYPE_CHECKING:``.
@@ -97,6 +101,7 @@ class Target:
 @dataclass
 class Template:
     name: str
+    module: str = "_hot_paths"
     targets: list[Target] = field(default_factory=list)
     renames: dict[str, str] = field(default_factory=dict)
     snippets: dict[str, list[str]] = field(default_factory=dict)
@@ -139,6 +144,9 @@ def parse(path: Path) -> Template:
             while _directive(lines[i]) != ["end"]:
                 tpl.code.append(lines[i])
                 i += 1
+            i += 1
+        elif words and words[0] == "module":
+            tpl.module = words[1]
             i += 1
         elif words and words[0] == "imports":
             i += 1
@@ -294,7 +302,7 @@ def bind(text: str, tpl: Template, target: Target, names: list[str]) -> str:
     if end is None:
         raise TemplateError(f"{target.path}: the generated region of {target.cls} has no end")
     indent = lines[start][: len(lines[start]) - len(lines[start].lstrip())]
-    body = [f"{indent}{name} = _hot_paths.{target.prefix}{name}" for name in names]
+    body = [f"{indent}{name} = {tpl.module}.{target.prefix}{name}" for name in names]
     new = [*lines[: start + 1], *body, lines[end], *lines[end + 1 :]]
     return "\n".join(new) + "\n"
 
@@ -352,8 +360,10 @@ def protocols_text(templates: list[Template]) -> str:
     return "\n".join(out) + "\n"
 
 
-def module_text(templates: list[Template]) -> str:
-    imports, checking = _imports(templates)
+def module_text(templates: list[Template], every: list[Template]) -> str:
+    """The generated module holding ``templates``' functions; it may use any template's
+    imports (``every``): the unused ones are dropped by ruff afterwards."""
+    imports, checking = _imports(every)
     functions: list[str] = []
     exported: list[str] = []
     self_types: list[str] = []
@@ -422,7 +432,10 @@ def generate() -> dict[str, str]:
                 current = (ROOT / target.path).read_text(encoding="utf-8")
             names = [name for name, _ in render_functions(tpl, target)]
             texts[target.path] = bind(current, tpl, target, names)
-    texts[OUTPUT] = module_text(templates)
+    for module in dict.fromkeys(tpl.module for tpl in templates):
+        texts[f"src/resilient/{module}.py"] = module_text(
+            [tpl for tpl in templates if tpl.module == module], templates
+        )
     texts[PROTOCOLS] = protocols_text(templates)
     texts[CHECKS] = checks_text(templates)
     with tempfile.TemporaryDirectory() as tmp:
@@ -433,7 +446,11 @@ def generate() -> dict[str, str]:
             out.write_text(text, encoding="utf-8")
             files.append(str(out))
         config = ["--config", str(ROOT / "pyproject.toml")]
-        generated = [str(Path(tmp) / name) for name in (OUTPUT, CHECKS, PROTOCOLS)]
+        generated = [
+            str(Path(tmp) / name)
+            for name in texts
+            if name.startswith("src/resilient/_hot_") or name in (CHECKS, PROTOCOLS)
+        ]
         subprocess.run(
             [_ruff(), "check", "--quiet", "--fix", "--select", "I,F401", *config, *generated],
             check=False,

@@ -1,161 +1,146 @@
-"""The payments service: charges and refunds, each exactly once per idempotency key.
+"""The payments service: charges and refunds, each exactly once, never a charge after its refund.
+
+A saga participant built on ``resilient.saga.ParticipantLedger`` (SQLite, ``payments.db`` in
+``SHOP_DATA_DIR``): every request is keyed by its ``Idempotency-Key`` header (and fenced by
+``Saga-Epoch``), which the orders service sends with ``participant_headers(ctx)``.
 
 Endpoints (JSON):
 
-- ``POST /charges`` ``{idempotency_key, order_id, amount_cents}``: charge once per key; a
-  repeated key returns the first charge (``"replayed": true``) instead of charging twice.
-  Amounts above ``DECLINE_ABOVE_CENTS`` are declined with 402 (a business "no", not an outage).
-- ``POST /refunds`` ``{idempotency_key, charge_key, order_id}``: refund whatever was charged
-  under ``charge_key`` (0 when nothing was: the charge may never have happened), once per key.
-  A charge that arrives *after* the refund of its key (a slow request the orders service had
-  already given up on) is refused with 409: it was cancelled before it happened.
+- ``POST /charges`` ``{order_id, amount_cents}``: charge once per key (201; a repeated key
+  answers the first charge with 200). Amounts above ``DECLINE_ABOVE_CENTS`` are declined with
+  402 (a business "no", recorded: asking again gets the same answer). A charge arriving
+  *after* the refund of its key (a slow request the orders service had given up on) is
+  refused with 409 and charges nothing: the refund left a tombstone.
+- ``POST /refunds`` (key ``<order>:charge:undo``, no body needed): refund what the charge of
+  that order charged (201), or nothing when it never happened (200, body ``null``; the
+  tombstone then refuses a late charge). Once per key.
 - ``GET /ledger``: every charge and refund, so a test can check "refunded exactly what it
   charged" per order.
-- ``GET/POST /chaos``: the fault switch (applies to ``charges`` unless told otherwise).
+- ``GET/POST /chaos``: the chaos switch (applies to ``charges`` unless told otherwise).
+- ``GET /metrics``: Prometheus metrics, load shedding and chaos injections included.
+
+The whole app sits behind ``resilient.asgi.LoadShedding`` with a bulkhead named
+``payments-shed`` (``RESILIENT__PAYMENTS_SHED__BULKHEAD__MAX_CONCURRENT``, default 16):
+past that many requests in flight, a request is answered ``503`` with ``Retry-After: 1``
+before its body is read, and the orders service's client waits that long before retrying.
 
 Run: ``python -m examples.shop.payments --port 0``.
 """
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import Iterable
+import contextlib
+import os
+import tempfile
+from collections.abc import AsyncIterator, Iterable
+from pathlib import Path
 from typing import Any
 
+import anyio.to_thread
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from .common import Chaos, ChaosFault, chaos_route, health_route, read_json, run_service
+import resilient as rs
+from resilient.asgi import LoadShedding
+from resilient.saga import LedgerCall, ParticipantLedger
 
-__all__ = ["DECLINE_ABOVE_CENTS", "LateCharge", "Ledger", "create_app", "main"]
+from .common import ASGIApp, ChaosSwitch, health_route, metrics_route, run_service
+
+__all__ = ["DECLINE_ABOVE_CENTS", "SHED_PATHS_EXCLUDED", "charge", "create_app", "main", "refund"]
 
 DECLINE_ABOVE_CENTS = 100_000
 
+SHED_PATHS_EXCLUDED = frozenset({"/health", "/metrics", "/chaos", "/ledger"})
+"""Paths load shedding never refuses: the operator's and the tests' view of the service."""
 
-class LateCharge(Exception):
-    """A charge arrived after its refund: refusing it keeps "refunded == charged" true."""
-
-
-class Ledger:
-    """Charges and refunds by idempotency key (in memory; one event loop, no awaits inside)."""
-
-    def __init__(self) -> None:
-        self.charges: dict[str, dict[str, Any]] = {}
-        self.refunds: dict[str, dict[str, Any]] = {}
-        self._refunded_charges: set[str] = set()
-        self._ids = itertools.count(1)
-
-    def charge(self, key: str, order_id: str, amount_cents: int) -> tuple[dict[str, Any], bool]:
-        """Charge once per ``key``; returns (charge, replayed). Raises :class:`LateCharge`
-        when the key was already refunded (the refund cancelled a charge still in flight)."""
-        found = self.charges.get(key)
-        if found is not None:
-            return found, True
-        if key in self._refunded_charges:
-            raise LateCharge(f"charge {key!r} was cancelled by a refund before it arrived")
-        charge = {
-            "charge_id": f"ch_{next(self._ids)}",
-            "idempotency_key": key,
-            "order_id": order_id,
-            "amount_cents": amount_cents,
-        }
-        self.charges[key] = charge
-        return charge, False
-
-    def refund(self, key: str, charge_key: str, order_id: str) -> tuple[dict[str, Any], bool]:
-        """Refund the charge made under ``charge_key`` once per ``key``; returns
-        (refund, replayed). A charge is refunded at most once whatever the refund key."""
-        found = self.refunds.get(key)
-        if found is not None:
-            return found, True
-        charge = self.charges.get(charge_key)
-        amount = 0
-        if charge is not None and charge_key not in self._refunded_charges:
-            amount = int(charge["amount_cents"])
-        # Remember the key even when nothing was charged yet, so a late charge is refused.
-        self._refunded_charges.add(charge_key)
-        refund = {
-            "refund_id": f"re_{next(self._ids)}",
-            "idempotency_key": key,
-            "charge_key": charge_key,
-            "order_id": charge["order_id"] if charge is not None else order_id,
-            "amount_cents": amount,
-        }
-        self.refunds[key] = refund
-        return refund, False
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS charges (id INTEGER PRIMARY KEY, key TEXT UNIQUE NOT NULL, "
+    "order_id TEXT NOT NULL, amount_cents INTEGER NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS refunds (id INTEGER PRIMARY KEY, key TEXT UNIQUE NOT NULL, "
+    "order_id TEXT NOT NULL, amount_cents INTEGER NOT NULL)",
+)
 
 
-def _field(body: dict[str, Any], name: str, kind: type) -> Any:
-    value = body.get(name)
-    if not isinstance(value, kind) or isinstance(value, bool):
-        raise ValueError(f"{name} must be a {kind.__name__}, got {value!r}")
-    return value
+def charge(call: LedgerCall) -> dict[str, Any]:
+    """The charge effect: runs once per key, inside the ledger's transaction."""
+    body = call.body if isinstance(call.body, dict) else {}
+    amount = body.get("amount_cents")
+    if isinstance(amount, bool) or not isinstance(amount, int) or amount <= 0:
+        raise rs.Rejected(f"amount_cents must be an int > 0, got {amount!r}")
+    if amount > DECLINE_ABOVE_CENTS:
+        raise rs.Rejected(f"declined: {amount} cents is above the limit")
+    order_id = str(body.get("order_id") or call.key.rsplit(":", 1)[0])
+    row = call.conn.execute(
+        "INSERT INTO charges (key, order_id, amount_cents) VALUES (?, ?, ?)",
+        (call.key, order_id, amount),
+    )
+    return {"charge_id": f"ch_{row.lastrowid}", "order_id": order_id, "amount_cents": amount}
 
 
-def create_app() -> Starlette:
-    """The payments ASGI app (a fresh ledger and a healthy fault switch)."""
-    ledger = Ledger()
-    chaos = Chaos(endpoints=frozenset({"charges"}))
+def refund(call: LedgerCall) -> dict[str, Any]:
+    """The refund effect: runs only when the charge happened; ``call.done`` is its result."""
+    done = call.done
+    row = call.conn.execute(
+        "INSERT INTO refunds (key, order_id, amount_cents) VALUES (?, ?, ?)",
+        (call.key, done["order_id"], done["amount_cents"]),
+    )
+    return {"refund_id": f"re_{row.lastrowid}", **done}
 
-    async def charges(request: Request) -> JSONResponse:
-        try:
-            body = await read_json(request)
-            key = _field(body, "idempotency_key", str)
-            order_id = _field(body, "order_id", str)
-            amount = _field(body, "amount_cents", int)
-        except ValueError as exc:
-            return JSONResponse({"error": str(exc)}, status_code=400)
-        if amount <= 0:
-            return JSONResponse({"error": f"amount_cents must be > 0, got {amount}"}, 400)
-        try:
-            fail_after = await chaos.before("charges")
-        except ChaosFault as exc:
-            return JSONResponse({"error": str(exc)}, status_code=503)
-        if amount > DECLINE_ABOVE_CENTS:
-            return JSONResponse(
-                {"error": f"declined: {amount} cents is above the limit", "declined": True}, 402
-            )
-        try:
-            charge, replayed = ledger.charge(key, order_id, amount)
-        except LateCharge as exc:
-            return JSONResponse({"error": str(exc), "cancelled": True}, status_code=409)
-        if fail_after:
-            return JSONResponse({"error": "chaos: charged, then failed to answer"}, 503)
-        return JSONResponse({**charge, "replayed": replayed}, status_code=200 if replayed else 201)
 
-    async def refunds(request: Request) -> JSONResponse:
-        try:
-            body = await read_json(request)
-            key = _field(body, "idempotency_key", str)
-            charge_key = _field(body, "charge_key", str)
-            order_id = str(body.get("order_id", ""))
-        except ValueError as exc:
-            return JSONResponse({"error": str(exc)}, status_code=400)
-        try:
-            fail_after = await chaos.before("refunds")
-        except ChaosFault as exc:
-            return JSONResponse({"error": str(exc)}, status_code=503)
-        refund, replayed = ledger.refund(key, charge_key, order_id)
-        if fail_after:
-            return JSONResponse({"error": "chaos: refunded, then failed to answer"}, 503)
-        return JSONResponse({**refund, "replayed": replayed}, status_code=200 if replayed else 201)
+def create_app() -> ASGIApp:
+    """The payments ASGI app: ledger in ``SHOP_DATA_DIR`` (a temp dir by default), chaos off,
+    behind load shedding."""
+    data_dir = Path(os.environ.get("SHOP_DATA_DIR") or tempfile.mkdtemp(prefix="shop-payments-"))
+    data_dir.mkdir(parents=True, exist_ok=True)
+    ledger = ParticipantLedger(data_dir / "payments.db")
+    with ledger.transaction() as conn:
+        for statement in _SCHEMA:
+            conn.execute(statement)
+    chaos = ChaosSwitch("payments", ["charges", "refunds"], defaults=["charges"])
+
+    def read_ledger() -> dict[str, list[dict[str, Any]]]:
+        with ledger.transaction() as conn:
+            return {
+                table: [
+                    {"key": key, "order_id": order_id, "amount_cents": cents}
+                    for key, order_id, cents in conn.execute(
+                        f"SELECT key, order_id, amount_cents FROM {table} ORDER BY id"
+                    )
+                ]
+                for table in ("charges", "refunds")
+            }
 
     async def ledger_view(request: Request) -> JSONResponse:
-        return JSONResponse(
-            {"charges": list(ledger.charges.values()), "refunds": list(ledger.refunds.values())}
-        )
+        return JSONResponse(await anyio.to_thread.run_sync(read_ledger))
 
-    return Starlette(
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            ledger.close()
+
+    app = Starlette(
         routes=[
             health_route("payments"),
-            chaos_route(chaos),
-            Route("/charges", charges, methods=["POST"]),
-            Route("/refunds", refunds, methods=["POST"]),
+            metrics_route(),
+            chaos.route(),
+            Route(
+                "/charges",
+                chaos.guard("charges", ledger.forward_endpoint(charge, rejected_status=402)),
+                methods=["POST"],
+            ),
+            Route(
+                "/refunds", chaos.guard("refunds", ledger.undo_endpoint(refund)), methods=["POST"]
+            ),
             Route("/ledger", ledger_view, methods=["GET"]),
-        ]
+        ],
+        lifespan=lifespan,
     )
+    shed = rs.Bulkhead.from_env("payments-shed", max_concurrent=16)
+    return LoadShedding(app, shed, exclude_paths=SHED_PATHS_EXCLUDED)
 
 
 def main(argv: Iterable[str] | None = None) -> None:

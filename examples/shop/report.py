@@ -16,7 +16,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["OUTCOME_COLOURS", "STATE_COLOURS", "OrderSample", "Phase", "StateSample", "render"]
+__all__ = [
+    "OUTCOME_COLOURS",
+    "STATE_COLOURS",
+    "OrderSample",
+    "Phase",
+    "Section",
+    "StateSample",
+    "render",
+]
 
 OUTCOME_COLOURS = {
     "completed": "#2e9d5b",
@@ -60,6 +68,28 @@ class Phase:
     name: str
     start: float
     end: float
+
+
+@dataclass(frozen=True)
+class Section:
+    """An extra table of the report, with a heading and a sentence saying what it shows."""
+
+    title: str
+    intro: str
+    header: Sequence[str]
+    rows: Sequence[Sequence[Any]]
+
+    def html(self) -> str:
+        """The section as HTML."""
+        head = "".join(f"<th>{html.escape(str(h))}</th>" for h in self.header)
+        body = "".join(
+            "<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>"
+            for row in self.rows
+        )
+        return (
+            f"<h2>{html.escape(self.title)}</h2>\n<p>{html.escape(self.intro)}</p>\n"
+            f"<table><tr>{head}</tr>{body}</table>\n"
+        )
 
 
 _W, _LEFT, _RIGHT, _TOP = 960, 110, 16, 44
@@ -170,6 +200,7 @@ def render(
     states: Sequence[StateSample],
     phases: Sequence[Phase],
     data: Mapping[str, Any],
+    sections: Sequence[Section] = (),
 ) -> str:
     """The whole report as one HTML string. ``data`` is embedded as JSON (not executed) so
     tools and tests can read the numbers back without parsing the tables."""
@@ -187,6 +218,7 @@ def render(
         for row in phase_rows
     )
     payload = json.dumps(data, sort_keys=True).replace("</", "<\\/")
+    extra = "".join(section.html() for section in sections)
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <title>{html.escape(title)}</title>
@@ -201,8 +233,9 @@ th {{ background: #f4f6f8; }}
 </style></head>
 <body>
 <h1>{html.escape(title)}</h1>
-<p>Three services on loopback (orders, payments, notifications). The load generator placed
-orders while payments was broken and healed; each dot is one order.</p>
+<p>Four services on loopback (orders, payments, two notifications replicas). The load
+generator placed orders while payments and notifications were broken and healed through their
+chaos switches; each dot is one order.</p>
 <h2>Summary</h2>
 {_table(summary)}
 <h2>Timeline</h2>
@@ -210,6 +243,6 @@ orders while payments was broken and healed; each dot is one order.</p>
 {_svg(orders, states, phases)}
 <h2>By phase</h2>
 <table><tr>{head}</tr>{body}</table>
-<script type="application/json" id="demo-data">{payload}</script>
+{extra}<script type="application/json" id="demo-data">{payload}</script>
 </body></html>
 """

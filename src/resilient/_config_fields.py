@@ -13,14 +13,16 @@ class, so this module imports no policy and every policy may import it.
 
 from __future__ import annotations
 
-import inspect
 import re
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from ._config_parse import BOOL_HELP, Parser, config_error, parse_bool
 from ._validate import Option, Options
 from .errors import ConfigError
+
+if TYPE_CHECKING:
+    import inspect
 
 __all__ = [
     "ENABLED",
@@ -156,6 +158,8 @@ def class_name(cls: Configurable[Any]) -> str:
 
 
 def _spec(kind: str, param: inspect.Parameter, option: Option[Any] | None) -> FieldSpec:
+    import inspect
+
     default = REQUIRED if param.default is inspect.Parameter.empty else param.default
     if option is None:
         return FieldSpec(
@@ -191,6 +195,8 @@ def _derive_specs(cls: Configurable[Any]) -> tuple[FieldSpec, ...]:
     kind = cls.kind
     options = cls.options
     specs: list[FieldSpec] = []
+    import inspect  # configuration reads signatures: loaded when first used
+
     for param in inspect.signature(cls).parameters.values():
         if param.name == "name" or param.kind in (
             inspect.Parameter.VAR_POSITIONAL,

@@ -189,6 +189,20 @@ def _rows(catalog: dict[str, MetricSpec]) -> list[tuple[str, list[Panel]]]:
                     unit="ops",
                     stacked=True,
                 ),
+                Panel(
+                    "Shared state backend up",
+                    "For breakers and rate limiters shared by a fleet (state=rs.RedisState): 1 "
+                    "while every replica reaches Redis, 0 while some replica runs on local "
+                    "state (the lowest value across replicas).",
+                    (
+                        Query(
+                            "resilient_state_backend_up",
+                            _by("name", f"resilient_state_backend_up{{{named}}}", "min"),
+                            "{{name}}",
+                        ),
+                    ),
+                    unit="none",
+                ),
             ],
         ),
         (

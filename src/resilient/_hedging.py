@@ -24,20 +24,23 @@ outcome is discarded.
 
 from __future__ import annotations
 
-import asyncio
 import contextvars
 import math
+import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
-
-import anyio
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ._core.hedge import HedgeRace
 from ._deadline import current_deadline
 from ._thread_cache import POOL
 from ._timers import Cancellable, TimerClock, call_later, spawn_detached
+
+if TYPE_CHECKING:
+    import asyncio
+
+    import anyio
 
 __all__ = ["AsyncRace", "Hedge", "ThreadRace", "fire"]
 
@@ -242,6 +245,8 @@ class AsyncRace:
 
     async def finish(self) -> Any:
         """Wait for the verdict, cancel and await every other attempt, then answer or raise."""
+        import anyio  # loaded when a hedge first races, not with the package
+
         try:
             while not self.over:
                 self._changed = anyio.Event()
@@ -273,6 +278,8 @@ class AsyncRace:
 
     async def _join(self) -> None:
         """Await the end of every detached attempt (shielded: also while being cancelled)."""
+        import anyio  # loaded when a hedge first races, not with the package
+
         if self.live == 0:
             return
         with anyio.CancelScope(shield=True):
@@ -284,6 +291,8 @@ class AsyncRace:
 async def _attempt(race: AsyncRace, number: int) -> None:
     """One detached attempt: report its answer or error to the race; end quietly when the
     race cancels it. Only a cancellation from outside (the run shutting down) escapes."""
+    import anyio  # loaded when a hedge first races, not with the package
+
     deadline = race.deadline
     scope = anyio.CancelScope(
         deadline=math.inf
@@ -336,7 +345,8 @@ def fire(
     in when its inline attempt ends) and start attempt 2. ``inline`` is what interrupts the
     inline attempt: the caller's asyncio task, or its trio cancel scope; ``context`` is a copy
     of the caller's context, taken when the call began."""
-    loop = inline.get_loop() if isinstance(inline, asyncio.Task) else None
+    aio: Any = sys.modules.get("asyncio")
+    loop = inline.get_loop() if aio is not None and isinstance(inline, aio.Task) else None
     interrupt = inline.cancel
     race = AsyncRace(
         policy, fn, args, kwargs, start=start, delay=delay, loop=loop, context=context,

@@ -8,35 +8,19 @@ out in full, and twice (``def`` and ``async def``), is explained in the generato
 
 from __future__ import annotations
 
-from asyncio import _get_running_loop
 from time import perf_counter
 from typing import TYPE_CHECKING, Any
-
-import anyio
-import anyio.lowlevel
 
 from ._core.breaker import CLOSED as _CLOSED
 from ._core.breaker import OPEN as _OPEN
 from ._core.breaker import SUCCESS, Permit
 from ._core.bulkhead import ADMITTED
 from ._deadline import remaining
-from ._hot_protocols import (
-    AdaptiveBulkheadSelf,
-    AroundSelf,
-    BreakerSelf,
-    BulkheadSelf,
-    FallbackSelf,
-    PolicySelf,
-    RateLimiterSelf,
-    RetrySelf,
-)
+from ._hot_protocols import AroundSelf, BreakerSelf, BulkheadSelf, PolicySelf
 from ._outcomes import NOTE, WAIT
-from ._retry_state import RetryRun
-from ._sleeping import SNIFFIO, sleep0
 from ._types import Args, AsyncFn, Fn, Kwargs
 from ._waiters import TaskWaiter, ThreadWaiter
 from .errors import _circuit_open as _open
-from .errors import _rate_limited as _limited
 from .telemetry._hub import STATE
 from .telemetry._stats import FIRST_BOUND
 
@@ -44,13 +28,6 @@ if TYPE_CHECKING:
     from opentelemetry.trace import Tracer
 
 __all__ = [
-    "adaptive_bulkhead_acall",
-    "adaptive_bulkhead_aenter",
-    "adaptive_bulkhead_async_wrapper",
-    "adaptive_bulkhead_call",
-    "adaptive_bulkhead_enter",
-    "adaptive_bulkhead_enter_nowait",
-    "adaptive_bulkhead_sync_wrapper",
     "around_acall",
     "around_async_wrapper",
     "around_call",
@@ -68,27 +45,12 @@ __all__ = [
     "bulkhead_sync_wrapper",
     "bulkhead_wait_in_task",
     "bulkhead_wait_in_thread",
-    "fallback_acall",
-    "fallback_async_wrapper",
-    "fallback_call",
-    "fallback_sync_wrapper",
     "policy_aexecute",
     "policy_aexecute_traced",
     "policy_async_wrapper",
     "policy_execute",
     "policy_execute_traced",
     "policy_sync_wrapper",
-    "rate_limiter_acall",
-    "rate_limiter_aenter",
-    "rate_limiter_async_wrapper",
-    "rate_limiter_call",
-    "rate_limiter_enter",
-    "rate_limiter_enter_nowait",
-    "rate_limiter_sync_wrapper",
-    "retry_acall",
-    "retry_async_wrapper",
-    "retry_call",
-    "retry_sync_wrapper",
 ]
 
 
@@ -361,248 +323,6 @@ def around_call(self: AroundSelf, fn: Fn, args: Args, kwargs: Kwargs) -> Any:
     return result
 
 
-def adaptive_bulkhead_async_wrapper(self: AdaptiveBulkheadSelf, fn: AsyncFn) -> Fn:
-    tel = self._tel
-
-    async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-        if tel.plain:
-            core = self._core
-            lock = self._lock
-            lock.acquire()  # not ``with``: on CPython 3.11 that costs twice the lock round trip
-            try:
-                admitted = core.try_admit()
-                in_flight = core.running
-            finally:
-                lock.release()
-            if not admitted:
-                await self._wait_in_task()
-                in_flight = core.running
-            elif self._tel.detail or self._tel.gen != STATE.generation:
-                self._admitted(0.0)
-            permit = (self._clock(), in_flight)
-            try:
-                result = await fn(*args, **kwargs)
-            except BaseException as exc:
-                self._finish(permit, exc)
-                raise
-            self._finish(permit, None)
-            return result
-        stats = tel.stats
-        if (
-            stats is None
-            or tel.metrics_gen != STATE.generation
-            or tel.otel._TRACER_PROVIDER is not tel.otel_global
-        ):
-            return await self._aexecute(fn, args, kwargs)
-        start = perf_counter()
-        try:
-            core = self._core
-            lock = self._lock
-            lock.acquire()  # not ``with``: on CPython 3.11 that costs twice the lock round trip
-            try:
-                admitted = core.try_admit()
-                in_flight = core.running
-            finally:
-                lock.release()
-            if not admitted:
-                await self._wait_in_task()
-                in_flight = core.running
-            elif self._tel.detail or self._tel.gen != STATE.generation:
-                self._admitted(0.0)
-            permit = (self._clock(), in_flight)
-            try:
-                result = await fn(*args, **kwargs)
-            except BaseException as exc:
-                self._finish(permit, exc)
-                raise
-            self._finish(permit, None)
-        except BaseException as exc:
-            stats.record(self._outcome_for(exc), perf_counter() - start)
-            raise
-        duration = perf_counter() - start
-        if duration <= FIRST_BOUND:
-            stats.first += 1
-        else:
-            stats.add_later(duration)
-        stats.total += duration
-        return result
-
-    return async_wrapper
-
-
-def adaptive_bulkhead_sync_wrapper(self: AdaptiveBulkheadSelf, fn: Fn) -> Fn:
-    tel = self._tel
-
-    def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
-        if tel.plain:
-            core = self._core
-            lock = self._lock
-            lock.acquire()  # not ``with``: on CPython 3.11 that costs twice the lock round trip
-            try:
-                admitted = core.try_admit()
-                in_flight = core.running
-            finally:
-                lock.release()
-            if not admitted:
-                self._wait_in_thread()
-                in_flight = core.running
-            elif self._tel.detail or self._tel.gen != STATE.generation:
-                self._admitted(0.0)
-            permit = (self._clock(), in_flight)
-            try:
-                result = fn(*args, **kwargs)
-            except BaseException as exc:
-                self._finish(permit, exc)
-                raise
-            self._finish(permit, None)
-            return result
-        stats = tel.stats
-        if (
-            stats is None
-            or tel.metrics_gen != STATE.generation
-            or tel.otel._TRACER_PROVIDER is not tel.otel_global
-        ):
-            return self._execute(fn, args, kwargs)
-        start = perf_counter()
-        try:
-            core = self._core
-            lock = self._lock
-            lock.acquire()  # not ``with``: on CPython 3.11 that costs twice the lock round trip
-            try:
-                admitted = core.try_admit()
-                in_flight = core.running
-            finally:
-                lock.release()
-            if not admitted:
-                self._wait_in_thread()
-                in_flight = core.running
-            elif self._tel.detail or self._tel.gen != STATE.generation:
-                self._admitted(0.0)
-            permit = (self._clock(), in_flight)
-            try:
-                result = fn(*args, **kwargs)
-            except BaseException as exc:
-                self._finish(permit, exc)
-                raise
-            self._finish(permit, None)
-        except BaseException as exc:
-            stats.record(self._outcome_for(exc), perf_counter() - start)
-            raise
-        duration = perf_counter() - start
-        if duration <= FIRST_BOUND:
-            stats.first += 1
-        else:
-            stats.add_later(duration)
-        stats.total += duration
-        return result
-
-    return sync_wrapper
-
-
-async def adaptive_bulkhead_acall(
-    self: AdaptiveBulkheadSelf, fn: AsyncFn, args: Args, kwargs: Kwargs
-) -> Any:
-    core = self._core
-    lock = self._lock
-    lock.acquire()  # not ``with``: on CPython 3.11 that costs twice the lock round trip
-    try:
-        admitted = core.try_admit()
-        in_flight = core.running
-    finally:
-        lock.release()
-    if not admitted:
-        await self._wait_in_task()
-        in_flight = core.running
-    elif self._tel.detail or self._tel.gen != STATE.generation:
-        self._admitted(0.0)
-    permit = (self._clock(), in_flight)
-    try:
-        result = await fn(*args, **kwargs)
-    except BaseException as exc:
-        self._finish(permit, exc)
-        raise
-    self._finish(permit, None)
-    return result
-
-
-def adaptive_bulkhead_call(self: AdaptiveBulkheadSelf, fn: Fn, args: Args, kwargs: Kwargs) -> Any:
-    core = self._core
-    lock = self._lock
-    lock.acquire()  # not ``with``: on CPython 3.11 that costs twice the lock round trip
-    try:
-        admitted = core.try_admit()
-        in_flight = core.running
-    finally:
-        lock.release()
-    if not admitted:
-        self._wait_in_thread()
-        in_flight = core.running
-    elif self._tel.detail or self._tel.gen != STATE.generation:
-        self._admitted(0.0)
-    permit = (self._clock(), in_flight)
-    try:
-        result = fn(*args, **kwargs)
-    except BaseException as exc:
-        self._finish(permit, exc)
-        raise
-    self._finish(permit, None)
-    return result
-
-
-async def adaptive_bulkhead_aenter(self: AdaptiveBulkheadSelf) -> tuple[float, int]:
-    core = self._core
-    lock = self._lock
-    lock.acquire()  # not ``with``: on CPython 3.11 that costs twice the lock round trip
-    try:
-        admitted = core.try_admit()
-        in_flight = core.running
-    finally:
-        lock.release()
-    if not admitted:
-        await self._wait_in_task()
-        in_flight = core.running
-    elif self._tel.detail or self._tel.gen != STATE.generation:
-        self._admitted(0.0)
-    permit = (self._clock(), in_flight)
-    return permit
-
-
-def adaptive_bulkhead_enter(self: AdaptiveBulkheadSelf) -> tuple[float, int]:
-    core = self._core
-    lock = self._lock
-    lock.acquire()  # not ``with``: on CPython 3.11 that costs twice the lock round trip
-    try:
-        admitted = core.try_admit()
-        in_flight = core.running
-    finally:
-        lock.release()
-    if not admitted:
-        self._wait_in_thread()
-        in_flight = core.running
-    elif self._tel.detail or self._tel.gen != STATE.generation:
-        self._admitted(0.0)
-    permit = (self._clock(), in_flight)
-    return permit
-
-
-def adaptive_bulkhead_enter_nowait(self: AdaptiveBulkheadSelf) -> Any:
-    core = self._core
-    lock = self._lock
-    lock.acquire()  # not ``with``: on CPython 3.11 that costs twice the lock round trip
-    try:
-        admitted = core.try_admit()
-        in_flight = core.running
-    finally:
-        lock.release()
-    if admitted:
-        if self._tel.detail or self._tel.gen != STATE.generation:
-            self._admitted(0.0)
-        return (self._clock(), in_flight)
-    if core.max_queued == 0:
-        raise self._reject("full", None)  # no queue to wait in
-    return WAIT  # ``_aenter`` queues (or admits, if a slot was freed meanwhile)
-
-
 def breaker_async_wrapper(self: BreakerSelf, fn: AsyncFn) -> Fn:
     tel = self._tel
     core = self._core
@@ -610,46 +330,18 @@ def breaker_async_wrapper(self: BreakerSelf, fn: AsyncFn) -> Fn:
     lock = self._lock
 
     async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-        if tel.plain:
-            cgen = core.gen  # read before the state: a racing transition can only make it stale
-            state = core.state
-            if state is _CLOSED:
-                permit = (cgen, clock())
-            else:
-                now = clock()
-                wait = core.open_until - now
-                if state is _OPEN and wait > 0.0:  # lock-free rejection: see the template
-                    handle = self._tel
-                    if not handle.quiet or handle.gen != STATE.generation:
-                        handle.rejected("open", wait)
-                    raise _open(self._id, self.name, wait)
-                permit = self._admit(now)
-            try:
-                result = await fn(*args, **kwargs)
-            except BaseException as exc:
-                self._exit(permit, exc, None)
-                raise
-            if self._record_result is not None:
-                self._exit(permit, None, result)
-            elif permit[0] >= 0:  # not admitted while DISABLED
-                lock.acquire()  # not ``with``: on CPython 3.11 that costs twice as much
-                try:
-                    done = core.succeed_fast(permit[0])
-                finally:
-                    lock.release()
-                if not done:
-                    self._complete(permit, SUCCESS, None)
-            return result
-        if self._notes_outcome:
-            return await self._aexecute(fn, args, kwargs)
-        stats = tel.stats
-        if (
-            stats is None
-            or tel.metrics_gen != STATE.generation
-            or tel.otel._TRACER_PROVIDER is not tel.otel_global
-        ):
-            return await self._aexecute(fn, args, kwargs)
-        start = perf_counter()
+        stats = None
+        if not tel.plain:
+            if self._notes_outcome:
+                return await self._aexecute(fn, args, kwargs)
+            stats = tel.stats
+            if (
+                stats is None
+                or tel.metrics_gen != STATE.generation
+                or tel.otel._TRACER_PROVIDER is not tel.otel_global
+            ):
+                return await self._aexecute(fn, args, kwargs)
+            start = perf_counter()
         try:
             cgen = core.gen  # read before the state: a racing transition can only make it stale
             state = core.state
@@ -680,14 +372,16 @@ def breaker_async_wrapper(self: BreakerSelf, fn: AsyncFn) -> Fn:
                 if not done:
                     self._complete(permit, SUCCESS, None)
         except BaseException as exc:
-            stats.record(self._outcome_for(exc), perf_counter() - start)
+            if stats is not None:
+                stats.record(self._outcome_for(exc), perf_counter() - start)
             raise
-        duration = perf_counter() - start
-        if duration <= FIRST_BOUND:
-            stats.first += 1
-        else:
-            stats.add_later(duration)
-        stats.total += duration
+        if stats is not None:
+            duration = perf_counter() - start
+            if duration <= FIRST_BOUND:
+                stats.first += 1
+            else:
+                stats.add_later(duration)
+            stats.total += duration
         return result
 
     return async_wrapper
@@ -700,46 +394,18 @@ def breaker_sync_wrapper(self: BreakerSelf, fn: Fn) -> Fn:
     lock = self._lock
 
     def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
-        if tel.plain:
-            cgen = core.gen  # read before the state: a racing transition can only make it stale
-            state = core.state
-            if state is _CLOSED:
-                permit = (cgen, clock())
-            else:
-                now = clock()
-                wait = core.open_until - now
-                if state is _OPEN and wait > 0.0:  # lock-free rejection: see the template
-                    handle = self._tel
-                    if not handle.quiet or handle.gen != STATE.generation:
-                        handle.rejected("open", wait)
-                    raise _open(self._id, self.name, wait)
-                permit = self._admit(now)
-            try:
-                result = fn(*args, **kwargs)
-            except BaseException as exc:
-                self._exit(permit, exc, None)
-                raise
-            if self._record_result is not None:
-                self._exit(permit, None, result)
-            elif permit[0] >= 0:  # not admitted while DISABLED
-                lock.acquire()  # not ``with``: on CPython 3.11 that costs twice as much
-                try:
-                    done = core.succeed_fast(permit[0])
-                finally:
-                    lock.release()
-                if not done:
-                    self._complete(permit, SUCCESS, None)
-            return result
-        if self._notes_outcome:
-            return self._execute(fn, args, kwargs)
-        stats = tel.stats
-        if (
-            stats is None
-            or tel.metrics_gen != STATE.generation
-            or tel.otel._TRACER_PROVIDER is not tel.otel_global
-        ):
-            return self._execute(fn, args, kwargs)
-        start = perf_counter()
+        stats = None
+        if not tel.plain:
+            if self._notes_outcome:
+                return self._execute(fn, args, kwargs)
+            stats = tel.stats
+            if (
+                stats is None
+                or tel.metrics_gen != STATE.generation
+                or tel.otel._TRACER_PROVIDER is not tel.otel_global
+            ):
+                return self._execute(fn, args, kwargs)
+            start = perf_counter()
         try:
             cgen = core.gen  # read before the state: a racing transition can only make it stale
             state = core.state
@@ -770,14 +436,16 @@ def breaker_sync_wrapper(self: BreakerSelf, fn: Fn) -> Fn:
                 if not done:
                     self._complete(permit, SUCCESS, None)
         except BaseException as exc:
-            stats.record(self._outcome_for(exc), perf_counter() - start)
+            if stats is not None:
+                stats.record(self._outcome_for(exc), perf_counter() - start)
             raise
-        duration = perf_counter() - start
-        if duration <= FIRST_BOUND:
-            stats.first += 1
-        else:
-            stats.add_later(duration)
-        stats.total += duration
+        if stats is not None:
+            duration = perf_counter() - start
+            if duration <= FIRST_BOUND:
+                stats.first += 1
+            else:
+                stats.add_later(duration)
+            stats.total += duration
         return result
 
     return sync_wrapper
@@ -876,38 +544,16 @@ def bulkhead_async_wrapper(self: BulkheadSelf, fn: AsyncFn) -> Fn:
     tel = self._tel
 
     async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-        if tel.plain:
-            if self._counter_only:
-                core = self._core
-                admitted = core.running < core.max_concurrent
-                if admitted:
-                    core.running += 1
-            else:
-                lock = self._lock
-                lock.acquire()  # not ``with``: on CPython 3.11 that costs twice the lock round trip
-                try:
-                    admitted = self._core.try_admit()
-                finally:
-                    lock.release()
-            if not admitted:
-                await self._wait_in_task()
-            elif self._tel.detail or self._tel.gen != STATE.generation:
-                self._admitted(0.0)
-            try:
-                result = await fn(*args, **kwargs)
-            except BaseException:
-                self._release_slot()
-                raise
-            self._release_slot()
-            return result
-        stats = tel.stats
-        if (
-            stats is None
-            or tel.metrics_gen != STATE.generation
-            or tel.otel._TRACER_PROVIDER is not tel.otel_global
-        ):
-            return await self._aexecute(fn, args, kwargs)
-        start = perf_counter()
+        stats = None
+        if not tel.plain:
+            stats = tel.stats
+            if (
+                stats is None
+                or tel.metrics_gen != STATE.generation
+                or tel.otel._TRACER_PROVIDER is not tel.otel_global
+            ):
+                return await self._aexecute(fn, args, kwargs)
+            start = perf_counter()
         try:
             if self._counter_only:
                 core = self._core
@@ -932,14 +578,16 @@ def bulkhead_async_wrapper(self: BulkheadSelf, fn: AsyncFn) -> Fn:
                 raise
             self._release_slot()
         except BaseException as exc:
-            stats.record(self._outcome_for(exc), perf_counter() - start)
+            if stats is not None:
+                stats.record(self._outcome_for(exc), perf_counter() - start)
             raise
-        duration = perf_counter() - start
-        if duration <= FIRST_BOUND:
-            stats.first += 1
-        else:
-            stats.add_later(duration)
-        stats.total += duration
+        if stats is not None:
+            duration = perf_counter() - start
+            if duration <= FIRST_BOUND:
+                stats.first += 1
+            else:
+                stats.add_later(duration)
+            stats.total += duration
         return result
 
     return async_wrapper
@@ -949,38 +597,16 @@ def bulkhead_sync_wrapper(self: BulkheadSelf, fn: Fn) -> Fn:
     tel = self._tel
 
     def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
-        if tel.plain:
-            if self._counter_only:
-                core = self._core
-                admitted = core.running < core.max_concurrent
-                if admitted:
-                    core.running += 1
-            else:
-                lock = self._lock
-                lock.acquire()  # not ``with``: on CPython 3.11 that costs twice the lock round trip
-                try:
-                    admitted = self._core.try_admit()
-                finally:
-                    lock.release()
-            if not admitted:
-                self._wait_in_thread()
-            elif self._tel.detail or self._tel.gen != STATE.generation:
-                self._admitted(0.0)
-            try:
-                result = fn(*args, **kwargs)
-            except BaseException:
-                self._release_slot()
-                raise
-            self._release_slot()
-            return result
-        stats = tel.stats
-        if (
-            stats is None
-            or tel.metrics_gen != STATE.generation
-            or tel.otel._TRACER_PROVIDER is not tel.otel_global
-        ):
-            return self._execute(fn, args, kwargs)
-        start = perf_counter()
+        stats = None
+        if not tel.plain:
+            stats = tel.stats
+            if (
+                stats is None
+                or tel.metrics_gen != STATE.generation
+                or tel.otel._TRACER_PROVIDER is not tel.otel_global
+            ):
+                return self._execute(fn, args, kwargs)
+            start = perf_counter()
         try:
             if self._counter_only:
                 core = self._core
@@ -1005,14 +631,16 @@ def bulkhead_sync_wrapper(self: BulkheadSelf, fn: Fn) -> Fn:
                 raise
             self._release_slot()
         except BaseException as exc:
-            stats.record(self._outcome_for(exc), perf_counter() - start)
+            if stats is not None:
+                stats.record(self._outcome_for(exc), perf_counter() - start)
             raise
-        duration = perf_counter() - start
-        if duration <= FIRST_BOUND:
-            stats.first += 1
-        else:
-            stats.add_later(duration)
-        stats.total += duration
+        if stats is not None:
+            duration = perf_counter() - start
+            if duration <= FIRST_BOUND:
+                stats.first += 1
+            else:
+                stats.add_later(duration)
+            stats.total += duration
         return result
 
     return sync_wrapper
@@ -1143,6 +771,8 @@ async def bulkhead_wait_in_task(self: BulkheadSelf) -> None:
         if self._queue_timeout is None:
             await waiter.event.wait()
         else:
+            import anyio  # a task waiting in the queue: loaded the first time one does
+
             with anyio.move_on_after(self._queue_timeout):
                 await waiter.event.wait()
         woken = waiter.event.is_set()
@@ -1171,850 +801,3 @@ def bulkhead_wait_in_thread(self: BulkheadSelf) -> None:
         self._abandon(waiter)
         raise
     self._after_wait(waiter, woken, start)
-
-
-def fallback_async_wrapper(self: FallbackSelf, fn: AsyncFn) -> Fn:
-    tel = self._tel
-
-    async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-        error: Exception | None
-        if tel.plain:
-            try:
-                result = await fn(*args, **kwargs)
-            except Exception as exc:
-                pred = self._on_pred  # does ``on`` match? (inlined: one frame less)
-                if pred is None:
-                    if not isinstance(exc, self._on_types):
-                        raise
-                elif not (await pred(exc) if self._on_pred_async else pred(exc)):
-                    raise
-                error = exc
-                answer = await self._asubstitute(error)
-                self._answered(error)
-                return answer
-            on_result = self._on_result
-            if on_result is not None and (
-                await on_result(result) if self._on_result_async else on_result(result)
-            ):
-                error = None
-                answer = await self._asubstitute(error)
-                self._answered(error)
-                return answer
-            return result
-        stats = tel.stats
-        if (
-            stats is None
-            or tel.metrics_gen != STATE.generation
-            or tel.otel._TRACER_PROVIDER is not tel.otel_global
-        ):
-            return await self._aexecute(fn, args, kwargs)
-        start = perf_counter()
-        try:
-            try:
-                result = await fn(*args, **kwargs)
-            except Exception as exc:
-                pred = self._on_pred  # does ``on`` match? (inlined: one frame less)
-                if pred is None:
-                    if not isinstance(exc, self._on_types):
-                        raise
-                elif not (await pred(exc) if self._on_pred_async else pred(exc)):
-                    raise
-                error = exc
-                answer = await self._asubstitute(error)
-                stats.record("fallback", perf_counter() - start)
-                return answer
-            on_result = self._on_result
-            if on_result is not None and (
-                await on_result(result) if self._on_result_async else on_result(result)
-            ):
-                error = None
-                answer = await self._asubstitute(error)
-                stats.record("fallback", perf_counter() - start)
-                return answer
-            duration = perf_counter() - start
-            if duration <= FIRST_BOUND:
-                stats.first += 1
-            else:
-                stats.add_later(duration)
-            stats.total += duration
-            return result
-        except BaseException as exc:
-            stats.record(self._outcome_for(exc), perf_counter() - start)
-            raise
-
-    return async_wrapper
-
-
-def fallback_sync_wrapper(self: FallbackSelf, fn: Fn) -> Fn:
-    tel = self._tel
-
-    def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
-        error: Exception | None
-        if tel.plain:
-            # an async handler or predicate: this Fallback cannot serve sync calls
-            if self._sync_refusal is not None:
-                raise TypeError(self._sync_refusal)
-            try:
-                result = fn(*args, **kwargs)
-            except Exception as exc:
-                pred = self._on_pred  # does ``on`` match? (inlined: one frame less)
-                if pred is None:
-                    if not isinstance(exc, self._on_types):
-                        raise
-                elif not pred(exc):
-                    raise
-                error = exc
-                answer = self._substitute(error)
-                self._answered(error)
-                return answer
-            on_result = self._on_result
-            if on_result is not None and on_result(result):
-                error = None
-                answer = self._substitute(error)
-                self._answered(error)
-                return answer
-            return result
-        stats = tel.stats
-        if (
-            stats is None
-            or tel.metrics_gen != STATE.generation
-            or tel.otel._TRACER_PROVIDER is not tel.otel_global
-        ):
-            return self._execute(fn, args, kwargs)
-        start = perf_counter()
-        try:
-            # an async handler or predicate: this Fallback cannot serve sync calls
-            if self._sync_refusal is not None:
-                raise TypeError(self._sync_refusal)
-            try:
-                result = fn(*args, **kwargs)
-            except Exception as exc:
-                pred = self._on_pred  # does ``on`` match? (inlined: one frame less)
-                if pred is None:
-                    if not isinstance(exc, self._on_types):
-                        raise
-                elif not pred(exc):
-                    raise
-                error = exc
-                answer = self._substitute(error)
-                stats.record("fallback", perf_counter() - start)
-                return answer
-            on_result = self._on_result
-            if on_result is not None and on_result(result):
-                error = None
-                answer = self._substitute(error)
-                stats.record("fallback", perf_counter() - start)
-                return answer
-            duration = perf_counter() - start
-            if duration <= FIRST_BOUND:
-                stats.first += 1
-            else:
-                stats.add_later(duration)
-            stats.total += duration
-            return result
-        except BaseException as exc:
-            stats.record(self._outcome_for(exc), perf_counter() - start)
-            raise
-
-    return sync_wrapper
-
-
-async def fallback_acall(self: FallbackSelf, fn: AsyncFn, args: Args, kwargs: Kwargs) -> Any:
-    error: Exception | None
-    try:
-        result = await fn(*args, **kwargs)
-    except Exception as exc:
-        pred = self._on_pred  # does ``on`` match? (inlined: one frame less)
-        if pred is None:
-            if not isinstance(exc, self._on_types):
-                raise
-        elif not (await pred(exc) if self._on_pred_async else pred(exc)):
-            raise
-        error = exc
-        answer = await self._asubstitute(error)
-        self._answered(error)
-        return answer
-    on_result = self._on_result
-    if on_result is not None and (
-        await on_result(result) if self._on_result_async else on_result(result)
-    ):
-        error = None
-        answer = await self._asubstitute(error)
-        self._answered(error)
-        return answer
-    return result
-
-
-def fallback_call(self: FallbackSelf, fn: Fn, args: Args, kwargs: Kwargs) -> Any:
-    error: Exception | None
-    # an async handler or predicate: this Fallback cannot serve sync calls
-    if self._sync_refusal is not None:
-        raise TypeError(self._sync_refusal)
-    try:
-        result = fn(*args, **kwargs)
-    except Exception as exc:
-        pred = self._on_pred  # does ``on`` match? (inlined: one frame less)
-        if pred is None:
-            if not isinstance(exc, self._on_types):
-                raise
-        elif not pred(exc):
-            raise
-        error = exc
-        answer = self._substitute(error)
-        self._answered(error)
-        return answer
-    on_result = self._on_result
-    if on_result is not None and on_result(result):
-        error = None
-        answer = self._substitute(error)
-        self._answered(error)
-        return answer
-    return result
-
-
-def rate_limiter_async_wrapper(self: RateLimiterSelf, fn: AsyncFn) -> Fn:
-    tel = self._tel
-    core = self._core
-    clock = self._clock
-    lock = self._lock
-
-    async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-        if tel.plain:
-            now = clock()
-            if self._unlocked:
-                admitted = core.try_acquire(now)
-            else:
-                lock.acquire()  # not ``with``: on CPython 3.11 that costs twice the lock round trip
-                try:
-                    admitted = core.try_acquire(now)
-                finally:
-                    lock.release()
-            if not admitted:
-                if self._max_wait:
-                    await self._wait_in_task(now)
-                else:
-                    wait = core.due_in(now)
-                    handle = self._tel
-                    if not handle.quiet or handle.gen != STATE.generation:
-                        handle.rejected("rate_limited", wait)
-                    raise _limited(self._id, self.name, wait)
-            return await fn(*args, **kwargs)
-        stats = tel.stats
-        if (
-            stats is None
-            or tel.metrics_gen != STATE.generation
-            or tel.otel._TRACER_PROVIDER is not tel.otel_global
-        ):
-            return await self._aexecute(fn, args, kwargs)
-        start = perf_counter()
-        try:
-            now = clock()
-            if self._unlocked:
-                admitted = core.try_acquire(now)
-            else:
-                lock.acquire()  # not ``with``: on CPython 3.11 that costs twice the lock round trip
-                try:
-                    admitted = core.try_acquire(now)
-                finally:
-                    lock.release()
-            if not admitted:
-                if self._max_wait:
-                    await self._wait_in_task(now)
-                else:
-                    wait = core.due_in(now)
-                    handle = self._tel
-                    if not handle.quiet or handle.gen != STATE.generation:
-                        handle.rejected("rate_limited", wait)
-                    raise _limited(self._id, self.name, wait)
-            result = await fn(*args, **kwargs)
-        except BaseException as exc:
-            stats.record(self._outcome_for(exc), perf_counter() - start)
-            raise
-        duration = perf_counter() - start
-        if duration <= FIRST_BOUND:
-            stats.first += 1
-        else:
-            stats.add_later(duration)
-        stats.total += duration
-        return result
-
-    return async_wrapper
-
-
-def rate_limiter_sync_wrapper(self: RateLimiterSelf, fn: Fn) -> Fn:
-    tel = self._tel
-    core = self._core
-    clock = self._clock
-    lock = self._lock
-
-    def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
-        if tel.plain:
-            now = clock()
-            if self._unlocked:
-                admitted = core.try_acquire(now)
-            else:
-                lock.acquire()  # not ``with``: on CPython 3.11 that costs twice the lock round trip
-                try:
-                    admitted = core.try_acquire(now)
-                finally:
-                    lock.release()
-            if not admitted:
-                if self._max_wait:
-                    self._wait_in_thread(now)
-                else:
-                    wait = core.due_in(now)
-                    handle = self._tel
-                    if not handle.quiet or handle.gen != STATE.generation:
-                        handle.rejected("rate_limited", wait)
-                    raise _limited(self._id, self.name, wait)
-            return fn(*args, **kwargs)
-        stats = tel.stats
-        if (
-            stats is None
-            or tel.metrics_gen != STATE.generation
-            or tel.otel._TRACER_PROVIDER is not tel.otel_global
-        ):
-            return self._execute(fn, args, kwargs)
-        start = perf_counter()
-        try:
-            now = clock()
-            if self._unlocked:
-                admitted = core.try_acquire(now)
-            else:
-                lock.acquire()  # not ``with``: on CPython 3.11 that costs twice the lock round trip
-                try:
-                    admitted = core.try_acquire(now)
-                finally:
-                    lock.release()
-            if not admitted:
-                if self._max_wait:
-                    self._wait_in_thread(now)
-                else:
-                    wait = core.due_in(now)
-                    handle = self._tel
-                    if not handle.quiet or handle.gen != STATE.generation:
-                        handle.rejected("rate_limited", wait)
-                    raise _limited(self._id, self.name, wait)
-            result = fn(*args, **kwargs)
-        except BaseException as exc:
-            stats.record(self._outcome_for(exc), perf_counter() - start)
-            raise
-        duration = perf_counter() - start
-        if duration <= FIRST_BOUND:
-            stats.first += 1
-        else:
-            stats.add_later(duration)
-        stats.total += duration
-        return result
-
-    return sync_wrapper
-
-
-async def rate_limiter_acall(self: RateLimiterSelf, fn: AsyncFn, args: Args, kwargs: Kwargs) -> Any:
-    core = self._core
-    clock = self._clock
-    lock = self._lock
-    now = clock()
-    if self._unlocked:
-        admitted = core.try_acquire(now)
-    else:
-        lock.acquire()  # not ``with``: on CPython 3.11 that costs twice the lock round trip
-        try:
-            admitted = core.try_acquire(now)
-        finally:
-            lock.release()
-    if not admitted:
-        if self._max_wait:
-            await self._wait_in_task(now)
-        else:
-            wait = core.due_in(now)
-            handle = self._tel
-            if not handle.quiet or handle.gen != STATE.generation:
-                handle.rejected("rate_limited", wait)
-            raise _limited(self._id, self.name, wait)
-    return await fn(*args, **kwargs)
-
-
-def rate_limiter_call(self: RateLimiterSelf, fn: Fn, args: Args, kwargs: Kwargs) -> Any:
-    core = self._core
-    clock = self._clock
-    lock = self._lock
-    now = clock()
-    if self._unlocked:
-        admitted = core.try_acquire(now)
-    else:
-        lock.acquire()  # not ``with``: on CPython 3.11 that costs twice the lock round trip
-        try:
-            admitted = core.try_acquire(now)
-        finally:
-            lock.release()
-    if not admitted:
-        if self._max_wait:
-            self._wait_in_thread(now)
-        else:
-            wait = core.due_in(now)
-            handle = self._tel
-            if not handle.quiet or handle.gen != STATE.generation:
-                handle.rejected("rate_limited", wait)
-            raise _limited(self._id, self.name, wait)
-    return fn(*args, **kwargs)
-
-
-async def rate_limiter_aenter(self: RateLimiterSelf) -> None:
-    core = self._core
-    clock = self._clock
-    lock = self._lock
-    now = clock()
-    if self._unlocked:
-        admitted = core.try_acquire(now)
-    else:
-        lock.acquire()  # not ``with``: on CPython 3.11 that costs twice the lock round trip
-        try:
-            admitted = core.try_acquire(now)
-        finally:
-            lock.release()
-    if not admitted:
-        if self._max_wait:
-            await self._wait_in_task(now)
-        else:
-            wait = core.due_in(now)
-            handle = self._tel
-            if not handle.quiet or handle.gen != STATE.generation:
-                handle.rejected("rate_limited", wait)
-            raise _limited(self._id, self.name, wait)
-
-
-def rate_limiter_enter(self: RateLimiterSelf) -> None:
-    core = self._core
-    clock = self._clock
-    lock = self._lock
-    now = clock()
-    if self._unlocked:
-        admitted = core.try_acquire(now)
-    else:
-        lock.acquire()  # not ``with``: on CPython 3.11 that costs twice the lock round trip
-        try:
-            admitted = core.try_acquire(now)
-        finally:
-            lock.release()
-    if not admitted:
-        if self._max_wait:
-            self._wait_in_thread(now)
-        else:
-            wait = core.due_in(now)
-            handle = self._tel
-            if not handle.quiet or handle.gen != STATE.generation:
-                handle.rejected("rate_limited", wait)
-            raise _limited(self._id, self.name, wait)
-
-
-def rate_limiter_enter_nowait(self: RateLimiterSelf) -> Any:
-    core = self._core
-    clock = self._clock
-    lock = self._lock
-    now = clock()
-    if self._unlocked:
-        admitted = core.try_acquire(now)
-    else:
-        lock.acquire()  # not ``with``: on CPython 3.11 that costs twice the lock round trip
-        try:
-            admitted = core.try_acquire(now)
-        finally:
-            lock.release()
-    return None if admitted else WAIT
-
-
-def retry_async_wrapper(self: RetrySelf, fn: AsyncFn) -> Fn:
-    tel = self._tel
-
-    async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-        error: Exception | None
-        if tel.plain:
-            deposits = (
-                self._deposits
-            )  # a first attempt earns retries for the budget, if there is one
-            if deposits is not None:
-                next(deposits)  # an ``itertools.count``: atomic, no lock (see retry_budget.py)
-            began = self._clock() if self.max_delay is not None else None
-            try:
-                result = await fn(*args, **kwargs)
-            except Exception as exc:
-                pred = self._on_pred
-                if pred is None:
-                    if not isinstance(exc, self._on_types) or isinstance(exc, self._on_exclude):
-                        raise
-                elif not (await pred(exc) if self._on_pred_async else pred(exc)):
-                    raise
-                error, result = exc, None
-            else:
-                on_result = self._on_result
-                bad = on_result is not None and bool(
-                    await on_result(result) if self._on_result_async else on_result(result)
-                )
-                if not bad:
-                    return result
-                error = None
-            run = RetryRun(self, fn, args, kwargs, began)
-            on_result = self._on_result
-            while True:
-                delay = run.next_delay(error, result)
-                if self._sleep is not None:
-                    await self._sleep_async(delay)
-                    # an injected sleep need not yield: a cancelled caller must not keep retrying
-                    await anyio.lowlevel.checkpoint()
-                elif delay > 0.0:
-                    await self._sleep_async(delay)
-                elif _get_running_loop() is not None and (
-                    # On an asyncio task? The checks ``sniffio`` makes, minus its import and task
-                    # lookup (trio marks its threads in ``sniffio.thread_local``); anything unusual
-                    # reads as "not asyncio" and takes anyio's generic checkpoint.
-                    SNIFFIO is None
-                    or (
-                        SNIFFIO.thread_local.name is None
-                        and SNIFFIO.current_async_library_cvar.get() is None
-                    )
-                ):
-                    await sleep0()  # a zero wait still goes round the loop: no starving it
-                else:
-                    await anyio.lowlevel.checkpoint()
-                try:
-                    result = await fn(*args, **kwargs)
-                except Exception as exc:
-                    pred = self._on_pred
-                    if pred is None:
-                        if not isinstance(exc, self._on_types) or isinstance(exc, self._on_exclude):
-                            raise
-                    elif not (await pred(exc) if self._on_pred_async else pred(exc)):
-                        raise
-                    error, result = exc, None
-                    continue
-                bad = on_result is not None and bool(
-                    await on_result(result) if self._on_result_async else on_result(result)
-                )
-                if not bad:
-                    return result
-                error = None
-        stats = tel.stats
-        if (
-            stats is None
-            or tel.metrics_gen != STATE.generation
-            or tel.otel._TRACER_PROVIDER is not tel.otel_global
-        ):
-            return await self._aexecute(fn, args, kwargs)
-        start = perf_counter()
-        try:
-            deposits = (
-                self._deposits
-            )  # a first attempt earns retries for the budget, if there is one
-            if deposits is not None:
-                next(deposits)  # an ``itertools.count``: atomic, no lock (see retry_budget.py)
-            began = self._clock() if self.max_delay is not None else None
-            try:
-                result = await fn(*args, **kwargs)
-            except Exception as exc:
-                pred = self._on_pred
-                if pred is None:
-                    if not isinstance(exc, self._on_types) or isinstance(exc, self._on_exclude):
-                        raise
-                elif not (await pred(exc) if self._on_pred_async else pred(exc)):
-                    raise
-                error, result = exc, None
-            else:
-                on_result = self._on_result
-                bad = on_result is not None and bool(
-                    await on_result(result) if self._on_result_async else on_result(result)
-                )
-                if not bad:
-                    duration = perf_counter() - start
-                    if duration <= FIRST_BOUND:
-                        stats.first += 1
-                    else:
-                        stats.add_later(duration)
-                    stats.total += duration
-                    return result
-                error = None
-            run = RetryRun(self, fn, args, kwargs, began)
-            on_result = self._on_result
-            while True:
-                delay = run.next_delay(error, result)
-                if self._sleep is not None:
-                    await self._sleep_async(delay)
-                    # an injected sleep need not yield: a cancelled caller must not keep retrying
-                    await anyio.lowlevel.checkpoint()
-                elif delay > 0.0:
-                    await self._sleep_async(delay)
-                elif _get_running_loop() is not None and (
-                    # On an asyncio task? The checks ``sniffio`` makes, minus its import and task
-                    # lookup (trio marks its threads in ``sniffio.thread_local``); anything unusual
-                    # reads as "not asyncio" and takes anyio's generic checkpoint.
-                    SNIFFIO is None
-                    or (
-                        SNIFFIO.thread_local.name is None
-                        and SNIFFIO.current_async_library_cvar.get() is None
-                    )
-                ):
-                    await sleep0()  # a zero wait still goes round the loop: no starving it
-                else:
-                    await anyio.lowlevel.checkpoint()
-                try:
-                    result = await fn(*args, **kwargs)
-                except Exception as exc:
-                    pred = self._on_pred
-                    if pred is None:
-                        if not isinstance(exc, self._on_types) or isinstance(exc, self._on_exclude):
-                            raise
-                    elif not (await pred(exc) if self._on_pred_async else pred(exc)):
-                        raise
-                    error, result = exc, None
-                    continue
-                bad = on_result is not None and bool(
-                    await on_result(result) if self._on_result_async else on_result(result)
-                )
-                if not bad:
-                    duration = perf_counter() - start
-                    if duration <= FIRST_BOUND:
-                        stats.first += 1
-                    else:
-                        stats.add_later(duration)
-                    stats.total += duration
-                    return result
-                error = None
-        except BaseException as exc:
-            stats.record(self._outcome_for(exc), perf_counter() - start)
-            raise
-
-    return async_wrapper
-
-
-def retry_sync_wrapper(self: RetrySelf, fn: Fn) -> Fn:
-    tel = self._tel
-
-    def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
-        error: Exception | None
-        if tel.plain:
-            # an async sleep or predicate: this Retry cannot serve sync calls
-            if self._sync_refusal is not None:
-                raise TypeError(self._sync_refusal)
-            deposits = (
-                self._deposits
-            )  # a first attempt earns retries for the budget, if there is one
-            if deposits is not None:
-                next(deposits)  # an ``itertools.count``: atomic, no lock (see retry_budget.py)
-            began = self._clock() if self.max_delay is not None else None
-            try:
-                result = fn(*args, **kwargs)
-            except Exception as exc:
-                pred = self._on_pred
-                if pred is None:
-                    if not isinstance(exc, self._on_types) or isinstance(exc, self._on_exclude):
-                        raise
-                elif not pred(exc):
-                    raise
-                error, result = exc, None
-            else:
-                on_result = self._on_result
-                bad = on_result is not None and bool(on_result(result))
-                if not bad:
-                    return result
-                error = None
-            run = RetryRun(self, fn, args, kwargs, began)
-            on_result = self._on_result
-            while True:
-                self._sleep_sync(run.next_delay(error, result))
-                try:
-                    result = fn(*args, **kwargs)
-                except Exception as exc:
-                    pred = self._on_pred
-                    if pred is None:
-                        if not isinstance(exc, self._on_types) or isinstance(exc, self._on_exclude):
-                            raise
-                    elif not pred(exc):
-                        raise
-                    error, result = exc, None
-                    continue
-                bad = on_result is not None and bool(on_result(result))
-                if not bad:
-                    return result
-                error = None
-        stats = tel.stats
-        if (
-            stats is None
-            or tel.metrics_gen != STATE.generation
-            or tel.otel._TRACER_PROVIDER is not tel.otel_global
-        ):
-            return self._execute(fn, args, kwargs)
-        start = perf_counter()
-        try:
-            # an async sleep or predicate: this Retry cannot serve sync calls
-            if self._sync_refusal is not None:
-                raise TypeError(self._sync_refusal)
-            deposits = (
-                self._deposits
-            )  # a first attempt earns retries for the budget, if there is one
-            if deposits is not None:
-                next(deposits)  # an ``itertools.count``: atomic, no lock (see retry_budget.py)
-            began = self._clock() if self.max_delay is not None else None
-            try:
-                result = fn(*args, **kwargs)
-            except Exception as exc:
-                pred = self._on_pred
-                if pred is None:
-                    if not isinstance(exc, self._on_types) or isinstance(exc, self._on_exclude):
-                        raise
-                elif not pred(exc):
-                    raise
-                error, result = exc, None
-            else:
-                on_result = self._on_result
-                bad = on_result is not None and bool(on_result(result))
-                if not bad:
-                    duration = perf_counter() - start
-                    if duration <= FIRST_BOUND:
-                        stats.first += 1
-                    else:
-                        stats.add_later(duration)
-                    stats.total += duration
-                    return result
-                error = None
-            run = RetryRun(self, fn, args, kwargs, began)
-            on_result = self._on_result
-            while True:
-                self._sleep_sync(run.next_delay(error, result))
-                try:
-                    result = fn(*args, **kwargs)
-                except Exception as exc:
-                    pred = self._on_pred
-                    if pred is None:
-                        if not isinstance(exc, self._on_types) or isinstance(exc, self._on_exclude):
-                            raise
-                    elif not pred(exc):
-                        raise
-                    error, result = exc, None
-                    continue
-                bad = on_result is not None and bool(on_result(result))
-                if not bad:
-                    duration = perf_counter() - start
-                    if duration <= FIRST_BOUND:
-                        stats.first += 1
-                    else:
-                        stats.add_later(duration)
-                    stats.total += duration
-                    return result
-                error = None
-        except BaseException as exc:
-            stats.record(self._outcome_for(exc), perf_counter() - start)
-            raise
-
-    return sync_wrapper
-
-
-async def retry_acall(self: RetrySelf, fn: AsyncFn, args: Args, kwargs: Kwargs) -> Any:
-    error: Exception | None
-    deposits = self._deposits  # a first attempt earns retries for the budget, if there is one
-    if deposits is not None:
-        next(deposits)  # an ``itertools.count``: atomic, no lock (see retry_budget.py)
-    began = self._clock() if self.max_delay is not None else None
-    try:
-        result = await fn(*args, **kwargs)
-    except Exception as exc:
-        pred = self._on_pred
-        if pred is None:
-            if not isinstance(exc, self._on_types) or isinstance(exc, self._on_exclude):
-                raise
-        elif not (await pred(exc) if self._on_pred_async else pred(exc)):
-            raise
-        error, result = exc, None
-    else:
-        on_result = self._on_result
-        bad = on_result is not None and bool(
-            await on_result(result) if self._on_result_async else on_result(result)
-        )
-        if not bad:
-            return result
-        error = None
-    run = RetryRun(self, fn, args, kwargs, began)
-    on_result = self._on_result
-    while True:
-        delay = run.next_delay(error, result)
-        if self._sleep is not None:
-            await self._sleep_async(delay)
-            # an injected sleep need not yield: a cancelled caller must not keep retrying
-            await anyio.lowlevel.checkpoint()
-        elif delay > 0.0:
-            await self._sleep_async(delay)
-        elif _get_running_loop() is not None and (
-            # On an asyncio task? The checks ``sniffio`` makes, minus its import and task
-            # lookup (trio marks its threads in ``sniffio.thread_local``); anything unusual
-            # reads as "not asyncio" and takes anyio's generic checkpoint.
-            SNIFFIO is None
-            or (
-                SNIFFIO.thread_local.name is None
-                and SNIFFIO.current_async_library_cvar.get() is None
-            )
-        ):
-            await sleep0()  # a zero wait still goes round the loop: no starving it
-        else:
-            await anyio.lowlevel.checkpoint()
-        try:
-            result = await fn(*args, **kwargs)
-        except Exception as exc:
-            pred = self._on_pred
-            if pred is None:
-                if not isinstance(exc, self._on_types) or isinstance(exc, self._on_exclude):
-                    raise
-            elif not (await pred(exc) if self._on_pred_async else pred(exc)):
-                raise
-            error, result = exc, None
-            continue
-        bad = on_result is not None and bool(
-            await on_result(result) if self._on_result_async else on_result(result)
-        )
-        if not bad:
-            return result
-        error = None
-
-
-def retry_call(self: RetrySelf, fn: Fn, args: Args, kwargs: Kwargs) -> Any:
-    error: Exception | None
-    # an async sleep or predicate: this Retry cannot serve sync calls
-    if self._sync_refusal is not None:
-        raise TypeError(self._sync_refusal)
-    deposits = self._deposits  # a first attempt earns retries for the budget, if there is one
-    if deposits is not None:
-        next(deposits)  # an ``itertools.count``: atomic, no lock (see retry_budget.py)
-    began = self._clock() if self.max_delay is not None else None
-    try:
-        result = fn(*args, **kwargs)
-    except Exception as exc:
-        pred = self._on_pred
-        if pred is None:
-            if not isinstance(exc, self._on_types) or isinstance(exc, self._on_exclude):
-                raise
-        elif not pred(exc):
-            raise
-        error, result = exc, None
-    else:
-        on_result = self._on_result
-        bad = on_result is not None and bool(on_result(result))
-        if not bad:
-            return result
-        error = None
-    run = RetryRun(self, fn, args, kwargs, began)
-    on_result = self._on_result
-    while True:
-        self._sleep_sync(run.next_delay(error, result))
-        try:
-            result = fn(*args, **kwargs)
-        except Exception as exc:
-            pred = self._on_pred
-            if pred is None:
-                if not isinstance(exc, self._on_types) or isinstance(exc, self._on_exclude):
-                    raise
-            elif not pred(exc):
-                raise
-            error, result = exc, None
-            continue
-        bad = on_result is not None and bool(on_result(result))
-        if not bad:
-            return result
-        error = None

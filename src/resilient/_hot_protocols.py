@@ -15,13 +15,13 @@ from ._core.adaptive import AdaptiveBulkheadCore
 from ._core.breaker import BreakerCore, Permit
 from ._core.bulkhead import BulkheadCore
 from ._core.rate_limit import RateLimitCore
-from ._retry_state import RetrySettings
 from ._types import Args, AsyncFn, Fn, Kwargs
 from ._waiters import Waiter
 from .telemetry._hub import PolicyTelemetry
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Tracer
+    from tenacity import RetryCallState, Retrying
 
 __all__ = [
     "AdaptiveBulkheadSelf",
@@ -172,6 +172,35 @@ class RateLimiterSelf(AroundSelf, Protocol):
     def _unlocked(self) -> bool: ...
     def _wait_in_thread(self, now: float) -> None: ...
     async def _wait_in_task(self, now: float) -> None: ...
+
+
+class Budget(Protocol):
+    """What a :class:`RetryRun` uses of a ``RetryBudget``: take one retry, or be refused."""
+
+    @property
+    def name(self) -> str: ...
+    def _try_withdraw(self) -> bool: ...
+
+
+class RetrySettings(Protocol):
+    """What a :class:`RetryRun` reads of the ``Retry`` it serves (its configuration)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def max_attempts(self) -> int: ...
+    @property
+    def wait(self) -> Callable[[RetryCallState], float]: ...
+    @property
+    def max_delay(self) -> float | None: ...
+    @property
+    def _clock(self) -> Callable[[], float]: ...
+    @property
+    def _tel(self) -> PolicyTelemetry: ...
+    @property
+    def _controller(self) -> Retrying: ...
+    @property
+    def _budget(self) -> Budget | None: ...
 
 
 class RetrySelf(PolicySelf, RetrySettings, Protocol):

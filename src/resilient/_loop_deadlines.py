@@ -26,18 +26,38 @@ its limit is compacted, so memory stays bounded by the live calls.
 
 from __future__ import annotations
 
-import asyncio
 import sys
 import weakref
 from collections import deque
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["AVAILABLE", "Entry", "enter", "leave"]
+if TYPE_CHECKING:
+    import asyncio
+
+__all__ = ["AVAILABLE", "Entry", "cancelled", "enter", "leave", "running_loop"]
 
 AVAILABLE = sys.version_info >= (3, 11)
 """``Task.uncancel``/``cancelling`` exist: the loop-timer timeouts can be used."""
 
 _COMPACT_AT = 1024
+
+
+def _asyncio() -> Any:
+    """asyncio, when something imported it (it is never imported here: on trio, or before an
+    event loop runs, the package stays unloaded)."""
+    return sys.modules.get("asyncio")
+
+
+def running_loop() -> Any:
+    """The running asyncio event loop of this thread, or ``None`` (no loop, or trio)."""
+    aio = _asyncio()
+    return None if aio is None else aio.events._get_running_loop()
+
+
+def cancelled(error: BaseException | None) -> bool:
+    """True for asyncio's ``CancelledError`` (what a timeout's ``task.cancel()`` raises)."""
+    aio = _asyncio()
+    return aio is not None and isinstance(error, aio.CancelledError)
 
 
 class Entry:
@@ -122,7 +142,7 @@ def _deadlines(loop: asyncio.AbstractEventLoop) -> _LoopDeadlines:
 
 def enter(loop: asyncio.AbstractEventLoop, seconds: float) -> Entry:
     """Start a timeout of ``seconds`` for the current task of ``loop``."""
-    task: Any = asyncio.current_task(loop)
+    task: Any = _asyncio().current_task(loop)
     if task is None:
         raise RuntimeError("an async timeout needs to run inside an asyncio task")
     state = _deadlines(loop)

@@ -14,7 +14,6 @@ object for plain functions), never on the decorated function's per-call path.
 from __future__ import annotations
 
 import functools
-import inspect
 import types
 from typing import Any
 
@@ -28,8 +27,9 @@ __all__ = [
     "without_parentheses",
 ]
 
-_COROUTINE = inspect.CO_COROUTINE | inspect.CO_ITERABLE_COROUTINE
-_GENERATORS = inspect.CO_GENERATOR | inspect.CO_ASYNC_GENERATOR
+# Code flags (``inspect.CO_*``; read here without importing ``inspect`` for every call).
+_COROUTINE = 0x80 | 0x100  # CO_COROUTINE | CO_ITERABLE_COROUTINE
+_GENERATORS = 0x20 | 0x200  # CO_GENERATOR | CO_ASYNC_GENERATOR
 
 
 def describe(fn: object) -> str:
@@ -43,10 +43,14 @@ def describe(fn: object) -> str:
 def _is_generator_function(fn: object) -> bool:
     while isinstance(fn, functools.partial):
         fn = fn.func
+    import inspect
+
     return inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn)
 
 
 def _generator_message(label: str, fn: object) -> str:
+    import inspect
+
     kind = "async generator" if inspect.isasyncgenfunction(fn) else "generator"
     return (
         f"{label} cannot protect the {kind} function {describe(fn)}: calling it only creates "

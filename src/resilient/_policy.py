@@ -17,9 +17,7 @@ import types
 import weakref
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
-from typing import Any, ClassVar, TypeVar, cast
-
-from typing_extensions import ParamSpec
+from typing import Any, ClassVar, ParamSpec, TypeVar, cast
 
 from . import _hot_paths
 from . import _validate as v
@@ -27,7 +25,6 @@ from ._misuse import check_async_entry, check_decoratable, check_sync_entry, wit
 from ._outcomes import NOTE, WAIT
 from ._types import Args, AsyncFn, Exc, ExcType, Fn, Kwargs, Tb
 from ._validate import check_name, is_async_callable
-from .config import Configurable, build_from_env
 from .errors import INJECTED as _INJECTED
 from .errors import ORIGIN as _ORIGIN
 from .errors import PolicyRejectedError, TimeoutExceeded
@@ -178,6 +175,8 @@ class Policy:
         """Build the policy named ``name`` from ``RESILIENT__<NAME>__<KIND>__<FIELD>``
         variables; the environment wins over ``code_defaults``, which win over the library's
         defaults. Bad values raise :class:`resilient.ConfigError` here, not at call time."""
+        from .config import Configurable, build_from_env  # configuration: loaded when used
+
         return cast(PolicyT, build_from_env(cast("Configurable[Any]", cls), name, code_defaults))
 
     # -- per-policy listener ---------------------------------------------------------------

@@ -13,7 +13,7 @@ import math
 import sys
 import time
 from collections.abc import Callable
-from typing import Any, NoReturn, Protocol
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from tenacity import Future, RetryCallState, Retrying
 
@@ -21,39 +21,13 @@ from ._deadline import _DEADLINE
 from ._no_retry import NO_RETRY
 from ._types import Tb
 from .errors import RetryExhaustedError
-from .telemetry._hub import STATE, PolicyTelemetry
+from .telemetry._hub import STATE
 from .waits import _FixedWait
 
-__all__ = ["Budget", "RetryRun", "RetrySettings", "add_note", "retry_after_hint"]
+if TYPE_CHECKING:
+    from ._hot_protocols import RetrySettings
 
-
-class Budget(Protocol):
-    """What a :class:`RetryRun` uses of a ``RetryBudget``: take one retry, or be refused."""
-
-    @property
-    def name(self) -> str: ...
-    def _try_withdraw(self) -> bool: ...
-
-
-class RetrySettings(Protocol):
-    """What a :class:`RetryRun` reads of the ``Retry`` it serves (its configuration)."""
-
-    @property
-    def name(self) -> str: ...
-    @property
-    def max_attempts(self) -> int: ...
-    @property
-    def wait(self) -> Callable[[RetryCallState], float]: ...
-    @property
-    def max_delay(self) -> float | None: ...
-    @property
-    def _clock(self) -> Callable[[], float]: ...
-    @property
-    def _tel(self) -> PolicyTelemetry: ...
-    @property
-    def _controller(self) -> Retrying: ...
-    @property
-    def _budget(self) -> Budget | None: ...
+__all__ = ["RetryRun", "add_note", "retry_after_hint"]
 
 
 def add_note(error: BaseException, note: str) -> None:

@@ -14,20 +14,10 @@ import threading
 import time
 import types
 from collections.abc import Generator
-from typing import Any
-
-import anyio
 
 from . import _clock
 
-SNIFFIO: Any
-try:  # how trio (and anything but asyncio) says it is running; trio depends on it
-    import sniffio as SNIFFIO
-except ImportError:  # pragma: no cover - without sniffio, anyio assumes asyncio too
-    SNIFFIO = None
-
-
-__all__ = ["SNIFFIO", "async_sleep", "instant", "set_instant", "sleep0", "sync_sleep"]
+__all__ = ["async_sleep", "checkpoint", "instant", "set_instant", "sleep0", "sync_sleep"]
 
 _instant_depth = 0
 _lock = threading.Lock()
@@ -68,6 +58,8 @@ async def async_sleep(seconds: float) -> None:
             seconds = 0.0
     else:
         seconds = 0.0
+    import anyio  # loaded with the first async wait, not with the package
+
     await anyio.sleep(seconds)
 
 
@@ -76,3 +68,10 @@ def sleep0() -> Generator[None, None, None]:
     """asyncio's own zero-length sleep (what ``asyncio.sleep(0)`` awaits): a bare ``yield``
     makes the running task go round the event loop once."""
     yield
+
+
+async def checkpoint() -> None:
+    """A cancellation point that also yields to the event loop (asyncio and trio)."""
+    import anyio.lowlevel
+
+    await anyio.lowlevel.checkpoint()

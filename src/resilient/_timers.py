@@ -27,16 +27,19 @@ before it returns, so no attempt outlives the call.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import contextvars
 import heapq
 import itertools
 import logging
 import math
+import sys
 import weakref
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    import asyncio
 
 __all__ = [
     "Cancellable",
@@ -75,8 +78,15 @@ def timer_clock(clock: object) -> TimerClock | None:
 
 def asyncio_loop() -> asyncio.AbstractEventLoop | None:
     """The running asyncio loop, or ``None`` (trio, or a thread without a loop): trio does
-    not set asyncio's running loop, so this one C call tells the two apart."""
-    return asyncio._get_running_loop()
+    not set asyncio's running loop, so this one C call tells the two apart (asyncio is not
+    imported for it: without the package loaded there is no asyncio loop)."""
+    aio: Any = sys.modules.get("asyncio")
+    return None if aio is None else aio.events._get_running_loop()
+
+
+def current_task(loop: asyncio.AbstractEventLoop) -> Any:
+    """The running asyncio task of ``loop`` (asyncio is loaded: ``loop`` runs)."""
+    return sys.modules["asyncio"].current_task(loop)
 
 
 # -- one timer queue per event loop -----------------------------------------------------------

@@ -20,13 +20,13 @@ setting one from the environment is a configuration error.
 from __future__ import annotations
 
 import functools
-import inspect
 import math
 import numbers
 import random
-from collections.abc import Callable, Iterator, Mapping
+import types
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeGuard, TypeVar
 
 from . import _clock
 from ._config_parse import (
@@ -70,6 +70,7 @@ __all__ = [
     "fraction",
     "instance",
     "is_async_callable",
+    "isawaitable",
     "json_value",
     "number",
     "random_generator",
@@ -77,6 +78,7 @@ __all__ = [
     "refuse_awaitable",
     "seed",
     "seconds_or_callable",
+    "state_backend",
     "text",
 ]
 
@@ -118,6 +120,8 @@ def is_async_callable(fn: object) -> bool:
     ``__call__``: anything whose call returns a coroutine to await."""
     while isinstance(fn, functools.partial):
         fn = fn.func
+    import inspect  # at decoration time, not with the package
+
     if inspect.iscoroutinefunction(fn):
         return True
     call = getattr(fn, "__call__", None)  # noqa: B004 - we need the bound __call__ itself
@@ -499,6 +503,22 @@ def clock(name: str = "clock") -> Option[Callable[[], float]]:
     return Option(name, check, format="code-only", accepts="a clock given in code", parser=None)
 
 
+def state_backend(binds: str, name: str = "state") -> Option[Any]:
+    """A shared state backend given in code (``rs.RedisState(...)``), or ``None`` for local
+    state. ``binds`` is the method the policy binds itself through (``_bind_breaker``)."""
+    what = "a state backend such as resilient.RedisState(...), or None"
+
+    def check(name: str, value: object) -> Any:
+        if not callable(getattr(value, binds, None)):
+            raise _bad_type(name, what, value)
+        return value
+
+    return Option(
+        name, check, format="code-only", accepts="a state backend given in code", parser=None,
+        optional=True,
+    )  # fmt: skip
+
+
 def random_source(name: str = "rng") -> Option[Callable[[], float]]:
     """A ``random.Random`` (or anything with ``.random()``) or a zero-argument callable
     returning ``[0, 1)``; ``None`` means the module-level ``random.random``."""
@@ -608,10 +628,21 @@ def json_value(name: str) -> Option[Any]:
     )
 
 
+def isawaitable(value: object) -> TypeGuard[Awaitable[Any]]:
+    """``inspect.isawaitable`` without importing ``inspect``: a coroutine, or an object whose
+    class defines ``__await__`` (a generator-based coroutine counts through its flag)."""
+    if isinstance(value, types.CoroutineType) or hasattr(type(value), "__await__"):
+        return True
+    code = getattr(value, "gi_code", None)
+    return isinstance(value, types.GeneratorType) and bool(
+        code is not None and code.co_flags & 0x100  # CO_ITERABLE_COROUTINE
+    )
+
+
 def refuse_awaitable(outcome: object, what: str) -> None:
     """A sync call got an awaitable back from a user callable (an ``async def`` handler,
     predicate or sleep): close it, so no "never awaited" warning follows, and say what to do."""
-    if inspect.isawaitable(outcome):
+    if isawaitable(outcome):
         close = getattr(outcome, "close", None)
         if callable(close):
             close()

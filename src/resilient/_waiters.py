@@ -20,12 +20,9 @@ the next ``wait`` blocks again.
 
 from __future__ import annotations
 
-import asyncio
 import sys
 import threading
 from collections.abc import Callable
-
-import anyio
 
 __all__ = ["TaskWaiter", "ThreadWaiter", "Waiter", "threadsafe_scheduler"]
 
@@ -63,6 +60,8 @@ def threadsafe_scheduler() -> Callable[[Callable[[], object]], object]:
             trio.lowlevel.current_trio_token().run_sync_soon
         )
         return schedule
+    import asyncio  # a task waits: its event loop is running, so this is loaded already
+
     return asyncio.get_running_loop().call_soon_threadsafe
 
 
@@ -72,6 +71,8 @@ class TaskWaiter:
     __slots__ = ("_schedule", "event")
 
     def __init__(self) -> None:
+        import anyio
+
         self.event = anyio.Event()
         self._schedule = threadsafe_scheduler()
 
@@ -84,6 +85,8 @@ class TaskWaiter:
 
     def rearm(self) -> None:
         """A fresh event for the next wait (a ``set`` already scheduled hits the old one)."""
+        import anyio  # already loaded: this waiter's task runs on it
+
         self.event = anyio.Event()
 
 

@@ -20,7 +20,7 @@ import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from . import _hot_paths
+from . import _hot_load, _hot_paths
 from . import _validate as v
 from ._core.adaptive import ALGORITHMS, AdaptiveBulkheadCore, AdaptiveLimit
 from ._slots import SlotPolicy, in_flight_reader
@@ -162,13 +162,13 @@ class AdaptiveBulkhead(SlotPolicy):
 
     # -- admission: the per-call paths ----------------------------------------------------------
     # --- generated from src/resilient/_templates/adaptive.tmpl by tools/gen_hotpaths.py ---
-    _async_wrapper = _hot_paths.adaptive_bulkhead_async_wrapper
-    _sync_wrapper = _hot_paths.adaptive_bulkhead_sync_wrapper
-    _acall = _hot_paths.adaptive_bulkhead_acall
-    _call = _hot_paths.adaptive_bulkhead_call
-    _aenter = _hot_paths.adaptive_bulkhead_aenter
-    _enter = _hot_paths.adaptive_bulkhead_enter
-    _enter_nowait = _hot_paths.adaptive_bulkhead_enter_nowait
+    _async_wrapper = _hot_load.adaptive_bulkhead_async_wrapper
+    _sync_wrapper = _hot_load.adaptive_bulkhead_sync_wrapper
+    _acall = _hot_load.adaptive_bulkhead_acall
+    _call = _hot_load.adaptive_bulkhead_call
+    _aenter = _hot_load.adaptive_bulkhead_aenter
+    _enter = _hot_load.adaptive_bulkhead_enter
+    _enter_nowait = _hot_load.adaptive_bulkhead_enter_nowait
     # --- end of generated code ---
 
     # Waiting in the queue is the bulkhead's (generated from bulkhead.tmpl): same slots, same

@@ -36,8 +36,10 @@ from ._core.breaker import (
     Rejection,
     Transition,
 )
+from ._core.shared_breaker import ASK_FLEET, SharedBreakerCore
 from ._core.sliding_windows import CountWindow, TimeWindow, Window
 from ._policy import AroundPolicy
+from ._state import BreakerLink, StateBackend
 from ._types import Fn
 from ._validate import is_async_callable
 from .errors import CircuitOpenError
@@ -94,6 +96,7 @@ _IGNORE = v.exceptions("ignore")
 _RECORD_RESULT = v.callback("record_result")
 _CLOCK = v.clock()
 _RNG = v.random_source()
+_STATE = v.state_backend("_bind_breaker")
 
 _OPTIONS = v.Options(
     _FAILURE_RATE,
@@ -112,6 +115,7 @@ _OPTIONS = v.Options(
     _CLOCK,
     v.ON_EVENT,
     _RNG,
+    _STATE,
 )
 
 
@@ -189,14 +193,12 @@ class BreakerMetrics(NamedTuple):
 
 def _snapshot(core: BreakerCore, now: float) -> BreakerMetrics:
     state = core.poll(now)
-    core.refresh(now)
-    window = core.window
-    calls, failures, slow = window.calls, window.failures, window.slow_calls
+    calls, failures, slow = core.totals(now)
     return BreakerMetrics(
         state,
-        calls,
-        failures,
-        slow,
+        round(calls),
+        round(failures),
+        round(slow),
         failures / calls if calls else 0.0,
         slow / calls if calls else 0.0,
     )
@@ -241,6 +243,12 @@ class CircuitBreaker(AroundPolicy):
       failure (the value is still returned to the caller).
     - ``clock``: monotonic seconds; inject :class:`resilient.testing.FakeClock` in tests.
     - ``on_event``: a listener for this breaker's events only.
+    - ``state``: ``None`` (this process alone), or a shared state backend such as
+      :class:`resilient.RedisState`: every replica constructing a breaker of this name on
+      the same backend then shares one breaker (docs/scaling.md). The happy path stays
+      local: outcomes are batched to the fleet, the fleet's state is cached and synced every
+      ``sync_interval``; trial calls in HALF_OPEN are admitted by the fleet. When the backend
+      is unreachable the breaker carries on with local state.
 
     Cancellation (``KeyboardInterrupt``, ``asyncio.CancelledError``, trio/anyio cancel scopes:
     anything that is a ``BaseException`` but not an ``Exception``) is never recorded and gives
@@ -273,8 +281,10 @@ class CircuitBreaker(AroundPolicy):
         clock: Callable[[], float] = time.monotonic,
         on_event: Listener | None = None,
         rng: _HasRandom | Callable[[], float] | None = None,
+        state: StateBackend | None = None,
     ) -> None:
         super().__init__(name, on_event=on_event)
+        backend: StateBackend | None = _STATE(state)
         failure_rate_threshold = _FAILURE_RATE(failure_rate_threshold)
         slow = _SLOW_CALL_DURATION(slow_call_duration)
         slow_call_rate_threshold = _SLOW_CALL_RATE(slow_call_rate_threshold)
@@ -308,7 +318,7 @@ class CircuitBreaker(AroundPolicy):
         self._lock = threading.Lock()
         self._gauge_lock = threading.Lock()
         self._published_gen = -1
-        self._core = BreakerCore(
+        self._core = (BreakerCore if backend is None else SharedBreakerCore)(
             window=window,
             failure_rate_threshold=failure_rate_threshold,
             slow_call_duration=slow,
@@ -321,6 +331,9 @@ class CircuitBreaker(AroundPolicy):
             half_open_max_wait=max_wait,
         )
         self._tel.breaker_state(BreakerState.CLOSED.value, _ALL_STATES)
+        self._link: BreakerLink | None = None
+        if backend is not None:
+            self._bind(backend)
         self._settle(
             failure_rate_threshold=failure_rate_threshold,
             slow_call_duration=slow,
@@ -338,6 +351,7 @@ class CircuitBreaker(AroundPolicy):
             clock=self._clock,
             on_event=on_event,
             rng=rng,
+            state=backend,
         )
 
     _repr_settings = ("failure_rate_threshold", "window_type", "window_size", "open_duration")
@@ -349,6 +363,8 @@ class CircuitBreaker(AroundPolicy):
     def _renamed(self) -> None:
         with self._gauge_lock:
             self._tel.breaker_state(self._core.state.value, _ALL_STATES)
+        if self._link is not None:
+            self._link.renamed()
 
     # -- state ---------------------------------------------------------------------------------
     @property
@@ -405,11 +421,14 @@ class CircuitBreaker(AroundPolicy):
 
     def reset(self) -> None:
         """Back to CLOSED with an empty window and no backoff history; calls still running
-        from before the reset are not recorded."""
-        self._locked(BreakerCore.reset)
+        from before the reset are not recorded. A shared breaker is reset for the whole
+        fleet (locally only while the backend is unreachable), as are the manual states."""
+        if self._link is None or not self._link.command("reset"):
+            self._locked(BreakerCore.reset)
 
     def _set_state(self, state: BreakerState) -> None:
-        self._locked(lambda core, now: core.set_state(state, now))
+        if self._link is None or not self._link.command(state.value):
+            self._locked(lambda core, now: core.set_state(state, now))
 
     def _locked(self, operation: Callable[[BreakerCore, float], T]) -> T:
         """Run ``operation(core, now)`` in one lock section, then publish the transitions it
@@ -447,6 +466,62 @@ class CircuitBreaker(AroundPolicy):
         if decision.__class__ is tuple:
             return decision
         raise self._reject(decision)  # type: ignore[arg-type]
+
+    # -- shared state (``state=``) --------------------------------------------------------------
+    def _bind(self, backend: StateBackend) -> None:
+        """Join the fleet: the backend keeps the core in step from its own thread. Only the
+        slow paths change (instance attributes shadow ``_admit`` and ``_complete``), so the
+        per-call code of a local breaker is exactly what it was."""
+        core = self._core
+        assert isinstance(core, SharedBreakerCore)
+        self._shared_core = core
+        self._admit = self._admit_shared  # type: ignore[method-assign]
+        self._complete = self._complete_shared  # type: ignore[method-assign]
+        self._link = backend._bind_breaker(self)
+
+    def _admit_shared(self, now: float) -> Permit:
+        """``_admit`` of a shared breaker: a trial call is the fleet's to admit."""
+        core = self._shared_core
+        lock = self._lock
+        lock.acquire()
+        try:
+            decision = core.acquire(now)
+            pending = core.take_pending() if core.changes else None
+        finally:
+            lock.release()
+        if pending:
+            self._publish(*pending)
+        if decision is ASK_FLEET:
+            assert self._link is not None
+            decision = self._link.admit_trial(now)
+        if isinstance(decision, tuple):
+            return decision
+        raise self._reject(decision)
+
+    def _complete_shared(self, permit: Permit, outcome: int, error: BaseException | None) -> None:
+        """``_complete`` of a shared breaker: outcomes go to the batch; a failure asks for an
+        early sync, a finished trial is reported to the fleet at once."""
+        now = self._clock()
+        core = self._shared_core
+        lock = self._lock
+        lock.acquire()
+        try:
+            core.complete(permit, outcome, now)
+            pending = core.take_pending() if core.changes else None
+            reports = core.take_reports() if core.reports else None
+            urgent = core.urgent
+        finally:
+            lock.release()
+        if pending:
+            self._publish(*pending)
+        link = self._link
+        assert link is not None
+        if reports:
+            link.report(reports)
+        elif urgent:
+            link.wake()
+        if outcome or self._slow is not None:
+            self._report(permit, outcome, error, now)
 
     def _exit(self, permit: Permit, error: BaseException | None, result: Any) -> None:
         if permit[0] < 0:

@@ -25,7 +25,6 @@ policy, the retry and the breaker around it — labels the outcome ``injected`` 
 
 from __future__ import annotations
 
-import inspect
 import random
 import threading
 import types
@@ -350,7 +349,7 @@ class Latency(ChaosPolicy):
             await _sleeping.async_sleep(seconds)
         else:
             outcome = sleep(seconds)
-            if inspect.isawaitable(outcome):
+            if v.isawaitable(outcome):
                 await outcome
         result = await fn(*args, **kwargs)
         self._note_outcome("injected")

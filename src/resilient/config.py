@@ -22,6 +22,7 @@ policy and holds the explicit kind -> class table), so that this module imports 
 from __future__ import annotations
 
 import difflib
+import importlib
 import os
 import re
 from collections.abc import Iterable, Mapping
@@ -79,16 +80,25 @@ def register_kinds(classes: Iterable[Configurable[Any]]) -> None:
     _KINDS.update((cls.kind, cls) for cls in classes)
 
 
+def _known_kinds() -> dict[str, Configurable[Any]]:
+    """The registered kinds. ``import resilient`` loads lazily, so a policy module can be in
+    use before the registry module that holds the table was imported: load it then (the
+    registry registers its table on import; this module never names a policy)."""
+    if not _KINDS:
+        importlib.import_module("resilient._registry")
+    return _KINDS
+
+
 def policy_classes() -> dict[str, Configurable[Any]]:
     """The configurable policy classes by kind, in the usual pipeline order (outermost
     first)."""
-    return dict(_KINDS)
+    return dict(_known_kinds())
 
 
 def policy_class(kind: str) -> Configurable[Any]:
     """The policy class of ``kind`` (``"breaker"``, ``"retry"``, ...), with a "did you mean"
     when the kind is misspelt."""
-    cls = _KINDS.get(kind) if isinstance(kind, str) else None
+    cls = _known_kinds().get(kind) if isinstance(kind, str) else None
     if cls is None:
         hint = _kind_hint(str(kind))
         raise ValueError(f"unknown policy kind {kind!r}: expected one of {', '.join(_KINDS)}{hint}")

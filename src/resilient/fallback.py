@@ -12,13 +12,10 @@ never replaced by the fallback: the caller asked to stop, not for an answer.
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
-from typing_extensions import ParamSpec
-
-from . import _hot_paths
+from . import _hot_drivers
 from . import _validate as v
 from ._misuse import without_parentheses
 from ._outcomes import NOTE
@@ -136,14 +133,14 @@ class Fallback(Policy):
         if handler is None:
             return self.value
         answer = handler(error)
-        if inspect.isawaitable(answer):
+        if v.isawaitable(answer):
             answer = await answer
         return answer
 
     # -- the per-call path ----------------------------------------------------------------------
     # --- generated from src/resilient/_templates/fallback.tmpl by tools/gen_hotpaths.py ---
-    _async_wrapper = _hot_paths.fallback_async_wrapper
-    _sync_wrapper = _hot_paths.fallback_sync_wrapper
-    _acall = _hot_paths.fallback_acall
-    _call = _hot_paths.fallback_call
+    _async_wrapper = _hot_drivers.fallback_async_wrapper
+    _sync_wrapper = _hot_drivers.fallback_sync_wrapper
+    _acall = _hot_drivers.fallback_acall
+    _call = _hot_drivers.fallback_call
     # --- end of generated code ---

@@ -36,19 +36,17 @@ explicit opt-in there (an ``Idempotency-Key``, or the method added to ``retry_me
 
 from __future__ import annotations
 
-import asyncio
 import contextvars
 import threading
 from collections.abc import Awaitable, Callable
 from contextvars import copy_context
-from typing import Any
-
-from opentelemetry import trace
+from typing import TYPE_CHECKING, Any
 
 from . import _validate as v
 from ._core.hedge import LatencyWindow, parse_percentile
 from ._deadline import current_deadline
 from ._hedging import AsyncRace, ThreadRace, fire
+from ._loop_deadlines import cancelled
 from ._no_retry import NO_RETRY
 from ._policy import Policy
 from ._timers import (
@@ -57,10 +55,14 @@ from ._timers import (
     asyncio_loop,
     asyncio_timers,
     call_later,
+    current_task,
     timer_clock,
 )
 from .telemetry._events import HedgeStarted
 from .telemetry._hub import Listener
+
+if TYPE_CHECKING:
+    import asyncio
 
 __all__ = ["Hedge"]
 
@@ -196,7 +198,7 @@ class Hedge(Policy):
 
     def _hedge_finished(self, winner: int, attempts: int) -> None:
         if self._tel.active_tracer is not None:
-            span = trace.get_current_span()
+            span = self._tel.otel.get_current_span()
             if span.is_recording():
                 if winner:
                     span.set_attribute("resilient.hedge.winner", winner)
@@ -224,7 +226,7 @@ class Hedge(Policy):
         box: list[AsyncRace] = []
         loop = asyncio_loop()
         if loop is not None:
-            task = asyncio.current_task(loop)
+            task = current_task(loop)
             assert task is not None
             timer: Cancellable | None
             if delay is None:
@@ -245,7 +247,7 @@ class Hedge(Policy):
             except BaseException as exc:
                 if timer is not None:
                     timer.cancel()
-                if box and box[0].interrupted and isinstance(exc, asyncio.CancelledError):
+                if box and box[0].interrupted and cancelled(exc):
                     uncancel = getattr(task, "uncancel", None)
                     if uncancel is None or uncancel() == 0:  # only ours: the race goes on
                         return await self._interrupted(box[0], start)

@@ -26,21 +26,24 @@ import math
 import threading
 import weakref
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
-import anyio
-
-from . import _hot_paths
+from . import _hot_load
 from . import _validate as v
 from ._core.rate_limit import ADMITTED, RateLimitCore
 from ._deadline import remaining
-from ._policy import AroundPolicy
-from ._timers import TimerClock, timer_clock
+from ._outcomes import WAIT
+from ._policy import AroundPolicy, Policy
 from ._waiters import TaskWaiter, ThreadWaiter, Waiter
 from .errors import _rate_limited
 from .telemetry._events import RateLimiterQueued
 from .telemetry._hub import STATE, Listener
 from .telemetry._stats import UNLOCKED
+
+if TYPE_CHECKING:
+    from ._state import BucketBackend, BucketLink
+    from ._timers import TimerClock
+    from ._types import Args, AsyncFn, Fn, Kwargs
 
 __all__ = ["RateLimiter"]
 
@@ -48,8 +51,9 @@ _RATE = v.number("rate", above=0)
 _PER = v.duration("per", zero=False)
 _BURST = v.count("burst", optional=True)
 _MAX_WAIT = v.duration("max_wait")
+_STATE = v.state_backend("_bind_bucket")
 _CLOCK = v.clock()
-_OPTIONS = v.Options(_RATE, _PER, _BURST, _MAX_WAIT, v.ON_EVENT, _CLOCK)
+_OPTIONS = v.Options(_RATE, _PER, _BURST, _MAX_WAIT, _STATE, v.ON_EVENT, _CLOCK)
 
 
 class RateLimiter(AroundPolicy):
@@ -69,6 +73,12 @@ class RateLimiter(AroundPolicy):
       vain); callers that wait are admitted strictly first come, first served, threads and
       tasks alike. A caller also never waits past an enclosing ``rs.Timeout`` deadline
       (``rs.remaining()``).
+    * ``state``: ``None`` (this process alone), or a shared state backend such as
+      ``rs.RedisState(...)``: one bucket for the whole fleet, in Redis. Each replica spends
+      tokens from a lease it takes from the fleet (no round trip per call); a caller the fleet
+      has no token for waits (up to ``max_wait``) until the fleet says one is due, in no
+      particular order across replicas. While the backend is unreachable the local bucket
+      decides. See ``docs/scaling.md``.
     * ``clock``: where time comes from (default ``time.monotonic``). A clock with a
       ``call_at(when, callback)`` method, like :class:`resilient.testing.FakeClock`, also
       drives the waiting, so a test waits in simulated time; any other clock is read as
@@ -93,6 +103,7 @@ class RateLimiter(AroundPolicy):
         per: float = 1.0,
         burst: int | None = None,
         max_wait: float = 0.0,
+        state: BucketBackend | None = None,
         on_event: Listener | None = None,
         clock: Callable[[], float] | None = None,
     ) -> None:
@@ -100,6 +111,7 @@ class RateLimiter(AroundPolicy):
         per = _PER(per)
         burst = _BURST(burst)
         max_wait = _MAX_WAIT(max_wait)
+        backend: BucketBackend | None = _STATE(state)
         clock = _CLOCK(clock)
         interval = per / rate
         if not (interval > 0.0 and math.isfinite(interval)):
@@ -112,7 +124,10 @@ class RateLimiter(AroundPolicy):
         self._per = per
         self._max_wait = max_wait
         self._clock = clock
-        self._timers: TimerClock | None = timer_clock(clock)  # a simulated clock drives waits
+        # a simulated clock (``call_at``: ``testing.FakeClock``) drives the waits itself
+        self._timers = (
+            cast("TimerClock", clock) if callable(getattr(clock, "call_at", None)) else None
+        )
         self._lock = threading.Lock()
         # On CPython with a GIL the happy path takes a token without the lock (the core's
         # ``try_acquire`` runs as one step); free-threaded builds always lock.
@@ -126,11 +141,16 @@ class RateLimiter(AroundPolicy):
         self._signalled: set[Waiter] = set()
         self._head: Waiter | None = None
         self._tel.gauge_source("resilient_ratelimiter_tokens", _tokens_reader(self))
+        self._backend = backend
+        self._bucket: BucketLink | None = None
+        if backend is not None:
+            self._bind()
         self._settle(
             rate=rate,
             per=per,
             burst=self._core.burst,
             max_wait=max_wait,
+            state=backend,
             on_event=on_event,
             clock=clock,
         )
@@ -194,13 +214,13 @@ class RateLimiter(AroundPolicy):
 
     # -- admission: the per-call paths ----------------------------------------------------------
     # --- generated from src/resilient/_templates/rate_limiter.tmpl by tools/gen_hotpaths.py ---
-    _async_wrapper = _hot_paths.rate_limiter_async_wrapper
-    _sync_wrapper = _hot_paths.rate_limiter_sync_wrapper
-    _acall = _hot_paths.rate_limiter_acall
-    _call = _hot_paths.rate_limiter_call
-    _aenter = _hot_paths.rate_limiter_aenter
-    _enter = _hot_paths.rate_limiter_enter
-    _enter_nowait = _hot_paths.rate_limiter_enter_nowait
+    _async_wrapper = _hot_load.rate_limiter_async_wrapper
+    _sync_wrapper = _hot_load.rate_limiter_sync_wrapper
+    _acall = _hot_load.rate_limiter_acall
+    _call = _hot_load.rate_limiter_call
+    _aenter = _hot_load.rate_limiter_aenter
+    _enter = _hot_load.rate_limiter_enter
+    _enter_nowait = _hot_load.rate_limiter_enter_nowait
     # --- end of generated code ---
 
     def _exit(self, permit: Any, error: BaseException | None, result: Any) -> None:
@@ -243,6 +263,8 @@ class RateLimiter(AroundPolicy):
         max_wait = self._wait_allowed()
         if max_wait <= 0.0:
             return self._take_or_reject(now)
+        import anyio  # loaded with the first task that waits (``import resilient`` stays light)
+
         waiter = TaskWaiter()
         deadline = self._arrive(waiter, max_wait)
         if deadline is None:
@@ -406,6 +428,102 @@ class RateLimiter(AroundPolicy):
             tel.rejected("rate_limited", retry_after)
         return _rate_limited(self._id, self.name, retry_after)
 
+    # -- shared state (``state=``) ---------------------------------------------------------------
+    def _bind(self) -> None:
+        """Join the fleet's bucket. The per-call paths of a local limiter stay exactly what
+        they are: a shared one gets the generic wrappers and its own entry points as instance
+        attributes (the fleet answers every call, from a lease)."""
+        backend = self._backend
+        assert backend is not None
+        core = self._core
+        self._bucket = backend._bind_bucket(self.name, self._rate, self._per, core.burst)
+        self._tel.gauge_source("resilient_state_backend_up", _backend_up_reader(backend))
+        self._sync_wrapper = Policy._sync_wrapper.__get__(self)  # type: ignore[method-assign]
+        self._async_wrapper = AroundPolicy._async_wrapper.__get__(self)  # type: ignore[method-assign]
+        self._call = self._shared_call  # type: ignore[method-assign]
+        self._acall = self._shared_acall  # type: ignore[method-assign]
+        self._enter = self._shared_enter  # type: ignore[method-assign]
+        self._aenter = self._shared_aenter  # type: ignore[method-assign]
+        self._enter_nowait = self._shared_enter_nowait  # type: ignore[method-assign]
+
+    def _renamed(self) -> None:
+        if self._backend is not None:  # the fleet's bucket is kept under the limiter's name
+            core = self._core
+            self._bucket = self._backend._bind_bucket(self.name, self._rate, self._per, core.burst)
+
+    def _shared_wait(self, started: float) -> float | None:
+        """Ask the fleet for a token: ``None`` (it is this caller's, or the backend is down
+        and the local bucket gave one), else the seconds to wait before asking again. Raises
+        ``RateLimitedError`` when the fleet's next token comes later than this caller may
+        wait."""
+        assert self._bucket is not None
+        answer = self._bucket.take()
+        if answer is None:  # the backend is unreachable: the local bucket decides
+            now = self._clock()
+            with self._lock:
+                wait = self._core.take(now)
+                self._dispatch(now)
+            if wait == ADMITTED:
+                return None
+            retry_after = wait
+        else:
+            granted, retry_after = answer
+            if granted:
+                return None
+        spent = self._clock() - started
+        if spent + retry_after > self._wait_allowed() + 1e-9:
+            raise self._reject(retry_after)
+        return retry_after
+
+    def _shared_enter(self) -> None:
+        started = self._clock()
+        while True:
+            wait = self._shared_wait(started)
+            if wait is None:
+                return None
+            timers = self._timers
+            if timers is None:
+                import time
+
+                time.sleep(wait)
+            else:  # a simulated clock: wait until it reaches the moment
+                waiter = ThreadWaiter()
+                timer = timers.call_at(self._clock() + wait, waiter.wake)
+                try:
+                    waiter.wait(None)
+                finally:
+                    timer.cancel()
+
+    async def _shared_aenter(self) -> None:
+        import anyio
+
+        started = self._clock()
+        while True:
+            wait = self._shared_wait(started)
+            if wait is None:
+                return None
+            timers = self._timers
+            if timers is None:
+                await anyio.sleep(wait)
+            else:
+                waiter = TaskWaiter()
+                timer = timers.call_at(self._clock() + wait, waiter.wake)
+                try:
+                    await waiter.event.wait()
+                finally:
+                    timer.cancel()
+
+    def _shared_enter_nowait(self) -> Any:
+        return WAIT  # the fleet's answer may take a wait: always through ``_aenter``
+
+    def _shared_call(self, fn: Fn, args: Args, kwargs: Kwargs) -> Any:
+        self._shared_enter()
+        return fn(*args, **kwargs)
+
+    async def _shared_acall(self, fn: AsyncFn, args: Args, kwargs: Kwargs) -> Any:
+        await self._shared_aenter()
+        return await fn(*args, **kwargs)
+
     # -- health --------------------------------------------------------------------------------
     def _health(self) -> dict[str, Any]:
         return {
@@ -416,6 +534,17 @@ class RateLimiter(AroundPolicy):
             "max_wait": self._max_wait,
             "queued": self.queued,
         }
+
+
+def _backend_up_reader(backend: object) -> Callable[[], float]:
+    """``resilient_state_backend_up``: 1 while the shared backend answers, else 0."""
+    ref = weakref.ref(backend)
+
+    def read() -> float:
+        live = ref()
+        return 1.0 if live is not None and getattr(live, "connected", True) else 0.0
+
+    return read
 
 
 def _tokens_reader(limiter: RateLimiter) -> Callable[[], float]:

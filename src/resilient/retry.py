@@ -27,17 +27,13 @@ measure ``max_delay`` with the real clock and re-raise through ``concurrent.futu
 
 from __future__ import annotations
 
-import inspect
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from tenacity import RetryCallState, Retrying, stop_after_attempt
-
-from . import _hot_paths, _sleeping
+from . import _hot_drivers, _sleeping
 from . import _validate as v
 from ._policy import Policy
-from ._retry_state import RetryRun
 from ._types import Exc, ExcType, Fn, Tb
 from ._validate import is_async_callable
 from .errors import PolicyRejectedError
@@ -45,9 +41,14 @@ from .retry_budget import RetryBudget
 from .telemetry._hub import Listener
 from .waits import wait_exponential, wait_fixed
 
+if TYPE_CHECKING:
+    from tenacity import RetryCallState, Retrying
+
+    from ._retry_state import RetryRun
+
 __all__ = ["DEFAULT_WAIT", "RETRY_ON", "Attempt", "AttemptIterator", "Retry", "WaitStrategy"]
 
-WaitStrategy = Callable[[RetryCallState], float]
+WaitStrategy = Callable[["RetryCallState"], float]
 """Anything tenacity accepts as ``wait``: a callable from the retry state to seconds."""
 
 
@@ -153,10 +154,7 @@ class Retry(Policy):
         """The wait strategy (a tenacity-compatible callable)."""
         self.max_delay: float | None = max_delay
         """Seconds one call may take in total, or ``None``."""
-        self._stop = stop_after_attempt(attempts)
-        # Configuration only (tenacity's RetryCallState needs a controller to point at); the
-        # per-call state is a fresh RetryCallState built inside each failing call.
-        self._controller = Retrying(stop=self._stop, wait=strategy, reraise=True, name=self.name)
+        self._tenacity: Retrying | None = None
         self._settle(
             attempts=attempts,
             wait=strategy,
@@ -168,6 +166,22 @@ class Retry(Policy):
             on_event=on_event,
             clock=clock,
         )
+
+    @property
+    def _controller(self) -> Retrying:
+        """tenacity's configuration object, which every ``RetryCallState`` points at: built
+        with the first retry (tenacity is imported then, not with the package)."""
+        controller = self._tenacity
+        if controller is None:
+            from tenacity import Retrying, stop_after_attempt
+
+            controller = self._tenacity = Retrying(
+                stop=stop_after_attempt(self.max_attempts),
+                wait=self.wait,
+                reraise=True,
+                name=self.name,
+            )
+        return controller
 
     def __repr__(self) -> str:
         budget = "" if self._budget is None else f" budget={self._budget.name!r}"
@@ -214,15 +228,15 @@ class Retry(Policy):
             await _sleeping.async_sleep(delay)
             return
         outcome = sleep(delay)
-        if inspect.isawaitable(outcome):
+        if v.isawaitable(outcome):
             await outcome
 
     # -- the per-call loop ----------------------------------------------------------------------
     # --- generated from src/resilient/_templates/retry.tmpl by tools/gen_hotpaths.py ---
-    _async_wrapper = _hot_paths.retry_async_wrapper
-    _sync_wrapper = _hot_paths.retry_sync_wrapper
-    _acall = _hot_paths.retry_acall
-    _call = _hot_paths.retry_call
+    _async_wrapper = _hot_drivers.retry_async_wrapper
+    _sync_wrapper = _hot_drivers.retry_sync_wrapper
+    _acall = _hot_drivers.retry_acall
+    _call = _hot_drivers.retry_call
     # --- end of generated code ---
 
     # -- inline blocks -------------------------------------------------------------------------
@@ -285,7 +299,7 @@ class Attempt:
             self._retry_result = False
             return
         verdict = pred(value)
-        if inspect.isawaitable(verdict):
+        if v.isawaitable(verdict):
             verdict = await verdict
         self._retry_result = bool(verdict)
 
@@ -336,6 +350,8 @@ class AttemptIterator:
             self._done = True
             return None
         if self._run is None:
+            from ._retry_state import RetryRun  # tenacity: imported with the first retry
+
             self._run = RetryRun(self._policy, None, (), {}, self._start)
         error, result = current._error, current._result
         current._error = None  # the iterator no longer needs it; don't keep tracebacks alive

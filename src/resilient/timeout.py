@@ -34,8 +34,6 @@ from __future__ import annotations
 import contextvars
 import sys
 import time
-from asyncio import CancelledError
-from asyncio.events import _get_running_loop
 from contextvars import ContextVar, Token
 from time import monotonic
 from typing import Any, Literal
@@ -185,17 +183,14 @@ class Timeout(Policy):
         seconds = self._seconds
         _, token = enter_deadline(seconds)
         try:
-            loop = _get_running_loop()
+            loop = _deadlines.running_loop()
             if loop is not None and _deadlines.AVAILABLE:
                 entry = _deadlines.enter(loop, seconds)
                 try:
                     result = await fn(*args, **kwargs)
-                except CancelledError as exc:
-                    if _deadlines.leave(loop, entry, seconds):
+                except BaseException as exc:
+                    if _deadlines.leave(loop, entry, seconds) and _deadlines.cancelled(exc):
                         raise self._expired(exc) from exc
-                    raise
-                except BaseException:
-                    _deadlines.leave(loop, entry, seconds)
                     raise
                 _deadlines.leave(loop, entry, seconds)
                 return result
@@ -231,7 +226,7 @@ class Timeout(Policy):
         seconds = self._seconds
         _, token = enter_deadline(seconds)
         try:
-            loop = _get_running_loop()
+            loop = _deadlines.running_loop()
             if loop is not None and _deadlines.AVAILABLE:
                 frame: Any = (loop, _deadlines.enter(loop, seconds))
             else:
@@ -249,7 +244,7 @@ class Timeout(Policy):
             if isinstance(frame, tuple):
                 loop, entry = frame
                 ours = _deadlines.leave(loop, entry, self._seconds)
-                if ours and isinstance(exc, CancelledError):
+                if ours and _deadlines.cancelled(exc):
                     raise self._expired(exc) from exc
                 return False
             swallowed = bool(frame.__exit__(exc_type, exc, tb))

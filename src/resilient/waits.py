@@ -1,9 +1,10 @@
 """Ready-made wait strategies for :class:`resilient.Retry` (and for tenacity itself).
 
-Every strategy is a ``tenacity.wait.wait_base``: a callable taking a
-``tenacity.RetryCallState`` and returning the seconds to wait before the next attempt. So they
-plug into ``Retry(wait=...)``, into a plain ``tenacity.Retrying(wait=...)``, and combine with
-tenacity's own strategies using ``+``.
+Every strategy is a :class:`WaitBase`: a callable taking a ``tenacity.RetryCallState`` and
+returning the seconds to wait before the next attempt, which is all tenacity asks of a wait. So
+they plug into ``Retry(wait=...)``, into a plain ``tenacity.Retrying(wait=...)``, and combine
+with each other and with tenacity's own strategies using ``+`` (and ``sum``). This module does
+not import tenacity: ``import resilient`` and building policies stay cheap.
 
 ``n`` below is ``retry_state.attempt_number``: the number of the attempt that just failed
 (1 before the first retry).
@@ -29,16 +30,15 @@ one strategy object can serve any number of concurrent calls.
 from __future__ import annotations
 
 import random
-from typing import TYPE_CHECKING, Literal
-
-from tenacity.wait import wait_base
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Literal
 
 from . import _validate as v
 
 if TYPE_CHECKING:
     from tenacity import RetryCallState
 
-__all__ = ["Jitter", "wait_exponential", "wait_fixed", "wait_linear"]
+__all__ = ["Jitter", "WaitBase", "wait_exponential", "wait_fixed", "wait_linear"]
 
 Jitter = Literal["full", "equal", "decorrelated"]
 
@@ -54,7 +54,38 @@ _JITTER = v.choice("jitter", ("full", "equal", "decorrelated"))
 _RNG = v.random_generator()
 
 
-class _FixedWait(wait_base):
+class WaitBase:
+    """Base of the strategies here: ``strategy(retry_state) -> seconds``, combinable with
+    ``+`` (the delays add up), like tenacity's ``wait_base``."""
+
+    def __call__(self, retry_state: RetryCallState) -> float:
+        raise NotImplementedError  # pragma: no cover - every strategy overrides it
+
+    def __add__(self, other: Callable[[RetryCallState], float]) -> WaitBase:
+        return _SumWait((self, other))
+
+    def __radd__(self, other: object) -> Any:
+        if other == 0:  # sum() starts from 0
+            return self
+        if callable(other):
+            return _SumWait((other, self))
+        return NotImplemented
+
+
+class _SumWait(WaitBase):
+    """The sum of several strategies' delays."""
+
+    def __init__(self, parts: tuple[Callable[[RetryCallState], float], ...]) -> None:
+        self.parts = parts
+
+    def __call__(self, retry_state: RetryCallState) -> float:
+        return float(sum(part(retry_state) for part in self.parts))
+
+    def __repr__(self) -> str:
+        return " + ".join(repr(part) for part in self.parts)
+
+
+class _FixedWait(WaitBase):
     """Always ``seconds``."""
 
     def __init__(self, seconds: float) -> None:
@@ -67,7 +98,7 @@ class _FixedWait(wait_base):
         return f"wait_fixed({self.seconds:g})"
 
 
-class _LinearWait(wait_base):
+class _LinearWait(WaitBase):
     """``min(max, start + step * (n - 1))``."""
 
     def __init__(self, start: float, step: float, maximum: float) -> None:
@@ -83,7 +114,7 @@ class _LinearWait(wait_base):
         return f"wait_linear(start={self.start:g}, step={self.step:g}, max={self.max:g})"
 
 
-class _ExponentialWait(wait_base):
+class _ExponentialWait(WaitBase):
     """Capped exponential backoff with an optional jitter shape (see the module docstring)."""
 
     def __init__(
@@ -131,7 +162,7 @@ class _ExponentialWait(wait_base):
         )
 
 
-def wait_fixed(seconds: float) -> wait_base:
+def wait_fixed(seconds: float) -> WaitBase:
     """Wait ``seconds`` before every retry.
 
     For a dependency with a known recovery time (a lock held for a fixed lease, a rate limit
@@ -140,7 +171,7 @@ def wait_fixed(seconds: float) -> wait_base:
     return _FixedWait(_SECONDS(seconds))
 
 
-def wait_linear(start: float = 0.1, step: float = 0.1, max: float = 10.0) -> wait_base:
+def wait_linear(start: float = 0.1, step: float = 0.1, max: float = 10.0) -> WaitBase:
     """Wait ``start``, then ``start + step``, ``start + 2 * step``, ... never more than ``max``.
 
     Gentler than exponential backoff when failures are short blips, still backing off a little
@@ -161,7 +192,7 @@ def wait_exponential(
     *,
     jitter: Jitter | None = "full",
     rng: random.Random | None = None,
-) -> wait_base:
+) -> WaitBase:
     """Exponential backoff from ``initial`` seconds, times ``multiplier`` per retry, capped at
     ``max``, with ``jitter`` ("full", "equal", "decorrelated" or ``None``).
 

@@ -273,6 +273,13 @@ class BreakerCore:
         """Expire window contents that are older than the window at ``now``."""
         self.window.refresh(now)
 
+    def totals(self, now: float) -> tuple[float, float, float]:
+        """``(calls, failures, slow_calls)`` in the window at ``now`` (what the rates are
+        computed from; a shared core answers with the fleet's window)."""
+        window = self.window
+        window.refresh(now)
+        return window.calls, window.failures, window.slow_calls
+
     def set_state(self, state: BreakerState, now: float) -> None:
         """Manual control: move to ``state`` (no-op when already there)."""
         if state is not self.state:

@@ -84,8 +84,9 @@ class MetricSpec:
     ``name`` is the name queries use: counters end in ``_total`` (prometheus-client appends
     it; :attr:`family` is the name to give it), histograms are queried through
     ``<name>_bucket``/``_sum``/``_count``. ``labels`` are in the order exporters pass values.
-    ``policies`` are the policy kinds (``Policy.kind``; ``"saga"`` for sagas) whose instances
-    export the family. ``values`` pairs a label with its closed set of values where consumers
+    ``policies`` are the policy kinds (``Policy.kind``; ``"saga"`` for sagas,
+    ``"state_backend"`` for any policy given a shared ``state=``) whose instances export the
+    family. ``values`` pairs a label with its closed set of values where consumers
     need it (the dashboard maps breaker states to colours), in a stable order.
     """
 
@@ -200,6 +201,14 @@ CATALOG: tuple[MetricSpec, ...] = (
         "Calls a policy refused without running them, by reason "
         "(for a retry: retries its budget refused).",
         ("breaker", "bulkhead", "adaptive_bulkhead", "rate_limiter", "retry"),
+    ),
+    MetricSpec(
+        "resilient_state_backend_up",
+        "gauge",
+        ("name",),
+        "1 while the policy's shared state backend (rs.RedisState) answers, 0 while the policy "
+        "runs on local state because it does not.",
+        ("state_backend",),
     ),
     MetricSpec(
         "resilient_saga_total",

@@ -11,13 +11,14 @@ global provider on every counted call (there is no notification when an SDK is i
 
 from __future__ import annotations
 
-import importlib.abc
-import importlib.machinery
 import sys
 import threading
 from collections.abc import Callable, Sequence
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
+
+if TYPE_CHECKING:
+    import importlib.machinery
 
 __all__ = ["ABSENT", "api", "watch_import"]
 
@@ -70,11 +71,13 @@ def api() -> Any:
     return ABSENT  # still being imported (another thread): ask again on the next refresh
 
 
-class _ImportWatch(importlib.abc.MetaPathFinder):
+class _ImportWatch:
     """Calls ``callback`` once ``opentelemetry.trace`` has been imported, then retires.
 
     It finds the module the way the import system would (asking the finders after it) and
-    wraps the loader, so the callback runs when the module is complete."""
+    wraps the loader, so the callback runs when the module is complete. (A meta path finder
+    is anything with ``find_spec``: not subclassing ``importlib.abc`` keeps that module, and
+    the ``importlib.resources`` it loads, out of ``import resilient``.)"""
 
     def __init__(self, callback: Callable[[], None]) -> None:
         self._callback = callback
@@ -94,18 +97,19 @@ class _ImportWatch(importlib.abc.MetaPathFinder):
                 find(fullname, path, target) if find is not None else None
             )
             if spec is not None and spec.loader is not None:
-                spec.loader = _NotifyingLoader(spec.loader, self._callback)
+                spec.loader = cast(Any, _NotifyingLoader(spec.loader, self._callback))
                 return spec
         return None
 
 
-class _NotifyingLoader(importlib.abc.Loader):
-    def __init__(self, loader: importlib.abc.Loader, callback: Callable[[], None]) -> None:
+class _NotifyingLoader:
+    def __init__(self, loader: Any, callback: Callable[[], None]) -> None:
         self._loader = loader
         self._callback = callback
 
     def create_module(self, spec: importlib.machinery.ModuleSpec) -> ModuleType | None:
-        return self._loader.create_module(spec)
+        module: ModuleType | None = self._loader.create_module(spec)
+        return module
 
     def exec_module(self, module: ModuleType) -> None:
         try:
