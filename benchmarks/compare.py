@@ -301,6 +301,21 @@ def _retry_case(mode: str, case: str, expect_calls: int) -> _Build:
 
     b.add("bare call (hand-written loop)", "bare", "bare", bare)
     b.add_resilient("Retry", lambda: rs.Retry(attempts=3, wait=0, on=Boom)(fn(c)))
+    if _has("RetryBudget") and case == "happy path":
+        # the same retry with a budget, timed in the same rounds: what a budget adds to a call
+        # that succeeds (a deposit). Not with failures: a budget refuses a retry for every call
+        # by design, which would end those calls with the error.
+        for label, prepare in (
+            ("resilient Retry + RetryBudget (defaults)", _tel_defaults),
+            ("resilient Retry + RetryBudget (telemetry off)", _tel_off),
+        ):
+            b.add(
+                label,
+                "resilient",
+                "reference",
+                lambda: rs.Retry(attempts=3, wait=0, on=Boom, budget=rs.RetryBudget())(fn(c)),
+                prepare=prepare,
+            )
 
     def tenacity_() -> Any:
         import tenacity
@@ -908,9 +923,11 @@ def _ratelimit_case(mode: str, case: str) -> _Build:
 
     def limits_(strategy: str) -> Callable[[], Any]:
         def make() -> Any:
-            from limits import RateLimitItemPerHour, RateLimitItemPerSecond
+            from limits import RateLimitItemPerSecond, RateLimitItemPerYear
 
-            item = RateLimitItemPerSecond(HUGE_RATE) if happy else RateLimitItemPerHour(1)
+            # one a year: a window aligned to the hour would reset (and admit) if the run
+            # crossed the hour
+            item = RateLimitItemPerSecond(HUGE_RATE) if happy else RateLimitItemPerYear(1)
             if sync:
                 from limits import storage, strategies
 

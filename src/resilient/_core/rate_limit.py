@@ -113,7 +113,13 @@ class RateLimitCore(Generic[W]):
     def due_in(self, now: float) -> float:
         """Seconds from ``now`` until a caller arriving now would get a token: after every
         queued waiter has had one (0 when one is available to it at once)."""
-        wait = self.next_due(now) + len(self._waiting) * self.interval
+        # ``next_due`` inlined: a refused caller's hint is on the rejection path of every call
+        # a saturated limiter turns away
+        full_at = self.full_at if self.full_at > now else now
+        wait = full_at - now - self._limit + self._eps
+        if wait < 0.0:
+            wait = 0.0
+        wait += len(self._waiting) * self.interval
         return 0.0 if wait <= self._eps else wait
 
     # -- the hot operation ------------------------------------------------------------------
