@@ -161,3 +161,15 @@ def test_fleet_reports_the_shared_breaker_beside_the_local_one(tmp_path: Path) -
     assert "Redis PING round trip" in stdout
     for labels in rows.values():
         assert {r["label"] for r in labels} == {"bare call", "local breaker", "RedisState breaker"}
+
+
+def test_tracing_reports_sampled_and_unsampled_costs(tmp_path: Path) -> None:
+    out = tmp_path / "tracing.json"
+    stdout = _run("tracing.py", "--json", str(out))
+    assert "| policy (sync) |" in stdout and "| policy (async) |" in stdout
+    data = json.loads(out.read_text(encoding="utf-8"))["ns_per_call"]
+    for kind in ("sync", "async"):
+        for policy in ("CircuitBreaker", "Bulkhead", "Retry", "Fallback", "Timeout"):
+            row = data[kind][policy]
+            assert set(row) == {"metrics only", "unsampled request", "root, 1% sampler", "sampled"}
+            assert all(ns > 0 for ns in row.values())

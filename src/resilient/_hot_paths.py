@@ -159,7 +159,7 @@ async def policy_aexecute(self: PolicySelf, fn: AsyncFn, args: Args, kwargs: Kwa
     if tel.gen != STATE.generation or tel.otel._TRACER_PROVIDER is not tel.otel_global:
         tel.refresh()
     tracer = tel.active_tracer
-    if tracer is not None:
+    if tracer is not None and tel.spans_now():
         return await self._aexecute_traced(tracer, fn, args, kwargs)
     if not tel.observing:
         return await self._acall(fn, args, kwargs)
@@ -189,7 +189,7 @@ def policy_execute(self: PolicySelf, fn: Fn, args: Args, kwargs: Kwargs) -> Any:
     if tel.gen != STATE.generation or tel.otel._TRACER_PROVIDER is not tel.otel_global:
         tel.refresh()
     tracer = tel.active_tracer
-    if tracer is not None:
+    if tracer is not None and tel.spans_now():
         return self._execute_traced(tracer, fn, args, kwargs)
     if not tel.observing:
         return self._call(fn, args, kwargs)
@@ -218,12 +218,9 @@ async def policy_aexecute_traced(
     self: PolicySelf, tracer: Tracer, fn: AsyncFn, args: Args, kwargs: Kwargs
 ) -> Any:
     tel = self._tel
-    with tracer.start_as_current_span(
-        tel.span_name,
-        attributes=tel.span_attributes,
-        record_exception=False,
-        set_status_on_exception=False,
-    ) as span:
+    span = tracer.start_span(tel.span_name, attributes=tel.span_attributes)
+    token = tel.attach(tel.otel.set_span_in_context(span))
+    try:
         notes = self._notes_outcome
         before = NOTE.get() if notes else None
         start = perf_counter()
@@ -235,18 +232,18 @@ async def policy_aexecute_traced(
         duration = perf_counter() - start
         tel.record_call(self._noted(before) if notes else "success", duration, None, span)
         return result
+    finally:
+        tel.detach(token)
+        span.end()
 
 
 def policy_execute_traced(
     self: PolicySelf, tracer: Tracer, fn: Fn, args: Args, kwargs: Kwargs
 ) -> Any:
     tel = self._tel
-    with tracer.start_as_current_span(
-        tel.span_name,
-        attributes=tel.span_attributes,
-        record_exception=False,
-        set_status_on_exception=False,
-    ) as span:
+    span = tracer.start_span(tel.span_name, attributes=tel.span_attributes)
+    token = tel.attach(tel.otel.set_span_in_context(span))
+    try:
         notes = self._notes_outcome
         before = NOTE.get() if notes else None
         start = perf_counter()
@@ -258,6 +255,9 @@ def policy_execute_traced(
         duration = perf_counter() - start
         tel.record_call(self._noted(before) if notes else "success", duration, None, span)
         return result
+    finally:
+        tel.detach(token)
+        span.end()
 
 
 def around_async_wrapper(self: AroundSelf, fn: AsyncFn) -> Fn:

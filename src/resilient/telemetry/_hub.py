@@ -239,7 +239,9 @@ class PolicyTelemetry:
         "_tracer",
         "_tracer_provider",
         "active_tracer",
+        "attach",
         "counts_calls",
+        "detach",
         "detail",
         "gen",
         "kind",
@@ -254,6 +256,7 @@ class PolicyTelemetry:
         "plain",
         "plain_gen",
         "quiet",
+        "skips_unsampled",
         "span_attributes",
         "span_name",
         "stats",
@@ -339,6 +342,7 @@ class PolicyTelemetry:
         )
         self.otel = _otel.api()
         self.otel_global = self.otel._TRACER_PROVIDER
+        self.skips_unsampled = False
         self._tracer: Tracer | None = self._resolve_tracer() if self.tracing else None
         self.active_tracer = self._tracer
         if self._families is not None:
@@ -365,6 +369,7 @@ class PolicyTelemetry:
         )
 
     def _resolve_tracer(self) -> Tracer | None:
+        self.skips_unsampled = False
         provider = self._tracer_provider
         if provider is None:
             if self.otel_global is None:
@@ -373,6 +378,11 @@ class PolicyTelemetry:
             provider = trace.get_tracer_provider()
             if isinstance(provider, trace.ProxyTracerProvider):
                 return None
+        self.skips_unsampled = _otel.drops_unsampled_children(provider)
+        from opentelemetry import context  # loaded with the API: a provider exists
+
+        self.attach: Callable[[Any], object] = context.attach
+        self.detach: Callable[[Any], None] = context.detach
         return provider.get_tracer(_INSTRUMENTATION)
 
     def current(self) -> None:
@@ -381,6 +391,15 @@ class PolicyTelemetry:
             self.refresh()
 
     # -- tracing -----------------------------------------------------------------------------
+    def spans_now(self) -> bool:
+        """Whether a call starting now should open a span (asked only with a tracer).
+
+        Not inside a request that was not sampled, when the sampler is parent based: such a
+        span would never be recorded, and opening one (ids, a sampling decision, a context
+        switch) is most of what tracing costs. The parent's context still reaches downstream
+        calls, so their spans stay unsampled too."""
+        return not (self.skips_unsampled and _otel.inside_unsampled_span(self.otel))
+
     def tracer(self) -> Tracer | None:
         """The tracer to use now, or ``None`` when spans would go nowhere (no SDK)."""
         self.current()
@@ -512,9 +531,12 @@ class PolicyTelemetry:
 
     def wants_detail(self) -> bool:
         """True when a listener or a span would see a per-call event that no metric needs
-        (``BulkheadAdmitted``): skip building those on the happy path otherwise."""
+        (``BulkheadAdmitted``): skip building those on the happy path otherwise (a span that
+        is not recording, in a trace that is not sampled, sees nothing)."""
         self.current()
-        return self.detail
+        if self.listeners:
+            return True
+        return self._tracer is not None and self.otel.get_current_span().is_recording()
 
 
 def _event_name(event: Event) -> str:

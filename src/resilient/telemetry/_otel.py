@@ -141,3 +141,42 @@ def watch_import(callback: Callable[[], None]) -> None:
         if _watch is None:
             _watch = _ImportWatch(callback)
             sys.meta_path.insert(0, _watch)
+
+
+def drops_unsampled_children(provider: object) -> bool:
+    """Whether ``provider``'s sampler drops every span whose parent was not sampled.
+
+    That is the production set-up (``ParentBased(TraceIdRatioBased(r))``, the SDK's default
+    shape): a request the server's instrumentation did not sample is not sampled anywhere
+    below it. A policy running inside such a request may then skip opening its own span: the
+    span would not be recorded, and the context downstream calls propagate (trace id, the
+    not-sampled flag) is the parent's either way. Asked of the sampler itself through its
+    public ``should_sample``, for local and remote parents and trace ids across the range, so
+    a sampler that would record such a child (``ALWAYS_ON``, a bare ratio sampler) keeps
+    every span. Anything unexpected answers ``False``: spans are kept."""
+    should_sample = getattr(getattr(provider, "sampler", None), "should_sample", None)
+    trace = api()
+    if should_sample is None or trace is ABSENT:
+        return False
+    try:
+        for remote in (False, True):
+            for trace_id in (1, 1 << 64, (1 << 128) - 1):
+                parent = trace.NonRecordingSpan(
+                    trace.SpanContext(
+                        trace_id, 1, is_remote=remote, trace_flags=trace.TraceFlags(0)
+                    )
+                )
+                context = trace.set_span_in_context(parent)
+                decision = should_sample(context, trace_id, "resilient.probe").decision
+                if decision.is_recording() or decision.is_sampled():
+                    return False
+    except Exception:  # a sampler we do not understand: keep its spans
+        return False
+    return True
+
+
+def inside_unsampled_span(trace: Any) -> bool:
+    """True when the current span belongs to a trace that is not being sampled (a remote
+    parent that was sampled is not recording here, but its flag says sampled)."""
+    context = trace.get_current_span().get_span_context()
+    return context.is_valid and not context.trace_flags.sampled
