@@ -311,7 +311,7 @@ def _retry_case(mode: str, case: str, expect_calls: int) -> _Build:
         ):
             b.add(
                 label,
-                "resilient",
+                "resilient (for scale)",
                 "reference",
                 lambda: rs.Retry(attempts=3, wait=0, on=Boom, budget=rs.RetryBudget())(fn(c)),
                 prepare=prepare,
@@ -896,7 +896,7 @@ def _ratelimit_case(mode: str, case: str) -> _Build:
         ):
             b.add(
                 label,
-                "resilient",
+                "resilient (for scale)",
                 "reference",
                 lambda: rs.Bulkhead(max_concurrent=LIMIT)(ok(c)),
                 prepare=prepare,
