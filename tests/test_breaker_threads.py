@@ -83,6 +83,35 @@ def test_every_outcome_is_recorded_exactly_once() -> None:
     assert (metrics.calls, metrics.failures) == (total, total // 10)
 
 
+def test_lock_free_successes_keep_the_window_consistent() -> None:
+    """A full ring of successes is where successes skip the lock (they only rotate it):
+    with eight threads racing failures through the locked path, the totals must still equal
+    the ring's contents, and the ring must still move."""
+    size = 50
+    b = rs.CircuitBreaker(
+        "lock-free", window_size=size, minimum_calls=size, failure_rate_threshold=1.0
+    )
+
+    def call(i: int) -> None:
+        if i % 7 == 0:
+            raise Boom(i)
+
+    def work(index: int) -> None:
+        for i in range(CALLS // 4):
+            with contextlib.suppress(Boom):
+                b.call(call, i + index)
+
+    run_threads(work)
+    slots = list(b._core.window.slots)  # type: ignore[attr-defined]
+    metrics = b.metrics
+    assert metrics.state is rs.BreakerState.CLOSED
+    assert metrics.calls == size == len(slots)
+    assert metrics.failures == sum(slot & 1 for slot in slots) > 0
+    for _ in range(size):  # one lap of successes replaces every outcome in the ring
+        b.call(lambda: None)
+    assert (b.metrics.calls, b.metrics.failures) == (size, 0)
+
+
 def test_half_open_never_runs_more_trials_than_allowed() -> None:
     """Round after round, all threads race for the trial slots of one half-open period while
     the admitted trials are held inside the breaker: exactly ``limit`` get in, every other

@@ -327,7 +327,6 @@ def breaker_async_wrapper(self: BreakerSelf, fn: AsyncFn) -> Fn:
     tel = self._tel
     core = self._core
     clock = self._clock
-    lock = self._lock
 
     async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
         stats = None
@@ -363,14 +362,10 @@ def breaker_async_wrapper(self: BreakerSelf, fn: AsyncFn) -> Fn:
                 raise
             if self._record_result is not None:
                 self._exit(permit, None, result)
-            elif permit[0] >= 0:  # not admitted while DISABLED
-                lock.acquire()  # not ``with``: on CPython 3.11 that costs twice as much
-                try:
-                    done = core.succeed_fast(permit[0])
-                finally:
-                    lock.release()
-                if not done:
-                    self._complete(permit, SUCCESS, None)
+            elif permit[0] >= 0 and not core.succeed_fast(
+                permit[0]
+            ):  # lock-free; not while DISABLED
+                self._complete(permit, SUCCESS, None)
         except BaseException as exc:
             if stats is not None:
                 stats.record(self._outcome_for(exc), perf_counter() - start)
@@ -391,7 +386,6 @@ def breaker_sync_wrapper(self: BreakerSelf, fn: Fn) -> Fn:
     tel = self._tel
     core = self._core
     clock = self._clock
-    lock = self._lock
 
     def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
         stats = None
@@ -427,14 +421,10 @@ def breaker_sync_wrapper(self: BreakerSelf, fn: Fn) -> Fn:
                 raise
             if self._record_result is not None:
                 self._exit(permit, None, result)
-            elif permit[0] >= 0:  # not admitted while DISABLED
-                lock.acquire()  # not ``with``: on CPython 3.11 that costs twice as much
-                try:
-                    done = core.succeed_fast(permit[0])
-                finally:
-                    lock.release()
-                if not done:
-                    self._complete(permit, SUCCESS, None)
+            elif permit[0] >= 0 and not core.succeed_fast(
+                permit[0]
+            ):  # lock-free; not while DISABLED
+                self._complete(permit, SUCCESS, None)
         except BaseException as exc:
             if stats is not None:
                 stats.record(self._outcome_for(exc), perf_counter() - start)
@@ -454,7 +444,6 @@ def breaker_sync_wrapper(self: BreakerSelf, fn: Fn) -> Fn:
 async def breaker_acall(self: BreakerSelf, fn: AsyncFn, args: Args, kwargs: Kwargs) -> Any:
     core = self._core
     clock = self._clock
-    lock = self._lock
     cgen = core.gen  # read before the state: a racing transition can only make it stale
     state = core.state
     if state is _CLOSED:
@@ -475,21 +464,14 @@ async def breaker_acall(self: BreakerSelf, fn: AsyncFn, args: Args, kwargs: Kwar
         raise
     if self._record_result is not None:
         self._exit(permit, None, result)
-    elif permit[0] >= 0:  # not admitted while DISABLED
-        lock.acquire()  # not ``with``: on CPython 3.11 that costs twice as much
-        try:
-            done = core.succeed_fast(permit[0])
-        finally:
-            lock.release()
-        if not done:
-            self._complete(permit, SUCCESS, None)
+    elif permit[0] >= 0 and not core.succeed_fast(permit[0]):  # lock-free; not while DISABLED
+        self._complete(permit, SUCCESS, None)
     return result
 
 
 def breaker_call(self: BreakerSelf, fn: Fn, args: Args, kwargs: Kwargs) -> Any:
     core = self._core
     clock = self._clock
-    lock = self._lock
     cgen = core.gen  # read before the state: a racing transition can only make it stale
     state = core.state
     if state is _CLOSED:
@@ -510,14 +492,8 @@ def breaker_call(self: BreakerSelf, fn: Fn, args: Args, kwargs: Kwargs) -> Any:
         raise
     if self._record_result is not None:
         self._exit(permit, None, result)
-    elif permit[0] >= 0:  # not admitted while DISABLED
-        lock.acquire()  # not ``with``: on CPython 3.11 that costs twice as much
-        try:
-            done = core.succeed_fast(permit[0])
-        finally:
-            lock.release()
-        if not done:
-            self._complete(permit, SUCCESS, None)
+    elif permit[0] >= 0 and not core.succeed_fast(permit[0]):  # lock-free; not while DISABLED
+        self._complete(permit, SUCCESS, None)
     return result
 
 

@@ -49,7 +49,8 @@ def _asyncio() -> Any:
 
 
 def running_loop() -> Any:
-    """The running asyncio event loop of this thread, or ``None`` (no loop, or trio)."""
+    """The running asyncio event loop of this thread, or ``None`` (no loop, or trio).
+    (Hot callers inline it: ``aio = sys.modules.get("asyncio")`` and this expression.)"""
     aio = _asyncio()
     return None if aio is None else aio.events._get_running_loop()
 
@@ -142,7 +143,7 @@ def _deadlines(loop: asyncio.AbstractEventLoop) -> _LoopDeadlines:
 
 def enter(loop: asyncio.AbstractEventLoop, seconds: float) -> Entry:
     """Start a timeout of ``seconds`` for the current task of ``loop``."""
-    task: Any = _asyncio().current_task(loop)
+    task: Any = sys.modules["asyncio"].current_task(loop)  # loaded: a loop is running
     if task is None:
         raise RuntimeError("an async timeout needs to run inside an asyncio task")
     state = _deadlines(loop)

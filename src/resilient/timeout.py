@@ -183,7 +183,8 @@ class Timeout(Policy):
         seconds = self._seconds
         _, token = enter_deadline(seconds)
         try:
-            loop = _deadlines.running_loop()
+            aio: Any = sys.modules.get("asyncio")  # _deadlines.running_loop(), inlined
+            loop = None if aio is None else aio.events._get_running_loop()
             if loop is not None and _deadlines.AVAILABLE:
                 entry = _deadlines.enter(loop, seconds)
                 try:

@@ -241,19 +241,20 @@ class BreakerCore:
             self._record(outcome, now - started, now)
 
     def succeed_fast(self, gen: int) -> bool:
-        """Account a success without the clock, when that is all it takes: CLOSED in
-        generation ``gen``, a count window without slow-call detection whose oldest slot
-        holds a fast success (so nothing but the ring position changes and no rate can
-        move). ``False``: nothing was recorded, call :meth:`complete`."""
+        """Account a success without the clock and without the front end's lock, when that
+        is all it takes: CLOSED in generation ``gen``, a count window without slow-call
+        detection whose oldest slot holds a fast success (so nothing but the ring's rotation
+        changes and no rate can move: :meth:`CountWindow.pass_success`). ``False``: nothing
+        was recorded, call :meth:`complete` under the lock.
+
+        Lock-free because this is every call of a healthy service: with the lock, threads
+        sharing one breaker queue on it and the per-call cost grows with their number. A
+        transition racing with it (it changes ``gen`` and clears the window under the lock)
+        can at worst count this success in the new window."""
         ring = self.fast_ring
         if ring is None or gen != self.gen or self.state is not CLOSED:
             return False
-        pos = ring._pos
-        if ring._ring[pos]:  # an empty slot or a failure leaves: the totals change
-            return False
-        pos += 1
-        ring._pos = pos if pos < ring.size else 0
-        return True
+        return ring.pass_success()
 
     # -- reading and manual control ------------------------------------------------------------
     def poll(self, now: float) -> BreakerState:

@@ -26,6 +26,7 @@ from an earlier fleet epoch is dropped by the backend, never added to a newer wi
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -108,6 +109,8 @@ class SharedBreakerCore(BreakerCore):
     docstring. Starts offline (local) until the first snapshot arrives."""
 
     __slots__ = (
+        "_fast",
+        "_fast_drained",
         "batch_calls",
         "batch_failures",
         "batch_slow",
@@ -151,6 +154,10 @@ class SharedBreakerCore(BreakerCore):
         self.online = False
         self.fleet: tuple[str, int] | None = None  # (incarnation, epoch) mirrored by ``gen``
         self.batch_calls = 0
+        # fast successes, counted without the lock (``next`` on a count is atomic) and moved
+        # into ``batch_calls`` by :meth:`_drain_fast` under it
+        self._fast = itertools.count()
+        self._fast_drained = 0
         self.batch_failures = 0
         self.batch_slow = 0
         self.urgent = False  # a failure or slow call is waiting in the batch
@@ -217,8 +224,15 @@ class SharedBreakerCore(BreakerCore):
             return super().succeed_fast(gen)
         if gen != self.gen or self.state is not CLOSED or self.slow_call_duration is not None:
             return False
-        self.batch_calls += 1
+        next(self._fast)  # lock-free, like the local breaker's
         return True
+
+    def _drain_fast(self) -> int:
+        """Fast successes counted since the last drain (call under the front end's lock)."""
+        ticket = next(self._fast)  # this read takes a number too: skip it next time
+        counted = ticket - self._fast_drained
+        self._fast_drained = ticket + 1
+        return counted
 
     def _tick(self, now: float) -> None:
         if not self.online:  # online, time-driven transitions are the fleet's
@@ -227,6 +241,7 @@ class SharedBreakerCore(BreakerCore):
     def totals(self, now: float) -> tuple[float, float, float]:
         if not self.online:
             return super().totals(now)
+        self.batch_calls += self._drain_fast()
         return (
             self.fleet_calls + self.batch_calls,
             self.fleet_failures + self.batch_failures,
@@ -241,7 +256,8 @@ class SharedBreakerCore(BreakerCore):
         self.urgent = False
         if fleet is None or not self.online:
             return None
-        batch = Batch(fleet[0], fleet[1], self.batch_calls, self.batch_failures, self.batch_slow)
+        calls = self.batch_calls + self._drain_fast()
+        batch = Batch(fleet[0], fleet[1], calls, self.batch_failures, self.batch_slow)
         self.batch_calls = self.batch_failures = self.batch_slow = 0
         return batch
 
@@ -276,6 +292,7 @@ class SharedBreakerCore(BreakerCore):
             self.fleet_trials.clear()
             self.reports.clear()
             self.batch_calls = self.batch_failures = self.batch_slow = 0
+            self._drain_fast()  # successes of the old epoch
             self.urgent = False
         self.times_opened = snapshot.times_opened
         if state is OPEN:
@@ -313,6 +330,7 @@ class SharedBreakerCore(BreakerCore):
         self.trials_full = False
         self.window.clear()
         self.batch_calls = self.batch_failures = self.batch_slow = 0
+        self._drain_fast()
         self.urgent = False
         self.fleet_trials.clear()
         self.reports.clear()

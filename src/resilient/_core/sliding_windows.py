@@ -5,7 +5,7 @@ and slow calls in the window after every recorded outcome. Both windows keep tho
 totals up to date incrementally: recording is O(1) (amortised O(1) for the time window) and
 reading the totals is three attribute reads, never a scan.
 
-- :class:`CountWindow` holds the last ``size`` outcomes in a ring buffer (one byte each).
+- :class:`CountWindow` holds the last ``size`` outcomes in a ring (a deque).
 - :class:`TimeWindow` holds one aggregate per second for the last ``size`` seconds, so its
   memory is bounded by the window length in seconds, not by the call rate.
 
@@ -16,6 +16,7 @@ Windows are not thread-safe; the breaker core that owns one is guarded by its fr
 from __future__ import annotations
 
 import math
+from collections import deque
 from typing import ClassVar, Protocol
 
 __all__ = ["FAILED", "SLOW", "CountWindow", "TimeWindow", "Window"]
@@ -48,30 +49,31 @@ class Window(Protocol):
 
 
 class CountWindow:
-    """The last ``size`` outcomes, in a ring buffer with running totals.
+    """The last ``size`` outcomes, in a ring with running totals.
 
-    Totals only change when the evicted outcome differs from the new one, so a steady stream
-    of successes costs a read and a compare per call.
+    The ring is a deque whose first slot is the oldest outcome, the one the next call
+    replaces: recording writes slot 0 and rotates it to the end. Totals only change when the
+    evicted outcome differs from the new one, so a steady stream of successes costs a read, a
+    compare and a rotation per call; :meth:`pass_success` does that without the breaker's
+    lock (see there).
     """
 
-    __slots__ = ("_pos", "_ring", "calls", "failures", "size", "slow_calls")
+    __slots__ = ("calls", "failures", "size", "slots", "slow_calls")
     successes_lower_rates: ClassVar[bool] = True
 
     def __init__(self, size: int) -> None:
         self.size = size
-        self._ring = bytearray((_EMPTY,)) * size
-        self._pos = 0
+        self.slots: deque[int] = deque((_EMPTY,) * size)
         self.calls = 0
         self.failures = 0
         self.slow_calls = 0
 
     def add(self, code: int, now: float) -> None:
         """Record one outcome, evicting the oldest once the ring is full (O(1))."""
-        pos = self._pos
-        ring = self._ring
-        old = ring[pos]
+        slots = self.slots
+        old = slots[0]
         if old != code:  # the common case (a success replacing a success) changes no total
-            ring[pos] = code
+            slots[0] = code
             if old == _EMPTY:
                 self.calls += 1
             else:
@@ -79,16 +81,27 @@ class CountWindow:
                 self.slow_calls -= old >> 1
             self.failures += code & FAILED
             self.slow_calls += code >> 1
-        pos += 1
-        self._pos = pos if pos < self.size else 0
+        slots.rotate(-1)
+
+    def pass_success(self) -> bool:
+        """Record a fast success if the outcome it evicts is a fast success too; ``False``
+        (nothing recorded) otherwise. Safe without the owner's lock: it never writes a slot
+        or a total, only rotates the ring, and a deque's read and rotation are atomic. A
+        racing writer can at worst make one outcome stay a rotation longer (the ring moves
+        on past it) or let this success replace the outcome after the one it read: totals
+        always equal the slots' contents."""
+        slots = self.slots
+        if slots[0]:  # an empty slot, a failure or a slow call: the totals would change
+            return False
+        slots.rotate(-1)
+        return True
 
     def refresh(self, now: float) -> None:
         """Nothing expires by time in a count window."""
 
     def clear(self) -> None:
-        """Forget every outcome."""
-        self._ring = bytearray((_EMPTY,)) * self.size
-        self._pos = 0
+        """Forget every outcome (a new ring: a success racing with this rotates the old one)."""
+        self.slots = deque((_EMPTY,) * self.size)
         self.calls = self.failures = self.slow_calls = 0
 
 
