@@ -1,6 +1,7 @@
 """resilient side by side with the other Python resilience libraries, per call.
 
-For every pattern that both sides have (retry, circuit breaker, timeout, bulkhead, fallback),
+For every pattern that both sides have (retry, circuit breaker, timeout, bulkhead, fallback,
+rate limiter),
 sync and asyncio, on the happy path and on the failure paths, every contender is configured to
 do the same work: zero waits, the same thresholds (a breaker opens after 5 consecutive
 failures and stays open for an hour), the same limits. A bare hand-written call is the floor;
@@ -60,8 +61,11 @@ PEERS = (
     "aiobreaker",
     "purgatory",
     "pyresilience",
+    "limits",
+    "aiolimiter",
+    "pyrate-limiter",
 )
-PATTERNS = ("retry", "breaker", "timeout", "bulkhead", "fallback")
+PATTERNS = ("retry", "breaker", "timeout", "bulkhead", "fallback", "ratelimit")
 THRESHOLD = 5  # consecutive failures that open every breaker
 OPEN_FOR = 3600.0  # seconds a breaker stays open: it never half-opens during a run
 BIG_TIMEOUT = 10.0  # seconds: never reached, so the timeout happy path is measured
@@ -202,6 +206,7 @@ class _Build:
     scenario: Scenario
     skipped: list[str]
     teardown: list[Callable[[], None]]
+    loop: asyncio.AbstractEventLoop | None = None
 
     def add(
         self,
@@ -241,12 +246,15 @@ class _Build:
         self.add(RS_OFF, "resilient", "resilient", make, ops=ops, prepare=_tel_off)
 
 
+_LOOP: asyncio.AbstractEventLoop | None = None  # the runner's loop (set by ``build``)
+
+
 def _new(
     pattern: str, case: str, mode: str, expect_calls: int, expect: Any, note: str = ""
 ) -> tuple[_Build, Counter]:
     c = Counter()
     s = Scenario(pattern, case, mode, c, expect_calls, expect, [], note)
-    return _Build(s, [], []), c
+    return _Build(s, [], [], _LOOP), c
 
 
 # == retry =========================================================================================
@@ -293,6 +301,21 @@ def _retry_case(mode: str, case: str, expect_calls: int) -> _Build:
 
     b.add("bare call (hand-written loop)", "bare", "bare", bare)
     b.add_resilient("Retry", lambda: rs.Retry(attempts=3, wait=0, on=Boom)(fn(c)))
+    if _has("RetryBudget") and case == "happy path":
+        # the same retry with a budget, timed in the same rounds: what a budget adds to a call
+        # that succeeds (a deposit). Not with failures: a budget refuses a retry for every call
+        # by design, which would end those calls with the error.
+        for label, prepare in (
+            ("resilient Retry + RetryBudget (defaults)", _tel_defaults),
+            ("resilient Retry + RetryBudget (telemetry off)", _tel_off),
+        ):
+            b.add(
+                label,
+                "resilient (for scale)",
+                "reference",
+                lambda: rs.Retry(attempts=3, wait=0, on=Boom, budget=rs.RetryBudget())(fn(c)),
+                prepare=prepare,
+            )
 
     def tenacity_() -> Any:
         import tenacity
@@ -775,6 +798,203 @@ class _Full(Exception):
     pass
 
 
+# == rate limiter ==================================================================================
+HUGE_RATE = 10**9  # calls per second: never reached, so the happy path is measured
+HOUR = 3600
+
+
+class _Limited(Exception):
+    """What a peer wrapper raises when its limiter says no (peers answer with a bool)."""
+
+
+def _ratelimit_scenarios(mode: str) -> list[_Build]:
+    return [_ratelimit_case(mode, "happy path"), _ratelimit_case(mode, "exhausted, rejecting")]
+
+
+def _ratelimit_case(mode: str, case: str) -> _Build:
+    """Every limiter admits ``HUGE_RATE`` calls per second (happy path), or one per hour
+    with that one spent before timing (rejecting: no waiting, every call refused)."""
+    sync = mode == "sync"
+    happy = case == "happy path"
+    note = (
+        f"{HUGE_RATE:,} calls/s, never reached"
+        if happy
+        else "1 call per hour, already spent: refuse without waiting"
+    )
+    b, c = _new("ratelimit", case, mode, 1 if happy else 0, 1 if happy else "rejected", note)
+    ok = _ok if sync else _aok
+
+    def guard(admit: Callable[[], bool], spend: bool) -> Any:
+        """The protected call behind a peer's yes/no admission check."""
+        if spend:
+            assert admit(), "the limiter refused its first call"
+        f = ok(c)
+        if sync:
+
+            def call() -> Any:
+                if not admit():
+                    raise _Limited
+                return f()
+
+            return call if happy else _rejecting(call, (_Limited,))
+
+        async def acall() -> Any:
+            if not admit():
+                raise _Limited
+            return await f()
+
+        return acall if happy else _arejecting(acall, (_Limited,))
+
+    def aguard(admit: Callable[[], Awaitable[bool]], spend: Callable[[], Any] | None) -> Any:
+        """The same for a peer whose admission check is a coroutine."""
+        if spend is not None:
+            assert b.loop is not None
+            assert b.loop.run_until_complete(spend()), "the limiter refused its first call"
+        f = _aok(c)
+
+        async def acall() -> Any:
+            if not await admit():
+                raise _Limited
+            return await f()
+
+        return acall if happy else _arejecting(acall, (_Limited,))
+
+    if happy:
+        b.add("bare call", "bare", "bare", lambda: ok(c))
+    else:
+
+        def bare_raise() -> Any:
+            if sync:
+
+                def f() -> Any:
+                    raise _Limited
+
+                return _rejecting(f, (_Limited,))
+
+            async def af() -> Any:
+                raise _Limited
+
+            return _arejecting(af, (_Limited,))
+
+        b.add("bare call (raise + catch)", "bare", "bare", bare_raise)
+
+    def resilient_() -> Any:
+        if happy:
+            return rs.RateLimiter(rate=HUGE_RATE, burst=HUGE_RATE)(ok(c))
+        limiter = rs.RateLimiter(rate=1, per=HOUR, burst=1)
+        assert limiter.try_acquire()
+        wrap = _rejecting if sync else _arejecting
+        return wrap(limiter(ok(c)), (rs.RateLimitedError,))
+
+    b.add_resilient("RateLimiter", resilient_)
+    if happy and _has("Bulkhead"):
+        # resilient's own bulkhead, timed in the same rounds: the limiter's target is to cost
+        # at most 1.2x the bulkhead's happy path (two rows: defaults and telemetry off)
+        for label, prepare in (
+            ("resilient Bulkhead, for scale (defaults)", _tel_defaults),
+            ("resilient Bulkhead, for scale (telemetry off)", _tel_off),
+        ):
+            b.add(
+                label,
+                "resilient (for scale)",
+                "reference",
+                lambda: rs.Bulkhead(max_concurrent=LIMIT)(ok(c)),
+                prepare=prepare,
+            )
+
+    def pyres() -> Any:
+        import pyresilience as pr
+
+        if happy:
+            cfg = pr.RateLimiterConfig(max_calls=HUGE_RATE, period=1.0)
+            return pr.resilient(rate_limiter=cfg)(ok(c))
+        cfg = pr.RateLimiterConfig(max_calls=1, period=HOUR, max_wait=0.0)
+        guarded = pr.resilient(rate_limiter=cfg)(ok(c))
+        if sync:  # spend the one call the hour allows
+            guarded()
+        else:
+            assert b.loop is not None
+            b.loop.run_until_complete(guarded())
+        c.n -= 1
+        wrap = _rejecting if sync else _arejecting
+        return wrap(guarded, (pr.RateLimitExceededError,))
+
+    b.add("pyresilience", "pyresilience", "peer", pyres, note="token bucket")
+
+    def limits_(strategy: str) -> Callable[[], Any]:
+        def make() -> Any:
+            from limits import RateLimitItemPerSecond, RateLimitItemPerYear
+
+            # one a year: a window aligned to the hour would reset (and admit) if the run
+            # crossed the hour
+            item = RateLimitItemPerSecond(HUGE_RATE) if happy else RateLimitItemPerYear(1)
+            if sync:
+                from limits import storage, strategies
+
+                limiter = getattr(strategies, strategy)(storage.MemoryStorage())
+                return guard(lambda: bool(limiter.hit(item, "bench")), spend=not happy)
+            from limits.aio import storage as astorage
+            from limits.aio import strategies as astrategies
+
+            alimiter = getattr(astrategies, strategy)(astorage.MemoryStorage())
+
+            async def hit() -> bool:
+                return bool(await alimiter.hit(item, "bench"))
+
+            return aguard(hit, None if happy else hit)
+
+        return make
+
+    b.add("limits (fixed window)", "limits", "peer", limits_("FixedWindowRateLimiter"))
+    b.add(
+        "limits (sliding window counter)",
+        "limits",
+        "peer",
+        limits_("SlidingWindowCounterRateLimiter"),
+    )
+
+    def pyrate() -> Any:
+        from pyrate_limiter import Duration
+        from pyrate_limiter.limiter_factory import create_token_bucket_limiter
+
+        if happy:
+            limiter = create_token_bucket_limiter(HUGE_RATE, Duration.SECOND, burst=HUGE_RATE)
+        else:
+            limiter = create_token_bucket_limiter(1, Duration.HOUR, burst=1)
+        return guard(lambda: bool(limiter.try_acquire("bench", blocking=False)), spend=not happy)
+
+    b.add("pyrate-limiter (token bucket)", "pyrate-limiter", "peer", pyrate)
+
+    if not sync:
+
+        def aiolimiter_() -> Any:
+            from aiolimiter import AsyncLimiter
+
+            if happy:
+                limiter = AsyncLimiter(HUGE_RATE, 1)
+                f = _aok(c)
+
+                async def call() -> Any:
+                    async with limiter:
+                        return await f()
+
+                return call
+            limiter = AsyncLimiter(1, HOUR)
+            assert b.loop is not None
+            b.loop.run_until_complete(limiter.acquire())  # the one call, spent
+
+            async def has_capacity() -> bool:
+                if limiter.has_capacity():  # aiolimiter only waits: ask first, never wait
+                    await limiter.acquire()
+                    return True
+                return False
+
+            return aguard(has_capacity, None)
+
+        b.add("aiolimiter", "aiolimiter", "peer", aiolimiter_, note="leaky bucket")
+    return b
+
+
 # == fallback ======================================================================================
 def _fallback_scenarios(mode: str) -> list[_Build]:
     sync = mode == "sync"
@@ -826,6 +1046,8 @@ def _fallback_case(mode: str, case: str, fn: Any, expect: int) -> _Build:
 # == driver ========================================================================================
 def build(patterns: list[str], modes: list[str], loop: asyncio.AbstractEventLoop) -> list[_Build]:
     """Every scenario of the selected patterns and modes, peers included where installed."""
+    global _LOOP
+    _LOOP = loop
     builds: list[_Build] = []
     for pattern in patterns:
         for mode in modes:
@@ -839,6 +1061,8 @@ def build(patterns: list[str], modes: list[str], loop: asyncio.AbstractEventLoop
                 builds += _bulkhead_scenarios(mode, loop)
             elif pattern == "fallback":
                 builds += _fallback_scenarios(mode)
+            elif pattern == "ratelimit":
+                builds += _ratelimit_scenarios(mode)
     return builds
 
 

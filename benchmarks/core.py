@@ -93,7 +93,13 @@ def _policies() -> dict[str, Callable[[], Any]]:
         makers["Timeout"] = lambda: rs.Timeout(10.0)
     if hasattr(rs, "Fallback"):
         makers["Fallback"] = lambda: rs.Fallback(0)
-    if len(makers) == 5:
+    if hasattr(rs, "RateLimiter"):  # a rate never reached: the happy path
+        makers["RateLimiter"] = lambda: rs.RateLimiter(rate=1e12, burst=10**9)
+    if hasattr(rs, "RetryBudget"):
+        makers["Retry(budget)"] = lambda: rs.Retry(attempts=3, wait=0, budget=rs.RetryBudget())
+    if hasattr(rs, "AdaptiveBulkhead"):
+        makers["AdaptiveBulkhead"] = lambda: rs.AdaptiveBulkhead()
+    if all(k in makers for k in ("CircuitBreaker", "Bulkhead", "Retry", "Timeout", "Fallback")):
         makers["pipeline of all 5"] = lambda: rs.pipeline(
             rs.Fallback(0),
             rs.Retry(attempts=3, wait=0),

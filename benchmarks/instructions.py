@@ -56,7 +56,13 @@ def _policies() -> dict[str, Callable[[], Any]]:
         ),
     }
     for name, attr, make in (
-        ("RateLimiter", "RateLimiter", lambda: rs.RateLimiter(rate=1e12, burst=10**9)),  # type: ignore[attr-defined]
+        ("RateLimiter", "RateLimiter", lambda: rs.RateLimiter(rate=1e12, burst=10**9)),
+        (
+            "Retry(budget)",
+            "RetryBudget",
+            lambda: rs.Retry(attempts=3, wait=0, budget=rs.RetryBudget()),
+        ),
+        ("AdaptiveBulkhead", "AdaptiveBulkhead", lambda: rs.AdaptiveBulkhead()),
         ("Hedge", "Hedge", lambda: rs.Hedge(delay=10.0)),
         (
             "chaos Fault, off",

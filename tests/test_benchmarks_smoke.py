@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
-PATTERNS = ("retry", "breaker", "timeout", "bulkhead", "fallback")
+PATTERNS = ("retry", "breaker", "timeout", "bulkhead", "fallback", "ratelimit")
 PEERS = {
     # peer distribution -> patterns it must show up in (when installed)
     "tenacity": ("retry",),
@@ -28,7 +28,10 @@ PEERS = {
     "circuitbreaker": ("breaker",),
     "aiobreaker": ("breaker",),
     "purgatory": ("breaker",),
-    "pyresilience": ("retry", "breaker", "timeout", "bulkhead", "fallback"),
+    "pyresilience": ("retry", "breaker", "timeout", "bulkhead", "fallback", "ratelimit"),
+    "limits": ("ratelimit",),
+    "aiolimiter": ("ratelimit",),
+    "pyrate-limiter": ("ratelimit",),
 }
 
 
@@ -107,7 +110,16 @@ def test_compare_includes_installed_peer(compare_results: dict[str, Any], peer: 
 
 def test_core_reports_every_policy_and_the_target() -> None:
     stdout = _run("core.py")
-    for policy in ("CircuitBreaker", "Bulkhead", "Retry", "Timeout", "Fallback"):
+    for policy in (
+        "CircuitBreaker",
+        "Bulkhead",
+        "Retry",
+        "Timeout",
+        "Fallback",
+        "RateLimiter",
+        "Retry(budget)",
+        "AdaptiveBulkhead",
+    ):
         assert f"| {policy} | sync |" in stdout
         assert f"| {policy} | async |" in stdout
     assert "Target (a) < 2 us per policy, sync:" in stdout

@@ -29,6 +29,7 @@ REQUIRED_CODE: dict[str, dict[str, Any]] = {
     "timeout": {"seconds": 1.0},
     "bulkhead": {"max_concurrent": 4},
     "fallback": {"value": None},
+    "rate_limiter": {"rate": 10.0},
     "chaos_fault": {"rate": 0.1, "error": ConnectionError},
     "chaos_latency": {"rate": 0.1, "seconds": 0.5},
     "chaos_result": {"rate": 0.1, "value": None},
@@ -84,6 +85,19 @@ ROUND_TRIP: dict[tuple[str, str], tuple[str, Any, Callable[[Any], Any]]] = {
     ("bulkhead", "queue_timeout"): ("2s", 2.0, lambda p: p.queue_timeout),
     ("fallback", "value"): ('{"status": "degraded"}', {"status": "degraded"}, lambda p: p.value),
     ("fallback", "on"): ("builtins.KeyError", (KeyError,), lambda p: p._on_types),
+    ("rate_limiter", "rate"): ("250", 250.0, lambda p: p.rate),
+    ("rate_limiter", "per"): ("1m", 60.0, lambda p: p.per),
+    ("rate_limiter", "burst"): ("7", 7, lambda p: p.burst),
+    ("rate_limiter", "max_wait"): ("150ms", 0.15, lambda p: p.max_wait),
+    ("adaptive_bulkhead", "initial"): ("30", 30, lambda p: p.limit),
+    ("adaptive_bulkhead", "min_limit"): ("5", 5, lambda p: p.min_limit),
+    ("adaptive_bulkhead", "max_limit"): ("50", 50, lambda p: p.max_limit),
+    ("adaptive_bulkhead", "algorithm"): ("aimd", "aimd", lambda p: p.algorithm),
+    ("adaptive_bulkhead", "max_queued"): ("9", 9, lambda p: p.max_queued),
+    ("adaptive_bulkhead", "queue_timeout"): ("3s", 3.0, lambda p: p.queue_timeout),
+    ("retry_budget", "ratio"): ("0.5", 0.5, lambda p: p.ratio),
+    ("retry_budget", "min_per_second"): ("2", 2.0, lambda p: p.min_per_second),
+    ("retry_budget", "window"): ("30s", 30.0, lambda p: p.window),
     ("hedge", "delay"): ("p99.5", "p99.5", lambda p: p.delay),
     ("hedge", "max_hedged"): ("2", 2, lambda p: p.max_hedged),
     ("hedge", "on"): ("builtins.KeyError", (KeyError,), lambda p: p._on_types),
@@ -126,11 +140,14 @@ def test_every_policy_kind_is_configurable() -> None:
         "retry",
         "hedge",
         "breaker",
+        "rate_limiter",
         "timeout",
         "bulkhead",
+        "adaptive_bulkhead",
         "chaos_latency",
         "chaos_fault",
         "chaos_result",
+        "retry_budget",  # configurable, but no pipeline member
     ]
 
 
@@ -315,12 +332,21 @@ def test_bad_code_default_stays_the_constructors_own_error() -> None:
 
 def test_enabled_is_accepted_for_every_kind_and_validated(monkeypatch: pytest.MonkeyPatch) -> None:
     for kind, cls in config.policy_classes().items():
+        if kind == "retry_budget":
+            continue  # no pipeline member: no switch (see the next test)
         monkeypatch.setenv(f"RESILIENT__SVC__{kind.upper()}__ENABLED", "no")
         assert config.resolve(cls, "svc", REQUIRED_CODE.get(kind)).enabled is False
         assert isinstance(cls.from_env("svc", **REQUIRED_CODE.get(kind, {})), cls)
     monkeypatch.setenv("RESILIENT__SVC__RETRY__ENABLED", "maybe")
     with pytest.raises(rs.ConfigError, match="RESILIENT__SVC__RETRY__ENABLED='maybe'"):
         rs.Retry.from_env("svc")
+
+
+def test_a_retry_budget_has_no_enabled_switch(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert "enabled" not in {s.name for s in config.field_specs(rs.RetryBudget)}
+    monkeypatch.setenv("RESILIENT__SVC__RETRY_BUDGET__ENABLED", "no")
+    with pytest.raises(rs.ConfigError, match="retry_budget has no field enabled"):
+        rs.RetryBudget.from_env("svc")
 
 
 # -- parsers ------------------------------------------------------------------------------------

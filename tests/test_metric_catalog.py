@@ -64,16 +64,33 @@ def _bulkhead() -> None:
 
 
 def _retry() -> None:
-    answers: list[Any] = [ConnectionError("once"), "ok"]
+    answers: list[Any] = [ConnectionError("once"), "ok", ConnectionError("again")]
+    budget = rs.RetryBudget("cat-retry", ratio=0.0, min_per_second=0.1, window=10.0)
 
-    @rs.Retry("cat-retry", attempts=2, wait=0)
+    @rs.Retry("cat-retry", attempts=2, wait=0, budget=budget)
     def flaky() -> str:
         answer = answers.pop(0)
         if isinstance(answer, Exception):
             raise answer
         return str(answer)
 
-    assert flaky() == "ok"
+    assert flaky() == "ok"  # the budget's one retry
+    with pytest.raises(ConnectionError):  # refused by the budget: a retry_budget rejection
+        flaky()
+
+
+def _rate_limiter() -> None:
+    limiter = rs.RateLimiter("cat-limiter", rate=1.0, burst=1, clock=FakeClock())
+    assert limiter.call(lambda: 1) == 1
+    with pytest.raises(rs.RateLimitedError):
+        limiter.call(lambda: 2)
+
+
+def _adaptive_bulkhead() -> None:
+    bulkhead = rs.AdaptiveBulkhead("cat-adaptive", initial=1, max_limit=2, clock=FakeClock())
+    assert bulkhead.call(lambda: 1) == 1
+    with bulkhead, pytest.raises(rs.BulkheadFullError):
+        bulkhead.call(lambda: 2)
 
 
 def _timeout() -> None:
@@ -116,7 +133,7 @@ def _chaos() -> None:
 
 
 def _sync_pipeline() -> None:
-    answers: list[Any] = [ConnectionError("once"), "ok"]
+    answers: list[Any] = [ConnectionError("once"), "ok", ConnectionError("again")]
 
     def flaky() -> str:
         answer = answers.pop(0)
@@ -124,8 +141,13 @@ def _sync_pipeline() -> None:
             raise answer
         return str(answer)
 
-    pipe = rs.pipeline(rs.Retry("cat-pipe", wait=0), rs.Timeout(5.0, name="cat-pipe"))
+    budget = rs.RetryBudget("cat-pipe", ratio=0.0, min_per_second=0.1, window=10.0)
+    pipe = rs.pipeline(
+        rs.Retry("cat-pipe", wait=0, budget=budget), rs.Timeout(5.0, name="cat-pipe")
+    )
     assert pipe.call(flaky) == "ok"
+    with pytest.raises(ConnectionError):  # the budget is spent: a retry_budget rejection
+        pipe.call(flaky)
 
 
 def _crash_under(saga: rs.Saga, saga_id: str, step: str) -> None:
@@ -205,8 +227,10 @@ async def _async_everything() -> None:
         rs.Fallback(value="fallback", name="cat-async"),
         rs.Retry("cat-async", wait=0, on=(ConnectionError,)),
         breaker,
+        rs.RateLimiter("cat-async", rate=100.0),
         rs.Timeout(5.0, name="cat-async"),
         rs.Bulkhead("cat-async", max_concurrent=2),
+        rs.AdaptiveBulkhead("cat-async"),
     )
     assert await pipe.acall(flaky) == "ok"
     breaker.force_open()
@@ -227,11 +251,21 @@ def _shared_breaker() -> None:
         state.close()
 
 
-_ALL_CALL_KINDS = {"breaker", "bulkhead", "retry", "timeout", "fallback"}
+_ALL_CALL_KINDS = {
+    "breaker",
+    "bulkhead",
+    "retry",
+    "timeout",
+    "fallback",
+    "rate_limiter",
+    "adaptive_bulkhead",
+}
 SCENARIOS: dict[str, tuple[Callable[[], None], set[str]]] = {
     "breaker": (_breaker, {"breaker"}),
     "shared breaker": (_shared_breaker, {"breaker", "state_backend"}),
     "bulkhead": (_bulkhead, {"bulkhead"}),
+    "rate_limiter": (_rate_limiter, {"rate_limiter"}),
+    "adaptive_bulkhead": (_adaptive_bulkhead, {"adaptive_bulkhead"}),
     "retry": (_retry, {"retry"}),
     "timeout": (_timeout, {"timeout"}),
     "fallback": (_fallback, {"fallback"}),

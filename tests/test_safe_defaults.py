@@ -460,11 +460,14 @@ def test_config_of_a_name_without_variables_shows_every_kind() -> None:
         "retry",
         "hedge",
         "breaker",
+        "rate_limiter",
         "timeout",
         "bulkhead",
+        "adaptive_bulkhead",
         "chaos_latency",
         "chaos_fault",
         "chaos_result",
+        "retry_budget",
     }
     assert "fallback: not buildable from the environment alone" in done.stderr
 

@@ -242,7 +242,7 @@ def test_isolated_registry_keeps_earlier_policies_clean_and_forgets_new_ones() -
         with isolated_registry():
             rs.registry.breaker("iso-new", window_size=7)
     finally:
-        rs.registry._restore(({}, {}))
+        rs.registry._restore(rs.Registry()._snapshot())  # empty
 
 
 def test_isolated_registry_gives_fresh_telemetry_and_puts_it_back() -> None:

@@ -1,10 +1,10 @@
 """resilient: composable sync and async resilience policies.
 
-Circuit breaker, bulkhead, retry, timeout, fallback, hedging, chaos injection (``rs.chaos``)
-and saga orchestration, usable as decorators and context managers on ``def`` and
-``async def`` (asyncio and trio), composable with :func:`pipeline`, observable through
-Prometheus metrics, OpenTelemetry spans and typed events, and configurable from environment
-variables.
+Circuit breaker, bulkhead, retry, timeout, fallback, rate limiter, retry budget, adaptive
+bulkhead, hedging, chaos injection (``rs.chaos``) and saga orchestration, usable as decorators
+and context managers on ``def`` and ``async def`` (asyncio and trio), composable with
+:func:`pipeline`, observable through Prometheus metrics, OpenTelemetry spans and typed events,
+and configurable from environment variables.
 
 ``import resilient`` is cheap (it loads the error classes and nothing else): every other name
 is imported on first use (PEP 562 ``__getattr__``), so a CLI, a serverless cold start or a
@@ -39,13 +39,16 @@ if TYPE_CHECKING:
     from . import chaos
     from ._policy import Policy
     from ._registry import Registry, policy, registry
+    from .adaptive_bulkhead import AdaptiveBulkhead
     from .breaker import BreakerState, CircuitBreaker
     from .bulkhead import Bulkhead
     from .fallback import Fallback
     from .fleet import RedisState
     from .hedge import Hedge
     from .pipeline import Pipeline, pipeline
+    from .rate_limiter import RateLimiter
     from .retry import Retry
+    from .retry_budget import RetryBudget
     from .saga import (
         InMemorySagaStore,
         PostgresSagaStore,
@@ -69,6 +72,7 @@ __version__ = "0.1.0"
 # them is built from the environment.
 _POLICIES = "resilient._registry"
 _LAZY: dict[str, tuple[str, str]] = {
+    "AdaptiveBulkhead": ("resilient.adaptive_bulkhead", _POLICIES),
     "BreakerState": ("resilient.breaker", _POLICIES),
     "Bulkhead": ("resilient.bulkhead", _POLICIES),
     "CircuitBreaker": ("resilient.breaker", _POLICIES),
@@ -76,8 +80,10 @@ _LAZY: dict[str, tuple[str, str]] = {
     "Hedge": ("resilient.hedge", _POLICIES),
     "Pipeline": ("resilient.pipeline", _POLICIES),
     "Policy": ("resilient._policy", _POLICIES),
+    "RateLimiter": ("resilient.rate_limiter", _POLICIES),
     "Registry": (_POLICIES, _POLICIES),
     "Retry": ("resilient.retry", _POLICIES),
+    "RetryBudget": ("resilient.retry_budget", _POLICIES),
     "Timeout": ("resilient.timeout", _POLICIES),
     "policy": (_POLICIES, _POLICIES),
     "registry": (_POLICIES, _POLICIES),
@@ -143,6 +149,7 @@ sys.modules[__name__].__class__ = _Package
 
 
 __all__ = [
+    "AdaptiveBulkhead",
     "BreakerState",
     "Bulkhead",
     "CircuitBreaker",
@@ -150,9 +157,11 @@ __all__ = [
     "Hedge",
     "InMemorySagaStore",
     "PostgresSagaStore",
+    "RateLimiter",
     "RedisState",
     "Registry",
     "Retry",
+    "RetryBudget",
     "SQLiteSagaStore",
     "Saga",
     "SagaContext",

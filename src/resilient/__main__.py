@@ -6,7 +6,10 @@ defaults) as an aligned table, or as JSON with ``--json``; exit code 2 and the
 :class:`~resilient.ConfigError` message when the configuration is bad, so a deployment can run
 it as a pre-flight check. Without a NAME it lists the names found in the environment (and
 checks every variable of each). ``python -m resilient dashboard`` prints a Grafana dashboard
-for the library's metrics (``_dashboard.py``).
+for the library's metrics (``_dashboard.py``). ``python -m resilient health --app module:attr``
+imports the application's module (which creates its named policies) and prints
+``registry.health()`` as JSON; exit code 1 while a breaker is open, so it can serve as a
+liveness or readiness probe script.
 
 Subcommands register in :data:`COMMANDS` (built in) and :data:`PLUGINS` (modules imported
 lazily, each exposing ``add_parser(subparsers)``; a missing module is skipped). Every
@@ -39,6 +42,7 @@ AddParser = Callable[[Any], argparse.ArgumentParser]
 Run = Callable[[argparse.Namespace], int]
 
 EXIT_OK = 0
+EXIT_DEGRADED = 1
 EXIT_CONFIG = 2
 
 
@@ -260,10 +264,71 @@ def _run_config(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
 
 
+# -- health ------------------------------------------------------------------------------------
+def _add_health_parser(subparsers: Any) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "health",
+        help="print the health snapshot of the named policies (JSON)",
+        description=(
+            "Import the application (which creates its named policies) and print "
+            "registry.health() as JSON. Exit code 0 when no breaker is open, 1 when one is "
+            "(OPEN or FORCED_OPEN), 2 when the application cannot be imported."
+        ),
+    )
+    parser.add_argument(
+        "--app",
+        action="append",
+        default=[],
+        metavar="MODULE[:ATTR]",
+        help="import MODULE (repeatable); when ATTR names a resilient.Registry, report that "
+        "registry instead of the default one (any other ATTR, such as an ASGI app, is only "
+        "checked to exist)",
+    )
+    parser.add_argument(
+        "--compact", action="store_true", help="one line of JSON instead of an indented one"
+    )
+    return parser
+
+
+def _load_app(spec: str) -> Registry | None:
+    """Import ``module[:attr]``; the registry ``attr`` names, if it is one."""
+    module_name, _, attr = spec.partition(":")
+    if not module_name:
+        raise ImportError(f"--app {spec!r}: expected MODULE or MODULE:ATTR")
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())  # like `python -m`: the app lives where we run
+    target: Any = importlib.import_module(module_name)
+    for part in attr.split(".") if attr else ():
+        try:
+            target = getattr(target, part)
+        except AttributeError:
+            raise ImportError(f"--app {spec!r}: {module_name} has no attribute {attr!r}") from None
+    return target if isinstance(target, Registry) else None
+
+
+def _run_health(args: argparse.Namespace) -> int:
+    chosen = registry
+    for spec in args.app:
+        try:
+            found = _load_app(spec)
+        except ConfigError as exc:
+            print(str(exc), file=sys.stderr)
+            return EXIT_CONFIG
+        except ImportError as exc:
+            print(f"--app {spec}: {exc}", file=sys.stderr)
+            return EXIT_CONFIG
+        if found is not None:
+            chosen = found
+    snapshot = chosen.health()
+    print(json.dumps(snapshot, indent=None if args.compact else 2))
+    return EXIT_DEGRADED if snapshot["open_breakers"] else EXIT_OK
+
+
 # -- registration ------------------------------------------------------------------------------
 COMMANDS: list[tuple[str, AddParser, Run]] = [
     ("config", _add_config_parser, _run_config),
     ("dashboard", _dashboard.add_parser, _dashboard.run),
+    ("health", _add_health_parser, _run_health),
 ]
 """Built-in subcommands: ``(name, add_parser(subparsers) -> parser, run(args) -> int)``."""
 
@@ -298,7 +363,7 @@ def _build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI with ``argv`` (default ``sys.argv[1:]``) and return the exit code:
-    0 success, 2 bad usage or bad configuration."""
+    0 success, 1 a breaker is open (``health``), 2 bad usage or bad configuration."""
     parser = _build_parser()
     try:
         args = parser.parse_args(argv)

@@ -183,7 +183,8 @@ _SPECS: dict[Any, tuple[FieldSpec, ...]] = {}
 
 def field_specs(cls: Configurable[Any]) -> tuple[FieldSpec, ...]:
     """Every keyword-settable constructor parameter of ``cls`` (except ``name``), then the
-    ``enabled`` pseudo-field, in signature order."""
+    ``enabled`` pseudo-field (unless the class sets ``switchable = False``: it is no pipeline
+    member), in signature order."""
     cached = _SPECS.get(cls)
     if cached is None:
         cached = _SPECS[cls] = _derive_specs(cls)
@@ -204,6 +205,6 @@ def _derive_specs(cls: Configurable[Any]) -> tuple[FieldSpec, ...]:
         ):
             continue
         specs.append(_spec(kind, param, options.get(param.name)))
-    if not any(s.name == ENABLED for s in specs):
+    if getattr(cls, "switchable", True) and not any(s.name == ENABLED for s in specs):
         specs.append(FieldSpec(ENABLED, kind, "boolean", BOOL_HELP, True, False, parse_bool, False))
     return tuple(specs)

@@ -244,6 +244,19 @@ def _rows(catalog: dict[str, MetricSpec]) -> list[tuple[str, list[Panel]]]:
                     ),
                     unit="short",
                 ),
+                Panel(
+                    "Rate limiter tokens",
+                    "Tokens left in each rate limiter's bucket: at 0, callers wait for their "
+                    "turn or are refused (reason rate_limited in the rejections panel).",
+                    (
+                        Query(
+                            "resilient_ratelimiter_tokens",
+                            _by("name", f"resilient_ratelimiter_tokens{{{named}}}", "min"),
+                            "{{name}}",
+                        ),
+                    ),
+                    unit="short",
+                ),
             ],
         ),
         (

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 from . import _hot_protocols
 from ._policy import AroundPolicy, Policy
+from .adaptive_bulkhead import AdaptiveBulkhead
 from .breaker import CircuitBreaker
 from .bulkhead import Bulkhead
 from .fallback import Fallback
+from .rate_limiter import RateLimiter
 from .retry import Retry
 
 
@@ -20,6 +22,10 @@ def _policy(policy: Policy) -> _hot_protocols.PolicySelf:
 
 
 def _around(policy: AroundPolicy) -> _hot_protocols.AroundSelf:
+    return policy
+
+
+def _adaptive_bulkhead(policy: AdaptiveBulkhead) -> _hot_protocols.AdaptiveBulkheadSelf:
     return policy
 
 
@@ -32,6 +38,10 @@ def _bulkhead(policy: Bulkhead) -> _hot_protocols.BulkheadSelf:
 
 
 def _fallback(policy: Fallback) -> _hot_protocols.FallbackSelf:
+    return policy
+
+
+def _rate_limiter(policy: RateLimiter) -> _hot_protocols.RateLimiterSelf:
     return policy
 
 

@@ -213,6 +213,11 @@ def retry_async_wrapper(self: RetrySelf, fn: AsyncFn) -> Fn:
                 return await self._aexecute(fn, args, kwargs)
             start = perf_counter()
         try:
+            deposits = (
+                self._deposits
+            )  # a first attempt earns retries for the budget, if there is one
+            if deposits is not None:
+                next(deposits)  # an ``itertools.count``: atomic, no lock (see retry_budget.py)
             began = self._clock() if self.max_delay is not None else None
             try:
                 result = await fn(*args, **kwargs)
@@ -324,6 +329,11 @@ def retry_sync_wrapper(self: RetrySelf, fn: Fn) -> Fn:
             # an async sleep or predicate: this Retry cannot serve sync calls
             if self._sync_refusal is not None:
                 raise TypeError(self._sync_refusal)
+            deposits = (
+                self._deposits
+            )  # a first attempt earns retries for the budget, if there is one
+            if deposits is not None:
+                next(deposits)  # an ``itertools.count``: atomic, no lock (see retry_budget.py)
             began = self._clock() if self.max_delay is not None else None
             try:
                 result = fn(*args, **kwargs)
@@ -386,6 +396,9 @@ def retry_sync_wrapper(self: RetrySelf, fn: Fn) -> Fn:
 
 async def retry_acall(self: RetrySelf, fn: AsyncFn, args: Args, kwargs: Kwargs) -> Any:
     error: Exception | None
+    deposits = self._deposits  # a first attempt earns retries for the budget, if there is one
+    if deposits is not None:
+        next(deposits)  # an ``itertools.count``: atomic, no lock (see retry_budget.py)
     began = self._clock() if self.max_delay is not None else None
     try:
         result = await fn(*args, **kwargs)
@@ -461,6 +474,9 @@ def retry_call(self: RetrySelf, fn: Fn, args: Args, kwargs: Kwargs) -> Any:
     # an async sleep or predicate: this Retry cannot serve sync calls
     if self._sync_refusal is not None:
         raise TypeError(self._sync_refusal)
+    deposits = self._deposits  # a first attempt earns retries for the budget, if there is one
+    if deposits is not None:
+        next(deposits)  # an ``itertools.count``: atomic, no lock (see retry_budget.py)
     began = self._clock() if self.max_delay is not None else None
     try:
         result = fn(*args, **kwargs)

@@ -8,11 +8,13 @@ import the policy modules, as they import it).
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, Protocol
 
+from ._core.adaptive import AdaptiveBulkheadCore
 from ._core.breaker import BreakerCore, Permit
 from ._core.bulkhead import BulkheadCore
+from ._core.rate_limit import RateLimitCore
 from ._types import Args, AsyncFn, Fn, Kwargs
 from ._waiters import Waiter
 from .telemetry._hub import PolicyTelemetry
@@ -21,7 +23,16 @@ if TYPE_CHECKING:
     from opentelemetry.trace import Tracer
     from tenacity import RetryCallState, Retrying
 
-__all__ = ["AroundSelf", "BreakerSelf", "BulkheadSelf", "FallbackSelf", "PolicySelf", "RetrySelf"]
+__all__ = [
+    "AdaptiveBulkheadSelf",
+    "AroundSelf",
+    "BreakerSelf",
+    "BulkheadSelf",
+    "FallbackSelf",
+    "PolicySelf",
+    "RateLimiterSelf",
+    "RetrySelf",
+]
 
 
 class PolicySelf(Protocol):
@@ -55,6 +66,22 @@ class AroundSelf(PolicySelf, Protocol):
     def _enter_nowait(self) -> Any: ...
     def _exit(self, permit: Any, error: BaseException | None, result: Any) -> None: ...
     def _exit_ok(self, permit: Any, result: Any) -> None: ...
+
+
+class AdaptiveBulkheadSelf(AroundSelf, Protocol):
+    """What the adaptive bulkhead's per-call code uses."""
+
+    @property
+    def _lock(self) -> threading.Lock: ...
+    @property
+    def _core(self) -> AdaptiveBulkheadCore[Any]: ...
+    @property
+    def _clock(self) -> Callable[[], float]: ...
+    def _admitted(self, waited: float) -> None: ...
+    def _wait_in_thread(self) -> None: ...
+    async def _wait_in_task(self) -> None: ...
+    def _finish(self, permit: tuple[float, int], error: BaseException | None) -> None: ...
+    def _reject(self, reason: str, waited: float | None) -> BaseException: ...
 
 
 class BreakerSelf(AroundSelf, Protocol):
@@ -126,6 +153,35 @@ class FallbackSelf(PolicySelf, Protocol):
     async def _asubstitute(self, error: Exception | None) -> Any: ...
 
 
+class RateLimiterSelf(AroundSelf, Protocol):
+    """What the rate limiter's per-call code uses."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def _id(self) -> int: ...
+    @property
+    def _lock(self) -> threading.Lock: ...
+    @property
+    def _core(self) -> RateLimitCore[Any]: ...
+    @property
+    def _clock(self) -> Callable[[], float]: ...
+    @property
+    def _max_wait(self) -> float: ...
+    @property
+    def _unlocked(self) -> bool: ...
+    def _wait_in_thread(self, now: float) -> None: ...
+    async def _wait_in_task(self, now: float) -> None: ...
+
+
+class Budget(Protocol):
+    """What a :class:`RetryRun` uses of a ``RetryBudget``: take one retry, or be refused."""
+
+    @property
+    def name(self) -> str: ...
+    def _try_withdraw(self) -> bool: ...
+
+
 class RetrySettings(Protocol):
     """What a :class:`RetryRun` reads of the ``Retry`` it serves (its configuration)."""
 
@@ -143,6 +199,8 @@ class RetrySettings(Protocol):
     def _tel(self) -> PolicyTelemetry: ...
     @property
     def _controller(self) -> Retrying: ...
+    @property
+    def _budget(self) -> Budget | None: ...
 
 
 class RetrySelf(PolicySelf, RetrySettings, Protocol):
@@ -166,5 +224,7 @@ class RetrySelf(PolicySelf, RetrySettings, Protocol):
     def _on_result_async(self) -> bool: ...
     @property
     def _sync_refusal(self) -> str | None: ...
+    @property
+    def _deposits(self) -> Iterator[int] | None: ...
     def _sleep_sync(self, delay: float) -> None: ...
     async def _sleep_async(self, delay: float) -> None: ...

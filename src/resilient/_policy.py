@@ -249,6 +249,11 @@ class Policy:
     async def _acall(self, fn: AsyncFn, args: Args, kwargs: Kwargs) -> Any:
         raise NotImplementedError  # pragma: no cover - every concrete policy overrides it
 
+    def _health(self) -> dict[str, Any]:
+        """This policy's live figures and key settings, JSON-ready, for
+        ``Registry.health()`` (the keys each kind reports are listed in docs/health.md)."""
+        return {}
+
     # -- outcome plumbing ------------------------------------------------------------------
     def _own(self, error: BaseException) -> BaseException:
         """Mark ``error`` as this policy's own decision (a rejection or a timeout), so the

@@ -6,31 +6,41 @@ the environment (``Policy.from_env``) and the code's defaults, so ``payments`` m
 breaker, one bulkhead, ... wherever it is used, and operators configure it by name.
 
 ``@rs.policy("payments", "retry", "breaker", "timeout", timeout={"seconds": 2})`` builds the
-named pipeline in the usual order (fallback, retry, hedge, breaker, timeout, bulkhead, then the
-chaos kinds innermost) whatever the order of the kinds given;
-``RESILIENT__PAYMENTS__RETRY__ENABLED=false`` leaves the retry out. Chaos kinds are the
+named pipeline in the usual order (fallback, retry, hedge, breaker, rate limiter, timeout,
+bulkhead, adaptive bulkhead, then the chaos kinds innermost) whatever the order of the kinds
+given; ``RESILIENT__PAYMENTS__RETRY__ENABLED=false`` leaves the retry out. Chaos kinds are the
 exception: their ``enabled`` is a real, run-time switch of the policy
 (``RESILIENT__PAYMENTS__CHAOS_FAULT__ENABLED=true``), so they are always members and switch
 themselves on and off.
+
+Retry budgets are named too (``rs.registry.retry_budget("payments")``), so retries of one
+dependency can share one; they are no pipeline member (a ``Retry`` takes one as ``budget=``).
+
+:meth:`Registry.health` is a JSON-ready snapshot of everything the registry holds, for a
+health endpoint or ``python -m resilient health``.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator, Mapping
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 from . import config
 from ._policy import Policy
 from ._types import Args, AsyncFn, Fn, Kwargs
-from .breaker import CircuitBreaker
+from .adaptive_bulkhead import AdaptiveBulkhead
+from .breaker import BreakerState, CircuitBreaker
 from .bulkhead import Bulkhead
 from .chaos import Fault, Latency, Result
 from .errors import ConfigError
 from .fallback import Fallback
 from .hedge import Hedge
 from .pipeline import Pipeline
+from .rate_limiter import RateLimiter
 from .retry import Retry
+from .retry_budget import RetryBudget
 from .timeout import Timeout
 
 __all__ = ["KINDS", "Registry", "policy", "registry"]
@@ -42,8 +52,10 @@ KINDS: Mapping[str, type[Policy]] = {
         Retry,
         Hedge,
         CircuitBreaker,
+        RateLimiter,
         Timeout,
         Bulkhead,
+        AdaptiveBulkhead,
         Latency,
         Fault,
         Result,
@@ -51,9 +63,14 @@ KINDS: Mapping[str, type[Policy]] = {
 }
 """Every built-in policy kind and its class, in the usual pipeline order (outermost first):
 ``rs.policy`` nests members in this order, whatever order the kinds are given in. The one
-place that knows every kind; configuration learns them from here (``config.register_kinds``)."""
+place that knows every kind; configuration learns them from here (``config.register_kinds``),
+plus the retry budget, which is configurable but no pipeline member."""
 
-config.register_kinds(KINDS.values())
+config.register_kinds([*KINDS.values(), RetryBudget])
+
+_OPEN_STATES = (BreakerState.OPEN.value, BreakerState.FORCED_OPEN.value)
+
+NamedT = TypeVar("NamedT", Policy, RetryBudget)
 
 
 def _switches_itself(cls: type[Policy]) -> bool:
@@ -64,11 +81,21 @@ def _switches_itself(cls: type[Policy]) -> bool:
 
 def _kind_class(kind: str) -> type[Policy]:
     config.policy_class(kind)  # ValueError naming the kinds, with "did you mean"
-    return KINDS[kind]
+    cls = KINDS.get(kind)
+    if cls is None:
+        raise ValueError(
+            f"{kind!r} is not a policy a pipeline can hold (kinds: {', '.join(KINDS)}); "
+            f"a retry budget goes to a retry: retry={{'budget': registry.retry_budget(name)}}"
+        )
+    return cls
 
 
 _Defaults = Mapping[str, Any]
-_Snapshot = tuple[dict[tuple[str, str], Policy], dict[tuple[str, str], dict[str, Any]]]
+_Snapshot = tuple[
+    dict[tuple[str, str], Policy],
+    dict[tuple[str, str], RetryBudget],
+    dict[tuple[str, str], dict[str, Any]],
+]
 
 
 def _same_defaults(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
@@ -117,6 +144,7 @@ class Registry:
         # asks this registry for a policy at import time, on the same thread.
         self._lock = threading.RLock()
         self._policies: dict[tuple[str, str], Policy] = {}
+        self._budgets: dict[tuple[str, str], RetryBudget] = {}
         self._defaults: dict[tuple[str, str], dict[str, Any]] = {}
 
     def __repr__(self) -> str:
@@ -146,6 +174,22 @@ class Registry:
         ``handler`` in code (``VALUE`` may also come from the environment, as JSON)."""
         return cast(Fallback, self.obtain("fallback", name, defaults))
 
+    def rate_limiter(self, name: str, /, **defaults: Any) -> RateLimiter:
+        """The rate limiter named ``name`` (``RESILIENT__<NAME>__RATE_LIMITER__*``); needs
+        ``rate`` from code or the environment."""
+        return cast(RateLimiter, self.obtain("rate_limiter", name, defaults))
+
+    def adaptive_bulkhead(self, name: str, /, **defaults: Any) -> AdaptiveBulkhead:
+        """The adaptive bulkhead named ``name``
+        (``RESILIENT__<NAME>__ADAPTIVE_BULKHEAD__*``)."""
+        return cast(AdaptiveBulkhead, self.obtain("adaptive_bulkhead", name, defaults))
+
+    def retry_budget(self, name: str, /, **defaults: Any) -> RetryBudget:
+        """The retry budget named ``name`` (``RESILIENT__<NAME>__RETRY_BUDGET__*``), to share
+        between retries: ``registry.retry("payments", budget=registry.retry_budget("payments"))``.
+        """
+        return self._obtain(self._budgets, RetryBudget, name, defaults)
+
     def hedge(self, name: str, /, **defaults: Any) -> Hedge:
         """The hedge named ``name`` (``RESILIENT__<NAME>__HEDGE__*``)."""
         return cast(Hedge, self.obtain("hedge", name, defaults))
@@ -168,16 +212,24 @@ class Registry:
     def obtain(self, kind: str, name: str, defaults: _Defaults | None = None) -> Policy:
         """The policy of ``kind`` named ``name``, created from the environment and
         ``defaults`` on first request (the kind-specific methods call this)."""
-        cls = _kind_class(kind)
+        return self._obtain(self._policies, _kind_class(kind), name, defaults)
+
+    def _obtain(
+        self,
+        table: dict[tuple[str, str], NamedT],
+        cls: type[NamedT],
+        name: str,
+        defaults: _Defaults | None,
+    ) -> NamedT:
         if not isinstance(name, str) or not name.strip():
             raise ValueError(f"name must be a non-empty string, got {name!r}")
         given = dict(defaults or {})
         key = (name, cls.kind)
         with self._lock:
-            existing = self._policies.get(key)
+            existing = table.get(key)
             if existing is None:
                 existing = cls.from_env(name, **given)
-                self._policies[key] = existing
+                table[key] = existing
                 self._defaults[key] = given
                 return existing
             recorded = self._defaults[key]
@@ -215,24 +267,62 @@ class Registry:
             return self._policies.get((item.name, item.kind)) is item
         return item in self._policies
 
+    def budgets(self) -> list[RetryBudget]:
+        """Every registered retry budget, in creation order."""
+        with self._lock:
+            return list(self._budgets.values())
+
     def clear(self) -> None:
-        """Forget every registered policy (for tests; live decorators keep their instances)."""
+        """Forget every registered policy and budget (for tests; live decorators keep their
+        instances)."""
         with self._lock:
             self._policies.clear()
+            self._budgets.clear()
             self._defaults.clear()
+
+    # -- health ------------------------------------------------------------------------------
+    def health(self) -> dict[str, Any]:
+        """A JSON-ready snapshot of every policy and retry budget in the registry.
+
+        ``{"status": "ok" | "degraded", "open_breakers": [names], "time": unix seconds,
+        "policies": {name: {kind: {...}}}}``: ``status`` is ``"degraded"`` while a breaker is
+        OPEN or FORCED_OPEN (calls to it fail fast). Each entry holds the live figures of its
+        kind (documented in ``docs/health.md``): a breaker's ``state``, window counts and rates,
+        ``retry_after`` and ``last_transition``; a bulkhead's ``in_flight``, ``queued`` and
+        ``limit``; a rate limiter's ``tokens``; a budget's ``balance``; the settings of the
+        others. Reading it applies due breaker transitions, like ``breaker.state``."""
+        with self._lock:
+            items: list[Policy | RetryBudget] = [
+                *self._policies.values(),
+                *self._budgets.values(),
+            ]
+        policies: dict[str, dict[str, Any]] = {}
+        open_breakers: list[str] = []
+        for item in items:
+            entry = item._health()
+            policies.setdefault(item.name, {})[item.kind] = entry
+            if item.kind == CircuitBreaker.kind and entry.get("state") in _OPEN_STATES:
+                open_breakers.append(item.name)
+        return {
+            "status": "degraded" if open_breakers else "ok",
+            "open_breakers": open_breakers,
+            "time": time.time(),
+            "policies": policies,
+        }
 
     # -- test isolation (``resilient.testing``) ---------------------------------------------
     def _snapshot(self) -> _Snapshot:
-        """The registered policies and their code defaults as they are now."""
+        """The registered policies, budgets and their code defaults as they are now."""
         with self._lock:
-            return dict(self._policies), dict(self._defaults)
+            return dict(self._policies), dict(self._budgets), dict(self._defaults)
 
     def _restore(self, snapshot: _Snapshot) -> None:
         """Back to ``snapshot``: policies registered since are forgotten, policies forgotten
         since (``clear()``) come back. The instances themselves are untouched."""
-        policies, defaults = snapshot
+        policies, budgets, defaults = snapshot
         with self._lock:
             self._policies = dict(policies)
+            self._budgets = dict(budgets)
             self._defaults = dict(defaults)
 
     # -- named pipelines -------------------------------------------------------------------
@@ -245,17 +335,19 @@ class Registry:
         retry: _Defaults | None = None,
         hedge: _Defaults | None = None,
         breaker: _Defaults | None = None,
+        rate_limiter: _Defaults | None = None,
         timeout: _Defaults | None = None,
         bulkhead: _Defaults | None = None,
+        adaptive_bulkhead: _Defaults | None = None,
         chaos_latency: _Defaults | None = None,
         chaos_fault: _Defaults | None = None,
         chaos_result: _Defaults | None = None,
     ) -> Pipeline:
         """The pipeline named ``name`` made of the registry's policies of ``kinds``.
 
-        Members are nested in the usual order — fallback, retry, hedge, breaker, timeout,
-        bulkhead, chaos_latency, chaos_fault, chaos_result — whatever order ``kinds`` are
-        given in. Code defaults per kind are mappings:
+        Members are nested in the usual order — fallback, retry, hedge, breaker, rate_limiter,
+        timeout, bulkhead, adaptive_bulkhead, chaos_latency, chaos_fault, chaos_result —
+        whatever order ``kinds`` are given in. Code defaults per kind are mappings:
         ``policy("payments", "breaker", "timeout", breaker={"window_size": 20},
         timeout={"seconds": 2})``. A kind switched off with ``..._<KIND>__ENABLED=false`` is
         left out (and not created); with every kind off the pipeline just calls through.
@@ -266,8 +358,10 @@ class Registry:
             "retry": retry,
             "hedge": hedge,
             "breaker": breaker,
+            "rate_limiter": rate_limiter,
             "timeout": timeout,
             "bulkhead": bulkhead,
+            "adaptive_bulkhead": adaptive_bulkhead,
             "chaos_latency": chaos_latency,
             "chaos_fault": chaos_fault,
             "chaos_result": chaos_result,

@@ -184,6 +184,12 @@ class RetryRun(RetryCallState):
                     result,
                     f"waiting {delay:.3f} s would pass the enclosing deadline ({left:.3f} s left)",
                 )
+        budget = p._budget  # last: a retry that will not happen for another reason costs none
+        if budget is not None and not budget._try_withdraw():
+            tel = p._tel
+            if not tel.quiet or tel.gen != STATE.generation:
+                tel.rejected("retry_budget")
+            self._give_up(error, result, f"retry budget {budget.name!r} has no retry left")
         self.upcoming_sleep = delay
         self.idle_for += delay
         self.prepare_for_next_attempt()

@@ -6,6 +6,10 @@ fleet. The policy module only knows these protocols; the backend (``resilient.fl
 imports redis) is imported by whoever builds one, so ``import resilient`` never imports a
 client library.
 
+What crosses the seam, for a rate limiter: the limiter binds itself by name and settings
+(:class:`BucketBackend`) and asks its :class:`BucketLink` for a token per call; the link answers
+from a local lease of fleet tokens, so a call pays no round trip.
+
 What crosses the seam, for a circuit breaker: the breaker exposes its
 :class:`~resilient._core.shared_breaker.SharedBreakerCore`, the lock guarding it and the
 publisher of its transitions (:class:`BreakerHost`); the backend keeps the core in step with
@@ -27,7 +31,7 @@ from ._core.shared_breaker import SharedBreakerCore, TrialReport
 if TYPE_CHECKING:
     from .telemetry._hub import PolicyTelemetry
 
-__all__ = ["BreakerHost", "BreakerLink", "StateBackend"]
+__all__ = ["BreakerHost", "BreakerLink", "BucketBackend", "BucketLink", "StateBackend"]
 
 
 class BreakerHost(Protocol):
@@ -74,3 +78,18 @@ class StateBackend(Protocol):
     """What ``state=`` accepts: something that binds a policy to shared state."""
 
     def _bind_breaker(self, breaker: BreakerHost) -> BreakerLink: ...
+
+
+class BucketLink(Protocol):
+    """A rate limiter's share of a fleet-wide token bucket (one per bound limiter)."""
+
+    def take(self) -> tuple[bool, float] | None:
+        """One token for a call: ``(True, 0.0)``, or ``(False, retry_after)`` when the fleet
+        has none, or ``None`` when the backend is unreachable (the limiter then decides with
+        its local bucket)."""
+
+
+class BucketBackend(Protocol):
+    """What a rate limiter's ``state=`` accepts: something that binds it to a fleet bucket."""
+
+    def _bind_bucket(self, name: str, rate: float, per: float, burst: int) -> BucketLink: ...

@@ -68,6 +68,7 @@ __all__ = [
     "exceptions",
     "flag",
     "fraction",
+    "instance",
     "is_async_callable",
     "isawaitable",
     "json_value",
@@ -216,8 +217,8 @@ def _bounds_text(minimum: float | None, maximum: float | None, above: float | No
 # Messages come in two steps: a value of the wrong type is told what kind of value is expected
 # ("attempts must be an int >= 1, got 2.5", a TypeError); a value of the right type outside the
 # allowed range is told the bound it broke ("attempts must be >= 1, got 0", a ValueError).
-def count(name: str, *, minimum: int = 1) -> Option[int]:
-    """A whole number ``>= minimum`` (``bool`` refused)."""
+def count(name: str, *, minimum: int = 1, optional: bool = False) -> Option[int]:
+    """A whole number ``>= minimum`` (``bool`` refused); ``None`` too when ``optional``."""
     what = f"an int >= {minimum}"
 
     def check(name: str, value: object) -> int:
@@ -228,8 +229,9 @@ def count(name: str, *, minimum: int = 1) -> Option[int]:
         return int(value)
 
     return Option(
-        name, check, format="integer", accepts=f"an integer >= {minimum}", parser=parse_int
-    )
+        name, check, format="integer", accepts=f"an integer >= {minimum}", parser=parse_int,
+        optional=optional,
+    )  # fmt: skip
 
 
 def number(
@@ -556,6 +558,20 @@ def random_generator(name: str = "rng") -> Option[random.Random]:
     return Option(
         name, check, format="code-only", accepts="a random.Random given in code", parser=None
     )
+
+
+def instance(name: str, cls: type[T], what: str) -> Option[T | None]:
+    """An instance of ``cls`` given in code (``what`` names it in messages), or ``None``."""
+
+    def check(name: str, value: object) -> T:
+        if not isinstance(value, cls):
+            raise _bad_type(name, f"{what} or None", value)
+        return value
+
+    return Option(
+        name, check, format="code-only", accepts=f"{what} given in code", parser=None,
+        optional=True,
+    )  # fmt: skip
 
 
 ON_EVENT: Option[Any] = callback("on_event")

@@ -11,6 +11,11 @@ pops the longest waiter and calls ``wake()`` on it, from any thread:
   ``wake`` schedules ``event.set`` through it. No polling, and no thread is ever blocked on
   behalf of a task. ``wake`` returns ``False`` when that loop is already gone, so the caller
   can pass the capacity on instead of leaking it.
+
+A queue whose waiters may be woken more than once (the rate limiter's: "a token is yours", and
+"you are first in line now: time the next token") calls ``wake`` at most once per ``wait``
+under its own lock, and ``rearm`` after a wait that ended for another reason (a timeout), so
+the next ``wait`` blocks again.
 """
 
 from __future__ import annotations
@@ -41,6 +46,10 @@ class ThreadWaiter:
     def wake(self) -> bool:
         self._gate.release()
         return True
+
+    def rearm(self) -> None:
+        """Swallow a ``wake`` that the last ``wait`` did not consume (it had timed out)."""
+        self._gate.acquire(blocking=False)
 
 
 def threadsafe_scheduler() -> Callable[[Callable[[], object]], object]:
@@ -73,6 +82,12 @@ class TaskWaiter:
         except RuntimeError:  # loop closed / trio run finished: nobody will take the slot
             return False
         return True
+
+    def rearm(self) -> None:
+        """A fresh event for the next wait (a ``set`` already scheduled hits the old one)."""
+        import anyio  # already loaded: this waiter's task runs on it
+
+        self.event = anyio.Event()
 
 
 Waiter = ThreadWaiter | TaskWaiter

@@ -388,6 +388,24 @@ class CircuitBreaker(AroundPolicy):
         """The state and the window's call, failure and slow-call counts and rates."""
         return self._locked(_snapshot)
 
+    def _health(self) -> dict[str, Any]:
+        metrics = self.metrics  # applies (and publishes) due transitions, like ``state``
+        retry_after = self.retry_after
+        now = self._clock()
+        with self._lock:
+            changed_at = self._core.changed_at
+        return {
+            "state": metrics.state.value,
+            "calls": metrics.calls,
+            "failures": metrics.failures,
+            "slow_calls": metrics.slow_calls,
+            "failure_rate": metrics.failure_rate,
+            "slow_call_rate": metrics.slow_call_rate,
+            "retry_after": retry_after,
+            # the clock is monotonic (or simulated): date the change by its distance from now
+            "last_transition": None if changed_at is None else time.time() - (now - changed_at),
+        }
+
     def force_open(self) -> None:
         """Reject every call until :meth:`reset` (e.g. during maintenance of the dependency)."""
         self._set_state(BreakerState.FORCED_OPEN)

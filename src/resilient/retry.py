@@ -28,7 +28,7 @@ measure ``max_delay`` with the real clock and re-raise through ``concurrent.futu
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from . import _hot_drivers, _sleeping
@@ -37,6 +37,7 @@ from ._policy import Policy
 from ._types import Exc, ExcType, Fn, Tb
 from ._validate import is_async_callable
 from .errors import PolicyRejectedError
+from .retry_budget import RetryBudget
 from .telemetry._hub import Listener
 from .waits import wait_exponential, wait_fixed
 
@@ -74,8 +75,11 @@ hammer) the policy that refused. Pass ``on=`` to retry exactly what you name."""
 _ON_RESULT = v.callback("on_result")
 _MAX_DELAY = v.duration("max_delay", optional=True, zero=False)
 _SLEEP = v.callback("sleep")
+_BUDGET = v.instance("budget", RetryBudget, "a rs.RetryBudget")
 _CLOCK = v.clock()
-_OPTIONS = v.Options(_ATTEMPTS, _WAIT, _ON, _ON_RESULT, _MAX_DELAY, _SLEEP, v.ON_EVENT, _CLOCK)
+_OPTIONS = v.Options(
+    _ATTEMPTS, _WAIT, _ON, _ON_RESULT, _MAX_DELAY, _SLEEP, _BUDGET, v.ON_EVENT, _CLOCK
+)
 
 
 class Retry(Policy):
@@ -94,6 +98,9 @@ class Retry(Policy):
     - ``sleep``: how to wait; a sync callable, or an async one for async calls only. Default:
       ``time.sleep`` / ``anyio.sleep`` (asyncio and trio), switched off by
       ``resilient.testing.instant_retries()``.
+    - ``budget``: a :class:`resilient.RetryBudget` shared with other retries: each first
+      attempt earns it a fraction of a retry, each retry spends one, and a retry it cannot pay
+      for is not taken (the last error propagates at once).
     - ``on_event``: a listener for this policy's events (``RetryScheduled`` per retry).
 
     Exhausted on an exception, that exception propagates unchanged plus a note; exhausted on a
@@ -114,10 +121,15 @@ class Retry(Policy):
         on_result: Callable[[Any], bool] | None = None,
         max_delay: float | None = None,
         sleep: Callable[[float], Any] | None = None,
+        budget: RetryBudget | None = None,
         on_event: Listener | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         super().__init__(name, on_event=on_event)
+        self._budget: RetryBudget | None = _BUDGET(budget)
+        self._deposits: Iterator[int] | None = (
+            None if self._budget is None else self._budget._counter
+        )
         attempts = _ATTEMPTS(attempts)
         strategy = _WAIT(wait)
         if not callable(strategy):
@@ -150,6 +162,7 @@ class Retry(Policy):
             on_result=on_result,
             max_delay=max_delay,
             sleep=sleep,
+            budget=self._budget,
             on_event=on_event,
             clock=clock,
         )
@@ -171,10 +184,23 @@ class Retry(Policy):
         return controller
 
     def __repr__(self) -> str:
+        budget = "" if self._budget is None else f" budget={self._budget.name!r}"
         return (
             f"<Retry {self.name!r} attempts={self.max_attempts} wait={self.wait!r} "
-            f"max_delay={self.max_delay!r} on={self._settings['on']!r}>"
+            f"max_delay={self.max_delay!r} on={self._settings['on']!r}{budget}>"
         )
+
+    @property
+    def budget(self) -> RetryBudget | None:
+        """The retry budget this retry spends from, or ``None``."""
+        return self._budget
+
+    def _health(self) -> dict[str, Any]:
+        return {
+            "attempts": self.max_attempts,
+            "max_delay": self.max_delay,
+            "budget": None if self._budget is None else self._budget.name,
+        }
 
     # -- classification ----------------------------------------------------------------------
     def _retryable(self, exc: Exception) -> bool:
@@ -337,6 +363,8 @@ class AttemptIterator:
 
     def _begin(self) -> Attempt:
         p = self._policy
+        if p._deposits is not None:
+            next(p._deposits)
         self._start = p._clock() if p.max_delay is not None else None
         self._current = Attempt(self, 1)
         return self._current

@@ -129,6 +129,9 @@ class Timeout(Policy):
         """The time budget of one call, in seconds."""
         return self._seconds
 
+    def _health(self) -> dict[str, Any]:
+        return {"seconds": self._seconds}
+
     def _expired(self, cause: BaseException | None) -> TimeoutExceeded:
         tel = self._tel
         if tel.wants_events():

@@ -120,6 +120,7 @@ class BreakerCore:
     """
 
     __slots__ = (
+        "changed_at",
         "changes",
         "check_successes",
         "failure_rate_threshold",
@@ -177,6 +178,8 @@ class BreakerCore:
         self.trials: list[float] = []  # admission times of the running half-open trials
         self.trial_ok = 0  # half-open trials that succeeded in this round
         self.changes: list[Transition] = []
+        self.changed_at: float | None = None
+        """When the last transition took effect (``None``: never left CLOSED)."""
 
     # -- the two hot operations --------------------------------------------------------------
     def acquire(self, now: float) -> Permit | Rejection:
@@ -361,6 +364,7 @@ class BreakerCore:
     def _transition(self, to: BreakerState, at: float) -> None:
         self.changes.append((self.state, to))
         self.state = to
+        self.changed_at = at
         self.gen += 1
         self.window.clear()
         self.trials.clear()

@@ -7,6 +7,7 @@ points them at another registry or tracer provider.
 """
 
 from ._events import (
+    AdaptiveLimitChanged,
     BreakerStateChanged,
     BulkheadAdmitted,
     BulkheadQueued,
@@ -20,6 +21,7 @@ from ._events import (
     Event,
     FallbackUsed,
     HedgeStarted,
+    RateLimiterQueued,
     RetryScheduled,
     SagaEvent,
     TimeoutHit,
@@ -34,6 +36,7 @@ from ._hub import (
 )
 
 __all__ = [
+    "AdaptiveLimitChanged",
     "BreakerStateChanged",
     "BulkheadAdmitted",
     "BulkheadQueued",
@@ -49,6 +52,7 @@ __all__ = [
     "HedgeStarted",
     "Listener",
     "PolicyTelemetry",
+    "RateLimiterQueued",
     "RetryScheduled",
     "SagaEvent",
     "TimeoutHit",

@@ -30,6 +30,8 @@ MetricType = Literal["counter", "gauge", "histogram"]
 _CALL_KINDS = (
     "breaker",
     "bulkhead",
+    "adaptive_bulkhead",
+    "rate_limiter",
     "retry",
     "timeout",
     "fallback",
@@ -176,14 +178,29 @@ CATALOG: tuple[MetricSpec, ...] = (
         "gauge",
         ("name",),
         "Calls currently holding a bulkhead slot.",
-        ("bulkhead",),
+        ("bulkhead", "adaptive_bulkhead"),
+    ),
+    MetricSpec(
+        "resilient_bulkhead_limit",
+        "gauge",
+        ("name",),
+        "The concurrency limit an adaptive bulkhead currently enforces.",
+        ("adaptive_bulkhead",),
+    ),
+    MetricSpec(
+        "resilient_ratelimiter_tokens",
+        "gauge",
+        ("name",),
+        "Tokens in a rate limiter's bucket (calls that may start now without waiting).",
+        ("rate_limiter",),
     ),
     MetricSpec(
         "resilient_rejections_total",
         "counter",
         ("policy", "name", "reason"),
-        "Calls a policy refused without running them, by reason.",
-        ("breaker", "bulkhead"),
+        "Calls a policy refused without running them, by reason "
+        "(for a retry: retries its budget refused).",
+        ("breaker", "bulkhead", "adaptive_bulkhead", "rate_limiter", "retry"),
     ),
     MetricSpec(
         "resilient_state_backend_up",

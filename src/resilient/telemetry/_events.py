@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from time import time
 
 __all__ = [
+    "AdaptiveLimitChanged",
     "BreakerStateChanged",
     "BulkheadAdmitted",
     "BulkheadQueued",
@@ -24,6 +25,7 @@ __all__ = [
     "Event",
     "FallbackUsed",
     "HedgeStarted",
+    "RateLimiterQueued",
     "RetryScheduled",
     "SagaEvent",
     "TimeoutHit",
@@ -73,7 +75,8 @@ class CallSlow(Event):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CallRejected(Event):
     """The policy refused the call without running it. ``reason`` is a short stable word
-    ("open", "forced_open", "half_open_full", "full", "queue_timeout")."""
+    ("open", "forced_open", "half_open_full", "full", "queue_timeout", "rate_limited"; a
+    retry refused by its budget: "retry_budget")."""
 
     reason: str
     retry_after: float | None = None
@@ -149,6 +152,25 @@ class BulkheadRejected(Event):
     """A caller was turned away by the bulkhead ("full" or "queue_timeout")."""
 
     reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RateLimiterQueued(Event):
+    """A caller found no token and waits for one at ``position`` in the queue; its token is
+    due in ``wait`` seconds."""
+
+    position: int
+    wait: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AdaptiveLimitChanged(Event):
+    """An adaptive bulkhead moved its limit from ``from_limit`` to ``to_limit`` after a window
+    of samples whose average latency was ``rtt`` seconds."""
+
+    from_limit: int
+    to_limit: int
+    rtt: float
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
