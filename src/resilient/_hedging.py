@@ -36,6 +36,7 @@ from ._core.hedge import HedgeRace
 from ._deadline import current_deadline
 from ._thread_cache import POOL
 from ._timers import Cancellable, TimerClock, call_later, spawn_detached
+from .errors import _add_note
 
 if TYPE_CHECKING:
     import asyncio
@@ -67,8 +68,7 @@ _INTERRUPT = "resilient hedge: another attempt answered first"
 
 
 def _note_failed(error: BaseException, name: str, attempts: int) -> None:
-    if hasattr(error, "add_note"):
-        error.add_note(f"resilient: hedge {name!r}: all {attempts} attempts failed")
+    _add_note(error, f"resilient: hedge {name!r}: all {attempts} attempts failed")
 
 
 class AsyncRace:

@@ -289,12 +289,16 @@ def rate_limiter_async_wrapper(self: RateLimiterSelf, fn: AsyncFn) -> Fn:
 
     async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
         if tel.plain:
-            now = clock()
             if self._unlocked:
+                now = clock()
                 admitted = core.try_acquire(now)
+                if not admitted:
+                    now = clock()
+                    admitted = core.try_acquire(now)
             else:
                 lock.acquire()  # not ``with``: on CPython 3.11 that costs twice the lock round trip
                 try:
+                    now = clock()
                     admitted = core.try_acquire(now)
                 finally:
                     lock.release()
@@ -317,12 +321,16 @@ def rate_limiter_async_wrapper(self: RateLimiterSelf, fn: AsyncFn) -> Fn:
             return await self._aexecute(fn, args, kwargs)
         start = perf_counter()
         try:
-            now = clock()
             if self._unlocked:
+                now = clock()
                 admitted = core.try_acquire(now)
+                if not admitted:
+                    now = clock()
+                    admitted = core.try_acquire(now)
             else:
                 lock.acquire()  # not ``with``: on CPython 3.11 that costs twice the lock round trip
                 try:
+                    now = clock()
                     admitted = core.try_acquire(now)
                 finally:
                     lock.release()
@@ -358,12 +366,16 @@ def rate_limiter_sync_wrapper(self: RateLimiterSelf, fn: Fn) -> Fn:
 
     def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
         if tel.plain:
-            now = clock()
             if self._unlocked:
+                now = clock()
                 admitted = core.try_acquire(now)
+                if not admitted:
+                    now = clock()
+                    admitted = core.try_acquire(now)
             else:
                 lock.acquire()  # not ``with``: on CPython 3.11 that costs twice the lock round trip
                 try:
+                    now = clock()
                     admitted = core.try_acquire(now)
                 finally:
                     lock.release()
@@ -386,12 +398,16 @@ def rate_limiter_sync_wrapper(self: RateLimiterSelf, fn: Fn) -> Fn:
             return self._execute(fn, args, kwargs)
         start = perf_counter()
         try:
-            now = clock()
             if self._unlocked:
+                now = clock()
                 admitted = core.try_acquire(now)
+                if not admitted:
+                    now = clock()
+                    admitted = core.try_acquire(now)
             else:
                 lock.acquire()  # not ``with``: on CPython 3.11 that costs twice the lock round trip
                 try:
+                    now = clock()
                     admitted = core.try_acquire(now)
                 finally:
                     lock.release()
@@ -423,12 +439,16 @@ async def rate_limiter_acall(self: RateLimiterSelf, fn: AsyncFn, args: Args, kwa
     core = self._core
     clock = self._clock
     lock = self._lock
-    now = clock()
     if self._unlocked:
+        now = clock()
         admitted = core.try_acquire(now)
+        if not admitted:
+            now = clock()
+            admitted = core.try_acquire(now)
     else:
         lock.acquire()  # not ``with``: on CPython 3.11 that costs twice the lock round trip
         try:
+            now = clock()
             admitted = core.try_acquire(now)
         finally:
             lock.release()
@@ -448,12 +468,16 @@ def rate_limiter_call(self: RateLimiterSelf, fn: Fn, args: Args, kwargs: Kwargs)
     core = self._core
     clock = self._clock
     lock = self._lock
-    now = clock()
     if self._unlocked:
+        now = clock()
         admitted = core.try_acquire(now)
+        if not admitted:
+            now = clock()
+            admitted = core.try_acquire(now)
     else:
         lock.acquire()  # not ``with``: on CPython 3.11 that costs twice the lock round trip
         try:
+            now = clock()
             admitted = core.try_acquire(now)
         finally:
             lock.release()
@@ -473,12 +497,16 @@ async def rate_limiter_aenter(self: RateLimiterSelf) -> None:
     core = self._core
     clock = self._clock
     lock = self._lock
-    now = clock()
     if self._unlocked:
+        now = clock()
         admitted = core.try_acquire(now)
+        if not admitted:
+            now = clock()
+            admitted = core.try_acquire(now)
     else:
         lock.acquire()  # not ``with``: on CPython 3.11 that costs twice the lock round trip
         try:
+            now = clock()
             admitted = core.try_acquire(now)
         finally:
             lock.release()
@@ -497,12 +525,16 @@ def rate_limiter_enter(self: RateLimiterSelf) -> None:
     core = self._core
     clock = self._clock
     lock = self._lock
-    now = clock()
     if self._unlocked:
+        now = clock()
         admitted = core.try_acquire(now)
+        if not admitted:
+            now = clock()
+            admitted = core.try_acquire(now)
     else:
         lock.acquire()  # not ``with``: on CPython 3.11 that costs twice the lock round trip
         try:
+            now = clock()
             admitted = core.try_acquire(now)
         finally:
             lock.release()
@@ -521,12 +553,16 @@ def rate_limiter_enter_nowait(self: RateLimiterSelf) -> Any:
     core = self._core
     clock = self._clock
     lock = self._lock
-    now = clock()
     if self._unlocked:
+        now = clock()
         admitted = core.try_acquire(now)
+        if not admitted:
+            now = clock()
+            admitted = core.try_acquire(now)
     else:
         lock.acquire()  # not ``with``: on CPython 3.11 that costs twice the lock round trip
         try:
+            now = clock()
             admitted = core.try_acquire(now)
         finally:
             lock.release()

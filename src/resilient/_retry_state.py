@@ -8,9 +8,7 @@ succeeds never pays for it.
 
 from __future__ import annotations
 
-import contextlib
 import math
-import sys
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -20,26 +18,14 @@ from tenacity import Future, RetryCallState, Retrying
 from ._deadline import _DEADLINE
 from ._no_retry import NO_RETRY
 from ._types import Tb
-from .errors import RetryExhaustedError
+from .errors import RetryExhaustedError, _add_note
 from .telemetry._hub import STATE
 from .waits import _FixedWait
 
 if TYPE_CHECKING:
     from ._hot_protocols import RetrySettings
 
-__all__ = ["RetryRun", "add_note", "retry_after_hint"]
-
-
-def add_note(error: BaseException, note: str) -> None:
-    if sys.version_info >= (3, 11):
-        error.add_note(note)
-    else:  # pragma: no cover - exercised on Python 3.10 only
-        notes = getattr(error, "__notes__", None)
-        if isinstance(notes, list):
-            notes.append(note)
-        else:
-            with contextlib.suppress(AttributeError, TypeError):
-                setattr(error, "__notes__", [note])  # noqa: B010 - no such attribute in 3.10
+__all__ = ["RetryRun", "retry_after_hint"]
 
 
 def retry_after_hint(error: Exception | None) -> float | None:
@@ -202,10 +188,10 @@ class RetryRun(RetryCallState):
         p = self._policy
         attempts = self.attempt_number
         if error is not None:
-            add_note(
+            _add_note(
                 error, f"resilient: retry {p.name!r} gave up after {attempts} attempt(s): {reason}"
             )
             raise error
         exhausted = RetryExhaustedError(p.name, attempts, result)
-        add_note(exhausted, f"resilient: {reason}")
+        _add_note(exhausted, f"resilient: {reason}")
         raise exhausted

@@ -30,7 +30,9 @@ The tree::
 
 from __future__ import annotations
 
+import contextlib
 import re
+import sys
 from typing import TYPE_CHECKING, Any
 
 __all__ = [
@@ -464,3 +466,17 @@ def _final_status(result: Any, default: str) -> Any:
     from .saga._model import SagaStatus  # imported late: the saga package imports this module
 
     return SagaStatus(default)
+
+
+def _add_note(error: BaseException, note: str) -> None:
+    """``error.add_note(note)``, also on Python 3.10 (which has ``__notes__`` in tracebacks
+    only through backports, but where tests and handlers can still read the list)."""
+    if sys.version_info >= (3, 11):
+        error.add_note(note)
+        return
+    notes = getattr(error, "__notes__", None)  # pragma: no cover - Python 3.10 only
+    if isinstance(notes, list):
+        notes.append(note)
+    else:
+        with contextlib.suppress(AttributeError, TypeError):
+            setattr(error, "__notes__", [note])  # noqa: B010 - no such attribute in 3.10
