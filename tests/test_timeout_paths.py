@@ -232,6 +232,50 @@ def test_deadline_mode_raises_after_a_call_that_overran() -> None:
         slow_and_failing()
 
 
+def test_deadline_mode_decorator_counts_every_outcome_and_nests() -> None:
+    """The decorator's inlined deadline path (metrics on) counts what ``call()`` counts, and an
+    enclosing deadline shortens the inner one."""
+    from prometheus_client import CollectorRegistry
+
+    from resilient.telemetry import reset_telemetry
+
+    registry = CollectorRegistry()
+    rs.configure_telemetry(registry=registry, metrics=True, tracing=False)
+    try:
+        timeout = rs.Timeout(5, mode="deadline", name="metered-deadline")
+        budgets: list[float | None] = []
+
+        @timeout
+        def work(delay: float) -> str:
+            budgets.append(rs.remaining())
+            time.sleep(delay)
+            return "ok"
+
+        @timeout
+        def broken() -> None:
+            raise KeyError("its own")
+
+        assert work(0) == "ok"
+        assert timeout.call(lambda: "ok") == "ok"  # call(): the same counts
+        with pytest.raises(KeyError):
+            broken()
+        with pytest.raises(rs.TimeoutExceeded) as caught:
+            with rs.Timeout(0.01, mode="deadline"):  # the outer budget wins over the inner 5 s
+                work(0.03)  # its error passes through the outer block unchanged
+        assert caught.value.name == "metered-deadline"
+        assert budgets[0] is not None and 4 < budgets[0] <= 5
+        assert budgets[-1] is not None and budgets[-1] <= 0.01
+
+        def count(outcome: str) -> float:
+            labels = {"policy": "timeout", "name": "metered-deadline", "outcome": outcome}
+            return registry.get_sample_value("resilient_calls_total", labels) or 0.0
+
+        assert (count("success"), count("failure"), count("timeout")) == (2, 1, 1)
+        assert rs.remaining() is None
+    finally:
+        reset_telemetry()
+
+
 def test_deadline_mode_is_configurable_and_checked(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RESILIENT__FAST_DB__TIMEOUT__MODE", "deadline")
     timeout = rs.Timeout.from_env("fast-db", seconds=1)

@@ -46,7 +46,9 @@ Template syntax (one directive per line, ``#@`` first on the line after indentat
     The next method (an ``async def``, or a ``def`` building an async closure) is emitted as
     written and as its sync twin.
 ``#@ sync`` / ``#@ async``
-    The next method is emitted once, as written.
+    The next method is emitted once, as written (a ``sync`` method that inlines snippets
+    written for async code, such as the telemetry mode check, gets them unasynced with the
+    template's renames).
 ``#@ if async`` / ``#@ if sync`` ... ``#@ else`` ... ``#@ endif``
     Lines for one flavour of a ``both`` method only (``else`` is optional).
 
@@ -271,6 +273,8 @@ def render_functions(tpl: Template, target: Target) -> list[tuple[str, list[str]
             lines = _flavour(body, is_async)
             if method.flavour == "both" and not is_async:
                 lines = _unasync(lines, tpl.renames)
+            elif not is_async and any("await " in line for line in lines):
+                lines = _unasync(lines, tpl.renames)  # a sync method inlined async snippets
             match = _DEF.match(lines[0])
             if match is None:
                 raise TemplateError(f"{tpl.name}: a method must start with def: {lines[0]!r}")

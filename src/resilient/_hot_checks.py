@@ -15,6 +15,7 @@ from .bulkhead import Bulkhead
 from .fallback import Fallback
 from .rate_limiter import RateLimiter
 from .retry import Retry
+from .timeout import Timeout
 
 
 def _policy(policy: Policy) -> _hot_protocols.PolicySelf:
@@ -46,4 +47,8 @@ def _rate_limiter(policy: RateLimiter) -> _hot_protocols.RateLimiterSelf:
 
 
 def _retry(policy: Retry) -> _hot_protocols.RetrySelf:
+    return policy
+
+
+def _timeout(policy: Timeout) -> _hot_protocols.TimeoutSelf:
     return policy

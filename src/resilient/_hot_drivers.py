@@ -9,10 +9,11 @@ out in full, and twice (``def`` and ``async def``), is explained in the generato
 from __future__ import annotations
 
 import sys
-from time import perf_counter
+from time import monotonic, perf_counter
 from typing import TYPE_CHECKING, Any
 
-from ._hot_protocols import FallbackSelf, RetrySelf
+from ._deadline import _DEADLINE
+from ._hot_protocols import FallbackSelf, RetrySelf, TimeoutSelf
 from ._sleeping import checkpoint, sleep0
 from ._types import Args, AsyncFn, Fn, Kwargs
 from .telemetry._hub import STATE
@@ -30,6 +31,7 @@ __all__ = [
     "retry_async_wrapper",
     "retry_call",
     "retry_sync_wrapper",
+    "timeout_deadline_wrapper",
 ]
 
 
@@ -515,3 +517,48 @@ def retry_call(self: RetrySelf, fn: Fn, args: Args, kwargs: Kwargs) -> Any:
         if not bad:
             return result
         error = None
+
+
+def timeout_deadline_wrapper(self: TimeoutSelf, fn: Fn) -> Fn:
+    tel = self._tel
+    seconds = self._seconds
+
+    def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
+        stats = None
+        if not tel.plain:
+            stats = tel.stats
+            if (
+                stats is None
+                or tel.metrics_gen != STATE.generation
+                or tel.otel._TRACER_PROVIDER is not tel.otel_global
+            ):
+                return self._execute(fn, args, kwargs)
+            start = perf_counter()
+        deadline = monotonic() + seconds
+        outer = _DEADLINE.get()
+        if outer is not None and outer < deadline:
+            deadline = outer
+        token = _DEADLINE.set(deadline)
+        try:
+            result = fn(*args, **kwargs)
+        except BaseException as exc:
+            _DEADLINE.reset(token)
+            if stats is not None:
+                stats.record(self._outcome_for(exc), perf_counter() - start)
+            raise
+        _DEADLINE.reset(token)
+        if monotonic() > deadline:
+            error = self._expired(None)
+            if stats is not None:
+                stats.record("timeout", perf_counter() - start)
+            raise error
+        if stats is not None:
+            duration = perf_counter() - start
+            if duration <= FIRST_BOUND:
+                stats.first += 1
+            else:
+                stats.add_later(duration)
+            stats.total += duration
+        return result
+
+    return sync_wrapper

@@ -17,6 +17,7 @@ from ._core.bulkhead import BulkheadCore
 from ._core.rate_limit import RateLimitCore
 from ._types import Args, AsyncFn, Fn, Kwargs
 from ._waiters import Waiter
+from .errors import TimeoutExceeded
 from .telemetry._hub import PolicyTelemetry
 
 if TYPE_CHECKING:
@@ -32,6 +33,7 @@ __all__ = [
     "PolicySelf",
     "RateLimiterSelf",
     "RetrySelf",
+    "TimeoutSelf",
 ]
 
 
@@ -228,3 +230,11 @@ class RetrySelf(PolicySelf, RetrySettings, Protocol):
     def _deposits(self) -> Iterator[int] | None: ...
     def _sleep_sync(self, delay: float) -> None: ...
     async def _sleep_async(self, delay: float) -> None: ...
+
+
+class TimeoutSelf(PolicySelf, Protocol):
+    """What the sync Timeout's deadline-mode wrapper uses."""
+
+    @property
+    def _seconds(self) -> float: ...
+    def _expired(self, cause: BaseException | None) -> TimeoutExceeded: ...

@@ -38,6 +38,7 @@ from contextvars import ContextVar, Token
 from time import monotonic
 from typing import Any, Literal
 
+from . import _hot_drivers
 from . import _loop_deadlines as _deadlines
 from . import _validate as v
 from ._deadline import enter_deadline, leave_deadline
@@ -142,6 +143,15 @@ class Timeout(Policy):
         return error
 
     # -- sync: worker thread, or the caller's thread under a deadline -------------------------
+    def _sync_wrapper(self, fn: Fn) -> Fn:
+        if self._mode == "deadline":  # the decorator's path, inlined (see timeout.tmpl)
+            return self._deadline_wrapper(fn)
+        return super()._sync_wrapper(fn)
+
+    # --- generated from src/resilient/_templates/timeout.tmpl by tools/gen_hotpaths.py ---
+    _deadline_wrapper = _hot_drivers.timeout_deadline_wrapper
+    # --- end of generated code ---
+
     def _call(self, fn: Fn, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         seconds = self._seconds
         if self._mode == "deadline":
