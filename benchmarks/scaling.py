@@ -124,12 +124,14 @@ def time_window(windows: list[int], rate: int, timed_calls: int) -> list[dict[st
 def threads(counts: list[int], total: int, telemetry: list[str]) -> list[dict[str, Any]]:
     """``total`` calls split over N threads sharing one policy: calls per second of wall time."""
     rows = []
-    makers: dict[str, Callable[[], Any]] = {
-        "bare call": lambda: lambda f: f,
-        "CircuitBreaker": lambda: rs.CircuitBreaker(),
-        "Bulkhead(8)": lambda: rs.Bulkhead(max_concurrent=8),
+    # each row's policy has its own name: rows measured one after another would otherwise
+    # share metric series (and the library warns about two live policies with one name)
+    makers: dict[str, Callable[[str], Any]] = {
+        "bare call": lambda label: lambda f: f,
+        "CircuitBreaker": lambda label: rs.CircuitBreaker(label),
+        "Bulkhead(8)": lambda label: rs.Bulkhead(label, max_concurrent=8),
         # a rate no benchmark reaches: the happy path (a token is always there)
-        "RateLimiter": lambda: rs.RateLimiter(rate=1e9, burst=1_000_000),
+        "RateLimiter": lambda label: rs.RateLimiter(label, rate=1e9, burst=1_000_000),
     }
     for tel in telemetry:
         TELEMETRY[tel]()
@@ -137,7 +139,7 @@ def threads(counts: list[int], total: int, telemetry: list[str]) -> list[dict[st
             if name == "bare call" and tel != telemetry[0]:
                 continue
             for n in counts:
-                guarded = make()(_ok)
+                guarded = make(f"threads-{tel}-{n}")(_ok)
                 guarded()  # warm the telemetry cache
                 per = total // n
                 barrier = threading.Barrier(n + 1)
@@ -182,10 +184,10 @@ def tasks(counts: list[int], total: int, telemetry: list[str]) -> list[dict[str,
         await asyncio.sleep(0)
         return 1
 
-    makers: dict[str, Callable[[int], Any]] = {
-        "bare call": lambda n: lambda f: f,
-        "CircuitBreaker": lambda n: rs.CircuitBreaker(),
-        "Bulkhead(10), queue": lambda n: rs.Bulkhead(max_concurrent=10, max_queued=n),
+    makers: dict[str, Callable[[str, int], Any]] = {
+        "bare call": lambda label, n: lambda f: f,
+        "CircuitBreaker": lambda label, n: rs.CircuitBreaker(label),
+        "Bulkhead(10), queue": lambda label, n: rs.Bulkhead(label, max_concurrent=10, max_queued=n),
     }
     rows = []
 
@@ -207,7 +209,7 @@ def tasks(counts: list[int], total: int, telemetry: list[str]) -> list[dict[str,
             for n in counts:
                 per = max(1, total // n)
                 gc.collect()
-                took = asyncio.run(run(make(n)(work), n, per))
+                took = asyncio.run(run(make(f"tasks-{tel}-{n}", n)(work), n, per))
                 rows.append(
                     {
                         "policy": name,

@@ -14,13 +14,14 @@ from typing import TYPE_CHECKING, Any
 
 from ._deadline import _DEADLINE
 from ._hot_protocols import FallbackSelf, RetrySelf, TimeoutSelf
+from ._lazy import module
 from ._sleeping import checkpoint, sleep0
 from ._types import Args, AsyncFn, Fn, Kwargs
 from .telemetry._hub import STATE
 from .telemetry._stats import FIRST_BOUND
 
 if TYPE_CHECKING:
-    pass
+    from ._retry_state import RetryRun
 
 __all__ = [
     "fallback_acall",
@@ -246,9 +247,8 @@ def retry_async_wrapper(self: RetrySelf, fn: AsyncFn) -> Fn:
                         stats.total += duration
                     return result
                 error = None
-            from ._retry_state import RetryRun  # tenacity's state: imported with the first retry
-
-            run = RetryRun(self, fn, args, kwargs, began)
+            # tenacity's state, imported with the first retry (see _lazy.py)
+            run: RetryRun = module("resilient._retry_state").RetryRun(self, fn, args, kwargs, began)
             on_result = self._on_result
             while True:
                 delay = run.next_delay(error, result)
@@ -360,9 +360,8 @@ def retry_sync_wrapper(self: RetrySelf, fn: Fn) -> Fn:
                         stats.total += duration
                     return result
                 error = None
-            from ._retry_state import RetryRun  # tenacity's state: imported with the first retry
-
-            run = RetryRun(self, fn, args, kwargs, began)
+            # tenacity's state, imported with the first retry (see _lazy.py)
+            run: RetryRun = module("resilient._retry_state").RetryRun(self, fn, args, kwargs, began)
             on_result = self._on_result
             while True:
                 self._sleep_sync(run.next_delay(error, result))
@@ -420,9 +419,8 @@ async def retry_acall(self: RetrySelf, fn: AsyncFn, args: Args, kwargs: Kwargs) 
         if not bad:
             return result
         error = None
-    from ._retry_state import RetryRun  # tenacity's state: imported with the first retry
-
-    run = RetryRun(self, fn, args, kwargs, began)
+    # tenacity's state, imported with the first retry (see _lazy.py)
+    run: RetryRun = module("resilient._retry_state").RetryRun(self, fn, args, kwargs, began)
     on_result = self._on_result
     while True:
         delay = run.next_delay(error, result)
@@ -496,9 +494,8 @@ def retry_call(self: RetrySelf, fn: Fn, args: Args, kwargs: Kwargs) -> Any:
         if not bad:
             return result
         error = None
-    from ._retry_state import RetryRun  # tenacity's state: imported with the first retry
-
-    run = RetryRun(self, fn, args, kwargs, began)
+    # tenacity's state, imported with the first retry (see _lazy.py)
+    run: RetryRun = module("resilient._retry_state").RetryRun(self, fn, args, kwargs, began)
     on_result = self._on_result
     while True:
         self._sleep_sync(run.next_delay(error, result))

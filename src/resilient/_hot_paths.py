@@ -17,6 +17,7 @@ from ._core.breaker import SUCCESS, Permit
 from ._core.bulkhead import ADMITTED
 from ._deadline import remaining
 from ._hot_protocols import AroundSelf, BreakerSelf, BulkheadSelf, PolicySelf
+from ._lazy import module
 from ._outcomes import NOTE, WAIT
 from ._types import Args, AsyncFn, Fn, Kwargs
 from ._waiters import TaskWaiter, ThreadWaiter
@@ -26,6 +27,7 @@ from .telemetry._stats import FIRST_BOUND
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Tracer
+
 
 __all__ = [
     "around_acall",
@@ -747,9 +749,8 @@ async def bulkhead_wait_in_task(self: BulkheadSelf) -> None:
         if self._queue_timeout is None:
             await waiter.event.wait()
         else:
-            import anyio  # a task waiting in the queue: loaded the first time one does
-
-            with anyio.move_on_after(self._queue_timeout):
+            # anyio: loaded the first time a task waits in the queue
+            with module("anyio").move_on_after(self._queue_timeout):
                 await waiter.event.wait()
         woken = waiter.event.is_set()
     except BaseException:

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from opentelemetry.trace import Tracer
     from tenacity import RetryCallState, Retrying
 
+
 __all__ = [
     "AdaptiveBulkheadSelf",
     "AroundSelf",

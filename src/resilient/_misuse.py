@@ -17,6 +17,7 @@ import functools
 import types
 from typing import Any
 
+from ._lazy import module
 from ._validate import is_async_callable
 
 __all__ = [
@@ -43,15 +44,12 @@ def describe(fn: object) -> str:
 def _is_generator_function(fn: object) -> bool:
     while isinstance(fn, functools.partial):
         fn = fn.func
-    import inspect
-
-    return inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn)
+    inspect = module("inspect")  # checked per call() of a bound method: no import statement
+    return bool(inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn))
 
 
 def _generator_message(label: str, fn: object) -> str:
-    import inspect
-
-    kind = "async generator" if inspect.isasyncgenfunction(fn) else "generator"
+    kind = "async generator" if module("inspect").isasyncgenfunction(fn) else "generator"
     return (
         f"{label} cannot protect the {kind} function {describe(fn)}: calling it only creates "
         f"the {kind}, so the policy would see an instant success and nothing of the iteration "
@@ -72,11 +70,12 @@ def check_decoratable(label: str, fn: object) -> None:
 def check_sync_entry(label: str, method: str, fn: object) -> None:
     """``fn`` may be run by a sync entry point (``policy.call``): neither a coroutine function
     nor a generator function."""
-    code = getattr(fn, "__code__", None)
-    if type(fn) is types.FunctionType and code is not None:
+    target = fn.__func__ if type(fn) is types.MethodType else fn  # a bound method: its function
+    code = getattr(target, "__code__", None)
+    if type(target) is types.FunctionType and code is not None:
         flags = code.co_flags
-        if not flags & (_COROUTINE | _GENERATORS) and not hasattr(fn, "_is_coroutine_marker"):
-            return  # a plain sync function: the common case, decided from one flag word
+        if not flags & (_COROUTINE | _GENERATORS) and not hasattr(target, "_is_coroutine_marker"):
+            return  # a plain sync function or method: the common case, from one flag word
     if is_async_callable(fn):
         raise TypeError(
             f"{label}.{method}() got the async function {describe(fn)}: a sync call would only "
@@ -90,9 +89,10 @@ def check_sync_entry(label: str, method: str, fn: object) -> None:
 def check_async_entry(label: str, method: str, fn: object) -> None:
     """``fn`` may be awaited by an async entry point (``policy.acall``): a coroutine function
     (or anything whose call returns one, such as an object with an async ``__call__``)."""
-    code = getattr(fn, "__code__", None)
-    if type(fn) is types.FunctionType and code is not None and code.co_flags & _COROUTINE:
-        return  # an ``async def``: the common case
+    target = fn.__func__ if type(fn) is types.MethodType else fn  # a bound method: its function
+    code = getattr(target, "__code__", None)
+    if type(target) is types.FunctionType and code is not None and code.co_flags & _COROUTINE:
+        return  # an ``async def`` function or method: the common case
     if is_async_callable(fn):
         return
     if _is_generator_function(fn):

@@ -16,6 +16,7 @@ import types
 from collections.abc import Generator
 
 from . import _clock
+from ._lazy import module
 
 __all__ = ["async_sleep", "checkpoint", "instant", "set_instant", "sleep0", "sync_sleep"]
 
@@ -58,9 +59,7 @@ async def async_sleep(seconds: float) -> None:
             seconds = 0.0
     else:
         seconds = 0.0
-    import anyio  # loaded with the first async wait, not with the package
-
-    await anyio.sleep(seconds)
+    await module("anyio").sleep(seconds)  # anyio: loaded with the first async wait
 
 
 @types.coroutine
@@ -72,6 +71,4 @@ def sleep0() -> Generator[None, None, None]:
 
 async def checkpoint() -> None:
     """A cancellation point that also yields to the event loop (asyncio and trio)."""
-    import anyio.lowlevel
-
-    await anyio.lowlevel.checkpoint()
+    await module("anyio.lowlevel").checkpoint()

@@ -32,6 +32,7 @@ from . import _hot_load
 from . import _validate as v
 from ._core.rate_limit import ADMITTED, RateLimitCore
 from ._deadline import remaining
+from ._lazy import module
 from ._outcomes import WAIT
 from ._policy import AroundPolicy, Policy
 from ._waiters import TaskWaiter, ThreadWaiter, Waiter
@@ -263,7 +264,7 @@ class RateLimiter(AroundPolicy):
         max_wait = self._wait_allowed()
         if max_wait <= 0.0:
             return self._take_or_reject(now)
-        import anyio  # loaded with the first task that waits (``import resilient`` stays light)
+        anyio = module("anyio")  # loaded with the first task that waits
 
         waiter = TaskWaiter()
         deadline = self._arrive(waiter, max_wait)
@@ -495,7 +496,7 @@ class RateLimiter(AroundPolicy):
                     timer.cancel()
 
     async def _shared_aenter(self) -> None:
-        import anyio
+        anyio = module("anyio")
 
         started = self._clock()
         while True:

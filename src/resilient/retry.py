@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import _hot_drivers, _sleeping
 from . import _validate as v
+from ._lazy import module
 from ._policy import Policy
 from ._types import Exc, ExcType, Fn, Tb
 from ._validate import is_async_callable
@@ -350,9 +351,10 @@ class AttemptIterator:
             self._done = True
             return None
         if self._run is None:
-            from ._retry_state import RetryRun  # tenacity: imported with the first retry
-
-            self._run = RetryRun(self._policy, None, (), {}, self._start)
+            # tenacity's state, imported with the first retry
+            self._run = module("resilient._retry_state").RetryRun(
+                self._policy, None, (), {}, self._start
+            )
         error, result = current._error, current._result
         current._error = None  # the iterator no longer needs it; don't keep tracebacks alive
         try:
