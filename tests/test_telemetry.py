@@ -366,6 +366,83 @@ def test_a_listener_added_while_telemetry_is_off_sees_the_next_call() -> None:
 
 
 # -- exact counts under threads --------------------------------------------------------------------
+def _forced_open_breaker() -> Any:
+    breaker = rs.CircuitBreaker("exact-rejecting-breaker")
+    breaker.force_open()
+    return breaker
+
+
+def _empty_rate_limiter() -> Any:
+    limiter = rs.RateLimiter("exact-rejecting-limiter", rate=1e-6, burst=1)
+    assert limiter.try_acquire()  # the one token: every later call is refused
+    return limiter
+
+
+@pytest.mark.parametrize(
+    ("make", "reason"),
+    [(_forced_open_breaker, "forced_open"), (_empty_rate_limiter, "rate_limited")],
+    ids=["breaker", "rate_limiter"],
+)
+def test_rejections_are_exact_under_eight_threads_and_never_decrease(
+    make: Any, reason: str
+) -> None:
+    """A rejection is counted without a lock (telemetry/_stats.py, ``quick_rejected``; the
+    rejections counter): eight threads switching every microsecond must add up exactly, and
+    no scrape may see the rejected count or the histogram count go down or disagree."""
+    registry = CollectorRegistry()
+    rs.configure_telemetry(registry=registry)
+    policy = make()
+    kind = policy.kind
+    labels = {"policy": kind, "name": policy.name}
+
+    @policy
+    def work() -> None:
+        raise AssertionError("a refused call never runs")
+
+    per_thread, threads = 3000, 8
+    barrier = threading.Barrier(threads + 1)
+    done = threading.Event()
+    seen: list[tuple[float, float]] = []
+
+    def scraper() -> None:
+        while not done.is_set():
+            rejected = registry.get_sample_value(
+                "resilient_calls_total", {**labels, "outcome": "rejected"}
+            )
+            count = registry.get_sample_value("resilient_call_duration_seconds_count", labels)
+            seen.append((rejected or 0.0, count or 0.0))
+
+    def caller() -> None:
+        barrier.wait()
+        for _ in range(per_thread):
+            with contextlib.suppress(rs.PolicyRejectedError):
+                work()
+
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        workers = [threading.Thread(target=caller) for _ in range(threads)]
+        scraping = threading.Thread(target=scraper)
+        for t in workers:
+            t.start()
+        scraping.start()
+        barrier.wait()
+        for t in workers:
+            t.join()
+        done.set()
+        scraping.join()
+    finally:
+        sys.setswitchinterval(old)
+        reset_telemetry()
+    total = float(per_thread * threads)
+    assert _value(registry, "resilient_calls_total", **labels, outcome="rejected") == total
+    assert _value(registry, "resilient_calls_total", **labels, outcome="success") == 0
+    assert _value(registry, "resilient_call_duration_seconds_count", **labels) == total
+    assert _value(registry, "resilient_rejections_total", **labels, reason=reason) == total
+    rejected_seen = [r for r, _ in seen]
+    assert rejected_seen == sorted(rejected_seen), "a scrape saw the rejected count go down"
+
+
 @pytest.mark.parametrize(
     "make",
     [

@@ -259,9 +259,9 @@ def test_deadline_mode_decorator_counts_every_outcome_and_nests() -> None:
         assert timeout.call(lambda: "ok") == "ok"  # call(): the same counts
         with pytest.raises(KeyError):
             broken()
-        with pytest.raises(rs.TimeoutExceeded) as caught:
-            with rs.Timeout(0.01, mode="deadline"):  # the outer budget wins over the inner 5 s
-                work(0.03)  # its error passes through the outer block unchanged
+        # the outer budget wins over the inner 5 s; the inner error passes through unchanged
+        with pytest.raises(rs.TimeoutExceeded) as caught, rs.Timeout(0.01, mode="deadline"):
+            work(0.03)
         assert caught.value.name == "metered-deadline"
         assert budgets[0] is not None and 4 < budgets[0] <= 5
         assert budgets[-1] is not None and budgets[-1] <= 0.01

@@ -19,6 +19,11 @@ no lock at all:
   :meth:`CallStats.record` under the lock together with its bucket. At scrape time, under the
   same lock, successes = calls in all buckets - other outcomes: exact, and never decreasing
   between scrapes.
+* A rejection is the other per-call path peers answer in about a microsecond (an open breaker,
+  a full bulkhead, an empty bucket). One in the first bucket (nearly all: a refusal takes
+  well under a millisecond) is one lock-free increment of ``quick_rejected``, which counts both
+  as a call in the first bucket and as outcome ``rejected`` at scrape time: a single update, so
+  a scrape never sees half of it.
 
 This module imports nothing heavy: the exporter (``_prometheus.py``, prometheus-client) is
 only loaded when metrics are first needed.
@@ -47,7 +52,7 @@ UNLOCKED: bool = _is_gil_enabled is None or bool(_is_gil_enabled())
 class CallStats:
     """Counts and latency histogram of one policy's executions (see the module docstring)."""
 
-    __slots__ = ("_lock", "first", "later", "others", "total")
+    __slots__ = ("_lock", "first", "later", "others", "quick_rejected", "total")
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -58,7 +63,9 @@ class CallStats:
         self.total = 0.0
         """Sum of every call's duration."""
         self.others: dict[str, int] = {}
-        """Calls by outcome, every outcome but ``success``."""
+        """Calls by outcome, every outcome but ``success`` (and but :attr:`quick_rejected`)."""
+        self.quick_rejected = 0
+        """Rejected calls in the first bucket, counted without the lock (see the module)."""
 
     def add_later(self, duration: float) -> None:
         """A success slower than :data:`FIRST_BOUND` (the lock-free path: see the module)."""
@@ -66,6 +73,10 @@ class CallStats:
 
     def record(self, outcome: str, duration: float) -> None:
         """Count one execution with ``outcome`` that took ``duration`` seconds."""
+        if UNLOCKED and duration <= FIRST_BOUND and outcome == "rejected":
+            self.quick_rejected += 1  # one update: first bucket and outcome at once
+            self.total += duration
+            return
         lock = self._lock
         lock.acquire()  # not ``with``: on CPython 3.11 that costs twice the lock round trip
         try:
@@ -85,8 +96,11 @@ class CallStats:
         other for every outcome that is not ``success``; successes are derived."""
         with self._lock:
             others = dict(self.others)
-            buckets = [self.first, *self.later]
+            quick = self.quick_rejected  # read once: the bucket and the outcome agree
+            buckets = [self.first + quick, *self.later]
             total = self.total
+        if quick:
+            others["rejected"] = others.get("rejected", 0) + quick
         successes = sum(buckets) - sum(others.values())
         counts = {"success": successes, **others} if successes else others
         return counts, buckets, total
