@@ -108,7 +108,7 @@ class LatencyWindow:
 
     def add(self, seconds: float) -> None:
         """Count one latency; the oldest leaves once the window is full. O(1): one ``log``
-        and a few list updates (``bucket_of`` and ``add_bucket`` written out, since this
+        and a few list updates (``bucket_of`` written out, since this
         runs on every call of a hedge)."""
         if seconds <= LOWEST:
             index = 0
@@ -120,26 +120,6 @@ class LatencyWindow:
                 index -= 1
             elif seconds > _EDGES[index]:
                 index += 1
-        pos = self._pos
-        ring = self._ring
-        counts = self._counts
-        if self._filled == self.size:
-            counts[ring[pos]] -= 1
-        else:
-            self._filled += 1
-        ring[pos] = index
-        counts[index] += 1
-        pos += 1
-        self._pos = 0 if pos == self.size else pos
-        since = self._since + 1
-        if since >= self.refresh:
-            since = 0
-            self._cached.clear()
-        self._since = since
-
-    def add_bucket(self, index: int) -> None:
-        """:meth:`add` for a latency already turned into its bucket (``bucket_of``), so a
-        front end can do the arithmetic outside its lock."""
         pos = self._pos
         ring = self._ring
         counts = self._counts

@@ -27,8 +27,7 @@ from an earlier fleet epoch is dropped by the backend, never added to a newer wi
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from .breaker import (
     CLOSED,
@@ -42,7 +41,6 @@ from .breaker import (
     Permit,
     Rejection,
 )
-from .sliding_windows import Window
 
 __all__ = [
     "ASK_FLEET",
@@ -125,32 +123,10 @@ class SharedBreakerCore(BreakerCore):
         "urgent",
     )
 
-    def __init__(
-        self,
-        *,
-        window: Window,
-        failure_rate_threshold: float,
-        slow_call_duration: float | None,
-        slow_call_rate_threshold: float,
-        minimum_calls: int,
-        open_duration: Callable[[int], float],
-        open_jitter: float,
-        rand: Callable[[], float],
-        half_open_max_calls: int,
-        half_open_max_wait: float | None,
-    ) -> None:
-        super().__init__(
-            window=window,
-            failure_rate_threshold=failure_rate_threshold,
-            slow_call_duration=slow_call_duration,
-            slow_call_rate_threshold=slow_call_rate_threshold,
-            minimum_calls=minimum_calls,
-            open_duration=open_duration,
-            open_jitter=open_jitter,
-            rand=rand,
-            half_open_max_calls=half_open_max_calls,
-            half_open_max_wait=half_open_max_wait,
-        )
+    def __init__(self, **options: Any) -> None:
+        """The options of :meth:`BreakerCore.__init__` (its one call site is typed against
+        it); the fleet's own state starts offline and empty."""
+        super().__init__(**options)
         self.online = False
         self.fleet: tuple[str, int] | None = None  # (incarnation, epoch) mirrored by ``gen``
         self.batch_calls = 0
