@@ -484,14 +484,7 @@ class PolicyTelemetry:
     def retry_scheduled(self, attempt: int, delay: float, error: BaseException | None) -> None:
         """Account a scheduled retry: the attempts counter, and a ``RetryScheduled`` event
         when a listener or a span would see it."""
-        if self.gen != STATE.generation or self.otel._TRACER_PROVIDER is not self.otel_global:
-            self.refresh()
-        if self._families is not None:
-            series = self._children.get(("retry_attempts",))
-            if series is None:
-                series = self._families.retry_attempts.labels(self.name)
-                self._children["retry_attempts",] = series
-            series.inc()
+        self._count_attempt("retry_attempts")
         if self.detail:
             self.emit(
                 RetryScheduled(
@@ -501,13 +494,18 @@ class PolicyTelemetry:
 
     def hedge_attempt(self) -> None:
         """Count one hedged attempt (``resilient_hedge_attempts_total``)."""
+        self._count_attempt("hedge_attempts")
+
+    def _count_attempt(self, kind: str) -> None:
+        """One more on the counter ``resilient_<kind>_total{name}`` (``retry_attempts`` or
+        ``hedge_attempts``): an extra attempt, counted whether or not an event is built."""
         if self.gen != STATE.generation or self.otel._TRACER_PROVIDER is not self.otel_global:
             self.refresh()
         if self._families is not None:
-            series = self._children.get(("hedge_attempts",))
+            series = self._children.get((kind,))
             if series is None:
-                series = self._families.hedge_attempts.labels(self.name)
-                self._children["hedge_attempts",] = series
+                series = self._families.family(f"resilient_{kind}_total").labels(self.name)
+                self._children[kind,] = series
             series.inc()
 
     def emit(self, event: Event) -> None:

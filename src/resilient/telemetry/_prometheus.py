@@ -210,16 +210,6 @@ class Families:
         return _standard(metric, self.registry)
 
     @property
-    def retry_attempts(self) -> PlainCounter:
-        """``resilient_retry_attempts_total{name}``."""
-        return cast(PlainCounter, self.family("resilient_retry_attempts_total"))
-
-    @property
-    def hedge_attempts(self) -> PlainCounter:
-        """``resilient_hedge_attempts_total{name}``."""
-        return cast(PlainCounter, self.family("resilient_hedge_attempts_total"))
-
-    @property
     def rejections(self) -> PlainCounter:
         """``resilient_rejections_total{policy,name,reason}``."""
         return cast(PlainCounter, self.family("resilient_rejections_total"))
