@@ -467,19 +467,24 @@ def exceptions(name: str, *, exceptions_only: bool = False) -> Option[ExceptionT
 
 
 # -- code-only -----------------------------------------------------------------------------------
-def callback(name: str, *, optional: bool = True) -> Option[Any]:
-    """A callable given in code (a predicate, a handler, a sleep function)."""
-    what = "callable" + (" or None" if optional else "")
+def _code_only(
+    name: str, what: str, accepts: str, ok: Callable[[object], bool], *, optional: bool
+) -> Option[Any]:
+    """An option given in code only (no environment form), kept as given when ``ok`` says
+    so; ``what`` names the expected type in the error."""
 
     def check(name: str, value: object) -> Any:
-        if not callable(value):
+        if not ok(value):
             raise _bad_type(name, what, value)
         return value
 
-    return Option(
-        name, check, format="code-only", accepts="a callable given in code", parser=None,
-        optional=optional,
-    )  # fmt: skip
+    return Option(name, check, format="code-only", accepts=accepts, parser=None, optional=optional)
+
+
+def callback(name: str, *, optional: bool = True) -> Option[Any]:
+    """A callable given in code (a predicate, a handler, a sleep function)."""
+    what = "callable" + (" or None" if optional else "")
+    return _code_only(name, what, "a callable given in code", callable, optional=optional)
 
 
 def clock(name: str = "clock") -> Option[Callable[[], float]]:
@@ -506,17 +511,13 @@ def clock(name: str = "clock") -> Option[Callable[[], float]]:
 def state_backend(binds: str, name: str = "state") -> Option[Any]:
     """A shared state backend given in code (``rs.RedisState(...)``), or ``None`` for local
     state. ``binds`` is the method the policy binds itself through (``_bind_breaker``)."""
-    what = "a state backend such as resilient.RedisState(...), or None"
-
-    def check(name: str, value: object) -> Any:
-        if not callable(getattr(value, binds, None)):
-            raise _bad_type(name, what, value)
-        return value
-
-    return Option(
-        name, check, format="code-only", accepts="a state backend given in code", parser=None,
+    return _code_only(
+        name,
+        "a state backend such as resilient.RedisState(...), or None",
+        "a state backend given in code",
+        lambda value: callable(getattr(value, binds, None)),
         optional=True,
-    )  # fmt: skip
+    )
 
 
 def random_source(name: str = "rng") -> Option[Callable[[], float]]:
@@ -562,16 +563,13 @@ def random_generator(name: str = "rng") -> Option[random.Random]:
 
 def instance(name: str, cls: type[T], what: str) -> Option[T | None]:
     """An instance of ``cls`` given in code (``what`` names it in messages), or ``None``."""
-
-    def check(name: str, value: object) -> T:
-        if not isinstance(value, cls):
-            raise _bad_type(name, f"{what} or None", value)
-        return value
-
-    return Option(
-        name, check, format="code-only", accepts=f"{what} given in code", parser=None,
+    return _code_only(
+        name,
+        f"{what} or None",
+        f"{what} given in code",
+        lambda value: isinstance(value, cls),
         optional=True,
-    )  # fmt: skip
+    )
 
 
 ON_EVENT: Option[Any] = callback("on_event")
