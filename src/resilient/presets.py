@@ -208,22 +208,19 @@ def http_client(
     if "trust_env" in client_options:
         built["trust_env"] = client_options["trust_env"]
     client_options.setdefault("timeout", None)
-    if async_:
-        async_inner = transport if transport is not None else httpx.AsyncHTTPTransport(**built)
-        async_transport = AsyncResilientTransport(
-            chosen,
-            per_host=per_host,
-            transport=async_inner,
-            retry_methods=retry_methods,
-            failure_statuses=failure_statuses,
-        )
-        return httpx.AsyncClient(transport=async_transport, **client_options)
-    inner = transport if transport is not None else httpx.HTTPTransport(**built)
-    sync_transport = ResilientTransport(
+    # the resilient transport, the client and the default wrapped transport of that kind
+    kind: tuple[Any, Any, Any] = (
+        (AsyncResilientTransport, httpx.AsyncClient, httpx.AsyncHTTPTransport)
+        if async_
+        else (ResilientTransport, httpx.Client, httpx.HTTPTransport)
+    )
+    resilient_transport, client, default_inner = kind
+    wrapping = resilient_transport(
         chosen,
         per_host=per_host,
-        transport=inner,
+        transport=transport if transport is not None else default_inner(**built),
         retry_methods=retry_methods,
         failure_statuses=failure_statuses,
     )
-    return httpx.Client(transport=sync_transport, **client_options)
+    made: httpx.Client | httpx.AsyncClient = client(transport=wrapping, **client_options)
+    return made
