@@ -29,13 +29,14 @@ import math
 import sys
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ._core.hedge import HedgeRace
 from ._deadline import current_deadline
 from ._thread_cache import POOL
 from ._timers import Cancellable, TimerClock, call_later, spawn_detached
+from ._types import Args, AsyncFn, Fn, Kwargs
 from .errors import _add_note
 
 if TYPE_CHECKING:
@@ -104,9 +105,9 @@ class AsyncRace:
     def __init__(
         self,
         policy: Hedge,
-        fn: Callable[..., Awaitable[Any]],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
+        fn: AsyncFn,
+        args: Args,
+        kwargs: Kwargs,
         *,
         start: float,
         delay: float | None,
@@ -333,9 +334,9 @@ def _on_timer(race: AsyncRace) -> None:
 def fire(
     policy: Hedge,
     box: list[AsyncRace],
-    fn: Callable[..., Awaitable[Any]],
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
+    fn: AsyncFn,
+    args: Args,
+    kwargs: Kwargs,
     inline: Any,
     start: float,
     delay: float,
@@ -385,9 +386,9 @@ class ThreadRace:
     def __init__(
         self,
         policy: Hedge,
-        fn: Callable[..., Any],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
+        fn: Fn,
+        args: Args,
+        kwargs: Kwargs,
         *,
         start: float,
         delay: float | None,

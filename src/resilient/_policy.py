@@ -243,7 +243,7 @@ class Policy:
         return cast(T, await self._aexecute(fn, args, kwargs))
 
     # -- what subclasses implement ---------------------------------------------------------
-    def _call(self, fn: Fn, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    def _call(self, fn: Fn, args: Args, kwargs: Kwargs) -> Any:
         raise NotImplementedError  # pragma: no cover - every concrete policy overrides it
 
     async def _acall(self, fn: AsyncFn, args: Args, kwargs: Kwargs) -> Any:

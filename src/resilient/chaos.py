@@ -29,13 +29,14 @@ import random
 import threading
 import types
 import weakref
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 from . import _hot_paths, _sleeping
 from . import _validate as v
 from ._core.chaos import ChaosDice
 from ._policy import Policy
+from ._types import Args, AsyncFn, Fn, Kwargs
 from .errors import INJECTED
 from .telemetry._events import ChaosInjected
 from .telemetry._hub import Listener
@@ -182,7 +183,7 @@ class ChaosPolicy(Policy):
             )
 
     # -- the switched-off path: one attribute read, then the call --------------------------------
-    def _sync_wrapper(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+    def _sync_wrapper(self, fn: Fn) -> Callable[..., Any]:
         policy = self
 
         def chaos_wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -192,7 +193,7 @@ class ChaosPolicy(Policy):
 
         return chaos_wrapper
 
-    def _async_wrapper(self, fn: Callable[..., Awaitable[Any]]) -> Callable[..., Any]:
+    def _async_wrapper(self, fn: AsyncFn) -> Callable[..., Any]:
         policy = self
 
         async def chaos_async_wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -202,19 +203,12 @@ class ChaosPolicy(Policy):
 
         return chaos_async_wrapper
 
-    def _execute(
-        self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> Any:
+    def _execute(self, fn: Fn, args: Args, kwargs: Kwargs) -> Any:
         if self._on:
             return _policy_execute(self, fn, args, kwargs)
         return fn(*args, **kwargs)
 
-    async def _aexecute(
-        self,
-        fn: Callable[..., Awaitable[Any]],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-    ) -> Any:
+    async def _aexecute(self, fn: AsyncFn, args: Args, kwargs: Kwargs) -> Any:
         if self._on:
             return await _policy_aexecute(self, fn, args, kwargs)
         return await fn(*args, **kwargs)
@@ -254,17 +248,12 @@ class Fault(ChaosPolicy):
         self._injected(error=error)
         return error
 
-    def _call(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    def _call(self, fn: Fn, args: Args, kwargs: Kwargs) -> Any:
         if self._on and self._hit():
             raise self._fault()
         return fn(*args, **kwargs)
 
-    async def _acall(
-        self,
-        fn: Callable[..., Awaitable[Any]],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-    ) -> Any:
+    async def _acall(self, fn: AsyncFn, args: Args, kwargs: Kwargs) -> Any:
         if self._on and self._hit():
             raise self._fault()
         return await fn(*args, **kwargs)
@@ -320,7 +309,7 @@ class Latency(ChaosPolicy):
         """As :attr:`ChaosPolicy.settings`, with ``seconds`` read live too."""
         return types.MappingProxyType({**super().settings, "seconds": self._seconds})
 
-    def _call(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    def _call(self, fn: Fn, args: Args, kwargs: Kwargs) -> Any:
         if not (self._on and self._hit()):
             return fn(*args, **kwargs)
         seconds = self._seconds
@@ -334,12 +323,7 @@ class Latency(ChaosPolicy):
         self._note_outcome("injected")
         return result
 
-    async def _acall(
-        self,
-        fn: Callable[..., Awaitable[Any]],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-    ) -> Any:
+    async def _acall(self, fn: AsyncFn, args: Args, kwargs: Kwargs) -> Any:
         if not (self._on and self._hit()):
             return await fn(*args, **kwargs)
         seconds = self._seconds
@@ -385,17 +369,12 @@ class Result(ChaosPolicy):
         self._note_outcome("injected")
         return self.value
 
-    def _call(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    def _call(self, fn: Fn, args: Args, kwargs: Kwargs) -> Any:
         if self._on and self._hit():
             return self._answer()
         return fn(*args, **kwargs)
 
-    async def _acall(
-        self,
-        fn: Callable[..., Awaitable[Any]],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-    ) -> Any:
+    async def _acall(self, fn: AsyncFn, args: Args, kwargs: Kwargs) -> Any:
         if self._on and self._hit():
             return self._answer()
         return await fn(*args, **kwargs)

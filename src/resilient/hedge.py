@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import contextvars
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from contextvars import copy_context
 from typing import TYPE_CHECKING, Any
 
@@ -58,6 +58,7 @@ from ._timers import (
     current_task,
     timer_clock,
 )
+from ._types import Args, AsyncFn, Fn, Kwargs
 from .telemetry._events import HedgeStarted
 from .telemetry._hub import Listener
 
@@ -205,19 +206,14 @@ class Hedge(Policy):
                 span.set_attribute("resilient.hedge.attempts", attempts)
 
     # -- sync: worker threads ---------------------------------------------------------------------
-    def _call(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    def _call(self, fn: Fn, args: Args, kwargs: Kwargs) -> Any:
         if NO_RETRY.get() is not None:  # not repeatable: never duplicated
             return fn(*args, **kwargs)
         race = ThreadRace(self, fn, args, kwargs, start=self._clock(), delay=self.current_delay())
         return race.run()
 
     # -- async: the first attempt inline ----------------------------------------------------------
-    async def _acall(
-        self,
-        fn: Callable[..., Awaitable[Any]],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-    ) -> Any:
+    async def _acall(self, fn: AsyncFn, args: Args, kwargs: Kwargs) -> Any:
         if NO_RETRY.get() is not None:  # not repeatable: never duplicated
             return await fn(*args, **kwargs)
         delay = self._fixed if self._percentile is None else self.current_delay()
@@ -304,9 +300,9 @@ class Hedge(Policy):
 
     async def _inline_failed(
         self,
-        fn: Callable[..., Awaitable[Any]],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
+        fn: AsyncFn,
+        args: Args,
+        kwargs: Kwargs,
         box: list[AsyncRace],
         exc: BaseException,
         start: float,

@@ -8,7 +8,6 @@ the work actually running.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ._policy import Policy
@@ -54,7 +53,7 @@ class Pipeline(Policy):
     async def _aexecute(self, fn: AsyncFn, args: Args, kwargs: Kwargs) -> Any:
         return await self._acall(fn, args, kwargs)
 
-    def _call(self, fn: Fn, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    def _call(self, fn: Fn, args: Args, kwargs: Kwargs) -> Any:
         return self._layer(0, fn, args, kwargs)
 
     def _layer(self, index: int, fn: Fn, args: Args, kwargs: Kwargs) -> Any:
@@ -68,9 +67,9 @@ class Pipeline(Policy):
     async def _alayer(
         self,
         index: int,
-        fn: Callable[..., Awaitable[Any]],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
+        fn: AsyncFn,
+        args: Args,
+        kwargs: Kwargs,
     ) -> Any:
         if index == len(self.policies):
             return await fn(*args, **kwargs)

@@ -152,7 +152,7 @@ class Timeout(Policy):
     _deadline_wrapper = _hot_drivers.timeout_deadline_wrapper
     # --- end of generated code ---
 
-    def _call(self, fn: Fn, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    def _call(self, fn: Fn, args: Args, kwargs: Kwargs) -> Any:
         seconds = self._seconds
         if self._mode == "deadline":
             return self._call_under_deadline(fn, args, kwargs)
