@@ -185,3 +185,14 @@ def test_tracing_reports_sampled_and_unsampled_costs(tmp_path: Path) -> None:
             row = data[kind][policy]
             assert set(row) == {"metrics only", "unsampled request", "root, 1% sampler", "sampled"}
             assert all(ns > 0 for ns in row.values())
+
+
+def test_async_timeout_reports_both_backends(tmp_path: Path) -> None:
+    out = tmp_path / "async_timeout.json"
+    stdout = _run("async_timeout.py", "--json", str(out))
+    assert "asyncio: ns per call" in stdout and "trio: ns per call" in stdout
+    data = json.loads(out.read_text(encoding="utf-8"))["ns_per_call"]
+    for backend in ("asyncio", "trio"):
+        rows = data[backend]
+        assert {"bare call", "rs.Timeout(10), defaults", "rs.Timeout(10), telemetry off"} <= set(rows)
+        assert all(ns > 0 for ns in rows.values())
