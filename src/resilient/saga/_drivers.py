@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Generator
+from collections.abc import Generator, Sequence
 from typing import Any, cast
 
 import anyio
@@ -20,7 +20,7 @@ from .. import _sleeping
 from ..errors import SagaStoreUnavailable, StaleEpoch
 from ._errors import SagaInterrupted
 from ._lease import KEEPER, heartbeat
-from ._model import SagaContext, SagaStatus
+from ._model import SagaContext, SagaLogEvent, SagaStatus
 from ._protocol import (
     _Append,
     _DeadlineSignal,
@@ -48,7 +48,35 @@ def _held_lost(run: _Run, error: SagaStoreUnavailable) -> None:
     _log.warning("saga %r: a step outcome was not recorded before shutdown: %s", run.id, error)
 
 
-class _AsyncDriver:
+class _Driver:
+    """What both drivers do around a store append: a deferred record (``op.defer``) is held,
+    the script going on from the state it gives, and written with the next record, its events
+    first; it is reported once that write is durable."""
+
+    run: _Run
+    _held: list[_Append]  # deferred records, committed with the next write
+
+    def _batch(self, op: _Append) -> tuple[list[_Append], Sequence[SagaLogEvent]] | None:
+        """The held records and the events to write for ``op``; None when ``op`` is held."""
+        if op.defer:
+            self.run.held(op)
+            self._held.append(op)
+            return None
+        held = self._held
+        if not held:
+            return held, op.events
+        self._held = []
+        return held, (*(ev for h in held for ev in h.events), *op.events)
+
+    def _written(self, held: list[_Append], op: _Append) -> None:
+        """The store accepted ``op`` with the ``held`` records before it."""
+        run = self.run
+        for h in held:
+            run.released(h)
+        run.applied(op)
+
+
+class _AsyncDriver(_Driver):
     """Executes a run's operations with ``await`` (asyncio or trio)."""
 
     def __init__(self, run: _Run, detached: bool = False) -> None:
@@ -62,7 +90,7 @@ class _AsyncDriver:
         self._step_scope: anyio.CancelScope | None = None
         self._shutdown = False
         self._own: anyio.CancelScope | None = None
-        self._held: list[_Append] = []  # deferred records, committed with the next write
+        self._held = []
 
     def stop(self) -> None:
         """Runner shutdown: stop at once, without compensating (called in the loop's thread)."""
@@ -165,24 +193,17 @@ class _AsyncDriver:
         return None
 
     async def _append(self, op: _Append) -> None:
-        run = self.run
-        if op.defer:
-            run.held(op)
-            self._held.append(op)
+        batch = self._batch(op)
+        if batch is None:
             return
-        held = self._held
-        events = op.events
-        if held:
-            self._held = []
-            events = (*(ev for h in held for ev in h.events), *events)
+        held, events = batch
+        run = self.run
         try:
             await self.store.append(run.id, run.epoch, events, op.status, op.next_attempt_at)
         except StaleEpoch:
             self.saga._count_stale()
             raise
-        for h in held:
-            run.released(h)
-        run.applied(op)
+        self._written(held, op)
 
     async def _flush(self) -> None:
         """Commit the held records on their own (before a wait, or at the end of a drive)."""
@@ -268,7 +289,7 @@ class _AsyncDriver:
         return _StepOutcome("ok", value)
 
 
-class _SyncDriver:
+class _SyncDriver(_Driver):
     """Executes a run's operations with plain blocking calls (no event loop needed)."""
 
     def __init__(self, run: _Run) -> None:
@@ -276,7 +297,7 @@ class _SyncDriver:
         self.saga = run.saga
         self.store = run.saga._blocking_store
         self._store_append = self.store.append_sync
-        self._held: list[_Append] = []  # deferred records, committed with the next write
+        self._held = []
 
     def drive(self, script: Generator[_Op, Any, _Outcome]) -> _Outcome:
         run = self.run
@@ -347,24 +368,17 @@ class _SyncDriver:
         return None
 
     def _append(self, op: _Append) -> None:
-        run = self.run
-        if op.defer:
-            run.held(op)
-            self._held.append(op)
+        batch = self._batch(op)
+        if batch is None:
             return
-        held = self._held
-        events = op.events
-        if held:
-            self._held = []
-            events = (*(ev for h in held for ev in h.events), *events)
+        held, events = batch
+        run = self.run
         try:
             self._store_append(run.id, run.epoch, events, op.status, op.next_attempt_at)
         except StaleEpoch:
             self.saga._count_stale()
             raise
-        for h in held:
-            run.released(h)
-        run.applied(op)
+        self._written(held, op)
 
     def _flush(self) -> None:
         """Commit the held records on their own (before a wait, or at the end of a drive)."""

@@ -249,15 +249,8 @@ class _SQLite(_Backend):
 
     @contextmanager
     def locked(self, key: str) -> Iterator[tuple[Any, tuple[Any, ...] | None]]:
-        with self.connection() as conn:
-            conn.execute("BEGIN IMMEDIATE")  # the write lock: forward and undo never interleave
-            try:
-                yield conn, conn.execute(self._select, (key,)).fetchone()
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
+        with self.read() as conn:
+            yield conn, conn.execute(self._select, (key,)).fetchone()
 
     @contextmanager
     def savepoint(self, conn: Any) -> Iterator[None]:
@@ -276,6 +269,8 @@ class _SQLite(_Backend):
 
     @contextmanager
     def read(self) -> Iterator[Any]:
+        """A connection in a ``BEGIN IMMEDIATE`` transaction (the write lock: forward and undo
+        never interleave), committed at the end, rolled back on an error."""
         with self.connection() as conn:
             conn.execute("BEGIN IMMEDIATE")
             try:

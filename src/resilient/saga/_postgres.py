@@ -69,7 +69,7 @@ from ._sql_rows import (
     record_from_row,
     summary_from_row,
 )
-from ._store import BlockingSagaStore, track
+from ._store import _GuardedStore, track
 
 if TYPE_CHECKING:
     import psycopg
@@ -215,7 +215,7 @@ def _transient_for(pg: Any) -> Any:
     return transient
 
 
-class PostgresSagaStore(BlockingSagaStore):
+class PostgresSagaStore(_GuardedStore):
     """Sagas in PostgreSQL at ``dsn`` (a ``postgresql://`` URL or a libpq ``key=value``
     string): survives crashes and is shared by every process and host that can reach the
     database, which is what several service instances recovering each other's sagas need.
@@ -232,6 +232,8 @@ class PostgresSagaStore(BlockingSagaStore):
     building the store connects, so an unreachable server raises it from the constructor.
     ``durability`` tells what the server's ``synchronous_commit`` and ``fsync`` promise.
     """
+
+    _kind = "postgres"
 
     def __init__(
         self,
@@ -301,7 +303,6 @@ class PostgresSagaStore(BlockingSagaStore):
         self._returned: weakref.WeakKeyDictionary[Any, float] = weakref.WeakKeyDictionary()
         self._lock = threading.Lock()
         self._closed = False
-        self._last_stamp = 0.0
         self._check_settings = True  # read the durability settings on the next connection
         self._warned: str | None = None
         self.durability: Durability = postgres_durability("unknown", "unknown")
@@ -337,24 +338,6 @@ class PostgresSagaStore(BlockingSagaStore):
     def __repr__(self) -> str:
         schema = "" if self.schema is None else f" schema={self.schema!r}"
         return f"<PostgresSagaStore {self._where or 'default'}{schema}>"
-
-    def health(self) -> dict[str, Any]:
-        """A JSON-ready snapshot: the store, what its settings promise, whether it answers."""
-        return {
-            "store": repr(self),
-            "kind": "postgres",
-            "durability": self.durability.as_dict(),
-            **self._guard.health(),
-        }
-
-    def _stamp(self) -> float:
-        """``updated_at`` of one append: wall time, strictly increasing in this store, so a
-        retried append can tell whether its earlier attempt committed."""
-        now = time.time()
-        if now <= self._last_stamp:
-            now = math.nextafter(self._last_stamp, math.inf)
-        self._last_stamp = now
-        return now
 
     # -- connections ----------------------------------------------------------------------------
     def _connect(self) -> psycopg.Connection[tuple[Any, ...]]:
@@ -535,15 +518,9 @@ class PostgresSagaStore(BlockingSagaStore):
         ordered = sorted(rows, key=lambda r: (r[7], r[13], r[0]))
         return [self._record(row, tuple(logs[row[0]])) for row in ordered]
 
-    # -- protocol ---------------------------------------------------------------------------------
-    # Each operation is one transaction, run by the outage guard: ``retried`` is True when an
-    # earlier attempt of the same operation failed (maybe after its COMMIT went through).
-    def create_sync(self, rec: NewSaga) -> CreateResult:
-        """Insert-if-absent on ``rec.id`` with its first events: one statement."""
-        result: CreateResult = self._guard.call("create", rec.id, self._create, rec)
-        return result
-
+    # -- protocol: one attempt of each operation (_GuardedStore runs it through the guard) ----
     def _create(self, retried: bool, rec: NewSaga) -> CreateResult:
+        """Insert-if-absent on ``rec.id`` with its first events: one statement."""
         params = _event_params(rec.events, rec.now)
         params.update(
             id=rec.id,
@@ -571,36 +548,11 @@ class PostgresSagaStore(BlockingSagaStore):
             return CreateResult(True, existing)  # our earlier attempt committed
         return CreateResult(False, existing)
 
-    def load_sync(self, saga_id: str) -> SagaRecord | None:
-        """The saga and its log, read in one snapshot."""
-        result: SagaRecord | None = self._guard.call("load", saga_id, self._load, saga_id)
-        return result
-
     def _load(self, retried: bool, saga_id: str) -> SagaRecord | None:
         with self._conn() as conn, conn.transaction():
             conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             row = conn.execute(self._q_saga, (saga_id,)).fetchone()
             return None if row is None else self._record(row, self._events(conn, saga_id))
-
-    def append_sync(
-        self,
-        saga_id: str,
-        epoch: int,
-        events: Sequence[SagaLogEvent],
-        status: SagaStatus | None = None,
-        next_attempt_at: float | None = None,
-    ) -> None:
-        """Append in ONE statement, fenced by ``UPDATE ... WHERE epoch = %s``.
-
-        Every append stamps the row's ``updated_at`` with a value unique to it: a retry after
-        a broken connection whose COMMIT did go through finds its own stamp and appends
-        nothing a second time."""
-        if status is not None:
-            status = SagaStatus(status)
-        self._guard.call(
-            "append", saga_id, self._append, saga_id, epoch, events, status, next_attempt_at,
-            self._stamp(),
-        )  # fmt: skip
 
     def _append(
         self,
@@ -612,6 +564,9 @@ class PostgresSagaStore(BlockingSagaStore):
         next_attempt_at: float | None,
         now: float,
     ) -> None:
+        """Append in ONE statement, fenced by ``UPDATE ... WHERE epoch = %s``: a retry after
+        a broken connection whose COMMIT did go through finds its own stamp and appends
+        nothing a second time."""
         shape, _ = append_update(events, status, next_attempt_at)
         params = _event_params(events, now)
         params.update(
@@ -643,23 +598,6 @@ class PostgresSagaStore(BlockingSagaStore):
             return  # an earlier attempt of this append committed
         raise StaleEpoch(saga_id, epoch, found[0])
 
-    def claim_sync(
-        self,
-        owner: str,
-        now: float,
-        lease_s: float,
-        limit: int,
-        *,
-        definitions: Sequence[str] | None = None,
-        saga_id: str | None = None,
-    ) -> list[SagaRecord]:
-        """Claim due sagas with ``FOR UPDATE SKIP LOCKED``: concurrent claimers (and writers
-        holding a row) are skipped, not waited for, and never get the same saga."""
-        result: list[SagaRecord] = self._guard.call(
-            "claim", saga_id, self._claim, owner, now, lease_s, limit, definitions, saga_id
-        )
-        return result
-
     def _claim(
         self,
         retried: bool,
@@ -670,6 +608,8 @@ class PostgresSagaStore(BlockingSagaStore):
         definitions: Sequence[str] | None,
         saga_id: str | None,
     ) -> list[SagaRecord]:
+        """Claim due sagas with ``FOR UPDATE SKIP LOCKED``: concurrent claimers (and writers
+        holding a row) are skipped, not waited for, and never get the same saga."""
         where = [f"status IN {UNFINISHED_SQL}", "lease_until < %s", "next_attempt_at <= %s"]
         args: list[Any] = [now, now]
         if definitions is not None:
@@ -692,16 +632,11 @@ class PostgresSagaStore(BlockingSagaStore):
             rows = conn.execute(sql, args).fetchall()
             return self._records(conn, rows)
 
-    def take_sync(self, saga_id: str, owner: str, now: float, lease_s: float) -> SagaRecord | None:
-        """Operator takeover of ``saga_id`` (any status, any lease; waits for a writer)."""
-        result: SagaRecord | None = self._guard.call(
-            "take", saga_id, self._take, saga_id, owner, now, lease_s
-        )
-        return result
-
     def _take(
         self, retried: bool, saga_id: str, owner: str, now: float, lease_s: float
     ) -> SagaRecord | None:
+        """Operator takeover (any status, any lease): the UPDATE waits for a writer holding
+        the row."""
         with self._conn() as conn, conn.transaction():
             row = conn.execute(
                 f"UPDATE {self._t}sagas SET owner = %s, lease_until = %s, epoch = epoch + 1 "
@@ -710,17 +645,10 @@ class PostgresSagaStore(BlockingSagaStore):
             ).fetchone()
             return None if row is None else self._record(row, self._events(conn, saga_id))
 
-    def renew_sync(self, saga_id: str, owner: str, epoch: int, lease_until: float) -> bool:
-        """Extend the lease while ``owner`` holds ``saga_id`` at ``epoch`` (one statement)."""
-        # once: the heartbeat renews again at its next tick (see OutageGuard.call_once)
-        result: bool = self._guard.call_once(
-            "renew", saga_id, self._renew, saga_id, owner, epoch, lease_until
-        )
-        return result
-
     def _renew(
         self, retried: bool, saga_id: str, owner: str, epoch: int, lease_until: float
     ) -> bool:
+        """Extend the lease in one statement."""
         with self._conn() as conn:
             cur = conn.execute(
                 f"UPDATE {self._t}sagas SET lease_until = %s "
@@ -729,11 +657,6 @@ class PostgresSagaStore(BlockingSagaStore):
             )
             return cur.rowcount == 1
 
-    def release_sync(self, saga_id: str, owner: str, epoch: int) -> None:
-        """Drop the lease (no-op unless ``owner`` holds it at ``epoch``)."""
-        # once: a lease that cannot be given back runs out by itself
-        self._guard.call_once("release", saga_id, self._release, saga_id, owner, epoch)
-
     def _release(self, retried: bool, saga_id: str, owner: str, epoch: int) -> None:
         with self._conn() as conn:
             conn.execute(
@@ -741,11 +664,6 @@ class PostgresSagaStore(BlockingSagaStore):
                 "WHERE id = %s AND owner = %s AND epoch = %s",
                 (saga_id, owner, epoch),
             )
-
-    def query_sync(self, filt: SagaFilter) -> list[SagaSummary]:
-        """Matching sagas, most recently updated first."""
-        result: list[SagaSummary] = self._guard.call("query", filt.saga_id, self._query, filt)
-        return result
 
     def _query(self, retried: bool, filt: SagaFilter) -> list[SagaSummary]:
         where: list[str] = []

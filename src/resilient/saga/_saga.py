@@ -10,6 +10,7 @@ recovery loop that also hosts detached runs, and the default compensation policy
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -18,7 +19,7 @@ import threading
 import time
 import uuid
 import weakref
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, TypeVar, cast, overload
 
 import anyio
@@ -545,14 +546,8 @@ class Saga:
             self._host = host
             try:
                 while not self._stopping:
-                    try:
+                    with outage.recovery_pass():
                         await self.recover()
-                    except SagaStoreUnavailable as exc:
-                        outage.failed(exc)
-                    except Exception:
-                        _log.exception("saga %r: a recovery pass failed", self.name)
-                    else:
-                        outage.passed()
                     asleep = getattr(self._clock, "asleep", None)
                     if asleep is not None:  # an injected (fake) clock decides how time passes
                         await asleep(every)
@@ -575,14 +570,8 @@ class Saga:
         stop = stop if stop is not None else threading.Event()
         outage = _OutageLog(self.name, every)
         while not stop.is_set() and not self._stopping:
-            try:
+            with outage.recovery_pass():
                 self.recover_sync()
-            except SagaStoreUnavailable as exc:
-                outage.failed(exc)
-            except Exception:
-                _log.exception("saga %r: a recovery pass failed", self.name)
-            else:
-                outage.passed()
             sleep = getattr(self._clock, "sleep", None)
             if sleep is not None:
                 sleep(every)
@@ -600,6 +589,19 @@ class _OutageLog:
         self.every = every
         self.since: float | None = None  # time.monotonic() of the first failed pass
         self.passes = 0
+
+    @contextlib.contextmanager
+    def recovery_pass(self) -> Iterator[None]:
+        """One pass of the loop: a failed pass is logged and the loop goes on (an outage
+        once, see :meth:`failed`; any other error with its traceback)."""
+        try:
+            yield
+        except SagaStoreUnavailable as exc:
+            self.failed(exc)
+        except Exception:
+            _log.exception("saga %r: a recovery pass failed", self.name)
+        else:
+            self.passed()
 
     def failed(self, exc: SagaStoreUnavailable) -> None:
         self.passes += 1

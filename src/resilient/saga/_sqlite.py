@@ -21,11 +21,9 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import math
 import os
 import sqlite3
 import threading
-import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -59,7 +57,7 @@ from ._sql_rows import (
     summary_from_row,
 )
 from ._sqlite_writer import GroupWriter
-from ._store import BlockingSagaStore, track
+from ._store import _GuardedStore, track
 
 __all__ = ["SQLiteSagaStore"]
 
@@ -160,9 +158,11 @@ def _schema_version(conn: sqlite3.Connection) -> int:
     return 1 if row is None or row[0] is None else int(row[0])
 
 
-class SQLiteSagaStore(BlockingSagaStore):
+class SQLiteSagaStore(_GuardedStore):
     """Sagas in the SQLite file ``path``: survives crashes; shareable by processes on one
     host (for several hosts use a server database store)."""
+
+    _kind = "sqlite"
 
     def __init__(
         self,
@@ -190,7 +190,6 @@ class SQLiteSagaStore(BlockingSagaStore):
         self._all: dict[threading.Thread, sqlite3.Connection] = {}
         self._all_lock = threading.Lock()
         self._closed = False
-        self._last_stamp = 0.0
         self._guard = OutageGuard(
             repr(self),
             f"sqlite {os.path.abspath(self.path)}",
@@ -207,24 +206,6 @@ class SQLiteSagaStore(BlockingSagaStore):
 
     def __repr__(self) -> str:
         return f"<SQLiteSagaStore {self.path!r} durability={self.durability.mode!r}>"
-
-    def health(self) -> dict[str, Any]:
-        """A JSON-ready snapshot: the store, its durability and whether it is reachable."""
-        return {
-            "store": repr(self),
-            "kind": "sqlite",
-            "durability": self.durability.as_dict(),
-            **self._guard.health(),
-        }
-
-    def _stamp(self) -> float:
-        """``updated_at`` of one append: wall time, strictly increasing in this store, so a
-        retried append can tell whether its earlier attempt committed."""
-        now = time.time()
-        if now <= self._last_stamp:
-            now = math.nextafter(self._last_stamp, math.inf)
-        self._last_stamp = now
-        return now
 
     # -- connections ----------------------------------------------------------------------------
     def _conn(self) -> sqlite3.Connection:
@@ -353,14 +334,7 @@ class SQLiteSagaStore(BlockingSagaStore):
         )
         return base + len(events)
 
-    # -- protocol ---------------------------------------------------------------------------------
-    # Each operation is one transaction, run by the outage guard: ``retried`` is True when an
-    # earlier attempt of the same operation failed (maybe after its COMMIT went through).
-    def create_sync(self, rec: NewSaga) -> CreateResult:
-        """Insert-if-absent on ``rec.id`` in one transaction."""
-        result: CreateResult = self._guard.call("create", rec.id, self._create, rec)
-        return result
-
+    # -- protocol: one attempt of each operation (_GuardedStore runs it through the guard) ----
     def _create(self, retried: bool, rec: NewSaga) -> CreateResult:
         with self._write() as conn:
             return self._create_in(conn, retried, rec)
@@ -375,6 +349,142 @@ class SQLiteSagaStore(BlockingSagaStore):
             return CreateResult(False, existing)
         self._insert_events(conn, rec.id, 0, rec.events, rec.now)
         return CreateResult(True, rec.created_record())  # what was inserted, not re-read
+
+    def _load(self, retried: bool, saga_id: str) -> SagaRecord | None:
+        with self._read() as conn:
+            row = conn.execute(_SELECT_SAGA, (saga_id,)).fetchone()
+            return None if row is None else self._record(conn, row)
+
+    def _append(
+        self,
+        retried: bool,
+        saga_id: str,
+        epoch: int,
+        events: Sequence[SagaLogEvent],
+        status: SagaStatus | None,
+        next_attempt_at: float | None,
+        now: float,
+    ) -> None:
+        """Append in one ``BEGIN IMMEDIATE`` transaction, fenced by ``epoch``."""
+        with self._write() as conn:
+            self._append_in(conn, retried, saga_id, epoch, events, status, next_attempt_at, now)
+
+    def _append_in(
+        self,
+        conn: sqlite3.Connection,
+        retried: bool,
+        saga_id: str,
+        epoch: int,
+        events: Sequence[SagaLogEvent],
+        status: SagaStatus | None,
+        next_attempt_at: float | None,
+        now: float,
+    ) -> None:
+        row = conn.execute(_SELECT_EPOCH, (saga_id,)).fetchone()
+        if row is None:
+            raise KeyError(f"no saga {saga_id!r} in this store")
+        if row[0] != epoch:
+            raise StaleEpoch(saga_id, epoch, row[0])
+        if retried and row[2] == now:
+            return  # the earlier attempt committed
+        last = self._insert_events(conn, saga_id, row[1], events, now)
+        shape, params = append_update(events, status, next_attempt_at)
+        conn.execute(_update_sql(shape), [last, now, *params, saga_id])
+
+    def _claim(
+        self,
+        retried: bool,
+        owner: str,
+        now: float,
+        lease_s: float,
+        limit: int,
+        definitions: Sequence[str] | None,
+        saga_id: str | None,
+    ) -> list[SagaRecord]:
+        """Claim due sagas under ``BEGIN IMMEDIATE`` (one writer at a time across processes)."""
+        where = [f"status IN {UNFINISHED_SQL}", "lease_until < ?", "next_attempt_at <= ?"]
+        args: list[Any] = [now, now]
+        if definitions is not None:
+            if not definitions:
+                return []
+            where.append(f"definition IN ({', '.join('?' * len(definitions))})")
+            args.extend(definitions)
+        if saga_id is not None:
+            where.append("id = ?")
+            args.append(saga_id)
+        with self._write() as conn:
+            ids = [
+                r[0]
+                for r in conn.execute(
+                    f"SELECT id FROM sagas WHERE {' AND '.join(where)} "
+                    "ORDER BY next_attempt_at, created_at LIMIT ?",
+                    (*args, max(0, limit)),
+                )
+            ]
+            out = []
+            for sid in ids:
+                conn.execute(
+                    "UPDATE sagas SET owner = ?, lease_until = ?, epoch = epoch + 1, "
+                    "recoveries = recoveries + 1 WHERE id = ?",
+                    (owner, now + lease_s, sid),
+                )
+                row = conn.execute(_SELECT_SAGA, (sid,)).fetchone()
+                out.append(self._record(conn, row))
+            return out
+
+    def _take(
+        self, retried: bool, saga_id: str, owner: str, now: float, lease_s: float
+    ) -> SagaRecord | None:
+        with self._write() as conn:
+            cur = conn.execute(
+                "UPDATE sagas SET owner = ?, lease_until = ?, epoch = epoch + 1 WHERE id = ?",
+                (owner, now + lease_s, saga_id),
+            )
+            if cur.rowcount == 0:
+                return None
+            row = conn.execute(_SELECT_SAGA, (saga_id,)).fetchone()
+            return self._record(conn, row)
+
+    def _renew(
+        self, retried: bool, saga_id: str, owner: str, epoch: int, lease_until: float
+    ) -> bool:
+        with self._write() as conn:
+            cur = conn.execute(
+                f"UPDATE sagas SET lease_until = ? WHERE id = ? AND owner = ? AND epoch = ? "
+                f"AND status IN ({', '.join('?' * len(_UNFINISHED))})",
+                (lease_until, saga_id, owner, epoch, *_UNFINISHED),
+            )
+            return cur.rowcount == 1
+
+    def _release(self, retried: bool, saga_id: str, owner: str, epoch: int) -> None:
+        with self._write() as conn:
+            conn.execute(
+                "UPDATE sagas SET owner = NULL, lease_until = 0 "
+                "WHERE id = ? AND owner = ? AND epoch = ?",
+                (saga_id, owner, epoch),
+            )
+
+    def _query(self, retried: bool, filt: SagaFilter) -> list[SagaSummary]:
+        where: list[str] = []
+        args: list[Any] = []
+        if filt.name is not None:
+            # exact, case-sensitive prefix (LIKE ignores ASCII case in SQLite)
+            prefix = f"{filt.name}@"
+            where.append("substr(definition, 1, ?) = ?")
+            args += [len(prefix), prefix]
+        if filt.statuses:
+            where.append(f"status IN ({', '.join('?' * len(filt.statuses))})")
+            args.extend(SagaStatus(s).value for s in filt.statuses)
+        if filt.saga_id is not None:
+            where.append("id = ?")
+            args.append(filt.saga_id)
+        sql = f"SELECT {SUMMARY_COLUMNS} FROM sagas"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY updated_at DESC, created_at DESC, id DESC LIMIT ?"
+        with self._read() as conn:
+            rows = conn.execute(sql, (*args, max(0, filt.limit))).fetchall()
+        return [summary_from_row(r) for r in rows]
 
     # -- async writes: through the writer thread, several per transaction ---------------------
     async def create(self, rec: NewSaga) -> CreateResult:
@@ -406,203 +516,3 @@ class SQLiteSagaStore(BlockingSagaStore):
                 "append", saga_id, lambda _, *a: self._append(True, *a), *args
             ),
         )
-
-    def load_sync(self, saga_id: str) -> SagaRecord | None:
-        """The saga and its log, read in one snapshot."""
-        result: SagaRecord | None = self._guard.call("load", saga_id, self._load, saga_id)
-        return result
-
-    def _load(self, retried: bool, saga_id: str) -> SagaRecord | None:
-        with self._read() as conn:
-            row = conn.execute(_SELECT_SAGA, (saga_id,)).fetchone()
-            return None if row is None else self._record(conn, row)
-
-    def append_sync(
-        self,
-        saga_id: str,
-        epoch: int,
-        events: Sequence[SagaLogEvent],
-        status: SagaStatus | None = None,
-        next_attempt_at: float | None = None,
-    ) -> None:
-        """Append in one ``BEGIN IMMEDIATE`` transaction, fenced by ``epoch``.
-
-        Every append stamps the row's ``updated_at`` with a value unique to it; a retry that
-        finds the row at its epoch with its own stamp knows the earlier attempt committed and
-        does not append the events a second time."""
-        if status is not None:
-            status = SagaStatus(status)
-        self._guard.call(
-            "append", saga_id, self._append, saga_id, epoch, events, status, next_attempt_at,
-            self._stamp(),
-        )  # fmt: skip
-
-    def _append(
-        self,
-        retried: bool,
-        saga_id: str,
-        epoch: int,
-        events: Sequence[SagaLogEvent],
-        status: SagaStatus | None,
-        next_attempt_at: float | None,
-        now: float,
-    ) -> None:
-        with self._write() as conn:
-            self._append_in(conn, retried, saga_id, epoch, events, status, next_attempt_at, now)
-
-    def _append_in(
-        self,
-        conn: sqlite3.Connection,
-        retried: bool,
-        saga_id: str,
-        epoch: int,
-        events: Sequence[SagaLogEvent],
-        status: SagaStatus | None,
-        next_attempt_at: float | None,
-        now: float,
-    ) -> None:
-        row = conn.execute(_SELECT_EPOCH, (saga_id,)).fetchone()
-        if row is None:
-            raise KeyError(f"no saga {saga_id!r} in this store")
-        if row[0] != epoch:
-            raise StaleEpoch(saga_id, epoch, row[0])
-        if retried and row[2] == now:
-            return  # the earlier attempt committed
-        last = self._insert_events(conn, saga_id, row[1], events, now)
-        shape, params = append_update(events, status, next_attempt_at)
-        conn.execute(_update_sql(shape), [last, now, *params, saga_id])
-
-    def claim_sync(
-        self,
-        owner: str,
-        now: float,
-        lease_s: float,
-        limit: int,
-        *,
-        definitions: Sequence[str] | None = None,
-        saga_id: str | None = None,
-    ) -> list[SagaRecord]:
-        """Claim due sagas under ``BEGIN IMMEDIATE`` (one writer at a time across processes)."""
-        result: list[SagaRecord] = self._guard.call(
-            "claim", saga_id, self._claim, owner, now, lease_s, limit, definitions, saga_id
-        )
-        return result
-
-    def _claim(
-        self,
-        retried: bool,
-        owner: str,
-        now: float,
-        lease_s: float,
-        limit: int,
-        definitions: Sequence[str] | None,
-        saga_id: str | None,
-    ) -> list[SagaRecord]:
-        where = [f"status IN {UNFINISHED_SQL}", "lease_until < ?", "next_attempt_at <= ?"]
-        args: list[Any] = [now, now]
-        if definitions is not None:
-            if not definitions:
-                return []
-            where.append(f"definition IN ({', '.join('?' * len(definitions))})")
-            args.extend(definitions)
-        if saga_id is not None:
-            where.append("id = ?")
-            args.append(saga_id)
-        with self._write() as conn:
-            ids = [
-                r[0]
-                for r in conn.execute(
-                    f"SELECT id FROM sagas WHERE {' AND '.join(where)} "
-                    "ORDER BY next_attempt_at, created_at LIMIT ?",
-                    (*args, max(0, limit)),
-                )
-            ]
-            out = []
-            for sid in ids:
-                conn.execute(
-                    "UPDATE sagas SET owner = ?, lease_until = ?, epoch = epoch + 1, "
-                    "recoveries = recoveries + 1 WHERE id = ?",
-                    (owner, now + lease_s, sid),
-                )
-                row = conn.execute(_SELECT_SAGA, (sid,)).fetchone()
-                out.append(self._record(conn, row))
-            return out
-
-    def take_sync(self, saga_id: str, owner: str, now: float, lease_s: float) -> SagaRecord | None:
-        """Operator takeover of ``saga_id`` (any status, any lease)."""
-        result: SagaRecord | None = self._guard.call(
-            "take", saga_id, self._take, saga_id, owner, now, lease_s
-        )
-        return result
-
-    def _take(
-        self, retried: bool, saga_id: str, owner: str, now: float, lease_s: float
-    ) -> SagaRecord | None:
-        with self._write() as conn:
-            cur = conn.execute(
-                "UPDATE sagas SET owner = ?, lease_until = ?, epoch = epoch + 1 WHERE id = ?",
-                (owner, now + lease_s, saga_id),
-            )
-            if cur.rowcount == 0:
-                return None
-            row = conn.execute(_SELECT_SAGA, (saga_id,)).fetchone()
-            return self._record(conn, row)
-
-    def renew_sync(self, saga_id: str, owner: str, epoch: int, lease_until: float) -> bool:
-        """Extend the lease while ``owner`` holds ``saga_id`` at ``epoch``."""
-        # once: the heartbeat renews again at its next tick (see OutageGuard.call_once)
-        result: bool = self._guard.call_once(
-            "renew", saga_id, self._renew, saga_id, owner, epoch, lease_until
-        )
-        return result
-
-    def _renew(
-        self, retried: bool, saga_id: str, owner: str, epoch: int, lease_until: float
-    ) -> bool:
-        with self._write() as conn:
-            cur = conn.execute(
-                f"UPDATE sagas SET lease_until = ? WHERE id = ? AND owner = ? AND epoch = ? "
-                f"AND status IN ({', '.join('?' * len(_UNFINISHED))})",
-                (lease_until, saga_id, owner, epoch, *_UNFINISHED),
-            )
-            return cur.rowcount == 1
-
-    def release_sync(self, saga_id: str, owner: str, epoch: int) -> None:
-        """Drop the lease (no-op unless ``owner`` holds it at ``epoch``)."""
-        # once: a lease that cannot be given back runs out by itself
-        self._guard.call_once("release", saga_id, self._release, saga_id, owner, epoch)
-
-    def _release(self, retried: bool, saga_id: str, owner: str, epoch: int) -> None:
-        with self._write() as conn:
-            conn.execute(
-                "UPDATE sagas SET owner = NULL, lease_until = 0 "
-                "WHERE id = ? AND owner = ? AND epoch = ?",
-                (saga_id, owner, epoch),
-            )
-
-    def query_sync(self, filt: SagaFilter) -> list[SagaSummary]:
-        """Matching sagas, most recently updated first."""
-        result: list[SagaSummary] = self._guard.call("query", filt.saga_id, self._query, filt)
-        return result
-
-    def _query(self, retried: bool, filt: SagaFilter) -> list[SagaSummary]:
-        where: list[str] = []
-        args: list[Any] = []
-        if filt.name is not None:
-            # exact, case-sensitive prefix (LIKE ignores ASCII case in SQLite)
-            prefix = f"{filt.name}@"
-            where.append("substr(definition, 1, ?) = ?")
-            args += [len(prefix), prefix]
-        if filt.statuses:
-            where.append(f"status IN ({', '.join('?' * len(filt.statuses))})")
-            args.extend(SagaStatus(s).value for s in filt.statuses)
-        if filt.saga_id is not None:
-            where.append("id = ?")
-            args.append(filt.saga_id)
-        sql = f"SELECT {SUMMARY_COLUMNS} FROM sagas"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY updated_at DESC, created_at DESC, id DESC LIMIT ?"
-        with self._read() as conn:
-            rows = conn.execute(sql, (*args, max(0, filt.limit))).fetchall()
-        return [summary_from_row(r) for r in rows]

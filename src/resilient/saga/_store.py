@@ -10,10 +10,12 @@ get the async methods for free (run in a worker thread when ``offload`` is True)
 from __future__ import annotations
 
 import abc
+import math
 import threading
+import time
 import weakref
 from collections.abc import Sequence
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import anyio
 import anyio.to_thread
@@ -28,6 +30,10 @@ from ._model import (
     SagaStatus,
     SagaSummary,
 )
+
+if TYPE_CHECKING:
+    from ._durability import Durability
+    from ._outage import OutageGuard
 
 __all__ = ["BlockingSagaStore", "SagaStore", "as_blocking", "is_progress", "store_health", "track"]
 
@@ -243,6 +249,159 @@ class BlockingSagaStore(abc.ABC):
         """See :meth:`SagaStore.query`."""
         result: list[SagaSummary] = await self._run(self.query_sync, filt)
         return result
+
+
+class _GuardedStore(BlockingSagaStore):
+    """A store on a database that can be out of reach for a while (SQLite, PostgreSQL).
+
+    Each ``*_sync`` method runs one transaction, ``self._<operation>(retried, ...)``, through
+    the store's :class:`~resilient.saga._outage.OutageGuard`, so every backend rides out an
+    outage the same way; ``retried`` is True when an earlier attempt of the same operation
+    failed (maybe after its COMMIT went through). A subclass sets ``_kind``, ``_guard`` and
+    ``durability`` and writes the ``_<operation>`` methods.
+    """
+
+    _kind: str  # the store's kind in health(): "sqlite", "postgres"
+    _guard: OutageGuard
+    durability: Durability
+    _last_stamp = 0.0  # the last updated_at handed out by _stamp()
+
+    def health(self) -> dict[str, Any]:
+        """A JSON-ready snapshot: the store, what its durability settings promise and whether
+        its database is reachable."""
+        return {
+            "store": repr(self),
+            "kind": self._kind,
+            "durability": self.durability.as_dict(),
+            **self._guard.health(),
+        }
+
+    def _stamp(self) -> float:
+        """``updated_at`` of one append: wall time, strictly increasing in this store, so a
+        retried append can tell whether its earlier attempt committed."""
+        now = time.time()
+        if now <= self._last_stamp:
+            now = math.nextafter(self._last_stamp, math.inf)
+        self._last_stamp = now
+        return now
+
+    def create_sync(self, rec: NewSaga) -> CreateResult:
+        """Insert-if-absent on ``rec.id`` in one transaction."""
+        result: CreateResult = self._guard.call("create", rec.id, self._create, rec)
+        return result
+
+    def load_sync(self, saga_id: str) -> SagaRecord | None:
+        """The saga and its log, read in one snapshot."""
+        result: SagaRecord | None = self._guard.call("load", saga_id, self._load, saga_id)
+        return result
+
+    def append_sync(
+        self,
+        saga_id: str,
+        epoch: int,
+        events: Sequence[SagaLogEvent],
+        status: SagaStatus | None = None,
+        next_attempt_at: float | None = None,
+    ) -> None:
+        """Append in one transaction, fenced by ``epoch``.
+
+        Every append stamps the row's ``updated_at`` with a value unique to it
+        (:meth:`_stamp`): a retry that finds the row at its epoch with its own stamp knows the
+        earlier attempt committed and does not append the events a second time."""
+        if status is not None:
+            status = SagaStatus(status)
+        self._guard.call(
+            "append", saga_id, self._append, saga_id, epoch, events, status, next_attempt_at,
+            self._stamp(),
+        )  # fmt: skip
+
+    def claim_sync(
+        self,
+        owner: str,
+        now: float,
+        lease_s: float,
+        limit: int,
+        *,
+        definitions: Sequence[str] | None = None,
+        saga_id: str | None = None,
+    ) -> list[SagaRecord]:
+        """Claim due sagas in one transaction (see :meth:`SagaStore.claim`)."""
+        result: list[SagaRecord] = self._guard.call(
+            "claim", saga_id, self._claim, owner, now, lease_s, limit, definitions, saga_id
+        )
+        return result
+
+    def take_sync(self, saga_id: str, owner: str, now: float, lease_s: float) -> SagaRecord | None:
+        """Operator takeover of ``saga_id`` (any status, any lease)."""
+        result: SagaRecord | None = self._guard.call(
+            "take", saga_id, self._take, saga_id, owner, now, lease_s
+        )
+        return result
+
+    def renew_sync(self, saga_id: str, owner: str, epoch: int, lease_until: float) -> bool:
+        """Extend the lease while ``owner`` holds ``saga_id`` at ``epoch``."""
+        # once: the heartbeat renews again at its next tick (see OutageGuard.call_once)
+        result: bool = self._guard.call_once(
+            "renew", saga_id, self._renew, saga_id, owner, epoch, lease_until
+        )
+        return result
+
+    def release_sync(self, saga_id: str, owner: str, epoch: int) -> None:
+        """Drop the lease (no-op unless ``owner`` holds it at ``epoch``)."""
+        # once: a lease that cannot be given back runs out by itself
+        self._guard.call_once("release", saga_id, self._release, saga_id, owner, epoch)
+
+    def query_sync(self, filt: SagaFilter) -> list[SagaSummary]:
+        """Matching sagas, most recently updated first."""
+        result: list[SagaSummary] = self._guard.call("query", filt.saga_id, self._query, filt)
+        return result
+
+    # -- one attempt of each operation, one transaction ------------------------------------------
+    @abc.abstractmethod
+    def _create(self, retried: bool, rec: NewSaga) -> CreateResult: ...
+
+    @abc.abstractmethod
+    def _load(self, retried: bool, saga_id: str) -> SagaRecord | None: ...
+
+    @abc.abstractmethod
+    def _append(
+        self,
+        retried: bool,
+        saga_id: str,
+        epoch: int,
+        events: Sequence[SagaLogEvent],
+        status: SagaStatus | None,
+        next_attempt_at: float | None,
+        now: float,
+    ) -> None: ...
+
+    @abc.abstractmethod
+    def _claim(
+        self,
+        retried: bool,
+        owner: str,
+        now: float,
+        lease_s: float,
+        limit: int,
+        definitions: Sequence[str] | None,
+        saga_id: str | None,
+    ) -> list[SagaRecord]: ...
+
+    @abc.abstractmethod
+    def _take(
+        self, retried: bool, saga_id: str, owner: str, now: float, lease_s: float
+    ) -> SagaRecord | None: ...
+
+    @abc.abstractmethod
+    def _renew(
+        self, retried: bool, saga_id: str, owner: str, epoch: int, lease_until: float
+    ) -> bool: ...
+
+    @abc.abstractmethod
+    def _release(self, retried: bool, saga_id: str, owner: str, epoch: int) -> None: ...
+
+    @abc.abstractmethod
+    def _query(self, retried: bool, filt: SagaFilter) -> list[SagaSummary]: ...
 
 
 class _Bridge:
