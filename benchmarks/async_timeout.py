@@ -71,7 +71,7 @@ def _telemetry(mode: str) -> None:
 async def _measure(backend: str, calls: int, rounds: int) -> dict[str, float]:
     contenders = _contenders(backend)
     best = {label: float("inf") for label in contenders}
-    for label, (call, mode) in contenders.items():  # warm up every path once
+    for call, mode in contenders.values():  # warm up every path once
         _telemetry(mode)
         for _ in range(100):
             await call()
