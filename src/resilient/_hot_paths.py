@@ -364,10 +364,17 @@ def breaker_async_wrapper(self: BreakerSelf, fn: AsyncFn) -> Fn:
                 raise
             if self._record_result is not None:
                 self._exit(permit, None, result)
-            elif permit[0] >= 0 and not core.succeed_fast(
-                permit[0]
-            ):  # lock-free; not while DISABLED
-                self._complete(permit, SUCCESS, None)
+            elif permit[0] >= 0:  # not while DISABLED
+                # ``core.succeed_fast`` inlined (two frames less per success; lock-free, see there)
+                ring = core.fast_ring
+                if ring is not None and permit[0] == core.gen and core.state is _CLOSED:
+                    slots = ring.slots
+                    if slots[0]:  # the evicted outcome is not a fast success: the totals change
+                        self._complete(permit, SUCCESS, None)
+                    else:
+                        slots.rotate(-1)
+                elif not core.succeed_fast(permit[0]):
+                    self._complete(permit, SUCCESS, None)
         except BaseException as exc:
             if stats is not None:
                 stats.record(self._outcome_for(exc), perf_counter() - start)
@@ -423,10 +430,17 @@ def breaker_sync_wrapper(self: BreakerSelf, fn: Fn) -> Fn:
                 raise
             if self._record_result is not None:
                 self._exit(permit, None, result)
-            elif permit[0] >= 0 and not core.succeed_fast(
-                permit[0]
-            ):  # lock-free; not while DISABLED
-                self._complete(permit, SUCCESS, None)
+            elif permit[0] >= 0:  # not while DISABLED
+                # ``core.succeed_fast`` inlined (two frames less per success; lock-free, see there)
+                ring = core.fast_ring
+                if ring is not None and permit[0] == core.gen and core.state is _CLOSED:
+                    slots = ring.slots
+                    if slots[0]:  # the evicted outcome is not a fast success: the totals change
+                        self._complete(permit, SUCCESS, None)
+                    else:
+                        slots.rotate(-1)
+                elif not core.succeed_fast(permit[0]):
+                    self._complete(permit, SUCCESS, None)
         except BaseException as exc:
             if stats is not None:
                 stats.record(self._outcome_for(exc), perf_counter() - start)
@@ -466,8 +480,17 @@ async def breaker_acall(self: BreakerSelf, fn: AsyncFn, args: Args, kwargs: Kwar
         raise
     if self._record_result is not None:
         self._exit(permit, None, result)
-    elif permit[0] >= 0 and not core.succeed_fast(permit[0]):  # lock-free; not while DISABLED
-        self._complete(permit, SUCCESS, None)
+    elif permit[0] >= 0:  # not while DISABLED
+        # ``core.succeed_fast`` inlined (two frames less per success; lock-free, see there)
+        ring = core.fast_ring
+        if ring is not None and permit[0] == core.gen and core.state is _CLOSED:
+            slots = ring.slots
+            if slots[0]:  # the evicted outcome is not a fast success: the totals change
+                self._complete(permit, SUCCESS, None)
+            else:
+                slots.rotate(-1)
+        elif not core.succeed_fast(permit[0]):
+            self._complete(permit, SUCCESS, None)
     return result
 
 
@@ -494,8 +517,17 @@ def breaker_call(self: BreakerSelf, fn: Fn, args: Args, kwargs: Kwargs) -> Any:
         raise
     if self._record_result is not None:
         self._exit(permit, None, result)
-    elif permit[0] >= 0 and not core.succeed_fast(permit[0]):  # lock-free; not while DISABLED
-        self._complete(permit, SUCCESS, None)
+    elif permit[0] >= 0:  # not while DISABLED
+        # ``core.succeed_fast`` inlined (two frames less per success; lock-free, see there)
+        ring = core.fast_ring
+        if ring is not None and permit[0] == core.gen and core.state is _CLOSED:
+            slots = ring.slots
+            if slots[0]:  # the evicted outcome is not a fast success: the totals change
+                self._complete(permit, SUCCESS, None)
+            else:
+                slots.rotate(-1)
+        elif not core.succeed_fast(permit[0]):
+            self._complete(permit, SUCCESS, None)
     return result
 
 

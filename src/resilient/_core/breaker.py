@@ -157,8 +157,10 @@ class BreakerCore:
         half_open_max_wait: float | None,
     ) -> None:
         self.window = window
-        # the window ``succeed_fast`` may update in place (count window, no slow calls)
-        self.fast_ring = (
+        # the window ``succeed_fast`` may update in place (count window, no slow calls); the
+        # per-call templates read it directly, so a core whose successes go elsewhere (the
+        # shared core, online) must leave it None and override ``succeed_fast``
+        self.fast_ring: CountWindow | None = (
             window if isinstance(window, CountWindow) and slow_call_duration is None else None
         )
         self.check_successes = not window.successes_lower_rates
@@ -251,7 +253,11 @@ class BreakerCore:
         sharing one breaker queue on it and the per-call cost grows with their number. A
         transition racing with it (it changes ``gen`` and clears the window under the lock)
         can at worst count this success in the new window."""
-        ring = self.fast_ring
+        return self._succeed_in(self.fast_ring, gen)
+
+    def _succeed_in(self, ring: CountWindow | None, gen: int) -> bool:
+        """:meth:`succeed_fast` on ``ring`` (the per-call templates inline this for the local
+        core's :attr:`fast_ring`; a shared core keeps its ring apart, see there)."""
         if ring is None or gen != self.gen or self.state is not CLOSED:
             return False
         return ring.pass_success()

@@ -109,6 +109,7 @@ class SharedBreakerCore(BreakerCore):
     __slots__ = (
         "_fast",
         "_fast_drained",
+        "_local_ring",
         "batch_calls",
         "batch_failures",
         "batch_slow",
@@ -127,6 +128,10 @@ class SharedBreakerCore(BreakerCore):
         """The options of :meth:`BreakerCore.__init__` (its one call site is typed against
         it); the fleet's own state starts offline and empty."""
         super().__init__(**options)
+        # the per-call code updates ``fast_ring`` in place without asking; online, a success
+        # must be counted for the fleet instead, so the ring is only reached through
+        # ``succeed_fast`` here, which uses it while offline
+        self._local_ring, self.fast_ring = self.fast_ring, None
         self.online = False
         self.fleet: tuple[str, int] | None = None  # (incarnation, epoch) mirrored by ``gen``
         self.batch_calls = 0
@@ -197,7 +202,7 @@ class SharedBreakerCore(BreakerCore):
 
     def succeed_fast(self, gen: int) -> bool:
         if not self.online:
-            return super().succeed_fast(gen)
+            return self._succeed_in(self._local_ring, gen)
         if gen != self.gen or self.state is not CLOSED or self.slow_call_duration is not None:
             return False
         next(self._fast)  # lock-free, like the local breaker's
