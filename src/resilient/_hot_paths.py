@@ -578,6 +578,10 @@ def bulkhead_async_wrapper(self: BulkheadSelf, fn: AsyncFn) -> Fn:
                 finally:
                     lock.release()
             if not admitted:
+                if (
+                    self._core.max_queued == 0
+                ):  # no queue to wait in: refused here, no waiting frame
+                    raise self._reject("full", None)
                 await self._wait_in_task()
             elif self._tel.detail or self._tel.gen != STATE.generation:
                 self._admitted(0.0)
@@ -631,6 +635,10 @@ def bulkhead_sync_wrapper(self: BulkheadSelf, fn: Fn) -> Fn:
                 finally:
                     lock.release()
             if not admitted:
+                if (
+                    self._core.max_queued == 0
+                ):  # no queue to wait in: refused here, no waiting frame
+                    raise self._reject("full", None)
                 self._wait_in_thread()
             elif self._tel.detail or self._tel.gen != STATE.generation:
                 self._admitted(0.0)
@@ -670,6 +678,8 @@ async def bulkhead_acall(self: BulkheadSelf, fn: AsyncFn, args: Args, kwargs: Kw
         finally:
             lock.release()
     if not admitted:
+        if self._core.max_queued == 0:  # no queue to wait in: refused here, no waiting frame
+            raise self._reject("full", None)
         await self._wait_in_task()
     elif self._tel.detail or self._tel.gen != STATE.generation:
         self._admitted(0.0)
@@ -696,6 +706,8 @@ def bulkhead_call(self: BulkheadSelf, fn: Fn, args: Args, kwargs: Kwargs) -> Any
         finally:
             lock.release()
     if not admitted:
+        if self._core.max_queued == 0:  # no queue to wait in: refused here, no waiting frame
+            raise self._reject("full", None)
         self._wait_in_thread()
     elif self._tel.detail or self._tel.gen != STATE.generation:
         self._admitted(0.0)
@@ -722,6 +734,8 @@ async def bulkhead_aenter(self: BulkheadSelf) -> None:
         finally:
             lock.release()
     if not admitted:
+        if self._core.max_queued == 0:  # no queue to wait in: refused here, no waiting frame
+            raise self._reject("full", None)
         await self._wait_in_task()
     elif self._tel.detail or self._tel.gen != STATE.generation:
         self._admitted(0.0)
@@ -741,6 +755,8 @@ def bulkhead_enter(self: BulkheadSelf) -> None:
         finally:
             lock.release()
     if not admitted:
+        if self._core.max_queued == 0:  # no queue to wait in: refused here, no waiting frame
+            raise self._reject("full", None)
         self._wait_in_thread()
     elif self._tel.detail or self._tel.gen != STATE.generation:
         self._admitted(0.0)

@@ -128,7 +128,9 @@ class SlotPolicy(AroundPolicy):
     def _reject(self, reason: str, waited: float | None) -> BaseException:
         tel = self._tel
         if not tel.quiet or tel.gen != STATE.generation:
-            tel.current()
+            # ``tel.current()`` inlined: a full bulkhead refuses on every call
+            if tel.gen != STATE.generation or tel.otel._TRACER_PROVIDER is not tel.otel_global:
+                tel.refresh()
             if tel.detail:
                 tel.emit(BulkheadRejected(policy=self.kind, name=self.name, reason=reason))
             tel.rejected(reason)
