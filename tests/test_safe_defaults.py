@@ -529,3 +529,37 @@ def test_instant_retries_still_apply() -> None:
 
     with instant_retries():
         assert rs.Retry(attempts=3, wait=5.0).call(flaky) == "ok"
+
+
+def test_a_rename_withdraws_the_auto_names_rejection_series() -> None:
+    """Rejections counted under the automatic name before the policy decorated anything are
+    withdrawn with the other series, and later ones count under the new name."""
+    registry = CollectorRegistry()
+    rs.configure_telemetry(registry=registry)
+    try:
+        breaker = rs.CircuitBreaker()
+        auto = breaker.name
+        breaker.force_open()
+        with pytest.raises(rs.CircuitOpenError):
+            breaker.call(lambda: "never")
+        labels = {"policy": "breaker", "reason": "forced_open"}
+        assert registry.get_sample_value("resilient_rejections_total", {**labels, "name": auto})
+
+        @breaker
+        def charge() -> str:
+            return "never"
+
+        with pytest.raises(rs.CircuitOpenError):
+            charge()
+        assert (
+            registry.get_sample_value("resilient_rejections_total", {**labels, "name": auto})
+            is None
+        ), "the auto name's rejection series is withdrawn"
+        assert (
+            registry.get_sample_value(
+                "resilient_rejections_total", {**labels, "name": charge.__qualname__}
+            )
+            == 1.0
+        )
+    finally:
+        reset_telemetry()

@@ -236,6 +236,7 @@ class PolicyTelemetry:
         "_children",
         "_families",
         "_gauges",
+        "_rejections",
         "_tracer",
         "_tracer_provider",
         "active_tracer",
@@ -281,6 +282,7 @@ class PolicyTelemetry:
         self._breaker_state: tuple[str, tuple[str, ...]] | None = None
         self._families: Families | None = None
         self._children: dict[tuple[str, ...], Any] = {}
+        self._rejections: dict[str, Any] = {}  # reason -> its series (also in _children)
         _handles.add(self)
         self.refresh(warm=False)
 
@@ -335,6 +337,7 @@ class PolicyTelemetry:
 
             self._families = families_for(_default_registry(registry))
         self._children = {}
+        self._rejections = {}
         self.stats: CallStats | None = (
             self._families.calls.stats(self.kind, self.name)
             if self._families is not None and self.counts_calls
@@ -468,12 +471,16 @@ class PolicyTelemetry:
         listener or a span would see it (events are not built for metrics alone)."""
         if self.gen != STATE.generation or self.otel._TRACER_PROVIDER is not self.otel_global:
             self.refresh()
-        if self._families is not None:
-            series = self._children.get(("rejections", reason))
-            if series is None:
-                series = self._families.rejections.labels(self.kind, self.name, reason)
-                self._children["rejections", reason] = series
-            series.inc()
+        series = self._rejections.get(reason)
+        if series is None and self._families is not None:
+            # kept under its full key too, so a rename withdraws it with the other series
+            series = self._child("resilient_rejections_total", self.kind, self.name, reason)
+            self._rejections[reason] = series
+        if series is not None:
+            if UNLOCKED:  # ``CounterSeries.inc`` inlined: exact under the GIL, see there
+                series.value += 1
+            else:
+                series.inc()
         if self.detail:
             self.emit(
                 CallRejected(
@@ -502,11 +509,7 @@ class PolicyTelemetry:
         if self.gen != STATE.generation or self.otel._TRACER_PROVIDER is not self.otel_global:
             self.refresh()
         if self._families is not None:
-            series = self._children.get((kind,))
-            if series is None:
-                series = self._families.family(f"resilient_{kind}_total").labels(self.name)
-                self._children[kind,] = series
-            series.inc()
+            self._child(f"resilient_{kind}_total", self.name).inc()
 
     def emit(self, event: Event) -> None:
         """Deliver ``event`` to the current span and every listener. (Metrics are moved by

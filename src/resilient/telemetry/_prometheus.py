@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from typing import Any, cast
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
@@ -208,11 +208,6 @@ class Families:
             self.registry.register(counter)
             return counter
         return _standard(metric, self.registry)
-
-    @property
-    def rejections(self) -> PlainCounter:
-        """``resilient_rejections_total{policy,name,reason}``."""
-        return cast(PlainCounter, self.family("resilient_rejections_total"))
 
 
 _cache: dict[int, Families] = {}
