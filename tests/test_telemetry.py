@@ -7,7 +7,7 @@ import logging
 import sys
 import threading
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import anyio
@@ -366,6 +366,39 @@ def test_a_listener_added_while_telemetry_is_off_sees_the_next_call() -> None:
 
 
 # -- exact counts under threads --------------------------------------------------------------------
+def _hammer(calls: Callable[[], None], scrape: Callable[[], None], threads: int = 8) -> None:
+    """Run ``calls`` on ``threads`` threads at once (switching every microsecond) while
+    ``scrape`` runs again and again on another thread until they are done; then reset the
+    telemetry."""
+    barrier = threading.Barrier(threads + 1)
+    done = threading.Event()
+
+    def caller() -> None:
+        barrier.wait()
+        calls()
+
+    def scraper() -> None:
+        while not done.is_set():
+            scrape()
+
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        workers = [threading.Thread(target=caller) for _ in range(threads)]
+        scraping = threading.Thread(target=scraper)
+        for t in workers:
+            t.start()
+        scraping.start()
+        barrier.wait()
+        for t in workers:
+            t.join()
+        done.set()
+        scraping.join()
+    finally:
+        sys.setswitchinterval(old)
+        reset_telemetry()
+
+
 def _forced_open_breaker() -> Any:
     breaker = rs.CircuitBreaker("exact-rejecting-breaker")
     breaker.force_open()
@@ -400,40 +433,21 @@ def test_rejections_are_exact_under_eight_threads_and_never_decrease(
         raise AssertionError("a refused call never runs")
 
     per_thread, threads = 3000, 8
-    barrier = threading.Barrier(threads + 1)
-    done = threading.Event()
     seen: list[tuple[float, float]] = []
 
-    def scraper() -> None:
-        while not done.is_set():
-            rejected = registry.get_sample_value(
-                "resilient_calls_total", {**labels, "outcome": "rejected"}
-            )
-            count = registry.get_sample_value("resilient_call_duration_seconds_count", labels)
-            seen.append((rejected or 0.0, count or 0.0))
+    def scrape() -> None:
+        rejected = registry.get_sample_value(
+            "resilient_calls_total", {**labels, "outcome": "rejected"}
+        )
+        count = registry.get_sample_value("resilient_call_duration_seconds_count", labels)
+        seen.append((rejected or 0.0, count or 0.0))
 
-    def caller() -> None:
-        barrier.wait()
+    def calls() -> None:
         for _ in range(per_thread):
             with contextlib.suppress(rs.PolicyRejectedError):
                 work()
 
-    old = sys.getswitchinterval()
-    sys.setswitchinterval(1e-6)
-    try:
-        workers = [threading.Thread(target=caller) for _ in range(threads)]
-        scraping = threading.Thread(target=scraper)
-        for t in workers:
-            t.start()
-        scraping.start()
-        barrier.wait()
-        for t in workers:
-            t.join()
-        done.set()
-        scraping.join()
-    finally:
-        sys.setswitchinterval(old)
-        reset_telemetry()
+    _hammer(calls, scrape, threads)
     total = float(per_thread * threads)
     assert _value(registry, "resilient_calls_total", **labels, outcome="rejected") == total
     assert _value(registry, "resilient_calls_total", **labels, outcome="success") == 0
@@ -469,8 +483,6 @@ def test_counts_are_exact_under_eight_threads_and_never_decrease(make: Any) -> N
         return i
 
     per_thread, threads = 4000, 8
-    barrier = threading.Barrier(threads + 1)
-    done = threading.Event()
     seen: list[float] = []
 
     def sample(outcome: str) -> float:
@@ -479,32 +491,12 @@ def test_counts_are_exact_under_eight_threads_and_never_decrease(make: Any) -> N
         )
         return value or 0.0
 
-    def scraper() -> None:
-        while not done.is_set():
-            seen.append(sample("success"))
-
-    def caller() -> None:
-        barrier.wait()
+    def calls() -> None:
         for i in range(per_thread):
             with contextlib.suppress(ValueError):
                 work(i)
 
-    old = sys.getswitchinterval()
-    sys.setswitchinterval(1e-6)
-    try:
-        workers = [threading.Thread(target=caller) for _ in range(threads)]
-        scraping = threading.Thread(target=scraper)
-        for t in workers:
-            t.start()
-        scraping.start()
-        barrier.wait()
-        for t in workers:
-            t.join()
-        done.set()
-        scraping.join()
-    finally:
-        sys.setswitchinterval(old)
-        reset_telemetry()
+    _hammer(calls, lambda: seen.append(sample("success")), threads)
     total = per_thread * threads
     failures = total // 10
     assert sample("success") == total - failures
