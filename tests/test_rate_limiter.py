@@ -16,36 +16,12 @@ import trio
 from prometheus_client import CollectorRegistry
 
 import resilient as rs
+from event_recorder import Recorder
 from resilient.telemetry import reset_telemetry
-from resilient.telemetry._events import CallRejected, Event, RateLimiterQueued
+from resilient.telemetry._events import CallRejected, RateLimiterQueued
 from resilient.testing import FakeClock
 
 WAIT = 10.0  # real seconds; only reached when something is broken
-
-
-class Recorder:
-    """An ``on_event`` listener that keeps the events and lets a test wait for one."""
-
-    def __init__(self) -> None:
-        self.events: list[Event] = []
-        self._cond = threading.Condition()
-
-    def __call__(self, event: Event) -> None:
-        with self._cond:
-            self.events.append(event)
-            self._cond.notify_all()
-
-    def of(self, kind: type[Event]) -> list[Any]:
-        with self._cond:
-            return [e for e in self.events if isinstance(e, kind)]
-
-    def wait_for(self, kind: type[Event], count: int = 1) -> None:
-        with self._cond:
-            ok = self._cond.wait_for(lambda: len(self.of(kind)) >= count, WAIT)
-        assert ok, f"never saw {count} x {kind.__name__}"
-
-    async def until(self, kind: type[Event], count: int = 1) -> None:
-        await anyio.to_thread.run_sync(self.wait_for, kind, count)
 
 
 def _limiter(**kwargs: Any) -> tuple[rs.RateLimiter, FakeClock, Recorder]:
